@@ -1,0 +1,1 @@
+//! The embedded default provider: an allow-list file (plain, nginx, haproxy, json).

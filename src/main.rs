@@ -1,0 +1,2 @@
+//! rangekeeper binary entry point.
+fn main() {}
