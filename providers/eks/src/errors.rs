@@ -1,0 +1,228 @@
+//! Maps AWS SDK errors of the EKS operations to rangekeeper's typed [`ProviderError`].
+
+use std::error::Error as StdError;
+
+use aws_sdk_eks::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
+use aws_sdk_eks::operation::describe_update::DescribeUpdateError;
+use aws_sdk_eks::operation::list_updates::ListUpdatesError;
+use aws_sdk_eks::operation::update_cluster_config::UpdateClusterConfigError;
+use rangekeeper_provider::ProviderError;
+
+/// What kind of failure a modeled EKS error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    NotFound,
+    Invalid,
+    InUse,
+    Throttled,
+    Server,
+    Auth,
+}
+
+/// The modeled error variants of one operation, classified.
+pub(crate) trait Modeled {
+    fn modeled(&self) -> Option<Class>;
+}
+
+impl Modeled for DescribeClusterError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::ResourceNotFoundException(_) => Some(Class::NotFound),
+            Self::ServerException(_) | Self::ServiceUnavailableException(_) => Some(Class::Server),
+            Self::ClientException(_) => Some(Class::Invalid),
+            _ => None,
+        }
+    }
+}
+
+impl Modeled for UpdateClusterConfigError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::ResourceNotFoundException(_) => Some(Class::NotFound),
+            Self::InvalidParameterException(_)
+            | Self::InvalidRequestException(_)
+            | Self::ClientException(_) => Some(Class::Invalid),
+            Self::ResourceInUseException(_) => Some(Class::InUse),
+            Self::ServerException(_) => Some(Class::Server),
+            Self::ThrottlingException(_) => Some(Class::Throttled),
+            _ => None,
+        }
+    }
+}
+
+impl Modeled for DescribeUpdateError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::ResourceNotFoundException(_) => Some(Class::NotFound),
+            Self::InvalidParameterException(_) | Self::ClientException(_) => Some(Class::Invalid),
+            Self::ServerException(_) => Some(Class::Server),
+            _ => None,
+        }
+    }
+}
+
+impl Modeled for ListUpdatesError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::ResourceNotFoundException(_) => Some(Class::NotFound),
+            Self::InvalidParameterException(_) | Self::ClientException(_) => Some(Class::Invalid),
+            Self::ServerException(_) => Some(Class::Server),
+            _ => None,
+        }
+    }
+}
+
+/// Classify an unmodeled error by its AWS error code.
+fn by_code(code: &str) -> Option<Class> {
+    Some(match code {
+        "ResourceNotFoundException" => Class::NotFound,
+        "InvalidParameterException"
+        | "InvalidRequestException"
+        | "ClientException"
+        | "ValidationException" => Class::Invalid,
+        "ResourceInUseException" => Class::InUse,
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
+        | "RequestThrottled"
+        | "RequestThrottledException"
+        | "SlowDown"
+        | "PriorRequestNotComplete" => Class::Throttled,
+        "ServerException"
+        | "ServiceUnavailableException"
+        | "ServiceUnavailable"
+        | "InternalFailure"
+        | "InternalServerError" => Class::Server,
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "InvalidClientTokenId"
+        | "ExpiredToken"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationToken"
+        | "MissingAuthenticationTokenException"
+        | "NotAuthorized"
+        | "UnauthorizedOperation"
+        | "AuthFailure" => Class::Auth,
+        _ => return None,
+    })
+}
+
+/// Turn an SDK error of operation `op` on `cluster` into a [`ProviderError`].
+pub(crate) fn map_sdk_error<E, R>(op: &str, cluster: &str, err: SdkError<E, R>) -> ProviderError
+where
+    E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: HttpStatus + std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            let status = ctx.raw().status_code();
+            let text = match (e.code(), e.message()) {
+                (Some(code), Some(msg)) => format!("{code}: {msg}"),
+                (None, Some(msg)) => msg.to_owned(),
+                _ => e.to_string(),
+            };
+            let class = e
+                .modeled()
+                .or_else(|| e.code().and_then(by_code))
+                .or(match status {
+                    401 | 403 => Some(Class::Auth),
+                    429 => Some(Class::Throttled),
+                    500..=599 => Some(Class::Server),
+                    _ => None,
+                });
+            let text = format!("EKS {op} on cluster `{cluster}`: {text}");
+            match class {
+                Some(Class::NotFound) => ProviderError::NotFound(text),
+                Some(Class::Invalid) => ProviderError::Invalid(text),
+                Some(Class::InUse) => ProviderError::Conflict(text),
+                Some(Class::Throttled) => ProviderError::Throttled {
+                    message: text,
+                    retry_after: None,
+                },
+                Some(Class::Server) => ProviderError::Transient(text),
+                Some(Class::Auth) => ProviderError::Auth(text),
+                None => ProviderError::Other(format!("{text} (HTTP {status})")),
+            }
+        }
+        SdkError::TimeoutError(_) => {
+            ProviderError::Transient(format!("EKS {op} on cluster `{cluster}` timed out"))
+        }
+        SdkError::DispatchFailure(d) => {
+            let text = format!(
+                "EKS {op} on cluster `{cluster}`: {}",
+                DisplayErrorContext(&err)
+            );
+            if d.is_timeout() || d.is_io() {
+                ProviderError::Transient(text)
+            } else if mentions_credentials(&text) {
+                ProviderError::Auth(text)
+            } else if d.is_user() {
+                ProviderError::Other(text)
+            } else {
+                ProviderError::Transient(text)
+            }
+        }
+        SdkError::ResponseError(_) => ProviderError::Transient(format!(
+            "EKS {op} on cluster `{cluster}`: unreadable response: {}",
+            DisplayErrorContext(&err)
+        )),
+        _ => {
+            let text = format!(
+                "EKS {op} on cluster `{cluster}`: {}",
+                DisplayErrorContext(&err)
+            );
+            if mentions_credentials(&text) {
+                ProviderError::Auth(text)
+            } else {
+                ProviderError::Other(text)
+            }
+        }
+    }
+}
+
+/// Whether an SDK error chain is about missing or unusable credentials (identity resolution
+/// fails before any request is sent, so there is no error code to go by).
+fn mentions_credentials(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("credential") || t.contains("identity") || t.contains("sso") || t.contains("token")
+}
+
+/// The HTTP status of a raw response (abstracted so the mapping stays generic).
+pub(crate) trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_eks::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_classify() {
+        assert_eq!(by_code("ThrottlingException"), Some(Class::Throttled));
+        assert_eq!(by_code("AccessDeniedException"), Some(Class::Auth));
+        assert_eq!(by_code("ResourceInUseException"), Some(Class::InUse));
+        assert_eq!(by_code("InvalidParameterException"), Some(Class::Invalid));
+        assert_eq!(by_code("SomethingNew"), None);
+    }
+
+    #[test]
+    fn credential_messages_are_recognized() {
+        assert!(mentions_credentials(
+            "dispatch failure: other: no credentials in the property bag"
+        ));
+        assert!(!mentions_credentials("connection refused"));
+    }
+}

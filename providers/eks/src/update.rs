@@ -1,0 +1,383 @@
+//! The EKS calls and the update state machine: describe, update with an idempotency token,
+//! wait out a conflicting update, poll our update, and confirm by reading the cluster back.
+
+use std::time::Instant;
+
+use aws_sdk_eks::types::{Update, UpdateStatus, VpcConfigRequest};
+use rangekeeper_provider::{Applied, ApplyOptions, ProviderError, RangeSet};
+use sha2::{Digest, Sha256};
+
+use crate::EksProvider;
+use crate::cluster::ClusterView;
+use crate::errors::map_sdk_error;
+use crate::retry::with_retry;
+
+/// The idempotency token of an update of `cluster` from `from` to `to`: a retried request (same
+/// cluster, same starting list, same target list) reuses it, so EKS runs it once. `salt` is
+/// raised only when EKS answered an old request's result for the same token (A -> B -> A).
+/// EKS allows at most 64 characters; this is 35.
+pub(crate) fn request_token(cluster: &str, from: &RangeSet, to: &RangeSet, salt: u32) -> String {
+    let mut h = Sha256::new();
+    h.update(b"rangekeeper/eks/v1\n");
+    h.update(cluster.as_bytes());
+    h.update(b"\n");
+    h.update(from.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(to.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(salt.to_be_bytes());
+    let digest = h.finalize();
+    let mut token = String::from("rk-");
+    for b in &digest[..16] {
+        token.push_str(&format!("{b:02x}"));
+    }
+    token
+}
+
+fn is_terminal(status: Option<&UpdateStatus>) -> bool {
+    matches!(
+        status,
+        Some(UpdateStatus::Successful | UpdateStatus::Failed | UpdateStatus::Cancelled)
+    )
+}
+
+fn status_str(u: &Update) -> &str {
+    u.status().map_or("unknown", |s| s.as_str())
+}
+
+/// The failure of an update, with the errors EKS attached to it.
+fn update_failed(cluster: &str, u: &Update) -> ProviderError {
+    let id = u.id().unwrap_or("?");
+    let mut msg = format!(
+        "EKS update {id} of cluster `{cluster}` ended {}",
+        status_str(u)
+    );
+    let errors: Vec<String> = u
+        .errors()
+        .iter()
+        .map(|e| {
+            let mut s = e
+                .error_code()
+                .map_or("error".to_owned(), |c| c.as_str().to_owned());
+            if let Some(m) = e.error_message() {
+                s.push_str(": ");
+                s.push_str(m);
+            }
+            if !e.resource_ids().is_empty() {
+                s.push_str(&format!(" (resources: {})", e.resource_ids().join(", ")));
+            }
+            s
+        })
+        .collect();
+    if errors.is_empty() {
+        msg.push_str(" without errors reported");
+    } else {
+        msg.push_str(": ");
+        msg.push_str(&errors.join("; "));
+    }
+    if u.status() == Some(&UpdateStatus::Cancelled) {
+        ProviderError::Conflict(msg)
+    } else {
+        ProviderError::Other(msg)
+    }
+}
+
+/// How a read-back ended.
+enum ReadBack {
+    Converged,
+    Differs(ClusterView),
+}
+
+impl EksProvider {
+    /// DescribeCluster, parsed.
+    pub(crate) async fn describe(&self) -> Result<ClusterView, ProviderError> {
+        let client = self.client().await?;
+        let out = with_retry(&self.tuning, "DescribeCluster", || async {
+            client
+                .describe_cluster()
+                .name(&self.cluster)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error("DescribeCluster", &self.cluster, e))
+        })
+        .await?;
+        let cluster = out.cluster().ok_or_else(|| {
+            ProviderError::Other(format!(
+                "EKS DescribeCluster on cluster `{}` returned no cluster",
+                self.cluster
+            ))
+        })?;
+        let view = ClusterView::from_cluster(&self.cluster, cluster)?;
+        self.remember_family(view.ipv6);
+        Ok(view)
+    }
+
+    /// Make the cluster hold `desired` (already validated), starting from `view`.
+    pub(crate) async fn converge(
+        &self,
+        mut view: ClusterView,
+        desired: &RangeSet,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let mut salt = 0;
+        loop {
+            if view.set == *desired {
+                return Ok(Applied::default());
+            }
+            if let Some(status) = view.status.as_deref()
+                && matches!(status, "DELETING" | "FAILED")
+            {
+                return Err(ProviderError::Invalid(format!(
+                    "cluster `{}` is {status}: it cannot be updated",
+                    self.cluster
+                )));
+            }
+            let token = request_token(&self.cluster, &view.set, desired, salt);
+            let update = self.send_update(desired, &token, opts).await?;
+            let id = update.as_ref().and_then(|u| u.id()).map(str::to_owned);
+            tracing::info!(cluster = %self.cluster, update = ?id, "EKS accepted the publicAccessCidrs update");
+            if !opts.wait {
+                let note = match &id {
+                    Some(id) => format!("EKS update {id} accepted; not waiting for it to finish"),
+                    None => "EKS accepted the update; not waiting to confirm it".to_owned(),
+                };
+                return Ok(Applied {
+                    changed: true,
+                    pending: true,
+                    notes: vec![note],
+                });
+            }
+            let Some(id) = id else {
+                // No update to poll (local emulators): the cluster itself must show the list.
+                return match self
+                    .read_back(desired, opts, self.tuning.readback_attempts)
+                    .await?
+                {
+                    ReadBack::Converged => Ok(changed()),
+                    ReadBack::Differs(now) => Err(ProviderError::Transient(format!(
+                        "EKS accepted the update of cluster `{}` but after {} read-backs it holds {} instead of {}",
+                        self.cluster, self.tuning.readback_attempts, now.set, desired
+                    ))),
+                };
+            };
+            let done = self.wait_update(&id, opts, "update").await?;
+            if done.status() != Some(&UpdateStatus::Successful) {
+                return Err(update_failed(&self.cluster, &done));
+            }
+            match self
+                .read_back(desired, opts, self.tuning.readback_attempts.min(3))
+                .await?
+            {
+                ReadBack::Converged => return Ok(changed()),
+                ReadBack::Differs(now) if salt == 0 => {
+                    // The token named an older, finished update (the list went A -> B -> A):
+                    // send again with a fresh token.
+                    tracing::warn!(cluster = %self.cluster, update = %id,
+                        "update {id} succeeded but the cluster holds {}; resending with a new token", now.set);
+                    salt += 1;
+                    view = now;
+                }
+                ReadBack::Differs(now) => {
+                    return Err(ProviderError::Conflict(format!(
+                        "EKS update {id} of cluster `{}` succeeded but the cluster holds {} instead of {}: \
+                         something else changed it",
+                        self.cluster, now.set, desired
+                    )));
+                }
+            }
+        }
+    }
+
+    /// UpdateClusterConfig with only `publicAccessCidrs`; waits out another update in
+    /// progress (ResourceInUseException), bounded.
+    async fn send_update(
+        &self,
+        desired: &RangeSet,
+        token: &str,
+        opts: &ApplyOptions,
+    ) -> Result<Option<Update>, ProviderError> {
+        let client = self.client().await?;
+        let cidrs: Vec<String> = desired.prefixes().iter().map(ToString::to_string).collect();
+        let mut conflicts = 0;
+        loop {
+            let sent = with_retry(&self.tuning, "UpdateClusterConfig", || async {
+                client
+                    .update_cluster_config()
+                    .name(&self.cluster)
+                    .resources_vpc_config(
+                        VpcConfigRequest::builder()
+                            .set_public_access_cidrs(Some(cidrs.clone()))
+                            .build(),
+                    )
+                    .client_request_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error("UpdateClusterConfig", &self.cluster, e))
+            })
+            .await;
+            match sent {
+                Ok(out) => return Ok(out.update().cloned()),
+                Err(ProviderError::Conflict(msg)) if conflicts < self.tuning.conflict_retries => {
+                    conflicts += 1;
+                    tracing::info!(cluster = %self.cluster, "{msg}");
+                    opts.progress.message(&format!(
+                        "cluster {} has another update in progress; waiting for it",
+                        self.cluster
+                    ));
+                    self.wait_for_in_progress(opts, conflicts).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Find the update in progress (ListUpdates + DescribeUpdate) and wait for it to end.
+    /// When none is found (it just finished, or the cluster is still being created), wait a
+    /// backoff before the caller retries.
+    async fn wait_for_in_progress(
+        &self,
+        opts: &ApplyOptions,
+        conflicts: u32,
+    ) -> Result<(), ProviderError> {
+        match self.find_in_progress().await {
+            Ok(Some(id)) => {
+                self.wait_update(&id, opts, "the update in progress,")
+                    .await?;
+            }
+            Ok(None) => tokio::time::sleep(self.tuning.backoff(conflicts)).await,
+            Err(e @ ProviderError::Auth(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(cluster = %self.cluster, error = %e, "could not list the cluster's updates");
+                tokio::time::sleep(self.tuning.backoff(conflicts)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_in_progress(&self) -> Result<Option<String>, ProviderError> {
+        let client = self.client().await?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut next: Option<String> = None;
+        // Bounded pagination: enough pages to hold `max_updates_scanned` ids.
+        for _ in 0..self.tuning.max_updates_scanned.div_ceil(100).max(1) {
+            let out = with_retry(&self.tuning, "ListUpdates", || async {
+                client
+                    .list_updates()
+                    .name(&self.cluster)
+                    .set_next_token(next.clone())
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk_error("ListUpdates", &self.cluster, e))
+            })
+            .await?;
+            ids.extend(out.update_ids().iter().cloned());
+            next = out.next_token().map(str::to_owned);
+            if next.is_none() {
+                break;
+            }
+        }
+        // Newest last in practice; look at those first.
+        for id in ids.iter().rev().take(self.tuning.max_updates_scanned) {
+            let u = self.describe_update(id).await?;
+            if u.status() == Some(&UpdateStatus::InProgress) {
+                return Ok(Some(id.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn describe_update(&self, id: &str) -> Result<Update, ProviderError> {
+        let client = self.client().await?;
+        let out = with_retry(&self.tuning, "DescribeUpdate", || async {
+            client
+                .describe_update()
+                .name(&self.cluster)
+                .update_id(id)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error("DescribeUpdate", &self.cluster, e))
+        })
+        .await?;
+        out.update().cloned().ok_or_else(|| {
+            ProviderError::Other(format!(
+                "EKS DescribeUpdate {id} on cluster `{}` returned no update",
+                self.cluster
+            ))
+        })
+    }
+
+    /// Poll DescribeUpdate until the update ends (any terminal status), bounded by `max_wait`.
+    async fn wait_update(
+        &self,
+        id: &str,
+        opts: &ApplyOptions,
+        label: &str,
+    ) -> Result<Update, ProviderError> {
+        let start = Instant::now();
+        loop {
+            let u = self.describe_update(id).await?;
+            if is_terminal(u.status()) {
+                opts.progress.message(&format!(
+                    "{label} {id} of cluster {}: {}",
+                    self.cluster,
+                    status_str(&u)
+                ));
+                return Ok(u);
+            }
+            let elapsed = start.elapsed();
+            opts.progress.message(&format!(
+                "{label} {id} of cluster {}: {} ({}s)",
+                self.cluster,
+                status_str(&u),
+                elapsed.as_secs()
+            ));
+            if elapsed >= self.tuning.max_wait {
+                return Err(ProviderError::Transient(format!(
+                    "EKS update {id} of cluster `{}` is still {} after {:?}",
+                    self.cluster,
+                    status_str(&u),
+                    self.tuning.max_wait
+                )));
+            }
+            tokio::time::sleep(self.tuning.poll_delay()).await;
+        }
+    }
+
+    /// Read the cluster until it holds `desired`, at most `attempts` times with backoff.
+    async fn read_back(
+        &self,
+        desired: &RangeSet,
+        opts: &ApplyOptions,
+        attempts: u32,
+    ) -> Result<ReadBack, ProviderError> {
+        let mut last = None;
+        for attempt in 0..attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(self.tuning.backoff(attempt - 1)).await;
+            }
+            opts.progress.message(&format!(
+                "confirming cluster {} holds the new list (read {} of {})",
+                self.cluster,
+                attempt + 1,
+                attempts.max(1)
+            ));
+            let view = self.describe().await?;
+            if view.set == *desired {
+                return Ok(ReadBack::Converged);
+            }
+            last = Some(view);
+        }
+        match last {
+            Some(view) => Ok(ReadBack::Differs(view)),
+            None => Err(ProviderError::Other("no read-back happened".into())),
+        }
+    }
+}
+
+fn changed() -> Applied {
+    Applied {
+        changed: true,
+        pending: false,
+        notes: Vec::new(),
+    }
+}
