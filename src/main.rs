@@ -1,2 +1,100 @@
-//! rangekeeper binary entry point.
-fn main() {}
+//! rangekeeper: keep Kubernetes API-server authorized IP ranges exactly as declared.
+//!
+//! `main` only sets up logging and the runtime and maps outcomes to exit codes:
+//! 0 success or in sync, 1 error or refusal, 2 changes pending (`plan --detailed-exitcode`).
+
+mod cli;
+mod commands;
+mod declaration;
+mod guard;
+mod output;
+mod plan;
+mod registry;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, LogFormat};
+use commands::{Outcome, Reported};
+
+fn init_logging(global: &cli::Global) {
+    let level = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn,rangekeeper=info,rangekeeper::progress=info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RANGEKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .without_time()
+            .with_ansi(
+                anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never,
+            )
+            .init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Validate(a) => commands::validate::run(g, a),
+        Command::Normalize(a) => commands::normalize::run(g, a),
+        Command::Plan(a) => commands::plan::run(g, a).await,
+        Command::Apply(a) => commands::apply::run(g, a).await,
+        Command::Show(a) => commands::show::run(g, a).await,
+        Command::Update(a) => commands::update::run(g, a).await,
+        Command::Disable(a) => commands::disable::run(g, a).await,
+        Command::Providers => commands::providers::run(g),
+        Command::Schema => {
+            commands::print_json(&declaration::schema::schema())?;
+            Ok(Outcome::Success)
+        }
+        Command::Completions(a) => {
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "rangekeeper",
+                &mut std::io::stdout(),
+            );
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Changes) => ExitCode::from(2),
+        Ok(Outcome::Failure) => ExitCode::FAILURE,
+        Err(e) => {
+            match e.downcast_ref::<Reported>() {
+                Some(r) => eprintln!("error: {r}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

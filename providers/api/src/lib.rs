@@ -184,7 +184,9 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProviderError::Conflict(_) | ProviderError::Throttled { .. } | ProviderError::Transient(_)
+            ProviderError::Conflict(_)
+                | ProviderError::Throttled { .. }
+                | ProviderError::Transient(_)
         )
     }
 
@@ -240,7 +242,11 @@ pub trait Provider: Send + Sync {
 
     /// Make the target hold exactly `desired` (never empty: the binary guarantees it).
     /// Must send nothing when the target already holds `desired`.
-    async fn apply(&self, desired: &RangeSet, opts: &ApplyOptions) -> Result<Applied, ProviderError>;
+    async fn apply(
+        &self,
+        desired: &RangeSet,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError>;
 
     /// Lift the restriction (the target's [`UnrestrictedForm`]).
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError>;

@@ -1,1 +1,551 @@
-//! The embedded default provider: an allow-list file (plain, nginx, haproxy, json).
+//! The embedded default provider: an allow-list file that a reverse proxy in front of an API
+//! server consumes (`plain`, `nginx`, `haproxy` or `json`), written atomically, with an
+//! optional reload command.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rangekeeper_provider::cidr::{self, IpNet};
+use rangekeeper_provider::{
+    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
+    TargetConfig, UnrestrictedForm,
+};
+
+/// The first line of every file this provider writes.
+pub const MARKER: &str = "managed by rangekeeper";
+
+/// Default time a reload command may take.
+const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The static capabilities of the file provider.
+pub fn capabilities() -> Capabilities {
+    Capabilities {
+        name: "file",
+        description: "an allow-list file for a reverse proxy (plain, nginx, haproxy, json)",
+        max_ranges: None,
+        ipv4: true,
+        ipv6: true,
+        private_ranges: true,
+        unrestricted: UnrestrictedForm::AllAddresses,
+        async_apply: false,
+    }
+}
+
+/// Build a file provider for one target.
+pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
+    Ok(Box::new(FileProvider::from_config(cfg)?))
+}
+
+/// The formats a proxy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One CIDR per line.
+    #[default]
+    Plain,
+    /// `allow CIDR;` lines, then `deny all;` (for an nginx `include`).
+    Nginx,
+    /// An HAProxy ACL file (`acl ... src -f FILE`): one CIDR per line.
+    Haproxy,
+    /// `{"managedBy": "rangekeeper", "target": ..., "ranges": [...]}`.
+    Json,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    path: PathBuf,
+    #[serde(default)]
+    format: Format,
+    /// A command (program and arguments, no shell) run after the file changed.
+    #[serde(default)]
+    reload: Option<Vec<String>>,
+    /// Seconds the reload command may take.
+    #[serde(default)]
+    reload_timeout: Option<u64>,
+}
+
+/// The file provider bound to one target.
+#[derive(Debug, Clone)]
+pub struct FileProvider {
+    target: String,
+    path: PathBuf,
+    format: Format,
+    reload: Option<Vec<String>>,
+    reload_timeout: Duration,
+}
+
+impl FileProvider {
+    pub fn from_config(cfg: &TargetConfig) -> Result<Self, ProviderError> {
+        let raw: RawConfig = cfg.parse()?;
+        if raw.path.as_os_str().is_empty() {
+            return Err(ProviderError::Config(format!(
+                "target `{}`: `path` is empty",
+                cfg.name
+            )));
+        }
+        if let Some(r) = &raw.reload {
+            if r.is_empty() || r[0].trim().is_empty() {
+                return Err(ProviderError::Config(format!(
+                    "target `{}`: `reload` must name a program, e.g. [nginx, -s, reload]",
+                    cfg.name
+                )));
+            }
+        }
+        let path = if raw.path.is_absolute() {
+            raw.path
+        } else {
+            cfg.base_dir.join(raw.path)
+        };
+        Ok(FileProvider {
+            target: cfg.name.clone(),
+            path,
+            format: raw.format,
+            reload: raw.reload,
+            reload_timeout: raw
+                .reload_timeout
+                .map_or(DEFAULT_RELOAD_TIMEOUT, Duration::from_secs),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Render the file for a set. `disabled` writes an allow-everything file.
+    pub fn render(&self, set: &RangeSet, disabled: bool) -> String {
+        let prefixes = set.prefixes();
+        let header = |comment: &str| {
+            let mut h = format!(
+                "{comment} {MARKER} (target `{}`); changes by hand are overwritten\n",
+                self.target
+            );
+            if disabled {
+                h.push_str(&format!("{comment} restriction lifted by `rangekeeper disable`: every address is allowed\n"));
+            }
+            h
+        };
+        match self.format {
+            Format::Plain | Format::Haproxy => {
+                let mut s = header("#");
+                for p in &prefixes {
+                    s.push_str(&p.to_string());
+                    s.push('\n');
+                }
+                s
+            }
+            Format::Nginx => {
+                let mut s = header("#");
+                for p in &prefixes {
+                    s.push_str(&format!("allow {p};\n"));
+                }
+                s.push_str("deny all;\n");
+                s
+            }
+            Format::Json => {
+                let v = serde_json::json!({
+                    "managedBy": "rangekeeper",
+                    "target": self.target,
+                    "disabled": disabled,
+                    "ranges": prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                });
+                let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+                s.push('\n');
+                s
+            }
+        }
+    }
+
+    /// Parse a file's content back into the ranges it allows.
+    pub fn parse_content(&self, text: &str) -> Result<RangeSet, ProviderError> {
+        let bad = |line: usize, msg: String| {
+            ProviderError::Other(format!("{}:{line}: {msg}", self.path.display()))
+        };
+        let mut nets: Vec<IpNet> = Vec::new();
+        match self.format {
+            Format::Json => {
+                let v: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| bad(e.line(), format!("not valid JSON: {e}")))?;
+                let ranges = v
+                    .get("ranges")
+                    .and_then(|r| r.as_array())
+                    .ok_or_else(|| bad(1, "expected an object with a `ranges` list".to_owned()))?;
+                for r in ranges {
+                    let s = r
+                        .as_str()
+                        .ok_or_else(|| bad(1, format!("range {r} is not a string")))?;
+                    nets.push(cidr::parse(s).map_err(|e| bad(1, e.to_string()))?.net);
+                }
+            }
+            Format::Plain | Format::Haproxy | Format::Nginx => {
+                for (i, line) in text.lines().enumerate() {
+                    let line_no = i + 1;
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let entry = if self.format == Format::Nginx {
+                        if line == "deny all;" {
+                            continue;
+                        }
+                        match line
+                            .strip_prefix("allow ")
+                            .and_then(|l| l.strip_suffix(';'))
+                        {
+                            Some("all") => {
+                                nets.push(all_v4());
+                                nets.push(all_v6());
+                                continue;
+                            }
+                            Some(c) => c.trim(),
+                            None => {
+                                return Err(bad(
+                                    line_no,
+                                    format!(
+                                        "expected `allow CIDR;` or `deny all;`, found `{line}`"
+                                    ),
+                                ));
+                            }
+                        }
+                    } else {
+                        line
+                    };
+                    nets.push(
+                        cidr::parse(entry)
+                            .map_err(|e| bad(line_no, e.to_string()))?
+                            .net,
+                    );
+                }
+            }
+        }
+        Ok(RangeSet::from_nets(nets))
+    }
+
+    /// Write `content` atomically: a temp file in the same directory, fsync, rename, fsync
+    /// the directory. An existing file's permissions are kept.
+    fn write_atomic(&self, content: &str) -> Result<(), ProviderError> {
+        let io = |what: &str, e: std::io::Error| {
+            let msg = format!("{what} {}: {e}", self.path.display());
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ProviderError::Auth(msg),
+                std::io::ErrorKind::NotFound => ProviderError::NotFound(msg),
+                _ => ProviderError::Other(msg),
+            }
+        };
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(ProviderError::NotFound(format!(
+                "the directory of {} does not exist",
+                self.path.display()
+            )));
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".rangekeeper-")
+            .tempfile_in(&dir)
+            .map_err(|e| io("cannot create a temporary file beside", e))?;
+        tmp.write_all(content.as_bytes())
+            .map_err(|e| io("cannot write", e))?;
+        #[cfg(unix)]
+        {
+            let perms = match std::fs::metadata(&self.path) {
+                Ok(m) => m.permissions(),
+                Err(_) => default_permissions(),
+            };
+            std::fs::set_permissions(tmp.path(), perms)
+                .map_err(|e| io("cannot set permissions for", e))?;
+        }
+        tmp.as_file().sync_all().map_err(|e| io("cannot sync", e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| io("cannot replace", e.error))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            // Make the rename durable; not every filesystem supports syncing a directory.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Run the reload command, if any; a failure is returned as a note, not an error: the
+    /// file is written either way.
+    async fn reload(&self) -> Option<String> {
+        let cmd = self.reload.as_ref()?;
+        let (program, args) = cmd.split_first()?;
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null());
+        let run = command.output();
+        match tokio::time::timeout(self.reload_timeout, run).await {
+            Err(_) => Some(format!(
+                "the file was written, but the reload command `{}` did not finish within {}s",
+                cmd.join(" "),
+                self.reload_timeout.as_secs()
+            )),
+            Ok(Err(e)) => Some(format!(
+                "the file was written, but the reload command `{}` could not run: {e}",
+                cmd.join(" ")
+            )),
+            Ok(Ok(out)) if !out.status.success() => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let stderr = stderr.trim();
+                Some(format!(
+                    "the file was written, but the reload command `{}` failed ({}){}{stderr}",
+                    cmd.join(" "),
+                    out.status,
+                    if stderr.is_empty() { "" } else { ": " },
+                ))
+            }
+            Ok(Ok(_)) => None,
+        }
+    }
+
+    async fn write_and_reload(
+        &self,
+        set: &RangeSet,
+        disabled: bool,
+    ) -> Result<Applied, ProviderError> {
+        self.write_atomic(&self.render(set, disabled))?;
+        let mut applied = Applied {
+            changed: true,
+            ..Applied::default()
+        };
+        if let Some(note) = self.reload().await {
+            applied.notes.push(note);
+        }
+        Ok(applied)
+    }
+}
+
+fn all_v4() -> IpNet {
+    IpNet::V4(cidr::Ipv4Net::default())
+}
+
+fn all_v6() -> IpNet {
+    IpNet::V6(cidr::Ipv6Net::default())
+}
+
+fn everything() -> RangeSet {
+    RangeSet::from_nets([all_v4(), all_v6()])
+}
+
+#[cfg(unix)]
+fn default_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o644)
+}
+
+#[async_trait::async_trait]
+impl Provider for FileProvider {
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    async fn current(&self) -> Result<State, ProviderError> {
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut s = State::new(Restriction::Unrestricted);
+                s.details
+                    .push(("path".into(), self.path.display().to_string()));
+                s.warnings.push(format!(
+                    "{} does not exist yet: nothing is restricted",
+                    self.path.display()
+                ));
+                return Ok(s);
+            }
+            Err(e) => {
+                return Err(ProviderError::Other(format!(
+                    "cannot read {}: {e}",
+                    self.path.display()
+                )));
+            }
+        };
+        let set = self.parse_content(&text)?;
+        let restriction = if set.is_superset(&everything()) {
+            Restriction::Unrestricted
+        } else {
+            Restriction::Ranges(set)
+        };
+        let mut s = State::new(restriction);
+        s.details
+            .push(("path".into(), self.path.display().to_string()));
+        if !text.contains(MARKER) {
+            s.warnings.push(format!(
+                "{} was not written by rangekeeper; applying replaces it",
+                self.path.display()
+            ));
+        }
+        Ok(s)
+    }
+
+    async fn apply(
+        &self,
+        desired: &RangeSet,
+        _opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        if desired.is_empty() {
+            return Err(ProviderError::Invalid(
+                "refusing to write an empty allow-list".into(),
+            ));
+        }
+        if let Restriction::Ranges(cur) = self.current().await?.restriction {
+            if &cur == desired {
+                return Ok(Applied::default());
+            }
+        }
+        self.write_and_reload(desired, false).await
+    }
+
+    async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+        if self.current().await?.restriction == Restriction::Unrestricted {
+            return Ok(Applied::default());
+        }
+        self.write_and_reload(&everything(), true).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(dir: &Path, format: &str, extra: serde_json::Value) -> FileProvider {
+        let mut fields = serde_json::json!({"path": "allow.conf", "format": format});
+        if let (Some(f), Some(e)) = (fields.as_object_mut(), extra.as_object()) {
+            f.extend(e.clone());
+        }
+        let cfg = TargetConfig {
+            name: "t".into(),
+            base_dir: dir.to_path_buf(),
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        };
+        FileProvider::from_config(&cfg).unwrap()
+    }
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(items.iter().map(|s| cidr::parse(s).unwrap().net))
+    }
+
+    #[tokio::test]
+    async fn every_format_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = set(&["203.0.113.0/24", "198.51.100.7", "2001:db8::/48"]);
+        for format in ["plain", "nginx", "haproxy", "json"] {
+            let p = provider(dir.path(), format, serde_json::json!({}));
+            assert_eq!(
+                p.current().await.unwrap().restriction,
+                Restriction::Unrestricted
+            );
+            let applied = p.apply(&want, &ApplyOptions::default()).await.unwrap();
+            assert!(applied.changed, "{format}");
+            assert_eq!(
+                p.current().await.unwrap().restriction,
+                Restriction::Ranges(want.clone()),
+                "{format}"
+            );
+            let again = p.apply(&want, &ApplyOptions::default()).await.unwrap();
+            assert!(!again.changed, "{format}: second apply must be a no-op");
+            p.disable(&ApplyOptions::default()).await.unwrap();
+            assert_eq!(
+                p.current().await.unwrap().restriction,
+                Restriction::Unrestricted,
+                "{format}"
+            );
+            std::fs::remove_file(p.path()).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn nginx_file_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path(), "nginx", serde_json::json!({}));
+        p.apply(
+            &set(&["192.0.2.0/25", "192.0.2.128/25"]),
+            &ApplyOptions::default(),
+        )
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(p.path()).unwrap();
+        assert!(text.ends_with("allow 192.0.2.0/24;\ndeny all;\n"), "{text}");
+        assert!(text.starts_with("# managed by rangekeeper"));
+    }
+
+    #[tokio::test]
+    async fn failed_reload_is_a_note_and_the_file_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(
+            dir.path(),
+            "plain",
+            serde_json::json!({"reload": ["false"]}),
+        );
+        let applied = p
+            .apply(&set(&["192.0.2.1"]), &ApplyOptions::default())
+            .await
+            .unwrap();
+        assert!(applied.changed);
+        assert_eq!(applied.notes.len(), 1, "{:?}", applied.notes);
+        assert!(applied.notes[0].contains("reload command `false` failed"));
+        assert!(p.path().exists());
+    }
+
+    #[tokio::test]
+    async fn reload_timeout_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(
+            dir.path(),
+            "plain",
+            serde_json::json!({"reload": ["sleep", "5"], "reloadTimeout": 1}),
+        );
+        let applied = p
+            .apply(&set(&["192.0.2.1"]), &ApplyOptions::default())
+            .await
+            .unwrap();
+        assert!(
+            applied.notes[0].contains("did not finish within 1s"),
+            "{:?}",
+            applied.notes
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_file_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path(), "plain", serde_json::json!({}));
+        std::fs::write(p.path(), "# x\n192.0.2.0/24\n10.0.0.256\n").unwrap();
+        let err = p.current().await.unwrap_err().to_string();
+        assert!(err.contains("allow.conf:3:"), "{err}");
+        assert!(err.contains("10.0.0.256"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_a_config_error() {
+        let cfg = TargetConfig {
+            name: "t".into(),
+            base_dir: ".".into(),
+            fields: serde_json::json!({"path": "x", "fromat": "nginx"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        let err = FileProvider::from_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("unknown field `fromat`"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn permissions_of_an_existing_file_are_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path(), "plain", serde_json::json!({}));
+        std::fs::write(p.path(), "192.0.2.0/24\n").unwrap();
+        std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+        p.apply(&set(&["192.0.2.9"]), &ApplyOptions::default())
+            .await
+            .unwrap();
+        let mode = std::fs::metadata(p.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+}

@@ -1,0 +1,192 @@
+//! Command-line types (clap derive): one struct per subcommand. Resolved settings are built
+//! from these in `commands`, never passed around raw.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep Kubernetes API-server authorized IP ranges exactly as declared.
+#[derive(Debug, Parser)]
+#[command(name = "rangekeeper", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The declaration file (YAML, or JSON by extension)
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        env = "RANGEKEEPER_FILE",
+        default_value = "rangekeeper.yaml"
+    )]
+    pub file: PathBuf,
+    /// Output format of data on stdout
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning
+    #[arg(long, global = true)]
+    pub strict: bool,
+    /// More log output on stderr (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and text for people
+    Human,
+    /// One JSON document
+    Json,
+    /// GitHub Actions annotations (`validate` only)
+    Github,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the declaration file and every target's desired ranges, without any network call
+    Validate(ValidateArgs),
+    /// Read CIDRs (arguments, files or stdin) and print the canonical aggregate
+    Normalize(NormalizeArgs),
+    /// Show what `apply` would change on each target
+    Plan(PlanArgs),
+    /// Make each target hold exactly its declared ranges
+    Apply(ApplyArgs),
+    /// Show the ranges each target holds now
+    Show(ShowArgs),
+    /// Change one target's current ranges by hand (add, remove or set)
+    Update(UpdateArgs),
+    /// Lift a target's restriction (anyone may connect afterwards)
+    Disable(DisableArgs),
+    /// List the built-in providers and what they accept
+    Providers,
+    /// Print the JSON Schema of the declaration file
+    Schema,
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// One prefix per line
+    Plain,
+    /// A JSON array of prefixes
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct NormalizeArgs {
+    /// CIDRs to normalize; with none, read stdin (or --input files)
+    pub cidrs: Vec<String>,
+    /// Read CIDRs from these files ("-" is stdin), one per line, `#` comments
+    #[arg(short, long = "input")]
+    pub inputs: Vec<PathBuf>,
+    /// Output format of the list
+    #[arg(long, value_enum, default_value_t = ListFormat::Plain)]
+    pub format: ListFormat,
+    /// At most this many prefixes: print the optimal cover and its cost
+    #[arg(long, value_name = "K")]
+    pub max_ranges: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetSelect {
+    /// Only these targets (repeatable; default: all)
+    #[arg(short, long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    /// Exit 0 when in sync, 2 when changes are pending, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    /// Apply without asking
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Only show the plan
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return once a target accepted the change, without waiting for it to finish
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The target to change
+    #[arg(short, long = "target", value_name = "NAME")]
+    pub target: String,
+    /// Add these CIDRs or sets to what the target holds now
+    #[arg(long, value_name = "CIDR|SET", conflicts_with = "set")]
+    pub add: Vec<String>,
+    /// Remove these CIDRs or sets from what the target holds now
+    #[arg(long, value_name = "CIDR|SET", conflicts_with = "set")]
+    pub remove: Vec<String>,
+    /// Replace what the target holds with exactly these CIDRs or sets
+    #[arg(long, value_name = "CIDR|SET")]
+    pub set: Vec<String>,
+    /// Apply without asking
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Only show the plan
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return once the target accepted the change, without waiting for it to finish
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DisableArgs {
+    /// The target whose restriction to lift
+    #[arg(short, long = "target", value_name = "NAME")]
+    pub target: String,
+    /// Confirm: anyone will be able to reach the target
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Return once the target accepted the change, without waiting for it to finish
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

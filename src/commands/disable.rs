@@ -1,0 +1,58 @@
+//! `rangekeeper disable`: lift one target's restriction, only when explicitly confirmed.
+
+use anyhow::Context as _;
+use rangekeeper_provider::Restriction;
+
+use crate::cli::{DisableArgs, Global, OutputFormat};
+use crate::commands::apply::{TargetResult, results_human};
+use crate::commands::{self, Outcome};
+
+pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome> {
+    commands::reject_github(global, "disable")?;
+    let decl = commands::load(global)?;
+    let bound = commands::bind(
+        &decl,
+        commands::select(&decl, std::slice::from_ref(&args.target))?,
+    )?;
+    let b = bound.first().context("no target selected")?;
+    let state = b
+        .provider
+        .current()
+        .await
+        .with_context(|| format!("cannot read the current ranges of `{}`", args.target))?;
+    let result = if state.restriction == Restriction::Unrestricted {
+        tracing::info!("`{}` is already unrestricted; nothing to do", args.target);
+        TargetResult {
+            target: args.target.clone(),
+            result: "unchanged",
+            notes: Vec::new(),
+            error: None,
+        }
+    } else {
+        let n = state.restriction.ranges().map_or(0, |s| s.len());
+        let question = format!(
+            "Lift the restriction on `{}` ({} provider, {n} ranges now)? Anyone will be able to connect.",
+            args.target, b.target.provider
+        );
+        if !commands::confirm(&question, args.yes, "--yes")? {
+            return Err(commands::Reported("cancelled: nothing was changed".into()).into());
+        }
+        let (opts, progress) = commands::apply_options(&args.target, global, args.no_wait);
+        let r = b.provider.disable(&opts).await;
+        progress.finish();
+        let mut result = TargetResult::from_outcome(&args.target, r);
+        if result.result == "applied" {
+            result.result = "disabled";
+        }
+        result
+    };
+    let failed = result.error.is_some();
+    match global.output {
+        OutputFormat::Json => commands::print_json(&serde_json::json!({ "results": [result] }))?,
+        _ => commands::print_human(&results_human(std::slice::from_ref(&result)))?,
+    }
+    if failed {
+        return Err(commands::Reported(format!("`{}` could not be disabled", args.target)).into());
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,280 @@
+//! One module per subcommand, plus what they share: loading the declaration, selecting
+//! targets, building providers, planning, confirming, and progress on stderr.
+
+pub mod apply;
+pub mod disable;
+pub mod normalize;
+pub mod plan;
+pub mod providers;
+pub mod show;
+pub mod update;
+pub mod validate;
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow, bail};
+use rangekeeper_cidr::RangeSet;
+use rangekeeper_provider::{ApplyOptions, Progress, Provider, State};
+
+use crate::cli::{Global, OutputFormat};
+use crate::declaration::{Declaration, LoadError, LoadOptions, Target, suggest};
+use crate::guard;
+use crate::plan::TargetPlan;
+use crate::registry;
+
+/// How a command ended, for the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0: done, or in sync.
+    Success,
+    /// 2: changes pending (`plan --detailed-exitcode`).
+    Changes,
+    /// 1: something failed or was refused; the reason was printed.
+    Failure,
+}
+
+/// An error already reported to the user in full (diagnostics printed); exit 1 quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);
+
+/// Load the declaration, printing every diagnostic to stderr on failure and warnings always.
+pub fn load(global: &Global) -> anyhow::Result<Declaration> {
+    let names = registry::names();
+    match Declaration::load(
+        &global.file,
+        LoadOptions {
+            strict: global.strict,
+        },
+        &names,
+    ) {
+        Ok(decl) => {
+            for w in &decl.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok(decl)
+        }
+        Err(LoadError(diags)) => {
+            let n = diags
+                .iter()
+                .filter(|d| d.severity == crate::declaration::Severity::Error)
+                .count();
+            let mut err = anstream::stderr().lock();
+            for d in &diags {
+                let _ = writeln!(err, "{}", crate::output::diagnostic_human(d));
+            }
+            Err(Reported(format!(
+                "{} is not valid ({n} error{})",
+                global.file.display(),
+                if n == 1 { "" } else { "s" }
+            ))
+            .into())
+        }
+    }
+}
+
+/// The targets named with `--target` (all when none), in declaration order.
+pub fn select<'a>(decl: &'a Declaration, names: &[String]) -> anyhow::Result<Vec<&'a Target>> {
+    for n in names {
+        if !decl.targets.contains_key(n) {
+            let hint = suggest(n, decl.targets.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            bail!(
+                "no target `{n}` in {}{hint}; targets: {}",
+                decl.file,
+                decl.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(decl
+        .targets
+        .values()
+        .filter(|t| names.is_empty() || names.contains(&t.name))
+        .collect())
+}
+
+/// A target with its provider built.
+pub struct Bound<'a> {
+    pub target: &'a Target,
+    pub provider: Box<dyn Provider>,
+}
+
+/// Build the provider of every selected target; config errors are located and all reported.
+pub fn bind<'a>(decl: &Declaration, targets: Vec<&'a Target>) -> anyhow::Result<Vec<Bound<'a>>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for t in targets {
+        match registry::build(&t.provider, &t.config) {
+            Ok(provider) => out.push(Bound {
+                target: t,
+                provider,
+            }),
+            Err(e) => errors.push(t.config_error(&decl.file, e.to_string())),
+        }
+    }
+    if !errors.is_empty() {
+        let mut err = anstream::stderr().lock();
+        for d in &errors {
+            let _ = writeln!(err, "{}", crate::output::diagnostic_human(d));
+        }
+        return Err(Reported(format!("{} is not valid", decl.file)).into());
+    }
+    Ok(out)
+}
+
+/// Check `desired` for one bound target (policy, capabilities, provider checks).
+pub fn check(b: &Bound<'_>, desired: &RangeSet) -> guard::Checked {
+    let caps = b.provider.capabilities();
+    guard::check(
+        &b.target.name,
+        desired,
+        &b.target.policy,
+        &caps,
+        b.provider.check(desired),
+    )
+}
+
+/// Read a target's current state and plan the change to `desired`.
+pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<State>) {
+    let checked = check(b, desired);
+    let name = &b.target.name;
+    let provider = &b.target.provider;
+    match b.provider.current().await {
+        Err(e) => (
+            TargetPlan::failed(
+                name,
+                provider,
+                checked.effective,
+                format!("cannot read the current ranges: {e}"),
+            ),
+            None,
+        ),
+        Ok(state) => {
+            let mut warnings = checked.warnings;
+            warnings.extend(state.warnings.iter().cloned());
+            let mut plan = TargetPlan::new(
+                name,
+                provider,
+                &state.restriction,
+                checked.effective,
+                checked.errors,
+                warnings,
+            );
+            plan.details = state.details.clone();
+            (plan, Some(state))
+        }
+    }
+}
+
+/// Plan every bound target against its declared set, concurrently.
+pub async fn plan_all(bound: &[Bound<'_>]) -> Vec<TargetPlan> {
+    futures::future::join_all(
+        bound
+            .iter()
+            .map(|b| async move { plan_one(b, &b.target.desired).await.0 }),
+    )
+    .await
+}
+
+/// Print a JSON document on stdout.
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).context("cannot write to stdout")?;
+    writeln!(out).context("cannot write to stdout")?;
+    Ok(())
+}
+
+/// Print human text on stdout (colors stripped when not a terminal or NO_COLOR is set).
+pub fn print_human(text: &str) -> anyhow::Result<()> {
+    let mut out = anstream::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("cannot write to stdout")?;
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}
+
+/// Ask for confirmation on the terminal, or require `--yes` when there is none.
+pub fn confirm(question: &str, yes: bool, flag_hint: &str) -> anyhow::Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        bail!("not running on a terminal, so nothing was changed: pass {flag_hint} to confirm");
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// Progress on stderr: a spinner on a terminal, log lines otherwise.
+pub struct StderrProgress {
+    target: String,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl StderrProgress {
+    pub fn new(target: &str, quiet: bool) -> Arc<StderrProgress> {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar.set_prefix(target.to_owned());
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {prefix}: {msg} ({elapsed})")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Arc::new(StderrProgress {
+            target: target.to_owned(),
+            bar,
+        })
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for StderrProgress {
+    fn message(&self, msg: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(msg.to_owned()),
+            None => tracing::info!(target: "rangekeeper::progress", "{}: {msg}", self.target),
+        }
+    }
+}
+
+/// Apply options for one target with a progress sink.
+pub fn apply_options(
+    target: &str,
+    global: &Global,
+    no_wait: bool,
+) -> (ApplyOptions, Arc<StderrProgress>) {
+    let progress = StderrProgress::new(target, global.quiet);
+    (
+        ApplyOptions {
+            wait: !no_wait,
+            progress: progress.clone(),
+        },
+        progress,
+    )
+}
+
+/// `--output github` is only for `validate`.
+pub fn reject_github(global: &Global, command: &str) -> anyhow::Result<()> {
+    if global.output == OutputFormat::Github {
+        return Err(anyhow!(
+            "`--output github` is only for `validate`; use human or json with `{command}`"
+        ));
+    }
+    Ok(())
+}

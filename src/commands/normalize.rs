@@ -1,0 +1,97 @@
+//! `rangekeeper normalize`: CIDRs from arguments, files or stdin -> the canonical aggregate.
+
+use std::io::{BufReader, Write};
+
+use anyhow::Context as _;
+use rangekeeper_cidr::{Aggregated, LineError, RangeSet, aggregate_lines};
+
+use crate::cli::{Global, ListFormat, NormalizeArgs};
+use crate::commands::Outcome;
+
+/// Buffer size for reading large lists.
+const READ_BUF: usize = 1 << 20;
+
+pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
+    crate::commands::reject_github(global, "normalize")?;
+    let mut set = RangeSet::new();
+    let mut absorb = |agg: Aggregated, source: &str| {
+        for w in &agg.host_bits {
+            tracing::warn!(
+                "{source}:{}: `{}` has host bits set; using the network boundary `{}`",
+                w.line,
+                w.input,
+                w.net
+            );
+        }
+        set = if set.is_empty() {
+            agg.set
+        } else {
+            set.union(&agg.set)
+        };
+    };
+    let locate = |source: &str, e: LineError| -> anyhow::Error {
+        match e {
+            LineError::Io(e) => anyhow::anyhow!("cannot read {source}: {e}"),
+            LineError::Parse { line, error } => {
+                anyhow::anyhow!("{source}:{line}: invalid CIDR {error}; nothing was printed")
+            }
+            LineError::HostBits { line, input, net } => anyhow::anyhow!(
+                "{source}:{line}: `{input}` has host bits set (network boundary: {net}); strict mode rejects it; nothing was printed"
+            ),
+        }
+    };
+    if !args.cidrs.is_empty() {
+        let text = args.cidrs.join("\n");
+        let agg =
+            aggregate_lines(text.as_bytes(), global.strict).map_err(|e| locate("argument", e))?;
+        absorb(agg, "argument");
+    }
+    let inputs: Vec<std::path::PathBuf> = if args.inputs.is_empty() && args.cidrs.is_empty() {
+        vec!["-".into()]
+    } else {
+        args.inputs.clone()
+    };
+    for input in &inputs {
+        if input.as_os_str() == "-" {
+            let stdin = std::io::stdin().lock();
+            let agg = aggregate_lines(BufReader::with_capacity(READ_BUF, stdin), global.strict)
+                .map_err(|e| locate("stdin", e))?;
+            absorb(agg, "stdin");
+        } else {
+            let name = input.display().to_string();
+            let f = std::fs::File::open(input).with_context(|| format!("cannot open {name}"))?;
+            let agg = aggregate_lines(BufReader::with_capacity(READ_BUF, f), global.strict)
+                .map_err(|e| locate(&name, e))?;
+            absorb(agg, &name);
+        }
+    }
+    if let Some(k) = args.max_ranges {
+        anyhow::ensure!(k > 0, "--max-ranges must be at least 1");
+        anyhow::ensure!(
+            set.len() <= k,
+            "{} prefixes after aggregation exceed --max-ranges {k}",
+            set.len()
+        );
+    }
+    write_list(&set, args.format)?;
+    Ok(Outcome::Success)
+}
+
+/// Write a set as a list on stdout, buffered.
+pub fn write_list(set: &RangeSet, format: ListFormat) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(READ_BUF, stdout.lock());
+    match format {
+        ListFormat::Plain => {
+            for p in set.prefixes() {
+                writeln!(out, "{p}")?;
+            }
+        }
+        ListFormat::Json => {
+            serde_json::to_writer(&mut out, set)?;
+            writeln!(out)?;
+        }
+    }
+    out.flush().context("cannot write to stdout")?;
+    Ok(())
+}

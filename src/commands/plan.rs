@@ -1,0 +1,26 @@
+//! `rangekeeper plan`: what `apply` would change on each target.
+
+use crate::cli::{Global, OutputFormat, PlanArgs};
+use crate::commands::{self, Outcome};
+use crate::plan::Status;
+
+pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
+    commands::reject_github(global, "plan")?;
+    let decl = commands::load(global)?;
+    let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
+    let plans = commands::plan_all(&bound).await;
+    match global.output {
+        OutputFormat::Json => commands::print_json(&serde_json::json!({ "plans": plans }))?,
+        _ => commands::print_human(&crate::output::plans_human(&plans))?,
+    }
+    if plans
+        .iter()
+        .any(|p| matches!(p.status, Status::Refused | Status::Error))
+    {
+        return Ok(Outcome::Failure);
+    }
+    if args.detailed_exitcode && plans.iter().any(|p| p.status == Status::Changes) {
+        return Ok(Outcome::Changes);
+    }
+    Ok(Outcome::Success)
+}

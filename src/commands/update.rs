@@ -1,0 +1,127 @@
+//! `rangekeeper update`: change one target's current ranges by hand, under the same guards.
+
+use anyhow::{Context as _, bail};
+use rangekeeper_cidr::RangeSet;
+use rangekeeper_provider::Restriction;
+
+use crate::cli::{Global, UpdateArgs};
+use crate::commands::{self, Outcome};
+use crate::declaration::{Declaration, is_set_name, suggest};
+use crate::plan::TargetPlan;
+
+/// Resolve `--add/--remove/--set` values: CIDRs, or names of sets in the declaration.
+fn resolve(
+    decl: &Declaration,
+    items: &[String],
+    strict: bool,
+    flag: &str,
+) -> anyhow::Result<RangeSet> {
+    let mut set = RangeSet::new();
+    for item in items {
+        for part in item.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if is_set_name(part) {
+                let named = decl.sets.get(part).with_context(|| {
+                    let hint = suggest(part, decl.sets.keys().map(String::as_str))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    format!("{flag} {part}: no set `{part}` in {}{hint}", decl.file)
+                })?;
+                set = set.union(&named.set);
+                continue;
+            }
+            let parsed = rangekeeper_cidr::parse(part)
+                .map_err(|e| anyhow::anyhow!("{flag}: invalid CIDR {e}"))?;
+            if parsed.host_bits {
+                if strict {
+                    bail!(
+                        "{flag}: `{part}` has host bits set (network boundary: {}); strict mode rejects it",
+                        parsed.net
+                    );
+                }
+                tracing::warn!(
+                    "{flag}: `{part}` has host bits set; using the network boundary `{}`",
+                    parsed.net
+                );
+            }
+            set.insert(parsed.net);
+        }
+    }
+    Ok(set)
+}
+
+pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> {
+    commands::reject_github(global, "update")?;
+    if args.add.is_empty() && args.remove.is_empty() && args.set.is_empty() {
+        bail!("nothing to do: give --add, --remove or --set");
+    }
+    let decl = commands::load(global)?;
+    let bound = commands::bind(
+        &decl,
+        commands::select(&decl, std::slice::from_ref(&args.target))?,
+    )?;
+    let b = bound.first().context("no target selected")?;
+    let add = resolve(&decl, &args.add, global.strict, "--add")?;
+    let remove = resolve(&decl, &args.remove, global.strict, "--remove")?;
+    let set = resolve(&decl, &args.set, global.strict, "--set")?;
+    let state = b
+        .provider
+        .current()
+        .await
+        .with_context(|| format!("cannot read the current ranges of `{}`", args.target))?;
+    let mut warnings = state.warnings.clone();
+    let desired = if !args.set.is_empty() {
+        set
+    } else {
+        let current = match &state.restriction {
+            Restriction::Ranges(s) => s.clone(),
+            Restriction::Unrestricted => {
+                if add.is_empty() {
+                    bail!(
+                        "`{}` is unrestricted: there is nothing to remove; use --add or --set to restrict it",
+                        args.target
+                    );
+                }
+                warnings.push(format!(
+                    "`{}` is unrestricted now: --add restricts it to exactly the added ranges",
+                    args.target
+                ));
+                RangeSet::new()
+            }
+        };
+        let missing = remove.difference(&current);
+        if !missing.is_empty() {
+            warnings.push(format!(
+                "--remove: `{}` does not hold {missing}",
+                args.target
+            ));
+        }
+        current.union(&add).difference(&remove)
+    };
+    let checked = commands::check(b, &desired);
+    warnings.extend(checked.warnings);
+    let mut plan = TargetPlan::new(
+        &b.target.name,
+        &b.target.provider,
+        &state.restriction,
+        checked.effective,
+        checked.errors,
+        warnings,
+    );
+    plan.details = state.details.clone();
+    if !b.target.desired.is_empty() && plan.desired != b.target.desired {
+        tracing::warn!(
+            "`{}` will differ from its declaration in {}: the next `apply` or reconcile reverts this change",
+            args.target,
+            decl.file
+        );
+    }
+    crate::commands::apply::execute(
+        global,
+        &bound,
+        vec![plan],
+        args.yes,
+        args.dry_run,
+        args.no_wait,
+    )
+    .await
+}

@@ -1,0 +1,128 @@
+//! `rangekeeper validate`: check the declaration and every target's desired set offline.
+
+use std::io::Write;
+
+use crate::cli::{Global, OutputFormat, ValidateArgs};
+use crate::commands::Outcome;
+use crate::declaration::{Declaration, Diagnostic, LoadOptions, Severity};
+use crate::output;
+use crate::registry;
+
+pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
+    let names = registry::names();
+    let (decl, mut diags) = Declaration::load_partial(
+        &global.file,
+        LoadOptions {
+            strict: global.strict,
+        },
+        &names,
+    );
+    let mut targets = Vec::new();
+    if let Some(decl) = &decl {
+        for t in decl.targets.values() {
+            match registry::build(&t.provider, &t.config) {
+                Err(e) => diags.push(t.config_error(&decl.file, e.to_string())),
+                Ok(provider) => {
+                    let caps = provider.capabilities();
+                    let checked = crate::guard::check(
+                        &t.name,
+                        &t.desired,
+                        &t.policy,
+                        &caps,
+                        provider.check(&t.desired),
+                    );
+                    for e in checked.errors {
+                        diags.push(t.diagnostic(
+                            &decl.file,
+                            Severity::Error,
+                            format!("target `{}`: {e}", t.name),
+                        ));
+                    }
+                    for w in checked.warnings {
+                        diags.push(t.diagnostic(
+                            &decl.file,
+                            Severity::Warning,
+                            format!("target `{}`: {w}", t.name),
+                        ));
+                    }
+                    targets.push(serde_json::json!({
+                        "target": t.name,
+                        "provider": t.provider,
+                        "description": t.description,
+                        "allow": t.allow_items,
+                        "ranges": checked.effective,
+                    }));
+                }
+            }
+        }
+    }
+    diags.sort_by_key(|d| (d.line, d.column));
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let valid = errors == 0;
+    match global.output {
+        OutputFormat::Json => crate::commands::print_json(&serde_json::json!({
+            "file": global.file.display().to_string(),
+            "valid": valid,
+            "diagnostics": diags,
+            "sets": decl.as_ref().map(|d| d.sets.values().collect::<Vec<_>>()),
+            "targets": targets,
+        }))?,
+        OutputFormat::Github => {
+            let mut out = std::io::stdout().lock();
+            for d in &diags {
+                writeln!(out, "{}", output::github_annotation(d))?;
+            }
+        }
+        OutputFormat::Human => {
+            let mut err = anstream::stderr().lock();
+            for d in &diags {
+                writeln!(err, "{}", output::diagnostic_human(d))?;
+            }
+            drop(err);
+            if let Some(decl) = decl.as_ref().filter(|_| valid) {
+                crate::commands::print_human(&summary(decl, &diags))?;
+            }
+        }
+    }
+    if valid {
+        Ok(Outcome::Success)
+    } else {
+        Err(crate::commands::Reported(format!(
+            "{} is not valid ({errors} error{})",
+            global.file.display(),
+            if errors == 1 { "" } else { "s" }
+        ))
+        .into())
+    }
+}
+
+fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
+    let warnings = diags.len();
+    let mut s = format!(
+        "{} is valid: {} set{}, {} target{}",
+        decl.file,
+        decl.sets.len(),
+        if decl.sets.len() == 1 { "" } else { "s" },
+        decl.targets.len(),
+        if decl.targets.len() == 1 { "" } else { "s" },
+    );
+    if warnings > 0 {
+        s.push_str(&format!(
+            ", {warnings} warning{}",
+            if warnings == 1 { "" } else { "s" }
+        ));
+    }
+    s.push('\n');
+    for t in decl.targets.values() {
+        s.push_str(&format!(
+            "  {} ({}): {} ranges\n",
+            t.name,
+            t.provider,
+            t.desired.len()
+        ));
+    }
+    s
+}

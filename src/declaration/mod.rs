@@ -1,0 +1,876 @@
+//! The declaration file: loading (YAML or JSON), and resolving raw structs into a validated
+//! [`Declaration`] of named sets and targets, with every problem located at file:line:column.
+
+pub mod raw;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use rangekeeper_cidr::{IpNet, RangeSet};
+use rangekeeper_provider::TargetConfig;
+use serde_saphyr::Spanned;
+
+use raw::{Pos, RawDeclaration, RawEntry, RawSet, RawTarget};
+
+/// How serious a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A located problem in a declaration file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    /// The target the problem belongs to, if one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {sev}: {}", self.message)
+    }
+}
+
+/// What to do when a target's canonical set exceeds its range limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExceed {
+    /// Refuse, reporting the count, the limit and what a cover would cost.
+    Error,
+    /// Apply the optimal cover of at most `maxRanges` prefixes.
+    Cover,
+}
+
+/// A bound on the extra addresses a fit-to-limit cover may admit.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MaxExtra {
+    /// At most this many extra addresses.
+    Addresses(u128),
+    /// At most this multiple of the declared address count.
+    Multiple(f64),
+}
+
+/// Per-target safety policy, with defaults filled in from the provider later.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    pub strict: bool,
+    /// `None`: the provider's own limit.
+    pub max_ranges: Option<usize>,
+    /// `None`: whatever the provider accepts.
+    pub allow_private: Option<bool>,
+    pub allow_broad: bool,
+    pub protect: RangeSet,
+    pub on_exceed: OnExceed,
+    pub max_extra: Option<MaxExtra>,
+}
+
+/// A validated target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub provider: String,
+    pub description: Option<String>,
+    pub pos: Pos,
+    /// The allow list as written (set names and literals), for display.
+    pub allow_items: Vec<String>,
+    /// The canonical desired set.
+    pub desired: RangeSet,
+    pub policy: Policy,
+    pub config: TargetConfig,
+    /// Locations of provider-specific fields, to place provider config errors.
+    pub field_pos: HashMap<String, Pos>,
+}
+
+/// A resolved named set.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NamedSet {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "ranges")]
+    pub set: RangeSet,
+}
+
+/// A validated declaration file.
+#[derive(Debug, Clone)]
+pub struct Declaration {
+    /// The path as the user gave it (for messages).
+    pub file: String,
+    pub sets: IndexMap<String, NamedSet>,
+    pub targets: IndexMap<String, Target>,
+    /// Warnings found while loading (host bits, ...).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Options that change how strictly a file is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Host bits set are errors everywhere (`--strict`).
+    pub strict: bool,
+}
+
+/// Why a declaration could not be loaded: every error found, located.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", render_all(.0))]
+pub struct LoadError(pub Vec<Diagnostic>);
+
+fn render_all(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Declaration {
+    /// Read, parse and resolve a declaration file. `known_providers` names the providers
+    /// the binary has, so a typo is reported with a suggestion.
+    pub fn load(
+        path: &Path,
+        opts: LoadOptions,
+        known_providers: &[&str],
+    ) -> Result<Declaration, LoadError> {
+        let (decl, diags) = Self::load_partial(path, opts, known_providers);
+        match decl {
+            Some(mut d) if !has_errors(&diags) => {
+                d.warnings = diags;
+                Ok(d)
+            }
+            _ => Err(LoadError(diags)),
+        }
+    }
+
+    /// Like [`Declaration::load`], but also returns what did resolve when there are errors
+    /// (the targets without errors), so `validate` can check those too and report every
+    /// problem at once. Diagnostics hold errors and warnings, in file order.
+    pub fn load_partial(
+        path: &Path,
+        opts: LoadOptions,
+        known_providers: &[&str],
+    ) -> (Option<Declaration>, Vec<Diagnostic>) {
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let d = Diagnostic {
+                    severity: Severity::Error,
+                    file,
+                    line: None,
+                    column: None,
+                    target: None,
+                    message: format!("cannot read the declaration file: {e}"),
+                };
+                return (None, vec![d]);
+            }
+        };
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        Self::parse(&text, &file, base_dir, is_json, opts, known_providers)
+    }
+
+    /// Parse and resolve declaration text (`file` is used in messages only). The declaration
+    /// is `None` only when the text could not be read as a declaration at all.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base_dir: PathBuf,
+        is_json: bool,
+        opts: LoadOptions,
+        known_providers: &[&str],
+    ) -> (Option<Declaration>, Vec<Diagnostic>) {
+        let mut cx = Resolver {
+            file: file.to_owned(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            strict: opts.strict,
+        };
+        if is_json {
+            // JSON's own syntax errors first, in JSON's terms; the document is then read by the
+            // YAML parser (JSON is YAML) so every value keeps its location.
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                cx.error(
+                    Some(Pos {
+                        line: e.line() as u64,
+                        column: e.column() as u64,
+                    }),
+                    None,
+                    format!("invalid JSON: {}", strip_json_position(&e.to_string())),
+                );
+                return (None, cx.errors);
+            }
+        }
+        let raw: RawDeclaration = match serde_saphyr::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let pos = e.location().map(|l| Pos {
+                    line: l.line(),
+                    column: l.column(),
+                });
+                let msg = e.without_snippet().to_string();
+                cx.error(pos, None, clean_yaml_message(&msg));
+                return (None, cx.errors);
+            }
+        };
+        let decl = cx.resolve(raw, base_dir, known_providers);
+        let mut diags = cx.errors;
+        diags.extend(cx.warnings);
+        diags.sort_by_key(|d| (d.line, d.column));
+        (Some(decl), diags)
+    }
+}
+
+/// Whether any diagnostic is an error.
+pub fn has_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(|d| d.severity == Severity::Error)
+}
+
+/// serde_json appends " at line L column C"; the diagnostic carries the position already.
+fn strip_json_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// serde-saphyr appends " at line L, column C" (or similar); keep only the message.
+fn clean_yaml_message(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg);
+    for marker in [" at line ", " at ", ", line "] {
+        if let Some(i) = first.rfind(marker) {
+            if first[i + marker.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || c == 'l')
+            {
+                return first[..i].trim_end().to_owned();
+            }
+        }
+    }
+    first.to_owned()
+}
+
+/// True when `s` is written as a set name rather than an address: a letter first, then
+/// letters, digits, `-` or `_` (no `.`, `:` or `/`, which only addresses have).
+pub fn is_set_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The closest candidate to `name`, if one is close enough to be a likely typo.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn did_you_mean(name: &str, candidates: &[&str]) -> String {
+    match suggest(name, candidates.iter().copied()) {
+        Some(s) => format!(" (did you mean `{s}`?)"),
+        None => String::new(),
+    }
+}
+
+/// Resolution state for a set during depth-first resolution (cycle detection).
+#[derive(Clone)]
+enum SetState {
+    InProgress,
+    Done(RangeSet, Vec<Diagnostic>),
+    Failed,
+}
+
+struct Resolver {
+    file: String,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    strict: bool,
+}
+
+impl Resolver {
+    fn diag(
+        &self,
+        severity: Severity,
+        pos: Option<Pos>,
+        target: Option<&str>,
+        message: String,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: self.file.clone(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+            target: target.map(str::to_owned),
+            message,
+        }
+    }
+
+    fn error(&mut self, pos: Option<Pos>, target: Option<&str>, message: String) {
+        let d = self.diag(Severity::Error, pos, target, message);
+        self.errors.push(d);
+    }
+
+    fn resolve(
+        &mut self,
+        raw: RawDeclaration,
+        base_dir: PathBuf,
+        known_providers: &[&str],
+    ) -> Declaration {
+        if raw.version.value != 1 {
+            self.error(
+                Some(Pos::of(&raw.version)),
+                None,
+                format!(
+                    "unsupported declaration version {}; this rangekeeper reads version 1",
+                    raw.version.value
+                ),
+            );
+        }
+        for (name, set) in &raw.sets {
+            if !is_set_name(name) {
+                self.error(
+                    Some(Pos::of(set)),
+                    None,
+                    format!(
+                        "set name `{name}` is not valid: use a letter first, then letters, digits, `-` or `_`"
+                    ),
+                );
+            }
+        }
+        let mut states: HashMap<String, SetState> = HashMap::new();
+        let names: Vec<String> = raw.sets.keys().cloned().collect();
+        for name in &names {
+            let mut stack = Vec::new();
+            self.resolve_set(name, &raw.sets, &mut states, &mut stack);
+        }
+        let mut sets = IndexMap::new();
+        for (name, spanned) in &raw.sets {
+            if let Some(SetState::Done(set, _)) = states.get(name) {
+                let description = match &spanned.value {
+                    RawSet::Map(m) => m
+                        .get("description")
+                        .and_then(|v| v.value.as_str())
+                        .map(str::to_owned),
+                    RawSet::List(_) => None,
+                };
+                sets.insert(
+                    name.clone(),
+                    NamedSet {
+                        name: name.clone(),
+                        description,
+                        set: set.clone(),
+                    },
+                );
+            }
+        }
+        let mut targets = IndexMap::new();
+        for (name, spanned) in raw.targets {
+            let pos = Pos::of(&spanned);
+            if let Some(t) = self.resolve_target(
+                &name,
+                pos,
+                spanned.value,
+                &raw.sets,
+                &mut states,
+                &base_dir,
+                known_providers,
+            ) {
+                targets.insert(name, t);
+            }
+        }
+        if targets.is_empty() && self.errors.is_empty() {
+            self.error(None, None, "the declaration has no targets".to_owned());
+        }
+        Declaration {
+            file: self.file.clone(),
+            sets,
+            targets,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Resolve one named set, depth first. Returns its set and the host-bit warnings of the
+    /// entries it came from.
+    fn resolve_set(
+        &mut self,
+        name: &str,
+        raw: &IndexMap<String, Spanned<RawSet>>,
+        states: &mut HashMap<String, SetState>,
+        stack: &mut Vec<String>,
+    ) -> Option<(RangeSet, Vec<Diagnostic>)> {
+        match states.get(name) {
+            Some(SetState::Done(s, h)) => return Some((s.clone(), h.clone())),
+            Some(SetState::Failed) => return None,
+            Some(SetState::InProgress) => return None, // reported by the caller
+            None => {}
+        }
+        let spanned = raw.get(name)?;
+        states.insert(name.to_owned(), SetState::InProgress);
+        stack.push(name.to_owned());
+        let result = match &spanned.value {
+            RawSet::List(entries) => self.resolve_entries(entries, None, raw, states, stack),
+            RawSet::Map(map) => {
+                let mut ok = true;
+                for (key, value) in map {
+                    if !raw::SET_KEYS.contains(&key.as_str()) {
+                        self.error(
+                            Some(Pos::of(value)),
+                            None,
+                            format!(
+                                "set `{name}`: unknown key `{key}`{} (a set is a list, or a map with {})",
+                                did_you_mean(key, raw::SET_KEYS),
+                                raw::SET_KEYS.join(", ")
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                let include = self.json_list(name, "include", map.get("include"));
+                let except = self.json_list(name, "except", map.get("except"));
+                match (ok, include, except) {
+                    (true, Some(inc), Some(exc)) => {
+                        if inc.is_empty() {
+                            self.error(
+                                Some(Pos::of(spanned)),
+                                None,
+                                format!(
+                                    "set `{name}`: `include` is required and must not be empty"
+                                ),
+                            );
+                            None
+                        } else {
+                            let i = self.resolve_entries(&inc, None, raw, states, stack);
+                            let e = self.resolve_entries(&exc, None, raw, states, stack);
+                            match (i, e) {
+                                (Some((is, mut ih)), Some((es, eh))) => {
+                                    ih.extend(eh);
+                                    Some((is.difference(&es), ih))
+                                }
+                                _ => None,
+                            }
+                        }
+                    }
+                    _ => None,
+                }
+            }
+        };
+        stack.pop();
+        match &result {
+            Some((s, h)) => {
+                states.insert(name.to_owned(), SetState::Done(s.clone(), h.clone()));
+            }
+            None => {
+                states.insert(name.to_owned(), SetState::Failed);
+            }
+        }
+        result
+    }
+
+    /// Read `include`/`except` of a map-form set as a list of located entries.
+    fn json_list(
+        &mut self,
+        set: &str,
+        key: &str,
+        v: Option<&Spanned<serde_json::Value>>,
+    ) -> Option<Vec<RawEntry>> {
+        let Some(v) = v else { return Some(Vec::new()) };
+        let serde_json::Value::Array(items) = &v.value else {
+            self.error(
+                Some(Pos::of(v)),
+                None,
+                format!("set `{set}`: `{key}` must be a list of set names or CIDRs"),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items {
+            // Items of a map-form set only carry the list's location.
+            let s = match item {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Object(o) => match o.get("cidr").and_then(|c| c.as_str()) {
+                    Some(c) => c.to_owned(),
+                    None => {
+                        self.error(
+                            Some(Pos::of(v)),
+                            None,
+                            format!("set `{set}`: `{key}` items must be strings or {{cidr, note}}"),
+                        );
+                        return None;
+                    }
+                },
+                other => other.to_string(),
+            };
+            out.push(RawEntry {
+                value: Spanned::new(s, v.referenced, v.defined),
+            });
+        }
+        Some(out)
+    }
+
+    /// Resolve list entries (CIDRs and set references) into one set.
+    fn resolve_entries(
+        &mut self,
+        entries: &[RawEntry],
+        target: Option<&str>,
+        raw: &IndexMap<String, Spanned<RawSet>>,
+        states: &mut HashMap<String, SetState>,
+        stack: &mut Vec<String>,
+    ) -> Option<(RangeSet, Vec<Diagnostic>)> {
+        let mut nets: Vec<IpNet> = Vec::new();
+        let mut host_bits = Vec::new();
+        let mut ok = true;
+        let mut acc = RangeSet::new();
+        for entry in entries {
+            let text = entry.value.value.trim();
+            let pos = Some(Pos::of(&entry.value));
+            if is_set_name(text) {
+                if !raw.contains_key(text) {
+                    let names: Vec<&str> = raw.keys().map(String::as_str).collect();
+                    self.error(
+                        pos,
+                        target,
+                        format!("unknown set `{text}`{}", did_you_mean(text, &names)),
+                    );
+                    ok = false;
+                    continue;
+                }
+                if stack.iter().any(|s| s == text) {
+                    let mut cycle: Vec<&str> = stack
+                        .iter()
+                        .skip_while(|s| *s != text)
+                        .map(String::as_str)
+                        .collect();
+                    cycle.push(text);
+                    self.error(
+                        pos,
+                        target,
+                        format!(
+                            "sets refer to each other in a cycle: {}",
+                            cycle.join(" -> ")
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                match self.resolve_set(text, raw, states, stack) {
+                    Some((s, h)) => {
+                        acc = acc.union(&s);
+                        host_bits.extend(h);
+                    }
+                    None => ok = false,
+                }
+                continue;
+            }
+            match rangekeeper_cidr::parse(text) {
+                Ok(p) => {
+                    if p.host_bits {
+                        let msg = format!(
+                            "`{text}` has host bits set; using the network boundary `{}`",
+                            p.net
+                        );
+                        if self.strict {
+                            self.error(
+                                pos,
+                                target,
+                                format!("{msg} (strict mode rejects it: write `{}`)", p.net),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        let d = self.diag(Severity::Warning, pos, target, msg);
+                        if !self.warnings.contains(&d) {
+                            self.warnings.push(d.clone());
+                        }
+                        host_bits.push(d);
+                    }
+                    nets.push(p.net);
+                }
+                Err(e) => {
+                    self.error(pos, target, format!("invalid CIDR {e}"));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some((acc.union(&RangeSet::from_nets(nets)), host_bits))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_target(
+        &mut self,
+        name: &str,
+        pos: Pos,
+        t: RawTarget,
+        raw_sets: &IndexMap<String, Spanned<RawSet>>,
+        states: &mut HashMap<String, SetState>,
+        base_dir: &Path,
+        known_providers: &[&str],
+    ) -> Option<Target> {
+        let errors_before = self.errors.len();
+        let tn = Some(name);
+        let provider = match &t.provider {
+            None => {
+                self.error(
+                    Some(pos),
+                    tn,
+                    format!(
+                        "target `{name}` has no `provider` (one of: {})",
+                        known_providers.join(", ")
+                    ),
+                );
+                None
+            }
+            Some(p) if !known_providers.contains(&p.value.as_str()) => {
+                self.error(
+                    Some(Pos::of(p)),
+                    tn,
+                    format!(
+                        "target `{name}`: unknown provider `{}`{} (known: {})",
+                        p.value,
+                        did_you_mean(&p.value, known_providers),
+                        known_providers.join(", ")
+                    ),
+                );
+                None
+            }
+            Some(p) => Some(p.value.clone()),
+        };
+        let mut host_bits = Vec::new();
+        let mut allow_items = Vec::new();
+        let desired = match &t.allow {
+            None => {
+                self.error(
+                    Some(pos),
+                    tn,
+                    format!("target `{name}` has no `allow` list"),
+                );
+                None
+            }
+            Some(list) if list.value.0.is_empty() => {
+                self.error(
+                    Some(Pos::of(list)),
+                    tn,
+                    format!(
+                        "target `{name}`: `allow` is empty; an empty allow-list is never applied (on some providers it opens the target to everyone). To lift a restriction on purpose, use `rangekeeper disable --target {name}`"
+                    ),
+                );
+                None
+            }
+            Some(list) => {
+                allow_items = list
+                    .value
+                    .0
+                    .iter()
+                    .map(|e| e.value.value.trim().to_owned())
+                    .collect();
+                let mut stack = Vec::new();
+                self.resolve_entries(&list.value.0, tn, raw_sets, states, &mut stack)
+                    .map(|(s, h)| {
+                        host_bits.extend(h);
+                        s
+                    })
+            }
+        };
+        let protect = match &t.protect {
+            None => Some(RangeSet::new()),
+            Some(list) => {
+                let mut stack = Vec::new();
+                self.resolve_entries(&list.value.0, tn, raw_sets, states, &mut stack)
+                    .map(|(s, h)| {
+                        host_bits.extend(h);
+                        s
+                    })
+            }
+        };
+        let on_exceed = match &t.on_exceed {
+            None => OnExceed::Error,
+            Some(s) => {
+                match s.value.as_str() {
+                    "error" => OnExceed::Error,
+                    "cover" => OnExceed::Cover,
+                    other => {
+                        self.error(Some(Pos::of(s)), tn, format!("target `{name}`: `onExceed` must be `error` or `cover`, not `{other}`"));
+                        OnExceed::Error
+                    }
+                }
+            }
+        };
+        let max_extra = t
+            .max_extra
+            .as_ref()
+            .and_then(|v| match parse_max_extra(&v.value) {
+                Ok(m) => Some(m),
+                Err(msg) => {
+                    self.error(
+                        Some(Pos::of(v)),
+                        tn,
+                        format!("target `{name}`: `maxExtra` {msg}"),
+                    );
+                    None
+                }
+            });
+        let max_ranges = match &t.max_ranges {
+            Some(m) if m.value == 0 => {
+                self.error(
+                    Some(Pos::of(m)),
+                    tn,
+                    format!("target `{name}`: `maxRanges` must be at least 1"),
+                );
+                None
+            }
+            Some(m) => Some(usize::try_from(m.value).unwrap_or(usize::MAX)),
+            None => None,
+        };
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let (provider, desired, protect) = (provider?, desired?, protect?);
+        let strict = t.strict.as_ref().is_some_and(|s| s.value);
+        if strict {
+            for h in &host_bits {
+                let mut d = h.clone();
+                d.severity = Severity::Error;
+                d.target = Some(name.to_owned());
+                d.message = format!("{} (target `{name}` is strict)", d.message);
+                self.errors.push(d);
+            }
+            if !host_bits.is_empty() {
+                return None;
+            }
+        }
+        let mut fields = serde_json::Map::new();
+        let mut field_pos = HashMap::new();
+        for (k, v) in t.fields {
+            field_pos.insert(k.clone(), Pos::of(&v));
+            fields.insert(k, v.value);
+        }
+        Some(Target {
+            name: name.to_owned(),
+            provider,
+            description: t.description,
+            pos,
+            allow_items,
+            desired,
+            policy: Policy {
+                strict,
+                max_ranges,
+                allow_private: t.allow_private.map(|s| s.value),
+                allow_broad: t.allow_broad.is_some_and(|s| s.value),
+                protect,
+                on_exceed,
+                max_extra,
+            },
+            config: TargetConfig {
+                name: name.to_owned(),
+                base_dir: base_dir.to_path_buf(),
+                fields,
+            },
+            field_pos,
+        })
+    }
+}
+
+/// `maxExtra`: a whole number of addresses, or a multiple of the declared count like `"3x"`.
+fn parse_max_extra(v: &serde_json::Value) -> Result<MaxExtra, String> {
+    match v {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(|n| MaxExtra::Addresses(u128::from(n)))
+            .ok_or_else(|| {
+                format!("must be a whole number of addresses or a multiple like \"2x\", not {n}")
+            }),
+        serde_json::Value::String(s) => {
+            let t = s.trim();
+            if let Some(m) = t.strip_suffix('x') {
+                match m.trim().parse::<f64>() {
+                    Ok(f) if f.is_finite() && f >= 0.0 => Ok(MaxExtra::Multiple(f)),
+                    _ => Err(format!("`{s}` is not a multiple like \"2x\"")),
+                }
+            } else {
+                t.parse::<u128>().map(MaxExtra::Addresses).map_err(|_| {
+                    format!("`{s}` is not a whole number of addresses or a multiple like \"2x\"")
+                })
+            }
+        }
+        other => Err(format!(
+            "must be a whole number of addresses or a multiple like \"2x\", not {other}"
+        )),
+    }
+}
+
+impl Target {
+    /// Locate a provider config error: at the field it names when it names one, with a
+    /// hint when an unknown field looks like a misspelt common key (`alow` -> `allow`).
+    pub fn config_error(&self, file: &str, mut message: String) -> Diagnostic {
+        if let Some(unknown) = self
+            .field_pos
+            .keys()
+            .find(|k| message.contains(&format!("unknown field `{k}`")))
+        {
+            if let Some(s) = suggest(unknown, raw::TARGET_COMMON_KEYS.iter().copied()) {
+                message.push_str(&format!(" (did you mean `{s}`?)"));
+            }
+        }
+        let pos = self
+            .field_pos
+            .iter()
+            .find(|(k, _)| message.contains(&format!("`{k}`")))
+            .map(|(_, p)| *p)
+            .unwrap_or(self.pos);
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.to_owned(),
+            line: Some(pos.line),
+            column: Some(pos.column),
+            target: Some(self.name.clone()),
+            message,
+        }
+    }
+
+    /// A diagnostic at the target's own location.
+    pub fn diagnostic(&self, file: &str, severity: Severity, message: String) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: file.to_owned(),
+            line: Some(self.pos.line),
+            column: Some(self.pos.column),
+            target: Some(self.name.clone()),
+            message,
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! JSON Schema of the declaration file format, for editors (`rangekeeper schema`).
+//!
+//! Written by hand because the file's parser keeps source locations with custom serde
+//! visitors; a test checks that every key the parser accepts is described here.
+
+use serde_json::{Value, json};
+
+/// The JSON Schema (draft 2020-12) of declaration files, version 1.
+pub fn schema() -> Value {
+    let entry = json!({
+        "oneOf": [
+            {"type": "string", "description": "A CIDR (`203.0.113.0/24`), a bare address (`198.51.100.7`, read as /32 or /128), or the name of a set."},
+            {
+                "type": "object",
+                "properties": {
+                    "cidr": {"type": "string", "description": "A CIDR, a bare address, or a set name."},
+                    "note": {"type": "string", "description": "Why this entry is here."}
+                },
+                "required": ["cidr"],
+                "additionalProperties": false
+            }
+        ]
+    });
+    let list = json!({"type": "array", "items": {"$ref": "#/$defs/entry"}});
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://rangekeeper.dev/schema/v1.json",
+        "title": "rangekeeper declaration",
+        "description": "Named sets of IP ranges, and which targets may be reached from which sets.",
+        "type": "object",
+        "required": ["version", "targets"],
+        "additionalProperties": false,
+        "properties": {
+            "version": {"const": 1, "description": "The file format version."},
+            "sets": {
+                "type": "object",
+                "description": "Named sets of ranges. Names: a letter, then letters, digits, `-` or `_`.",
+                "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_-]*$"},
+                "additionalProperties": {"$ref": "#/$defs/set"}
+            },
+            "targets": {
+                "type": "object",
+                "description": "What to keep restricted, and to which sets.",
+                "additionalProperties": {"$ref": "#/$defs/target"}
+            }
+        },
+        "$defs": {
+            "entry": entry,
+            "list": list,
+            "set": {
+                "oneOf": [
+                    {"$ref": "#/$defs/list"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "include": {"$ref": "#/$defs/list", "description": "Sets and CIDRs to include."},
+                            "except": {"$ref": "#/$defs/list", "description": "Sets and CIDRs to take out again."},
+                            "description": {"type": "string"}
+                        },
+                        "required": ["include"],
+                        "additionalProperties": false
+                    }
+                ]
+            },
+            "target": {
+                "type": "object",
+                "required": ["provider", "allow"],
+                "properties": {
+                    "provider": {"type": "string", "description": "The provider that holds this target's allow-list (see `rangekeeper providers`)."},
+                    "description": {"type": "string"},
+                    "allow": {"$ref": "#/$defs/list", "minItems": 1, "description": "Set names and CIDRs allowed to reach the target."},
+                    "protect": {"$ref": "#/$defs/list", "description": "Ranges that must always stay allowed: a plan that would drop one is refused."},
+                    "strict": {"type": "boolean", "default": false, "description": "Reject entries with host bits set instead of normalizing them."},
+                    "maxRanges": {"type": "integer", "minimum": 1, "description": "At most this many prefixes (default and upper bound: the provider's limit)."},
+                    "allowPrivate": {"type": "boolean", "description": "Accept private and other non-global ranges (default: what the provider accepts)."},
+                    "allowBroad": {"type": "boolean", "default": false, "description": "Accept ranges wider than /8 (IPv4) or /32 (IPv6), including 0.0.0.0/0."},
+                    "onExceed": {"enum": ["error", "cover"], "default": "error", "description": "Over the range limit: refuse, or apply the optimal cover of at most maxRanges prefixes."},
+                    "maxExtra": {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 0},
+                            {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?x$"}
+                        ],
+                        "description": "With onExceed: cover, the most extra addresses the cover may admit: a count, or a multiple of the declared count like \"2x\"."
+                    }
+                },
+                "additionalProperties": true,
+                "description": "Other keys are provider-specific (file: path, format, reload; aks: subscription, resourceGroup, cluster, ...)."
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declaration::raw::{SET_KEYS, TARGET_COMMON_KEYS, TOP_KEYS};
+
+    #[test]
+    fn schema_describes_every_key_the_parser_accepts() {
+        let s = schema();
+        for k in TOP_KEYS {
+            assert!(s["properties"].get(*k).is_some(), "top-level key {k}");
+        }
+        for k in TARGET_COMMON_KEYS {
+            assert!(
+                s["$defs"]["target"]["properties"].get(*k).is_some(),
+                "target key {k}"
+            );
+        }
+        for k in SET_KEYS {
+            assert!(
+                s["$defs"]["set"]["oneOf"][1]["properties"]
+                    .get(*k)
+                    .is_some(),
+                "set key {k}"
+            );
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Rendering of what users read: plans, shown state, provider tables, diagnostics. Human
+//! text is styled with ANSI colors that `anstream` strips when stdout is not a terminal or
+//! `NO_COLOR` is set; JSON is one document per command.
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+use rangekeeper_provider::{Capabilities, State, UnrestrictedForm};
+
+use crate::declaration::{Diagnostic, Severity};
+use crate::plan::{Status, TargetPlan};
+
+const BOLD: Style = Style::new().bold();
+const GREEN: Style = AnsiColor::Green.on_default();
+const RED: Style = AnsiColor::Red.on_default();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+const DIM: Style = Style::new().dimmed();
+
+fn paint(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+/// Human rendering of plans, with a summary line.
+pub fn plans_human(plans: &[TargetPlan]) -> String {
+    let mut s = String::new();
+    for p in plans {
+        let head = paint(BOLD, &p.target);
+        let what = match p.status {
+            Status::InSync => paint(GREEN, &format!("in sync ({} ranges)", p.desired.len())),
+            Status::Changes => {
+                let mut parts = vec![
+                    format!("{} to add", p.add.len()),
+                    format!("{} to remove", p.remove.len()),
+                ];
+                if p.unrestricted {
+                    parts = vec![format!("unrestricted now, {} to allow", p.add.len())];
+                }
+                paint(YELLOW, &parts.join(", "))
+            }
+            Status::Refused => paint(RED, "refused"),
+            Status::Error => paint(RED, "error"),
+        };
+        let _ = writeln!(s, "{head} ({}): {what}", p.provider);
+        for w in &p.warnings {
+            let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
+        }
+        for e in &p.errors {
+            let _ = writeln!(s, "  {} {e}", paint(RED, "error:"));
+        }
+        if matches!(p.status, Status::Changes) {
+            for a in p.add.prefixes() {
+                let _ = writeln!(s, "  {}", paint(GREEN, &format!("+ {a}")));
+            }
+            for r in p.remove.prefixes() {
+                let _ = writeln!(s, "  {}", paint(RED, &format!("- {r}")));
+            }
+            if !p.unchanged.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  {}",
+                    paint(DIM, &format!("= {} unchanged", p.unchanged.len()))
+                );
+            }
+        }
+    }
+    let count = |st: Status| plans.iter().filter(|p| p.status == st).count();
+    let _ = writeln!(
+        s,
+        "Plan: {} to change, {} in sync, {} refused, {} failed.",
+        count(Status::Changes),
+        count(Status::InSync),
+        count(Status::Refused),
+        count(Status::Error)
+    );
+    s
+}
+
+/// Human rendering of one target's current state.
+pub fn state_human(target: &str, provider: &str, state: &State) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{} ({provider})", paint(BOLD, target));
+    for (k, v) in &state.details {
+        let _ = writeln!(s, "  {k}: {v}");
+    }
+    match state.restriction.ranges() {
+        None => {
+            let _ = writeln!(s, "  {}", paint(YELLOW, "unrestricted: anyone may connect"));
+        }
+        Some(set) => {
+            let _ = writeln!(s, "  ranges ({}):", set.len());
+            for p in set.prefixes() {
+                let _ = writeln!(s, "    {p}");
+            }
+        }
+    }
+    for w in &state.warnings {
+        let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
+    }
+    s
+}
+
+/// A JSON value for one target's current state.
+pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Value {
+    serde_json::json!({
+        "target": target,
+        "provider": provider,
+        "unrestricted": state.restriction.ranges().is_none(),
+        "ranges": state.restriction.ranges(),
+        "details": state
+            .details
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>(),
+        "warnings": state.warnings,
+    })
+}
+
+fn unrestricted_form(u: UnrestrictedForm) -> &'static str {
+    match u {
+        UnrestrictedForm::EmptyList => "empty list",
+        UnrestrictedForm::AllAddresses => "0.0.0.0/0, ::/0",
+        UnrestrictedForm::Removed => "rules removed",
+    }
+}
+
+/// Human table of provider capabilities.
+pub fn providers_human(caps: &[Capabilities]) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let rows: Vec<[String; 8]> = caps
+        .iter()
+        .map(|c| {
+            [
+                c.name.to_owned(),
+                c.max_ranges.map_or("-".to_owned(), |m| m.to_string()),
+                yes(c.ipv4).to_owned(),
+                yes(c.ipv6).to_owned(),
+                yes(c.private_ranges).to_owned(),
+                unrestricted_form(c.unrestricted).to_owned(),
+                yes(c.async_apply).to_owned(),
+                c.description.to_owned(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME",
+        "MAX",
+        "IPV4",
+        "IPV6",
+        "PRIVATE",
+        "UNRESTRICTED AS",
+        "ASYNC",
+        "DESCRIPTION",
+    ];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut s = String::new();
+    let line = |cells: Vec<&str>, s: &mut String| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                let _ = write!(out, "{c:<w$}  ");
+            }
+        }
+        let _ = writeln!(s, "{}", out.trim_end());
+    };
+    line(header.to_vec(), &mut s);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut s);
+    }
+    s
+}
+
+/// A diagnostic as a GitHub Actions workflow command.
+pub fn github_annotation(d: &Diagnostic) -> String {
+    let kind = match d.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let mut props = format!("file={}", escape_property(&d.file));
+    if let Some(l) = d.line {
+        let _ = write!(props, ",line={l}");
+    }
+    if let Some(c) = d.column {
+        let _ = write!(props, ",col={c}");
+    }
+    format!("::{kind} {props}::{}", escape_data(&d.message))
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// A diagnostic for a terminal (colored severity).
+pub fn diagnostic_human(d: &Diagnostic) -> String {
+    let text = d.to_string();
+    let (word, style) = match d.severity {
+        Severity::Error => (": error:", RED),
+        Severity::Warning => (": warning:", YELLOW),
+    };
+    text.replacen(word, &format!(": {}", paint(style, &word[2..])), 1)
+}

@@ -1,0 +1,160 @@
+//! Current vs desired -> [`Plan`]: what an apply would add and remove, and whether it may.
+
+use rangekeeper_cidr::RangeSet;
+use rangekeeper_provider::Restriction;
+
+/// Where a target stands against its declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The target holds exactly the desired set.
+    InSync,
+    /// An apply would change the target.
+    Changes,
+    /// A guard refuses the change (see `errors`).
+    Refused,
+    /// The target could not be read or built.
+    Error,
+}
+
+/// The plan for one target.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlan {
+    pub target: String,
+    pub provider: String,
+    pub status: Status,
+    /// What the target holds now; `None` when unrestricted or unknown.
+    pub current: Option<RangeSet>,
+    pub unrestricted: bool,
+    pub desired: RangeSet,
+    pub add: RangeSet,
+    pub remove: RangeSet,
+    pub unchanged: RangeSet,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl TargetPlan {
+    /// Compare `current` with `desired` (the guard's effective set) and fold in the guard's
+    /// verdict. Sets are compared canonically, never as strings.
+    pub fn new(
+        target: &str,
+        provider: &str,
+        current: &Restriction,
+        desired: RangeSet,
+        errors: Vec<String>,
+        mut warnings: Vec<String>,
+    ) -> TargetPlan {
+        let (current_set, unrestricted) = match current {
+            Restriction::Unrestricted => (None, true),
+            Restriction::Ranges(s) => (Some(s.clone()), false),
+        };
+        let empty = RangeSet::new();
+        let cur = current_set.as_ref().unwrap_or(&empty);
+        let add = desired.difference(cur);
+        let remove = cur.difference(&desired);
+        let unchanged = desired.intersection(cur);
+        let in_sync = !unrestricted && add.is_empty() && remove.is_empty();
+        if unrestricted && errors.is_empty() {
+            warnings.push(format!(
+                "`{target}` is unrestricted now: applying restricts it to the {} declared range(s)",
+                desired.len()
+            ));
+        }
+        let status = if !errors.is_empty() {
+            Status::Refused
+        } else if in_sync {
+            Status::InSync
+        } else {
+            Status::Changes
+        };
+        TargetPlan {
+            target: target.to_owned(),
+            provider: provider.to_owned(),
+            status,
+            current: current_set,
+            unrestricted,
+            desired,
+            add,
+            remove,
+            unchanged,
+            details: Vec::new(),
+            warnings,
+            errors,
+        }
+    }
+
+    /// A plan for a target that could not be read.
+    pub fn failed(target: &str, provider: &str, desired: RangeSet, error: String) -> TargetPlan {
+        TargetPlan {
+            target: target.to_owned(),
+            provider: provider.to_owned(),
+            status: Status::Error,
+            current: None,
+            unrestricted: false,
+            desired,
+            add: RangeSet::new(),
+            remove: RangeSet::new(),
+            unchanged: RangeSet::new(),
+            details: Vec::new(),
+            warnings: Vec::new(),
+            errors: vec![error],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rangekeeper_cidr::parse;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(items.iter().map(|s| parse(s).unwrap().net))
+    }
+
+    #[test]
+    fn two_halves_equal_their_whole() {
+        let p = TargetPlan::new(
+            "t",
+            "file",
+            &Restriction::Ranges(set(&["10.0.0.0/25", "10.0.0.128/25", "1.2.3.4/32"])),
+            set(&["10.0.0.0/24", "1.2.3.4"]),
+            vec![],
+            vec![],
+        );
+        assert_eq!(p.status, Status::InSync);
+    }
+
+    #[test]
+    fn unrestricted_target_always_changes() {
+        let p = TargetPlan::new(
+            "t",
+            "aks",
+            &Restriction::Unrestricted,
+            set(&["1.2.3.4"]),
+            vec![],
+            vec![],
+        );
+        assert_eq!(p.status, Status::Changes);
+        assert_eq!(p.add, set(&["1.2.3.4"]));
+        assert!(!p.warnings.is_empty());
+    }
+
+    #[test]
+    fn errors_refuse() {
+        let p = TargetPlan::new(
+            "t",
+            "x",
+            &Restriction::Unrestricted,
+            set(&["1.2.3.4"]),
+            vec!["no".into()],
+            vec![],
+        );
+        assert_eq!(p.status, Status::Refused);
+    }
+}

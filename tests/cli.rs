@@ -1,0 +1,579 @@
+//! Integration tests of the `rangekeeper` binary on the embedded `file` provider: every
+//! command's human and JSON output (insta snapshots), exit codes, and bad input that must
+//! produce a precise error and change nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// A scratch directory with a declaration file in it; commands run inside it so every path
+/// in the output is relative and snapshots are stable.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(decl: &str) -> Scratch {
+        let s = Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        s.write("rangekeeper.yaml", decl);
+        s
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dir.path().join(name).exists()
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_stdin(args, "")
+    }
+
+    fn run_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        Command::cargo_bin("rangekeeper")
+            .unwrap()
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RANGEKEEPER_FILE")
+            .env_remove("RANGEKEEPER_LOG")
+            .args(args)
+            .write_stdin(stdin)
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Everything a user sees, for a snapshot.
+fn seen(o: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        code(o),
+        stdout(o),
+        stderr(o)
+    )
+}
+
+const QUICKSTART: &str = r#"version: 1
+sets:
+  office:
+    - 203.0.113.0/24
+    - cidr: 198.51.100.7
+      note: VPN gateway
+  vpn: [2001:db8:1234::/48]
+  everyone-but-lab:
+    include: [office, vpn]
+    except: [203.0.113.128/25]
+targets:
+  local-proxy:
+    provider: file
+    path: allowlist.conf
+    format: nginx
+    allow: [everyone-but-lab, 192.0.2.10]
+"#;
+
+#[test]
+fn quickstart_plan_apply_replan() {
+    let s = Scratch::new(QUICKSTART);
+    let plan = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 2, "{}", seen(&plan));
+    insta::assert_snapshot!("plan_pending", seen(&plan));
+
+    let apply = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&apply), 0, "{}", seen(&apply));
+    insta::assert_snapshot!("apply_yes", seen(&apply));
+    insta::assert_snapshot!("nginx_file", s.read("allowlist.conf"));
+
+    let replan = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&replan), 0, "{}", seen(&replan));
+    insta::assert_snapshot!("plan_in_sync", seen(&replan));
+}
+
+#[test]
+fn plan_json() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["plan", "-o", "json"]);
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("plan_json", v);
+}
+
+#[test]
+fn in_sync_when_target_stores_a_different_but_equal_form() {
+    // Two /25s on disk equal a declared /24; a bare IP equals its /32.
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.txt\n    allow: [10.1.2.0/24, 1.2.3.4]\n",
+    );
+    s.write("a.txt", "10.1.2.128/25\n1.2.3.4/32\n10.1.2.0/25\n");
+    let o = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+}
+
+#[test]
+fn apply_needs_yes_off_a_terminal_and_changes_nothing() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["apply"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("pass --yes to confirm"), "{}", seen(&o));
+    assert!(!s.exists("allowlist.conf"));
+}
+
+#[test]
+fn apply_dry_run_changes_nothing() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["apply", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(!s.exists("allowlist.conf"));
+}
+
+#[test]
+fn one_refused_target_blocks_every_apply() {
+    let s = Scratch::new(
+        r#"version: 1
+targets:
+  good:
+    provider: file
+    path: good.txt
+    allow: [198.51.100.0/24]
+  wide-open:
+    provider: file
+    path: bad.txt
+    allow: [0.0.0.0/0]
+"#,
+    );
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("refused_broad", seen(&o));
+    assert!(
+        !s.exists("good.txt"),
+        "nothing may be applied when one target is refused"
+    );
+    assert!(!s.exists("bad.txt"));
+}
+
+#[test]
+fn allow_broad_lets_everything_through() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allowBroad: true\n    allow: [0.0.0.0/0]\n",
+    );
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+}
+
+#[test]
+fn except_that_empties_the_set_is_refused() {
+    let s = Scratch::new(
+        r#"version: 1
+sets:
+  nothing: {include: [192.0.2.0/24], except: [192.0.2.0/24]}
+targets:
+  t:
+    provider: file
+    path: t.txt
+    allow: [nothing]
+"#,
+    );
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("refused_empty", seen(&o));
+    assert!(!s.exists("t.txt"));
+}
+
+#[test]
+fn protected_ranges_cannot_be_dropped() {
+    let s = Scratch::new(
+        r#"version: 1
+targets:
+  t:
+    provider: file
+    path: t.txt
+    protect: [198.51.100.7]
+    allow: [203.0.113.0/24]
+"#,
+    );
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("refused_protect", seen(&o));
+    // update --remove of a protected range is refused too.
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    protect: [198.51.100.7]\n    allow: [203.0.113.0/24, 198.51.100.7]\n",
+    );
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let before = s.read("t.txt");
+    let o = s.run(&["update", "-t", "t", "--remove", "198.51.100.7", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(stderr(&o).contains("nothing was applied"));
+    assert_eq!(s.read("t.txt"), before);
+}
+
+#[test]
+fn max_ranges_is_enforced() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    maxRanges: 1\n    allow: [192.0.2.1, 198.51.100.1]\n",
+    );
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stdout(&o).contains("2 ranges after aggregation, but `t` takes at most 1"),
+        "{}",
+        seen(&o)
+    );
+}
+
+#[test]
+fn show_human_and_json() {
+    let s = Scratch::new(QUICKSTART);
+    let before = s.run(&["show"]);
+    insta::assert_snapshot!("show_unrestricted", seen(&before));
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let human = s.run(&["show"]);
+    insta::assert_snapshot!("show_human", seen(&human));
+    let json = s.run(&["show", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    insta::assert_json_snapshot!("show_json", v);
+}
+
+#[test]
+fn update_add_remove_set() {
+    let s = Scratch::new(QUICKSTART);
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let o = s.run(&[
+        "update",
+        "-t",
+        "local-proxy",
+        "--add",
+        "192.0.2.11",
+        "--remove",
+        "vpn",
+        "--yes",
+    ]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("update_add_remove", seen(&o));
+    let o = s.run(&[
+        "update",
+        "-t",
+        "local-proxy",
+        "--set",
+        "office",
+        "--yes",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("update_set_json", v);
+    // The declaration wins again on the next apply.
+    let o = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn update_rejects_bad_values_and_changes_nothing() {
+    let s = Scratch::new(QUICKSTART);
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let before = s.read("allowlist.conf");
+    let o = s.run(&[
+        "update",
+        "-t",
+        "local-proxy",
+        "--add",
+        "10.0.0.256",
+        "--yes",
+    ]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("update_bad_cidr", seen(&o));
+    let o = s.run(&["update", "-t", "local-proxy", "--add", "ofice", "--yes"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("did you mean `office`?"),
+        "{}",
+        seen(&o)
+    );
+    let o = s.run(&["update", "-t", "local-prxy", "--add", "192.0.2.1", "--yes"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("did you mean `local-proxy`?"),
+        "{}",
+        seen(&o)
+    );
+    assert_eq!(s.read("allowlist.conf"), before);
+}
+
+#[test]
+fn disable_needs_confirmation() {
+    let s = Scratch::new(QUICKSTART);
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let before = s.read("allowlist.conf");
+    let o = s.run(&["disable", "-t", "local-proxy"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("pass --yes"), "{}", seen(&o));
+    assert_eq!(s.read("allowlist.conf"), before);
+    let o = s.run(&["disable", "-t", "local-proxy", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("disable", seen(&o));
+    insta::assert_snapshot!("nginx_disabled_file", s.read("allowlist.conf"));
+    let show = s.run(&["show", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(v["targets"][0]["unrestricted"], true);
+    // Disabling again changes nothing.
+    let o = s.run(&["disable", "-t", "local-proxy", "--yes"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("unchanged"));
+}
+
+#[test]
+fn validate_human_json_github() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 0);
+    insta::assert_snapshot!("validate_ok", seen(&o));
+    let o = s.run(&["validate", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("validate_ok_json", v);
+}
+
+const BAD: &str = r#"version: 1
+sets:
+  office:
+    - 203.0.113.0/24
+    - 10.0.0.256
+    - cidr: 137.117.106.90/29
+      note: gateway
+    - 010.0.0.1
+    - 1.2.3.4/33
+    - 2001:db8::/129
+    - "::ffff:1.2.3.4"
+    - fe80::1%eth0
+    - 1.2.3
+    - ""
+  loop1: [loop2]
+  loop2: {include: [loop1]}
+  ok: [192.0.2.0/24]
+targets:
+  a:
+    provider: fiel
+    allow: [ofice]
+  b:
+    provider: file
+    path: b.txt
+    fromat: nginx
+    allow: [ok]
+  c:
+    provider: file
+    path: c.txt
+    allow: []
+  d:
+    provider: file
+    path: d.txt
+    alow: [ok]
+    allow: [ok]
+  e:
+    provider: file
+    path: e.txt
+    allow: [ok, 0.0.0.0/0]
+"#;
+
+#[test]
+fn validate_reports_every_error_located() {
+    let s = Scratch::new(BAD);
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("validate_bad", seen(&o));
+    let o = s.run(&["validate", "-o", "github"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("validate_bad_github", stdout(&o));
+    let o = s.run(&["validate", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    // Nothing is applied from an invalid file.
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1);
+    for f in ["b.txt", "c.txt", "d.txt", "e.txt"] {
+        assert!(!s.exists(f), "{f}");
+    }
+}
+
+#[test]
+fn strict_turns_host_bits_into_errors() {
+    let decl = "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [137.117.106.90/29]\n";
+    let s = Scratch::new(decl);
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 0);
+    assert!(stderr(&o).contains(
+        "`137.117.106.90/29` has host bits set; using the network boundary `137.117.106.88/29`"
+    ));
+    let o = s.run(&["--strict", "validate"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("strict_host_bits", seen(&o));
+    let s = Scratch::new(&decl.replace("    allow:", "    strict: true\n    allow:"));
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(stderr(&o).contains("target `t` is strict"));
+}
+
+#[test]
+fn yaml_and_json_syntax_errors_are_located() {
+    let s = Scratch::new("version: 1\ntargets:\n  a: [\n");
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).starts_with("rangekeeper.yaml:"), "{}", seen(&o));
+    s.write("d.json", "{\"version\": 1,\n \"targets\": {}},\n");
+    let o = s.run(&["-f", "d.json", "validate"]);
+    insta::assert_snapshot!("json_syntax", seen(&o));
+    s.write(
+        "ok.json",
+        r#"{"version": 1,
+ "targets": {"t": {"provider": "file", "path": "t.txt",
+   "allow": ["192.0.2.0/24",
+             "1.2.3.4/33"]}}}"#,
+    );
+    let o = s.run(&["-f", "ok.json", "validate"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("json_semantic", seen(&o));
+}
+
+#[test]
+fn unknown_version_and_keys() {
+    let s = Scratch::new("version: 2\ntargets: {}\n");
+    let o = s.run(&["validate"]);
+    assert!(
+        stderr(&o).contains("rangekeeper.yaml:1:10: error: unsupported declaration version 2"),
+        "{}",
+        seen(&o)
+    );
+    let s = Scratch::new("version: 1\ntargetz: {}\n");
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("targetz"), "{}", seen(&o));
+    let s = Scratch::new(
+        "version: 1\nsets:\n  x: {include: [192.0.2.1], exept: [192.0.2.1]}\ntargets:\n  t: {provider: file, path: t, allow: [x]}\n",
+    );
+    let o = s.run(&["validate"]);
+    assert!(
+        stderr(&o).contains("unknown key `exept` (did you mean `except`?)"),
+        "{}",
+        seen(&o)
+    );
+}
+
+#[test]
+fn missing_declaration_file() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["-f", "nope.yaml", "plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("nope.yaml: error: cannot read the declaration file"),
+        "{}",
+        seen(&o)
+    );
+}
+
+#[test]
+fn declaration_file_from_env() {
+    let s = Scratch::new(QUICKSTART);
+    std::fs::rename(
+        s.path().join("rangekeeper.yaml"),
+        s.path().join("other.yaml"),
+    )
+    .unwrap();
+    let o = Command::cargo_bin("rangekeeper")
+        .unwrap()
+        .current_dir(s.path())
+        .env("RANGEKEEPER_FILE", "other.yaml")
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+}
+
+#[test]
+fn normalize_filter() {
+    let s = Scratch::new(QUICKSTART);
+    let input = "# office\n10.0.0.0/25\n10.0.0.128/25   # second half\n\n2001:db8::1\n192.0.2.0/24\n192.0.2.7\n";
+    let o = s.run_stdin(&["normalize"], input);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("normalize_plain", stdout(&o));
+    let o = s.run_stdin(&["normalize", "--format", "json"], input);
+    assert_eq!(
+        stdout(&o),
+        "[\"10.0.0.0/24\",\"192.0.2.0/24\",\"2001:db8::1/128\"]\n"
+    );
+    let o = s.run(&["normalize", "1.2.3.4", "1.2.3.5/32"]);
+    assert_eq!(stdout(&o), "1.2.3.4/31\n");
+    let o = s.run_stdin(&["normalize"], "1.2.3.4\n1.2.3.256\n");
+    assert_eq!(code(&o), 1);
+    assert_eq!(stdout(&o), "", "nothing may be printed on error");
+    insta::assert_snapshot!("normalize_bad_line", stderr(&o));
+    let o = s.run_stdin(&["normalize", "--strict"], "137.117.106.90/29\n");
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("stdin:1: `137.117.106.90/29` has host bits set"),
+        "{}",
+        seen(&o)
+    );
+    s.write("list.txt", "198.51.100.0/25\n198.51.100.128/25\n");
+    let o = s.run(&["normalize", "-i", "list.txt"]);
+    assert_eq!(stdout(&o), "198.51.100.0/24\n");
+}
+
+#[test]
+fn providers_schema_completions() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["providers"]);
+    assert_eq!(code(&o), 0);
+    insta::assert_snapshot!("providers", stdout(&o));
+    let o = s.run(&["providers", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v.as_array().unwrap().iter().any(|p| p["name"] == "file"));
+    let o = s.run(&["schema"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["title"], "rangekeeper declaration");
+    let o = s.run(&["completions", "bash"]);
+    assert!(stdout(&o).contains("rangekeeper"));
+    let o = s.run(&["plan", "-o", "github"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("only for `validate`"));
+}
+
+#[test]
+fn unknown_target_is_suggested() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["plan", "-t", "local-prxy"]);
+    assert_eq!(code(&o), 1);
+    insta::assert_snapshot!("unknown_target", seen(&o));
+}
+
+#[test]
+fn failed_reload_is_reported() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    reload: [\"false\"]\n    allow: [192.0.2.1]\n",
+    );
+    let o = s.run(&["apply", "--yes"]);
+    insta::assert_snapshot!("reload_failed", seen(&o));
+    assert!(s.exists("t.txt"));
+}
