@@ -1,0 +1,772 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Real-kernel tests of the hostfw provider: real packets between network namespaces the tests
+//! create (`rkt-<pid>-<n>-srv` / `-cli`, joined by a veth pair, documentation addresses only),
+//! with the provider running nft / iptables inside the server namespace through `netns:`.
+//!
+//! Needs root and `ip`, `nft`, `iptables-restore`, `ip6tables-restore` (scripts/setup/50-hostfw.sh).
+//! Without them the tests skip with a message, except under `CI=true`, where they fail.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rangekeeper_provider::cidr::IpNet;
+use rangekeeper_provider::{ApplyOptions, Provider, RangeSet, Restriction, TargetConfig};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_hostfw-probe");
+
+/// Restricted ports and one that stays open.
+const P1: u16 = 7001;
+const P2: u16 = 7003;
+const OPEN: u16 = 7002;
+
+const SRV4: &str = "198.51.100.1";
+const SRV6: &str = "2001:db8:100::1";
+/// Client sources: allowed as a single address, allowed through a wider range, denied.
+const A4: &str = "198.51.100.10";
+const R4: &str = "198.51.100.70";
+const D4: &str = "198.51.100.20";
+const A6: &str = "2001:db8:100::10";
+const R6: &str = "2001:db8:100::1:70";
+const D6: &str = "2001:db8:100::20";
+/// Sources no allow-list in these tests ever contains.
+const N4: &str = "198.51.100.30";
+const N6: &str = "2001:db8:100::30";
+
+/// Connect timeout for single probes (a denied `drop` source must take exactly this long).
+const CONNECT_MS: &str = "300";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Whether the real-kernel tests can run here; under CI they must.
+fn ready() -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut missing: Vec<String> = Vec::new();
+    if uid != "0" {
+        missing.push("root (network namespaces and firewall rules need it)".into());
+    }
+    for tool in [
+        "ip",
+        "nft",
+        "iptables-restore",
+        "ip6tables-restore",
+        "iptables-save",
+        "ip6tables-save",
+    ] {
+        if !on_path(tool) {
+            missing.push(format!("`{tool}`"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "hostfw real-kernel tests need {} (run scripts/setup/50-hostfw.sh as root)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    false
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Two namespaces joined by a veth pair; everything is removed on drop, even after a panic.
+struct Lab {
+    srv: String,
+    cli: String,
+    table: String,
+    listener: Option<Child>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let base = format!("rkt-{}-{n}", std::process::id());
+        let mut lab = Lab {
+            srv: format!("{base}-srv"),
+            cli: format!("{base}-cli"),
+            table: format!("rkt{n}"),
+            listener: None,
+        };
+        let (srv, cli) = (lab.srv.clone(), lab.cli.clone());
+        run(&["ip", "netns", "add", &srv]);
+        run(&["ip", "netns", "add", &cli]);
+        run(&["ip", "-n", &srv, "link", "set", "lo", "up"]);
+        run(&["ip", "-n", &cli, "link", "set", "lo", "up"]);
+        run(&[
+            "ip", "-n", &srv, "link", "add", "vs", "type", "veth", "peer", "name", "vc", "netns",
+            &cli,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &srv,
+            "addr",
+            "add",
+            &format!("{SRV4}/24"),
+            "dev",
+            "vs",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &srv,
+            "addr",
+            "add",
+            &format!("{SRV6}/64"),
+            "dev",
+            "vs",
+            "nodad",
+        ]);
+        for a in [A4, R4, D4, N4] {
+            run(&[
+                "ip",
+                "-n",
+                &cli,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                "vc",
+            ]);
+        }
+        for a in [A6, R6, D6, N6] {
+            run(&[
+                "ip",
+                "-n",
+                &cli,
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                "vc",
+                "nodad",
+            ]);
+        }
+        run(&["ip", "-n", &srv, "link", "set", "vs", "up"]);
+        run(&["ip", "-n", &cli, "link", "set", "vc", "up"]);
+        // Permanent neighbour entries: a fresh link's first IPv6 neighbour solicitations can
+        // be lost for up to a second, which would look like a dropped connection.
+        let mac = |ns: &str, dev: &str| {
+            let out = run(&["ip", "-n", ns, "-br", "link", "show", dev]);
+            out.split_whitespace().nth(2).unwrap().to_owned()
+        };
+        let (mac_srv, mac_cli) = (mac(&srv, "vs"), mac(&cli, "vc"));
+        for a in [A4, R4, D4, N4, A6, R6, D6, N6] {
+            run(&[
+                "ip",
+                "-n",
+                &srv,
+                "neigh",
+                "replace",
+                a,
+                "lladdr",
+                &mac_cli,
+                "dev",
+                "vs",
+                "nud",
+                "permanent",
+            ]);
+        }
+        for a in [SRV4, SRV6] {
+            run(&[
+                "ip",
+                "-n",
+                &cli,
+                "neigh",
+                "replace",
+                a,
+                "lladdr",
+                &mac_srv,
+                "dev",
+                "vc",
+                "nud",
+                "permanent",
+            ]);
+        }
+
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &srv, PROBE, "listen"])
+            .args([P1, OPEN, P2].map(|p| p.to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        lab.listener = Some(child);
+        assert_eq!(line.trim(), "ready", "listener did not start");
+        lab
+    }
+
+    /// A provider for this lab's server namespace.
+    fn provider(&self, extra: serde_json::Value) -> Box<dyn Provider> {
+        let mut fields = serde_json::json!({
+            "ports": [P1, P2],
+            "table": self.table,
+            "netns": self.srv,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                fields.as_object_mut().unwrap().remove(k);
+            } else {
+                fields[k] = v.clone();
+            }
+        }
+        let cfg = TargetConfig {
+            name: "lab".into(),
+            base_dir: std::env::temp_dir(),
+            fields: fields.as_object().unwrap().clone(),
+        };
+        rangekeeper_provider_hostfw::factory(&cfg).unwrap()
+    }
+
+    /// Run a command inside the server namespace.
+    fn in_srv(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", self.srv.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// One connection attempt from the client namespace (or from the server itself).
+    fn connect(&self, from_srv: bool, src: &str, port: u16) -> String {
+        let ns = if from_srv { &self.srv } else { &self.cli };
+        let dst = if src.contains(':') {
+            if from_srv { "::1" } else { SRV6 }
+        } else if from_srv {
+            "127.0.0.1"
+        } else {
+            SRV4
+        };
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            PROBE,
+            "connect",
+            src,
+            dst,
+            &port.to_string(),
+            CONNECT_MS,
+        ]);
+        out.trim().to_owned()
+    }
+
+    /// Check every (source, port, outcome); report all mismatches at once.
+    fn expect(&self, label: &str, cases: &[(&str, u16, &str)]) {
+        let mut bad = Vec::new();
+        for (src, port, want) in cases {
+            let got = self.connect(false, src, *port);
+            if got != *want {
+                bad.push(format!("{src} -> :{port}: want {want}, got {got}"));
+            }
+        }
+        assert!(bad.is_empty(), "{label}:\n  {}", bad.join("\n  "));
+    }
+
+    /// Loopback on the server always connects, restricted port or not.
+    fn expect_loopback_open(&self) {
+        assert_eq!(self.connect(true, "127.0.0.1", P1), "connected");
+        assert_eq!(self.connect(true, "::1", P1), "connected");
+    }
+
+    /// Start a client that connects from `src` to P1 until stopped.
+    fn start_loop(&self, src: &str) -> Child {
+        let dst = if src.contains(':') { SRV6 } else { SRV4 };
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.cli,
+                PROBE,
+                "loop",
+                src,
+                dst,
+                &P1.to_string(),
+                "2000",
+                "3000",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// Stop a loop client and return (connected, not connected).
+fn stop_loop(mut child: Child) -> (u32, u32) {
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u32> = text
+        .split_whitespace()
+        .skip(1)
+        .step_by(2)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 4, "unexpected loop output: {text}");
+    (counts[0], counts[1] + counts[2] + counts[3])
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.listener.take() {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.flush();
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.srv, &self.cli] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn set(list: &[&str]) -> RangeSet {
+    RangeSet::from_nets(list.iter().map(|s| {
+        if s.contains('/') {
+            s.parse::<IpNet>().unwrap()
+        } else {
+            IpNet::from(s.parse::<IpAddr>().unwrap())
+        }
+    }))
+}
+
+/// A4 alone, R4 through a /26, A6 alone, R6 through a /112.
+fn allowed() -> RangeSet {
+    set(&[A4, "198.51.100.64/26", A6, "2001:db8:100::1:0/112"])
+}
+
+/// The full matrix for the `allowed()` list with `action: reject`.
+fn reject_matrix() -> Vec<(&'static str, u16, &'static str)> {
+    vec![
+        (A4, P1, "connected"),
+        (R4, P2, "connected"),
+        (D4, P1, "refused"),
+        (D4, P2, "refused"),
+        (D4, OPEN, "connected"),
+        (A6, P1, "connected"),
+        (R6, P2, "connected"),
+        (D6, P1, "refused"),
+        (D6, P2, "refused"),
+        (D6, OPEN, "connected"),
+    ]
+}
+
+fn ranges(state: &rangekeeper_provider::State) -> Option<RangeSet> {
+    state.restriction.ranges().cloned()
+}
+
+async fn check_enforced(lab: &Lab, p: &dyn Provider, backend: &str) {
+    let opts = ApplyOptions::default();
+    let before = p.current().await.unwrap();
+    assert_eq!(before.restriction, Restriction::Unrestricted);
+    lab.expect(
+        "before apply everything is open",
+        &[(D4, P1, "connected"), (D6, P1, "connected")],
+    );
+
+    let applied = p.apply(&allowed(), &opts).await.unwrap();
+    assert!(applied.changed);
+    lab.expect("after apply", &reject_matrix());
+    lab.expect_loopback_open();
+
+    let state = p.current().await.unwrap();
+    assert_eq!(ranges(&state), Some(allowed()), "{state:?}");
+    assert!(state.warnings.is_empty(), "{:?}", state.warnings);
+    assert!(
+        state
+            .details
+            .contains(&("backend".to_owned(), backend.to_owned())),
+        "{:?}",
+        state.details
+    );
+
+    // Idempotent: nothing is sent the second time.
+    assert!(!p.apply(&allowed(), &opts).await.unwrap().changed);
+}
+
+async fn check_disable(lab: &Lab, p: &dyn Provider) {
+    let opts = ApplyOptions::default();
+    assert!(p.disable(&opts).await.unwrap().changed);
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Unrestricted
+    );
+    lab.expect(
+        "after disable",
+        &[(D4, P1, "connected"), (D6, P2, "connected")],
+    );
+    assert!(!p.disable(&opts).await.unwrap().changed);
+}
+
+/// Change the allow-list repeatedly while allowed and never-allowed clients keep connecting:
+/// no allowed connection may fail and no denied one may pass during any swap.
+async fn check_swaps_under_load(lab: &Lab, p: &dyn Provider) {
+    let opts = ApplyOptions::default();
+    let base = set(&[A4, A6]);
+    p.apply(&base, &opts).await.unwrap();
+    let loops = [A4, A6, N4, N6].map(|src| lab.start_loop(src));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let variants = [
+        base.union(&set(&[D4])),
+        base.union(&set(&["198.51.100.64/26", "2001:db8:100::1:0/112"])),
+        base.union(&set(&[D6, "203.0.113.0/24"])),
+        base.clone(),
+    ];
+    for round in 0..3 {
+        for v in &variants {
+            let a = p.apply(v, &opts).await.unwrap();
+            assert!(a.changed || round == 0 && v == &base, "round {round}: {v}");
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let [a4, a6, n4, n6] = loops.map(stop_loop);
+    eprintln!("swap clients (connected, other): A4 {a4:?} A6 {a6:?} N4 {n4:?} N6 {n6:?}");
+    assert_eq!(
+        (a4.1, a6.1),
+        (0, 0),
+        "allowed connections failed during swaps"
+    );
+    assert_eq!(
+        (n4.0, n6.0),
+        (0, 0),
+        "denied connections got through during swaps"
+    );
+    for (name, (ok, other)) in [("A4", a4), ("A6", a6), ("N4", n4), ("N6", n6)] {
+        assert!(
+            ok + other > 10,
+            "the {name} client barely ran: {ok}+{other}"
+        );
+    }
+    // The last list (base) is what holds now.
+    lab.expect(
+        "after the swaps",
+        &[
+            (A4, P1, "connected"),
+            (D4, P1, "refused"),
+            (D6, P1, "refused"),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_reject_enforces_the_list_for_ipv4_and_ipv6_and_leaves_others_alone() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    // A table of someone else's that must survive everything we do.
+    lab.in_srv(&["nft", "add table inet someone_else"]);
+    lab.in_srv(&[
+        "nft",
+        "add chain inet someone_else c { type filter hook input priority 10 ; }",
+    ]);
+    lab.in_srv(&["nft", "add rule inet someone_else c tcp dport 9 accept"]);
+    let p = lab.provider(serde_json::json!({"backend": "nftables"}));
+    check_enforced(&lab, p.as_ref(), "nftables").await;
+    check_disable(&lab, p.as_ref()).await;
+    let other = lab.in_srv(&["nft", "list table inet someone_else"]);
+    assert!(other.contains("tcp dport 9 accept"), "{other}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_drop_makes_denied_sources_time_out() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({"backend": "nftables", "action": "drop"}));
+    p.apply(&allowed(), &ApplyOptions::default()).await.unwrap();
+    lab.expect(
+        "drop",
+        &[
+            (A4, P1, "connected"),
+            (D4, P1, "timeout"),
+            (D6, P2, "timeout"),
+            (D6, OPEN, "connected"),
+            (R6, P1, "connected"),
+        ],
+    );
+    // Switching the action is a change, even with the same list.
+    let reject = lab.provider(serde_json::json!({"backend": "nftables"}));
+    assert_eq!(
+        reject.current().await.unwrap().restriction,
+        Restriction::Unrestricted
+    );
+    assert!(
+        reject
+            .apply(&allowed(), &ApplyOptions::default())
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect("reject again", &[(D4, P1, "refused")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_swaps_are_atomic_under_load() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({"backend": "nftables"}));
+    check_swaps_under_load(&lab, p.as_ref()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_drift_is_reported_and_repaired() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({"backend": "nftables"}));
+    let opts = ApplyOptions::default();
+    let t = lab.table.clone();
+    p.apply(&allowed(), &opts).await.unwrap();
+
+    // 1. The whole table deleted from outside.
+    lab.in_srv(&["nft", &format!("delete table inet {t}")]);
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Unrestricted
+    );
+    lab.expect("table deleted", &[(D4, P1, "connected")]);
+    assert!(p.apply(&allowed(), &opts).await.unwrap().changed);
+    lab.expect("repaired", &[(D4, P1, "refused"), (A4, P1, "connected")]);
+
+    // 2. The rules flushed, the sets left in place: not in sync, and repaired.
+    lab.in_srv(&["nft", &format!("flush chain inet {t} input")]);
+    let state = p.current().await.unwrap();
+    assert_eq!(state.restriction, Restriction::Unrestricted);
+    assert!(
+        state
+            .warnings
+            .iter()
+            .any(|w| w.contains("rules missing or modified")),
+        "{:?}",
+        state.warnings
+    );
+    let applied = p.apply(&allowed(), &opts).await.unwrap();
+    assert!(
+        applied.changed && applied.notes.iter().any(|n| n.contains("repaired")),
+        "{applied:?}"
+    );
+    lab.expect(
+        "rules repaired",
+        &[(D6, P1, "refused"), (A6, P1, "connected")],
+    );
+
+    // 3. An address slipped into a set: visible as a different list, removed by apply.
+    lab.in_srv(&["nft", &format!("add element inet {t} allow4 {{ {D4} }}")]);
+    lab.expect("element added", &[(D4, P1, "connected")]);
+    let state = p.current().await.unwrap();
+    assert_eq!(ranges(&state), Some(allowed().union(&set(&[D4]))));
+    assert!(p.apply(&allowed(), &opts).await.unwrap().changed);
+    lab.expect("element removed", &[(D4, P1, "refused")]);
+
+    // 4. The whole ruleset flushed (inside the lab namespace only).
+    lab.in_srv(&["nft", "flush ruleset"]);
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Unrestricted
+    );
+    assert!(p.apply(&allowed(), &opts).await.unwrap().changed);
+    lab.expect("after flush ruleset", &reject_matrix());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_backend_enforces_swaps_repairs_and_disables() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    // Someone else's chain and INPUT rule, which must survive.
+    lab.in_srv(&["iptables", "-N", "FOREIGN"]);
+    lab.in_srv(&[
+        "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "FOREIGN",
+    ]);
+    let p = lab.provider(serde_json::json!({"backend": "iptables"}));
+    check_enforced(&lab, p.as_ref(), "iptables").await;
+    let chain = format!("RK-{}", lab.table);
+    let save = lab.in_srv(&["iptables-save", "-t", "filter"]);
+    assert!(
+        save.contains(&format!(
+            "--comment \"rangekeeper:{}\" -j {chain}",
+            lab.table
+        )),
+        "{save}"
+    );
+
+    // Drift: our jump deleted from INPUT.
+    let jump = save
+        .lines()
+        .find(|l| l.starts_with("-A INPUT") && l.contains(&chain))
+        .unwrap()
+        .replacen("-A INPUT", "-D INPUT", 1);
+    lab.in_srv(&["sh", "-c", &format!("iptables {jump}")]);
+    lab.expect("jump deleted", &[(D4, P1, "connected")]);
+    let state = p.current().await.unwrap();
+    assert_eq!(state.restriction, Restriction::Unrestricted);
+    assert!(
+        state
+            .warnings
+            .iter()
+            .any(|w| w.contains("rules missing or modified")),
+        "{:?}",
+        state.warnings
+    );
+    assert!(
+        p.apply(&allowed(), &ApplyOptions::default())
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect(
+        "jump repaired",
+        &[
+            (D4, P1, "refused"),
+            (D6, P1, "refused"),
+            (A6, P1, "connected"),
+        ],
+    );
+
+    // Drift: our IPv6 chain flushed.
+    lab.in_srv(&["ip6tables", "-F", &chain]);
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Unrestricted
+    );
+    assert!(
+        p.apply(&allowed(), &ApplyOptions::default())
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect("chain repaired", &reject_matrix());
+
+    check_swaps_under_load(&lab, p.as_ref()).await;
+    check_disable(&lab, p.as_ref()).await;
+    let save = lab.in_srv(&["iptables-save", "-t", "filter"]);
+    assert!(!save.contains(&chain), "{save}");
+    assert!(
+        save.contains(":FOREIGN") && save.contains("--dport 9 -j FOREIGN"),
+        "{save}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_drop_makes_denied_sources_time_out() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({"backend": "iptables", "action": "drop"}));
+    p.apply(&allowed(), &ApplyOptions::default()).await.unwrap();
+    lab.expect(
+        "drop",
+        &[
+            (A4, P1, "connected"),
+            (D4, P1, "timeout"),
+            (D6, P2, "timeout"),
+            (D4, OPEN, "connected"),
+            (R6, P1, "connected"),
+        ],
+    );
+    assert_eq!(ranges(&p.current().await.unwrap()), Some(allowed()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_restrict_ip_config_gives_the_same_behaviour() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    // kube-restrict-ip's own format, ports as numbers and strings, a host-bits network.
+    std::fs::write(
+        &file,
+        format!(
+            "restrictedPorts:\n  - {P1}\n  - \"{P2}\"\n\nallowedNetworks:\n  - 127.0.0.1\n  - {A4}\n  - 198.51.100.70/26\n  - {A6}\n  - 2001:db8:100::1:0/112\n\ncheckInterval: 60s\n"
+        ),
+    )
+    .unwrap();
+    let krip = rangekeeper_provider_hostfw::load_kube_restrict_ip(&file).unwrap();
+    assert_eq!(krip.ports, vec![P1, P2]);
+    assert_eq!(krip.interval, std::time::Duration::from_secs(60));
+    assert_eq!(krip.chain, "KUBE-RESTRICT-IP");
+    let desired = RangeSet::from_nets(
+        krip.networks
+            .iter()
+            .map(|n| rangekeeper_provider::cidr::parse(n).unwrap().net),
+    );
+    assert_eq!(desired, allowed().union(&set(&["127.0.0.1"])));
+
+    // The target points at the file instead of listing ports; backend left on auto.
+    let p =
+        lab.provider(serde_json::json!({"ports": null, "kubeRestrictIp": file.to_str().unwrap()}));
+    assert!(
+        p.apply(&desired, &ApplyOptions::default())
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect("kube-restrict-ip config", &reject_matrix());
+    lab.expect_loopback_open();
+    let state = p.current().await.unwrap();
+    assert_eq!(ranges(&state), Some(desired));
+    assert!(
+        state
+            .details
+            .contains(&("backend".to_owned(), "nftables".to_owned())),
+        "{:?}",
+        state.details
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_is_not_found() {
+    if !ready() {
+        return;
+    }
+    let cfg = TargetConfig {
+        name: "gone".into(),
+        base_dir: Path::new("/").to_owned(),
+        fields: serde_json::json!({"ports": [1], "backend": "nftables", "netns": format!("rkt-{}-absent", std::process::id())})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let p = rangekeeper_provider_hostfw::factory(&cfg).unwrap();
+    let e = p.current().await.unwrap_err();
+    assert_eq!(e.kind(), "not_found", "{e}");
+}
