@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rangekeeper_provider::ProviderError;
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, IF_MATCH};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
@@ -97,7 +97,9 @@ impl ArmClient {
         let mut url = self.base.clone();
         let joined = format!("{}{}", self.base.path().trim_end_matches('/'), path);
         url.set_path(&joined);
-        url.query_pairs_mut().clear().append_pair("api-version", api_version);
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("api-version", api_version);
         Ok(url)
     }
 
@@ -114,7 +116,13 @@ impl ArmClient {
         }
     }
 
-    async fn send(&self, method: Method, url: Url, body: Option<&Value>, if_match: Option<&str>) -> Result<reqwest::Response, ProviderError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<reqwest::Response, ProviderError> {
         let token = self.tokens.token(&self.scope).await?;
         let mut req = self
             .http
@@ -124,11 +132,14 @@ impl ArmClient {
             req = req.header(IF_MATCH, etag);
         }
         if let Some(b) = body {
-            let bytes = serde_json::to_vec(b).map_err(|e| ProviderError::Other(format!("cannot serialize the request: {e}")))?;
+            let bytes = serde_json::to_vec(b)
+                .map_err(|e| ProviderError::Other(format!("cannot serialize the request: {e}")))?;
             req = req.header(CONTENT_TYPE, "application/json").body(bytes);
         }
         tracing::debug!(%method, url = %url, "ARM request");
-        req.send().await.map_err(|e| transport_error(&method, &url, &e))
+        req.send()
+            .await
+            .map_err(|e| transport_error(&method, &url, &e))
     }
 
     /// GET the managed cluster.
@@ -137,12 +148,20 @@ impl ArmClient {
         let resp = self.send(Method::GET, url, None, None).await?;
         let (status, headers, body) = read(resp).await?;
         if !status.is_success() {
-            return Err(status_error(status, &headers, &body, "reading the managed cluster"));
+            return Err(status_error(
+                status,
+                &headers,
+                &body,
+                "reading the managed cluster",
+            ));
         }
-        let body: Value = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Transient(format!("the managed cluster is not valid JSON: {e}")))?;
+        let body: Value = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::Transient(format!("the managed cluster is not valid JSON: {e}"))
+        })?;
         if !body.is_object() {
-            return Err(ProviderError::Other("the managed cluster body is not a JSON object".into()));
+            return Err(ProviderError::Other(
+                "the managed cluster body is not a JSON object".into(),
+            ));
         }
         let etag = body
             .get("eTag")
@@ -153,12 +172,21 @@ impl ArmClient {
     }
 
     /// PUT the whole managed cluster, guarded by `If-Match` when an eTag is known.
-    pub async fn put_cluster(&self, body: &Value, etag: Option<&str>) -> Result<Accepted, ProviderError> {
+    pub async fn put_cluster(
+        &self,
+        body: &Value,
+        etag: Option<&str>,
+    ) -> Result<Accepted, ProviderError> {
         let url = self.url(&self.cluster_path, &self.api_version)?;
         let resp = self.send(Method::PUT, url, Some(body), etag).await?;
         let (status, headers, bytes) = read(resp).await?;
         if !status.is_success() {
-            return Err(status_error(status, &headers, &bytes, "updating the managed cluster"));
+            return Err(status_error(
+                status,
+                &headers,
+                &bytes,
+                "updating the managed cluster",
+            ));
         }
         let async_operation = self.header_url(&headers, "azure-asyncoperation")?;
         let location = self.header_url(&headers, "location")?;
@@ -175,10 +203,9 @@ impl ArmClient {
         let Some(text) = header_str(headers, name) else {
             return Ok(None);
         };
-        let url = self
-            .base
-            .join(&text)
-            .map_err(|e| ProviderError::Other(format!("ARM returned an invalid {name} header: {e}")))?;
+        let url = self.base.join(&text).map_err(|e| {
+            ProviderError::Other(format!("ARM returned an invalid {name} header: {e}"))
+        })?;
         self.check_same_origin(&url)?;
         Ok(Some(url))
     }
@@ -189,11 +216,21 @@ impl ArmClient {
         let resp = self.send(Method::GET, url.clone(), None, None).await?;
         let (status, headers, body) = read(resp).await?;
         if !status.is_success() {
-            return Err(status_error(status, &headers, &body, "polling the operation"));
+            return Err(status_error(
+                status,
+                &headers,
+                &body,
+                "polling the operation",
+            ));
         }
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Transient(format!("the operation status is not valid JSON: {e}")))?;
-        let s = v.get("status").and_then(Value::as_str).unwrap_or("").to_owned();
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::Transient(format!("the operation status is not valid JSON: {e}"))
+        })?;
+        let s = v
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let (code, message) = error_fields(&v);
         let status = match s.to_ascii_lowercase().as_str() {
             "succeeded" => PollStatus::Succeeded,
@@ -232,7 +269,12 @@ impl ArmClient {
             ProviderError::Invalid(_) | ProviderError::Other(_) => {
                 let (code, message) = serde_json::from_slice::<Value>(&body)
                     .map(|v| error_fields(&v))
-                    .unwrap_or_else(|_| (status.as_str().to_owned(), String::from_utf8_lossy(&body).into_owned()));
+                    .unwrap_or_else(|_| {
+                        (
+                            status.as_str().to_owned(),
+                            String::from_utf8_lossy(&body).into_owned(),
+                        )
+                    });
                 Ok(Poll {
                     status: PollStatus::Failed { code, message },
                     retry_after: retry,
@@ -244,23 +286,35 @@ impl ArmClient {
 
     /// The address of a public IP resource (`None` while a dynamic address is unassigned).
     pub async fn get_public_ip(&self, resource_id: &str) -> Result<Option<IpAddr>, ProviderError> {
-        if !resource_id.starts_with('/') || resource_id.contains(['?', '#']) || resource_id.contains("..") {
-            return Err(ProviderError::Other(format!("not an ARM resource id: {resource_id}")));
+        if !resource_id.starts_with('/')
+            || resource_id.contains(['?', '#'])
+            || resource_id.contains("..")
+        {
+            return Err(ProviderError::Other(format!(
+                "not an ARM resource id: {resource_id}"
+            )));
         }
         let url = self.url(resource_id, PUBLIC_IP_API_VERSION)?;
         let resp = self.send(Method::GET, url, None, None).await?;
         let (status, headers, body) = read(resp).await?;
         if !status.is_success() {
-            return Err(status_error(status, &headers, &body, &format!("reading the public IP {resource_id}")));
+            return Err(status_error(
+                status,
+                &headers,
+                &body,
+                &format!("reading the public IP {resource_id}"),
+            ));
         }
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Transient(format!("the public IP is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ProviderError::Transient(format!("the public IP is not valid JSON: {e}"))
+        })?;
         match v.pointer("/properties/ipAddress").and_then(Value::as_str) {
             None => Ok(None),
-            Some(s) => s
-                .parse::<IpAddr>()
-                .map(Some)
-                .map_err(|_| ProviderError::Other(format!("public IP {resource_id} has an invalid ipAddress `{s}`"))),
+            Some(s) => s.parse::<IpAddr>().map(Some).map_err(|_| {
+                ProviderError::Other(format!(
+                    "public IP {resource_id} has an invalid ipAddress `{s}`"
+                ))
+            }),
         }
     }
 }
@@ -269,10 +323,12 @@ async fn read(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Vec<u8>
     let status = resp.status();
     let headers = resp.headers().clone();
     let url = resp.url().clone();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| ProviderError::Transient(format!("reading the answer from {}: {e}", strip_query(&url))))?;
+    let body = resp.bytes().await.map_err(|e| {
+        ProviderError::Transient(format!(
+            "reading the answer from {}: {e}",
+            strip_query(&url)
+        ))
+    })?;
     Ok((status, headers, body.to_vec()))
 }
 
@@ -297,7 +353,11 @@ fn transport_error(method: &Method, url: &Url, e: &reqwest::Error) -> ProviderEr
         detail = s.to_string();
         src = s.source();
     }
-    let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
+    let detail = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
     ProviderError::Transient(format!("{method} {} {what}{detail}", strip_query(url)))
 }
 
@@ -319,18 +379,38 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// `{"error": {"code", "message"}}` (also accepts the fields at the top level).
 fn error_fields(v: &Value) -> (String, String) {
     let e = v.get("error").unwrap_or(v);
-    let code = e.get("code").and_then(Value::as_str).unwrap_or("").to_owned();
-    let message = e.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+    let code = e
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let message = e
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     (code, message)
 }
 
 /// Map a non-success ARM answer to a typed error, keeping Azure's own code and message.
-pub fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], doing: &str) -> ProviderError {
+pub fn status_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    doing: &str,
+) -> ProviderError {
     let (code, message) = match serde_json::from_slice::<Value>(body) {
         Ok(v) => error_fields(&v),
-        Err(_) => (String::new(), String::from_utf8_lossy(body).chars().take(300).collect()),
+        Err(_) => (
+            String::new(),
+            String::from_utf8_lossy(body).chars().take(300).collect(),
+        ),
     };
-    let code = if code.is_empty() { status.to_string() } else { code };
+    let code = if code.is_empty() {
+        status.to_string()
+    } else {
+        code
+    };
     let text = if message.is_empty() {
         format!("{doing}: HTTP {}: {code}", status.as_u16())
     } else {
@@ -360,17 +440,41 @@ mod tests {
         let h = HeaderMap::new();
         let e = status_error(StatusCode::CONFLICT, &h, body, "x");
         assert!(matches!(e, ProviderError::Conflict(_)));
-        assert!(e.to_string().contains("OperationNotAllowed: Another operation"), "{e}");
-        assert!(matches!(status_error(StatusCode::PRECONDITION_FAILED, &h, b"", "x"), ProviderError::Conflict(_)));
-        assert!(matches!(status_error(StatusCode::BAD_REQUEST, &h, body, "x"), ProviderError::Invalid(_)));
-        assert!(matches!(status_error(StatusCode::FORBIDDEN, &h, body, "x"), ProviderError::Auth(_)));
-        assert!(matches!(status_error(StatusCode::UNAUTHORIZED, &h, body, "x"), ProviderError::Auth(_)));
-        assert!(matches!(status_error(StatusCode::NOT_FOUND, &h, body, "x"), ProviderError::NotFound(_)));
-        assert!(matches!(status_error(StatusCode::BAD_GATEWAY, &h, b"<html>", "x"), ProviderError::Transient(_)));
+        assert!(
+            e.to_string()
+                .contains("OperationNotAllowed: Another operation"),
+            "{e}"
+        );
+        assert!(matches!(
+            status_error(StatusCode::PRECONDITION_FAILED, &h, b"", "x"),
+            ProviderError::Conflict(_)
+        ));
+        assert!(matches!(
+            status_error(StatusCode::BAD_REQUEST, &h, body, "x"),
+            ProviderError::Invalid(_)
+        ));
+        assert!(matches!(
+            status_error(StatusCode::FORBIDDEN, &h, body, "x"),
+            ProviderError::Auth(_)
+        ));
+        assert!(matches!(
+            status_error(StatusCode::UNAUTHORIZED, &h, body, "x"),
+            ProviderError::Auth(_)
+        ));
+        assert!(matches!(
+            status_error(StatusCode::NOT_FOUND, &h, body, "x"),
+            ProviderError::NotFound(_)
+        ));
+        assert!(matches!(
+            status_error(StatusCode::BAD_GATEWAY, &h, b"<html>", "x"),
+            ProviderError::Transient(_)
+        ));
         let mut h = HeaderMap::new();
         h.insert("retry-after", "7".parse().unwrap());
         match status_error(StatusCode::TOO_MANY_REQUESTS, &h, body, "x") {
-            ProviderError::Throttled { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(7))),
+            ProviderError::Throttled { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(7)))
+            }
             other => panic!("{other:?}"),
         }
         h.insert("retry-after", "100000".parse().unwrap());

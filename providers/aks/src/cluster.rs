@@ -27,7 +27,9 @@ pub fn stored_ranges(body: &Value) -> Result<Option<Vec<String>>, ProviderError>
             .iter()
             .map(|v| {
                 v.as_str().map(str::to_owned).ok_or_else(|| {
-                    ProviderError::Other(format!("authorizedIPRanges holds a non-string entry: {v}"))
+                    ProviderError::Other(format!(
+                        "authorizedIPRanges holds a non-string entry: {v}"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -47,7 +49,9 @@ pub fn restriction_of(body: &Value) -> Result<Restriction, ProviderError> {
     let mut nets = Vec::with_capacity(ranges.len());
     for r in &ranges {
         let parsed = cidr::parse(r).map_err(|e| {
-            ProviderError::Other(format!("the cluster holds a range rangekeeper cannot read: {e}"))
+            ProviderError::Other(format!(
+                "the cluster holds a range rangekeeper cannot read: {e}"
+            ))
         })?;
         nets.push(parsed.net);
     }
@@ -68,9 +72,9 @@ pub fn range_strings(set: &RangeSet) -> Vec<String> {
 /// Set `properties.apiServerAccessProfile.authorizedIPRanges`, creating the objects on the
 /// way if absent (or null); nothing else in the body changes.
 pub fn set_ranges(body: &mut Value, ranges: &[String]) -> Result<(), ProviderError> {
-    let root = body
-        .as_object_mut()
-        .ok_or_else(|| ProviderError::Other("the managed cluster body is not a JSON object".into()))?;
+    let root = body.as_object_mut().ok_or_else(|| {
+        ProviderError::Other("the managed cluster body is not a JSON object".into())
+    })?;
     let props = object_entry(root, "properties")?;
     let profile = object_entry(props, "apiServerAccessProfile")?;
     profile.insert(
@@ -80,13 +84,19 @@ pub fn set_ranges(body: &mut Value, ranges: &[String]) -> Result<(), ProviderErr
     Ok(())
 }
 
-fn object_entry<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Result<&'a mut Map<String, Value>, ProviderError> {
-    let slot = obj.entry(key.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+fn object_entry<'a>(
+    obj: &'a mut Map<String, Value>,
+    key: &str,
+) -> Result<&'a mut Map<String, Value>, ProviderError> {
+    let slot = obj
+        .entry(key.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
     if slot.is_null() {
         *slot = Value::Object(Map::new());
     }
-    slot.as_object_mut()
-        .ok_or_else(|| ProviderError::Other(format!("`{key}` in the managed cluster is not an object")))
+    slot.as_object_mut().ok_or_else(|| {
+        ProviderError::Other(format!("`{key}` in the managed cluster is not an object"))
+    })
 }
 
 fn str_at<'a>(body: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -119,7 +129,10 @@ pub fn details(body: &Value) -> Vec<(String, String)> {
     push("fqdn", str_at(body, "/properties/fqdn"));
     push("privateFQDN", str_at(body, "/properties/privateFQDN"));
     push("location", str_at(body, "/location"));
-    push("kubernetesVersion", str_at(body, "/properties/currentKubernetesVersion"));
+    push(
+        "kubernetesVersion",
+        str_at(body, "/properties/currentKubernetesVersion"),
+    );
     push("outboundType", outbound_type(body));
     d
 }
@@ -159,7 +172,11 @@ pub fn outbound_ip_ids(body: &Value) -> Vec<String> {
 
 /// The egress addresses not covered by `desired`.
 pub fn missing_egress(desired: &RangeSet, egress: &[IpAddr]) -> Vec<IpAddr> {
-    egress.iter().copied().filter(|ip| !desired.contains_addr(*ip)).collect()
+    egress
+        .iter()
+        .copied()
+        .filter(|ip| !desired.contains_addr(*ip))
+        .collect()
 }
 
 #[cfg(test)]
@@ -167,7 +184,10 @@ mod tests {
     use super::*;
 
     fn fixture() -> Value {
-        let v: Value = serde_json::from_str(include_str!("../tests/data/ManagedClustersGet.2026-08-01.json")).unwrap();
+        let v: Value = serde_json::from_str(include_str!(
+            "../tests/data/ManagedClustersGet.2026-08-01.json"
+        ))
+        .unwrap();
         v["responses"]["200"]["body"].clone()
     }
 
@@ -180,15 +200,20 @@ mod tests {
             after["properties"]["apiServerAccessProfile"],
             serde_json::json!({"authorizedIPRanges": ["198.51.100.0/24"]})
         );
-        after["properties"].as_object_mut().unwrap().remove("apiServerAccessProfile");
-        assert_eq!(serde_json::to_string(&after).unwrap(), serde_json::to_string(&before).unwrap());
+        after["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("apiServerAccessProfile");
+        assert_eq!(
+            serde_json::to_string(&after).unwrap(),
+            serde_json::to_string(&before).unwrap()
+        );
     }
 
     #[test]
     fn set_ranges_keeps_other_profile_fields() {
         let mut v = fixture();
-        v["properties"]["apiServerAccessProfile"] =
-            serde_json::json!({"enableVnetIntegration": false, "authorizedIPRanges": ["1.2.3.4/32"], "zz": 1});
+        v["properties"]["apiServerAccessProfile"] = serde_json::json!({"enableVnetIntegration": false, "authorizedIPRanges": ["1.2.3.4/32"], "zz": 1});
         set_ranges(&mut v, &[]).unwrap();
         assert_eq!(
             serde_json::to_string(&v["properties"]["apiServerAccessProfile"]).unwrap(),
@@ -206,7 +231,10 @@ mod tests {
         assert!(ids[0].ends_with("/publicIPAddresses/mgdoutboundip1"));
         let d = details(&v);
         assert_eq!(d[0], ("provisioningState".into(), "Succeeded".into()));
-        assert!(d.iter().any(|(k, v)| k == "fqdn" && v == "dnsprefix1-abcd1234.hcp.eastus.azmk8s.io"));
+        assert!(
+            d.iter()
+                .any(|(k, v)| k == "fqdn" && v == "dnsprefix1-abcd1234.hcp.eastus.azmk8s.io")
+        );
         assert!(d.iter().any(|(k, v)| k == "location" && v == "location1"));
     }
 

@@ -83,14 +83,21 @@ impl AksTarget {
             )));
         }
         let resource_group = raw.resource_group.trim().to_owned();
-        validate_resource_group(&resource_group).map_err(|m| err(format!("resourceGroup `{resource_group}`: {m}")))?;
+        validate_resource_group(&resource_group)
+            .map_err(|m| err(format!("resourceGroup `{resource_group}`: {m}")))?;
         let cluster = raw.cluster.trim().to_owned();
         validate_cluster_name(&cluster).map_err(|m| err(format!("cluster `{cluster}`: {m}")))?;
 
-        let endpoint_text = raw.arm_endpoint.as_deref().unwrap_or(raw.cloud.arm_endpoint());
-        let arm_endpoint = parse_arm_endpoint(endpoint_text).map_err(|m| err(format!("armEndpoint `{endpoint_text}`: {m}")))?;
+        let endpoint_text = raw
+            .arm_endpoint
+            .as_deref()
+            .unwrap_or(raw.cloud.arm_endpoint());
+        let arm_endpoint = parse_arm_endpoint(endpoint_text)
+            .map_err(|m| err(format!("armEndpoint `{endpoint_text}`: {m}")))?;
 
-        let api_version = raw.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
+        let api_version = raw
+            .api_version
+            .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         if !is_api_version(&api_version) {
             return Err(err(format!(
                 "apiVersion `{api_version}` is not an ARM api-version (YYYY-MM-DD, optionally with -preview)"
@@ -119,7 +126,10 @@ impl AksTarget {
 
     /// The OAuth scope of a token for this ARM endpoint: `{arm}/.default`.
     pub fn token_scope(&self) -> String {
-        format!("{}/.default", self.arm_endpoint.as_str().trim_end_matches('/'))
+        format!(
+            "{}/.default",
+            self.arm_endpoint.as_str().trim_end_matches('/')
+        )
     }
 }
 
@@ -216,10 +226,13 @@ fn is_api_version(s: &str) -> bool {
     let (Some(date), Some(suffix)) = (s.get(..10), s.get(10..)) else {
         return false;
     };
-    let date_ok = date
-        .bytes()
-        .enumerate()
-        .all(|(i, c)| if i == 4 || i == 7 { c == b'-' } else { c.is_ascii_digit() });
+    let date_ok = date.bytes().enumerate().all(|(i, c)| {
+        if i == 4 || i == 7 {
+            c == b'-'
+        } else {
+            c.is_ascii_digit()
+        }
+    });
     date_ok && (suffix.is_empty() || suffix == "-preview")
 }
 
@@ -266,9 +279,15 @@ mod tests {
     #[test]
     fn sovereign_clouds() {
         let t = AksTarget::from_config(&cfg(with("cloud", "usgov".into()))).unwrap();
-        assert_eq!(t.token_scope(), "https://management.usgovcloudapi.net/.default");
+        assert_eq!(
+            t.token_scope(),
+            "https://management.usgovcloudapi.net/.default"
+        );
         let t = AksTarget::from_config(&cfg(with("cloud", "china".into()))).unwrap();
-        assert_eq!(t.token_scope(), "https://management.chinacloudapi.cn/.default");
+        assert_eq!(
+            t.token_scope(),
+            "https://management.chinacloudapi.cn/.default"
+        );
         assert!(AksTarget::from_config(&cfg(with("cloud", "mars".into()))).is_err());
     }
 
@@ -307,7 +326,8 @@ mod tests {
                 "{bad}"
             );
         }
-        let t = AksTarget::from_config(&cfg(with("armEndpoint", "http://127.0.0.1:8080/".into()))).unwrap();
+        let t = AksTarget::from_config(&cfg(with("armEndpoint", "http://127.0.0.1:8080/".into())))
+            .unwrap();
         assert_eq!(t.token_scope(), "http://127.0.0.1:8080/.default");
     }
 
@@ -319,11 +339,15 @@ mod tests {
         assert!(AksTarget::from_config(&cfg(with("resourceGroup", "rg.".into()))).is_err());
         assert!(AksTarget::from_config(&cfg(with("resourceGroup", "rg?x".into()))).is_err());
         assert!(AksTarget::from_config(&cfg(with("apiVersion", "2025-10-01".into()))).is_ok());
-        assert!(AksTarget::from_config(&cfg(with("apiVersion", "2025-10-02-preview".into()))).is_ok());
+        assert!(
+            AksTarget::from_config(&cfg(with("apiVersion", "2025-10-02-preview".into()))).is_ok()
+        );
         assert!(AksTarget::from_config(&cfg(with("apiVersion", "2025-1-01".into()))).is_err());
         assert!(AksTarget::from_config(&cfg(with("apiVersion", "latest".into()))).is_err());
-        assert!(AksTarget::from_config(&cfg(with("allowNodeEgressLockout", true.into())))
-            .unwrap()
-            .allow_node_egress_lockout);
+        assert!(
+            AksTarget::from_config(&cfg(with("allowNodeEgressLockout", true.into())))
+                .unwrap()
+                .allow_node_egress_lockout
+        );
     }
 }

@@ -43,8 +43,13 @@ impl BearerToken {
 
     /// The `Authorization` header value, marked sensitive so HTTP logging hides it.
     pub fn header_value(&self) -> Result<reqwest::header::HeaderValue, ProviderError> {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0))
-            .map_err(|_| ProviderError::Auth("the access token contains characters not allowed in an HTTP header".into()))?;
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0)).map_err(
+            |_| {
+                ProviderError::Auth(
+                    "the access token contains characters not allowed in an HTTP header".into(),
+                )
+            },
+        )?;
         v.set_sensitive(true);
         Ok(v)
     }
@@ -131,7 +136,8 @@ impl CredentialEnv {
             client_certificate_path: var("AZURE_CLIENT_CERTIFICATE_PATH"),
             client_certificate_password: var("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
             federated_token_file: var("AZURE_FEDERATED_TOKEN_FILE"),
-            managed_identity_endpoint: var("IDENTITY_ENDPOINT").is_some() || var("MSI_ENDPOINT").is_some(),
+            managed_identity_endpoint: var("IDENTITY_ENDPOINT").is_some()
+                || var("MSI_ENDPOINT").is_some(),
         }
     }
 }
@@ -140,7 +146,10 @@ enum SourceKind {
     Static(BearerToken),
     Azure(Arc<dyn TokenCredential>),
     /// Managed identity; probe IMDS first unless an identity endpoint is configured.
-    Managed { cred: Arc<dyn TokenCredential>, probe: bool },
+    Managed {
+        cred: Arc<dyn TokenCredential>,
+        probe: bool,
+    },
     /// Not configured, or configured wrongly: the reason, for the "tried" list.
     Unavailable(String),
 }
@@ -166,7 +175,10 @@ pub struct CredentialChain {
 impl fmt::Debug for CredentialChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialChain")
-            .field("sources", &self.sources.iter().map(|s| s.name).collect::<Vec<_>>())
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| s.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -200,7 +212,12 @@ impl CredentialChain {
         });
 
         let sp_name = "service principal (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH)";
-        let sp_kind = match (&env.tenant_id, &env.client_id, &env.client_secret, &env.client_certificate_path) {
+        let sp_kind = match (
+            &env.tenant_id,
+            &env.client_id,
+            &env.client_secret,
+            &env.client_certificate_path,
+        ) {
             (Some(tenant), Some(client), Some(secret), _) => match ClientSecretCredential::new(
                 tenant,
                 client.clone(),
@@ -212,16 +229,27 @@ impl CredentialChain {
                 Ok(c) => SourceKind::Azure(c),
                 Err(e) => SourceKind::Unavailable(format!("invalid: {e}")),
             },
-            (Some(tenant), Some(client), None, Some(path)) => {
-                certificate_source(tenant, client, path, env.client_certificate_password.as_deref(), client_options())
-            }
+            (Some(tenant), Some(client), None, Some(path)) => certificate_source(
+                tenant,
+                client,
+                path,
+                env.client_certificate_password.as_deref(),
+                client_options(),
+            ),
             (None, None, None, None) => SourceKind::Unavailable("not set".into()),
             _ if env.client_secret.is_none() && env.client_certificate_path.is_none() => {
-                SourceKind::Unavailable("no AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH".into())
+                SourceKind::Unavailable(
+                    "no AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH".into(),
+                )
             }
-            _ => SourceKind::Unavailable("AZURE_TENANT_ID and AZURE_CLIENT_ID must both be set".into()),
+            _ => SourceKind::Unavailable(
+                "AZURE_TENANT_ID and AZURE_CLIENT_ID must both be set".into(),
+            ),
         };
-        sources.push(Source { name: sp_name, kind: sp_kind });
+        sources.push(Source {
+            name: sp_name,
+            kind: sp_kind,
+        });
 
         let wi_kind = match (&env.federated_token_file, &env.tenant_id, &env.client_id) {
             (None, _, _) => SourceKind::Unavailable("AZURE_FEDERATED_TOKEN_FILE not set".into()),
@@ -238,14 +266,21 @@ impl CredentialChain {
                     Err(e) => SourceKind::Unavailable(format!("invalid: {e}")),
                 }
             }
-            (Some(_), _, _) => SourceKind::Unavailable("AZURE_TENANT_ID and AZURE_CLIENT_ID must be set".into()),
+            (Some(_), _, _) => {
+                SourceKind::Unavailable("AZURE_TENANT_ID and AZURE_CLIENT_ID must be set".into())
+            }
         };
         sources.push(Source {
             name: "workload identity (AZURE_FEDERATED_TOKEN_FILE)",
             kind: wi_kind,
         });
 
-        let user_assigned = match (&env.client_id, &env.client_secret, &env.client_certificate_path, &env.federated_token_file) {
+        let user_assigned = match (
+            &env.client_id,
+            &env.client_secret,
+            &env.client_certificate_path,
+            &env.federated_token_file,
+        ) {
             (Some(id), None, None, None) => Some(UserAssignedId::ClientId(id.clone())),
             _ => None,
         };
@@ -279,7 +314,11 @@ impl CredentialChain {
         }
     }
 
-    async fn try_source(&self, source: &Source, scope: &str) -> Result<(BearerToken, Option<OffsetDateTime>), String> {
+    async fn try_source(
+        &self,
+        source: &Source,
+        scope: &str,
+    ) -> Result<(BearerToken, Option<OffsetDateTime>), String> {
         let cred = match &source.kind {
             SourceKind::Static(t) => return Ok((t.clone(), None)),
             SourceKind::Unavailable(why) => return Err(why.clone()),
@@ -318,7 +357,9 @@ impl TokenSource for CredentialChain {
         };
         let mut tried = Vec::new();
         for i in order {
-            let Some(source) = self.sources.get(i) else { continue };
+            let Some(source) = self.sources.get(i) else {
+                continue;
+            };
             match self.try_source(source, scope).await {
                 Ok((token, expires_on)) => {
                     tracing::debug!(credential = source.name, "got an ARM access token");
@@ -341,7 +382,11 @@ impl TokenSource for CredentialChain {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned()
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
 }
 
 async fn imds_reachable() -> bool {
@@ -411,7 +456,10 @@ mod tests {
             ..Default::default()
         };
         let dbg = format!("{env:?}");
-        assert!(!dbg.contains("eyJsecret") && !dbg.contains("hunter2"), "{dbg}");
+        assert!(
+            !dbg.contains("eyJsecret") && !dbg.contains("hunter2"),
+            "{dbg}"
+        );
         let h = t.header_value().unwrap();
         assert!(h.is_sensitive());
     }
@@ -426,7 +474,10 @@ mod tests {
             ..Default::default()
         };
         let chain = CredentialChain::from_env(&env, Cloud::Public);
-        let t = chain.token("https://management.azure.com/.default").await.unwrap();
+        let t = chain
+            .token("https://management.azure.com/.default")
+            .await
+            .unwrap();
         assert_eq!(t.expose(), "tok-1");
     }
 

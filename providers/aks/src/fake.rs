@@ -16,9 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 /// The managed-cluster GET example from Azure/azure-rest-api-specs (2026-08-01).
-pub const MANAGED_CLUSTER_EXAMPLE: &str = include_str!("../tests/data/ManagedClustersGet.2026-08-01.json");
+pub const MANAGED_CLUSTER_EXAMPLE: &str =
+    include_str!("../tests/data/ManagedClustersGet.2026-08-01.json");
 /// The public IP GET example from Azure/azure-rest-api-specs (Microsoft.Network 2024-05-01).
-pub const PUBLIC_IP_EXAMPLE: &str = include_str!("../tests/data/PublicIpAddressGet.2024-05-01.json");
+pub const PUBLIC_IP_EXAMPLE: &str =
+    include_str!("../tests/data/PublicIpAddressGet.2024-05-01.json");
 
 /// api-versions the fake accepts for managedClusters.
 pub const CLUSTER_API_VERSIONS: &[&str] = &["2025-10-01", "2026-04-01", "2026-06-01", "2026-08-01"];
@@ -30,14 +32,19 @@ pub const OPERATION_API_VERSION: &str = "2016-03-30";
 /// The response body of the managed-cluster example (`responses.200.body`).
 pub fn example_cluster() -> Value {
     let v: Value = serde_json::from_str(MANAGED_CLUSTER_EXAMPLE).unwrap_or(Value::Null);
-    v.pointer("/responses/200/body").cloned().unwrap_or(Value::Null)
+    v.pointer("/responses/200/body")
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 /// The public IP example's body with `properties.ipAddress` set (or left out when `None`),
 /// renamed to `name`.
 pub fn example_public_ip(id: &str, ip: Option<Ipv4Addr>) -> Value {
     let v: Value = serde_json::from_str(PUBLIC_IP_EXAMPLE).unwrap_or(Value::Null);
-    let mut body = v.pointer("/responses/200/body").cloned().unwrap_or(Value::Null);
+    let mut body = v
+        .pointer("/responses/200/body")
+        .cloned()
+        .unwrap_or(Value::Null);
     body["id"] = Value::String(id.to_owned());
     body["name"] = Value::String(id.rsplit('/').next().unwrap_or("").to_owned());
     if let Some(ip) = ip {
@@ -181,10 +188,12 @@ impl FakeArm {
             base: format!("http://{addr}"),
         }));
         let state = inner.clone();
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let state = state.clone();
-            async move { handle(&state, method, uri, headers, body) }
-        });
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move { handle(&state, method, uri, headers, body) }
+            },
+        );
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "fake ARM server stopped");
@@ -194,7 +203,9 @@ impl FakeArm {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `http://127.0.0.1:<port>`
@@ -240,7 +251,9 @@ impl FakeArm {
 
     /// Serve a public IP resource.
     pub fn insert_public_ip(&self, id: &str, ip: Option<Ipv4Addr>) {
-        self.lock().public_ips.insert(key(id), example_public_ip(id, ip));
+        self.lock()
+            .public_ips
+            .insert(key(id), example_public_ip(id, ip));
     }
 
     /// Answer the next `times` requests (of `method`, or any) with `fault`. Rules queue up.
@@ -276,7 +289,10 @@ impl FakeArm {
 
     /// The PUT requests so far.
     pub fn puts(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.method == "PUT").collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT")
+            .collect()
     }
 
     pub fn clear_requests(&self) {
@@ -290,7 +306,10 @@ fn bump_etag(c: &mut ClusterEntry) {
 }
 
 fn etag_of(c: &ClusterEntry) -> Option<String> {
-    c.body.get("eTag").and_then(Value::as_str).map(str::to_owned)
+    c.body
+        .get("eTag")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Finish operations that have run their course.
@@ -300,11 +319,15 @@ fn advance(g: &mut Inner) {
     let ids: Vec<String> = g
         .operations
         .iter()
-        .filter(|(_, op)| op.done.is_none() && (op.polls >= lro_polls || op.started.elapsed() >= lro_duration))
+        .filter(|(_, op)| {
+            op.done.is_none() && (op.polls >= lro_polls || op.started.elapsed() >= lro_duration)
+        })
         .map(|(id, _)| id.clone())
         .collect();
     for id in ids {
-        let Some(op) = g.operations.get_mut(&id) else { continue };
+        let Some(op) = g.operations.get_mut(&id) else {
+            continue;
+        };
         let result = match op.fail.take() {
             Some(err) => Err(err),
             None => Ok(()),
@@ -314,7 +337,9 @@ fn advance(g: &mut Inner) {
         if let Some(c) = g.clusters.get_mut(&op.cluster) {
             c.operation = None;
             match result {
-                Ok(()) => c.body["properties"]["provisioningState"] = Value::String("Succeeded".into()),
+                Ok(()) => {
+                    c.body["properties"]["provisioningState"] = Value::String("Succeeded".into())
+                }
                 Err(_) => {
                     let mut restored = previous;
                     restored["properties"]["provisioningState"] = Value::String("Failed".into());
@@ -331,8 +356,16 @@ enum Outcome {
     Drop,
 }
 
-fn handle(state: &Arc<Mutex<Inner>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let mut g = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+fn handle(
+    state: &Arc<Mutex<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut g = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     advance(&mut g);
     let path = uri.path().to_owned();
     let api_version = uri.query().and_then(|q| {
@@ -384,7 +417,16 @@ fn handle(state: &Arc<Mutex<Inner>>, method: Method, uri: Uri, headers: HeaderMa
     let outcome = match fault {
         Some(Fault::Drop) => Outcome::Drop,
         Some(Fault::DropAfterProcessing) => {
-            let _ = route(&mut g, &method, &path, api_version.as_deref(), authorized, if_match.as_deref(), &body, parsed_body);
+            let _ = route(
+                &mut g,
+                &method,
+                &path,
+                api_version.as_deref(),
+                authorized,
+                if_match.as_deref(),
+                &body,
+                parsed_body,
+            );
             Outcome::Drop
         }
         Some(f) => Outcome::Answer(fault_response(&f)),
@@ -453,14 +495,19 @@ fn fault_response(f: &Fault) -> Response {
             code,
             msg,
         ),
-        Fault::Drop | Fault::DropAfterProcessing => arm_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "drop"),
+        Fault::Drop | Fault::DropAfterProcessing => {
+            arm_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal", "drop")
+        }
     }
 }
 
 /// The parts of an ARM path: `/subscriptions/{s}/resourceGroups/{rg}/providers/{ns}/{type}/{name}`
 /// or `/subscriptions/{s}/providers/{ns}/locations/{loc}/{operations|operationresults}/{id}`.
 fn segments(path: &str) -> Vec<String> {
-    path.trim_matches('/').split('/').map(str::to_ascii_lowercase).collect()
+    path.trim_matches('/')
+        .split('/')
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -491,12 +538,24 @@ fn route(
     let seg = segments(path);
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     match seg.as_slice() {
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.containerservice", "managedclusters", _] => {
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.containerservice",
+            "managedclusters",
+            _,
+        ] => {
             if !CLUSTER_API_VERSIONS.contains(&api_version) {
                 return arm_error(
                     StatusCode::BAD_REQUEST,
                     "NoRegisteredProviderFound",
-                    &format!("No registered resource provider found for api version '{api_version}'. The supported api-versions are '{}'.", CLUSTER_API_VERSIONS.join(", ")),
+                    &format!(
+                        "No registered resource provider found for api version '{api_version}'. The supported api-versions are '{}'.",
+                        CLUSTER_API_VERSIONS.join(", ")
+                    ),
                 );
             }
             let k = key(path);
@@ -508,28 +567,60 @@ fn route(
             } else if *method == Method::PUT {
                 put_cluster(g, &k, path, if_match, raw_body, body)
             } else {
-                arm_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "The method is not allowed.")
+                arm_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "The method is not allowed.",
+                )
             }
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.network", "publicipaddresses", _] => {
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.network",
+            "publicipaddresses",
+            _,
+        ] => {
             if !PUBLIC_IP_API_VERSIONS.contains(&api_version) {
                 return arm_error(
                     StatusCode::BAD_REQUEST,
                     "NoRegisteredProviderFound",
-                    &format!("No registered resource provider found for api version '{api_version}'."),
+                    &format!(
+                        "No registered resource provider found for api version '{api_version}'."
+                    ),
                 );
             }
             if *method != Method::GET {
-                return arm_error(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "The method is not allowed.");
+                return arm_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "The method is not allowed.",
+                );
             }
             match g.public_ips.get(&key(path)) {
                 Some(v) => json_response(StatusCode::OK, v),
                 None => not_found(path),
             }
         }
-        ["subscriptions", _, "providers", "microsoft.containerservice", "locations", _, kind @ ("operations" | "operationresults"), id] => {
+        [
+            "subscriptions",
+            _,
+            "providers",
+            "microsoft.containerservice",
+            "locations",
+            _,
+            kind @ ("operations" | "operationresults"),
+            id,
+        ] => {
             if api_version != OPERATION_API_VERSION {
-                return arm_error(StatusCode::BAD_REQUEST, "InvalidApiVersionParameter", "Unsupported api-version.");
+                return arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidApiVersionParameter",
+                    "Unsupported api-version.",
+                );
             }
             let retry_after = g.retry_after_secs;
             let Some(op) = g.operations.get_mut(*id) else {
@@ -545,9 +636,13 @@ fn route(
                 return not_found(path);
             };
             let mut resp = match (&op.done, location_style) {
-                (None, false) => json_response(StatusCode::OK, &json!({"name": id, "status": "InProgress"})),
+                (None, false) => {
+                    json_response(StatusCode::OK, &json!({"name": id, "status": "InProgress"}))
+                }
                 (None, true) => StatusCode::ACCEPTED.into_response(),
-                (Some(Ok(())), false) => json_response(StatusCode::OK, &json!({"name": id, "status": "Succeeded"})),
+                (Some(Ok(())), false) => {
+                    json_response(StatusCode::OK, &json!({"name": id, "status": "Succeeded"}))
+                }
                 (Some(Ok(())), true) => StatusCode::NO_CONTENT.into_response(),
                 (Some(Err((code, msg))), false) => json_response(
                     StatusCode::OK,
@@ -559,7 +654,12 @@ fn route(
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                     resp.headers_mut().insert("retry-after", v);
                 }
-                if location_style && let Ok(v) = HeaderValue::from_str(&format!("{}{path}?api-version={OPERATION_API_VERSION}", g.base)) {
+                if location_style
+                    && let Ok(v) = HeaderValue::from_str(&format!(
+                        "{}{path}?api-version={OPERATION_API_VERSION}",
+                        g.base
+                    ))
+                {
                     resp.headers_mut().insert("location", v);
                 }
             }
@@ -574,7 +674,12 @@ fn route(
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
-    (status, [("content-type", "application/json")], v.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 fn not_found(path: &str) -> Response {
@@ -591,45 +696,71 @@ fn invalid(msg: &str) -> Response {
 
 /// Validate and canonicalize authorizedIPRanges as AKS does: IPv4 CIDRs or bare addresses
 /// (stored as /32), at most 200, `0.0.0.0/32` only alone.
-fn normalize_ranges(ranges: &[Value]) -> Result<Vec<String>, Response> {
+fn normalize_ranges(ranges: &[Value]) -> Result<Vec<String>, String> {
     if ranges.len() > 200 {
-        return Err(invalid(
-            "The number of APIServer Authorized IP Ranges is greater than the allowed value 200.",
-        ));
+        return Err(
+            "The number of APIServer Authorized IP Ranges is greater than the allowed value 200."
+                .into(),
+        );
     }
     let mut out = Vec::with_capacity(ranges.len());
     for r in ranges {
         let Some(s) = r.as_str() else {
-            return Err(invalid("authorizedIPRanges must be a list of strings."));
+            return Err("authorizedIPRanges must be a list of strings.".into());
         };
         let (addr, len) = match s.split_once('/') {
             Some((a, l)) => (a, l),
             None => (s, "32"),
         };
-        let ok = addr.parse::<Ipv4Addr>().ok().zip(len.parse::<u8>().ok().filter(|l| *l <= 32));
+        let ok = addr
+            .parse::<Ipv4Addr>()
+            .ok()
+            .zip(len.parse::<u8>().ok().filter(|l| *l <= 32));
         let Some((ip, len)) = ok else {
-            return Err(invalid(&format!("Invalid IP range '{s}' in APIServer Authorized IP Ranges.")));
+            return Err(format!(
+                "Invalid IP range '{s}' in APIServer Authorized IP Ranges."
+            ));
         };
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        };
         if u32::from(ip) & !mask != 0 {
-            return Err(invalid(&format!(
+            return Err(format!(
                 "IP range '{s}' in APIServer Authorized IP Ranges has host bits set."
-            )));
+            ));
         }
         out.push(format!("{ip}/{len}"));
     }
     if out.len() > 1 && out.iter().any(|r| r == "0.0.0.0/32") {
-        return Err(invalid(
-            "Setting authorized IP ranges to 0.0.0.0/32 is not allowed with other IP ranges.",
-        ));
+        return Err(
+            "Setting authorized IP ranges to 0.0.0.0/32 is not allowed with other IP ranges."
+                .into(),
+        );
     }
     Ok(out)
 }
 
-fn put_cluster(g: &mut Inner, k: &str, path: &str, if_match: Option<&str>, raw: &Bytes, body: Option<Value>) -> Response {
+fn put_cluster(
+    g: &mut Inner,
+    k: &str,
+    path: &str,
+    if_match: Option<&str>,
+    raw: &Bytes,
+    body: Option<Value>,
+) -> Response {
     let Some(mut body) = body.filter(Value::is_object) else {
-        let what = if raw.is_empty() { "empty" } else { "not a JSON object" };
-        return arm_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", &format!("The request content is {what}."));
+        let what = if raw.is_empty() {
+            "empty"
+        } else {
+            "not a JSON object"
+        };
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            &format!("The request content is {what}."),
+        );
     };
     let base = g.base.clone();
     let fail = g.fail_next_operation.take();
@@ -654,10 +785,15 @@ fn put_cluster(g: &mut Inner, k: &str, path: &str, if_match: Option<&str>, raw: 
         return arm_error(
             StatusCode::PRECONDITION_FAILED,
             "PreconditionFailed",
-            &format!("The specified eTag '{m}' does not match the current eTag of the managed cluster."),
+            &format!(
+                "The specified eTag '{m}' does not match the current eTag of the managed cluster."
+            ),
         );
     }
-    if let Some(ranges) = body.pointer("/properties/apiServerAccessProfile/authorizedIPRanges").cloned() {
+    if let Some(ranges) = body
+        .pointer("/properties/apiServerAccessProfile/authorizedIPRanges")
+        .cloned()
+    {
         match ranges {
             Value::Null => {}
             Value::Array(items) => match normalize_ranges(&items) {
@@ -665,7 +801,7 @@ fn put_cluster(g: &mut Inner, k: &str, path: &str, if_match: Option<&str>, raw: 
                     body["properties"]["apiServerAccessProfile"]["authorizedIPRanges"] =
                         Value::Array(norm.into_iter().map(Value::String).collect());
                 }
-                Err(resp) => return resp,
+                Err(msg) => return invalid(&msg),
             },
             _ => return invalid("authorizedIPRanges must be a list."),
         }
@@ -673,7 +809,14 @@ fn put_cluster(g: &mut Inner, k: &str, path: &str, if_match: Option<&str>, raw: 
     let op_id = format!("op-{id_num:06}");
     let previous = c.body.clone();
     // Read-only fields are the server's: keep ours, ignore what the client sent.
-    for ro in ["provisioningState", "fqdn", "azurePortalFQDN", "currentKubernetesVersion", "powerState", "maxAgentPools"] {
+    for ro in [
+        "provisioningState",
+        "fqdn",
+        "azurePortalFQDN",
+        "currentKubernetesVersion",
+        "powerState",
+        "maxAgentPools",
+    ] {
         match previous.pointer(&format!("/properties/{ro}")) {
             Some(v) => body["properties"][ro] = v.clone(),
             None => {
@@ -691,8 +834,17 @@ fn put_cluster(g: &mut Inner, k: &str, path: &str, if_match: Option<&str>, raw: 
     bump_etag(c);
     let answer = c.body.clone();
     let cluster_key = k.to_owned();
-    let location = answer.get("location").and_then(Value::as_str).unwrap_or("westus").to_owned();
-    let sub = path.trim_matches('/').split('/').nth(1).unwrap_or("").to_owned();
+    let location = answer
+        .get("location")
+        .and_then(Value::as_str)
+        .unwrap_or("westus")
+        .to_owned();
+    let sub = path
+        .trim_matches('/')
+        .split('/')
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
     g.next_id += 1;
     g.operations.insert(
         op_id.clone(),
@@ -705,9 +857,12 @@ fn put_cluster(g: &mut Inner, k: &str, path: &str, if_match: Option<&str>, raw: 
             done: None,
         },
     );
-    let op_base = format!("{base}/subscriptions/{sub}/providers/Microsoft.ContainerService/locations/{location}");
+    let op_base = format!(
+        "{base}/subscriptions/{sub}/providers/Microsoft.ContainerService/locations/{location}"
+    );
     let async_url = format!("{op_base}/operations/{op_id}?api-version={OPERATION_API_VERSION}");
-    let location_url = format!("{op_base}/operationresults/{op_id}?api-version={OPERATION_API_VERSION}");
+    let location_url =
+        format!("{op_base}/operationresults/{op_id}?api-version={OPERATION_API_VERSION}");
     let mut resp = match style {
         LroStyle::AsyncOperation => json_response(StatusCode::OK, &answer),
         LroStyle::LocationOnly => StatusCode::ACCEPTED.into_response(),

@@ -178,8 +178,10 @@ impl AksProvider {
             match f().await {
                 Ok(v) => return Ok(v),
                 Err(e)
-                    if matches!(e, ProviderError::Throttled { .. } | ProviderError::Transient(_))
-                        && attempt < self.policy.attempts =>
+                    if matches!(
+                        e,
+                        ProviderError::Throttled { .. } | ProviderError::Transient(_)
+                    ) && attempt < self.policy.attempts =>
                 {
                     let d = self.policy.delay_for(&e, attempt);
                     tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "{what}: retrying");
@@ -213,7 +215,9 @@ impl AksProvider {
         let mut ips = Vec::new();
         for id in cluster::outbound_ip_ids(body) {
             let ip = self
-                .read_retrying("reading an outbound public IP", || self.arm.get_public_ip(&id))
+                .read_retrying("reading an outbound public IP", || {
+                    self.arm.get_public_ip(&id)
+                })
                 .await
                 .map_err(|e| {
                     let hint = "; set `allowNodeEgressLockout: true` to skip the node egress check";
@@ -225,7 +229,9 @@ impl AksProvider {
                 })?;
             match ip {
                 Some(ip) => ips.push(ip),
-                None => tracing::warn!(public_ip = %id, "outbound public IP has no address assigned yet"),
+                None => {
+                    tracing::warn!(public_ip = %id, "outbound public IP has no address assigned yet")
+                }
             }
         }
         Ok(ips)
@@ -240,7 +246,10 @@ impl AksProvider {
     ) -> Result<(Vec<IpAddr>, Vec<String>), ProviderError> {
         let mut notes = Vec::new();
         if let Some(t) = cluster::outbound_type(body)
-            && matches!(t, "userDefinedRouting" | "userAssignedNATGateway" | "none" | "block")
+            && matches!(
+                t,
+                "userDefinedRouting" | "userAssignedNATGateway" | "none" | "block"
+            )
         {
             notes.push(format!(
                 "node egress goes through {t}, whose public IPs rangekeeper cannot discover: make sure they are in the list (declare them under `protect`)"
@@ -269,7 +278,11 @@ impl AksProvider {
     }
 
     /// Wait for an accepted PUT to finish.
-    async fn wait_operation(&self, accepted: &Accepted, opts: &ApplyOptions) -> Result<(), ProviderError> {
+    async fn wait_operation(
+        &self,
+        accepted: &Accepted,
+        opts: &ApplyOptions,
+    ) -> Result<(), ProviderError> {
         let started = Instant::now();
         let mut delay = accepted.retry_after.unwrap_or(self.policy.default_poll);
         let mut failures = 0u32;
@@ -296,7 +309,9 @@ impl AksProvider {
                 self.arm.poll_location(url).await
             } else {
                 self.arm.get_cluster().await.map(|r| {
-                    let state = cluster::provisioning_state(&r.body).unwrap_or("").to_owned();
+                    let state = cluster::provisioning_state(&r.body)
+                        .unwrap_or("")
+                        .to_owned();
                     let status = match state.to_ascii_lowercase().as_str() {
                         "succeeded" => PollStatus::Succeeded,
                         "failed" => PollStatus::Failed {
@@ -333,7 +348,11 @@ impl AksProvider {
             match poll.status {
                 PollStatus::Succeeded => return Ok(()),
                 PollStatus::Running { status } => {
-                    let status = if status.is_empty() { "InProgress".to_owned() } else { status };
+                    let status = if status.is_empty() {
+                        "InProgress".to_owned()
+                    } else {
+                        status
+                    };
                     opts.progress.message(&format!(
                         "waiting for Azure to update cluster {}: {status} ({}s)",
                         self.target.cluster,
@@ -345,11 +364,13 @@ impl AksProvider {
                         "Azure reported the update of cluster `{}` failed: {code}: {message}",
                         self.target.cluster
                     );
-                    return Err(if code.contains("InvalidParameter") || code.contains("BadRequest") {
-                        ProviderError::Invalid(text)
-                    } else {
-                        ProviderError::Other(text)
-                    });
+                    return Err(
+                        if code.contains("InvalidParameter") || code.contains("BadRequest") {
+                            ProviderError::Invalid(text)
+                        } else {
+                            ProviderError::Other(text)
+                        },
+                    );
                 }
                 PollStatus::Canceled { code, message } => {
                     // Usually preempted by another operation: re-read and retry.
@@ -367,8 +388,12 @@ impl AksProvider {
         let started = Instant::now();
         loop {
             let res = self.get_cluster().await?;
-            let state = cluster::provisioning_state(&res.body).unwrap_or("Succeeded").to_owned();
-            if cluster::is_terminal_state(&state) || started.elapsed() > self.policy.operation_timeout {
+            let state = cluster::provisioning_state(&res.body)
+                .unwrap_or("Succeeded")
+                .to_owned();
+            if cluster::is_terminal_state(&state)
+                || started.elapsed() > self.policy.operation_timeout
+            {
                 return Ok(res);
             }
             opts.progress.message(&format!(
@@ -382,7 +407,11 @@ impl AksProvider {
 
     /// GET, compare, change the one field, PUT with If-Match, wait, read back; retried on
     /// conflicts, throttling and transient errors.
-    async fn converge(&self, goal: Goal<'_>, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+    async fn converge(
+        &self,
+        goal: Goal<'_>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
         let mut attempt = 0u32;
         // Set once a PUT may have reached Azure (accepted, or its answer was lost).
         let mut maybe_sent = false;
@@ -426,8 +455,10 @@ impl AksProvider {
 
             let mut body = res.body;
             cluster::set_ranges(&mut body, &goal.strings())?;
-            opts.progress
-                .message(&format!("updating authorized IP ranges of cluster {}", self.target.cluster));
+            opts.progress.message(&format!(
+                "updating authorized IP ranges of cluster {}",
+                self.target.cluster
+            ));
             let outcome = match self.arm.put_cluster(&body, res.etag.as_deref()).await {
                 Ok(accepted) => {
                     maybe_sent = true;
@@ -455,7 +486,8 @@ impl AksProvider {
                 Err(e) if e.is_retryable() && attempt < self.policy.attempts => {
                     let d = self.policy.delay_for(&e, attempt);
                     tracing::info!(error = %e, retry_in_ms = d.as_millis() as u64, "re-reading the cluster and retrying");
-                    opts.progress.message(&format!("{e}; retrying in {}s", d.as_secs()));
+                    opts.progress
+                        .message(&format!("{e}; retrying in {}s", d.as_secs()));
                     tokio::time::sleep(d).await;
                     attempt += 1;
                 }
@@ -536,9 +568,10 @@ impl Provider for AksProvider {
                     "authorizedIPRanges".into(),
                     "only the cluster's own outbound IP (0.0.0.0/32)".into(),
                 ));
-                state
-                    .warnings
-                    .push("only the cluster's own outbound IP (0.0.0.0/32) may reach the API server".into());
+                state.warnings.push(
+                    "only the cluster's own outbound IP (0.0.0.0/32) may reach the API server"
+                        .into(),
+                );
             }
             Restriction::Ranges(_) => {}
         }
@@ -557,7 +590,11 @@ impl Provider for AksProvider {
         Ok(state)
     }
 
-    async fn apply(&self, desired: &RangeSet, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        desired: &RangeSet,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
         if desired.is_empty() {
             return Err(ProviderError::Invalid(
                 "refusing to apply an empty list: on AKS it opens the API server to the whole internet (use disable)".into(),
