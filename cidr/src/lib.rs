@@ -7,6 +7,7 @@
 //! - [`aggregate_lines`]: the streaming `normalize` path over one-CIDR-per-line text.
 //! - [`special_purpose`]: why a prefix is not globally routable, if it is not.
 
+mod cover;
 mod lines;
 mod parse;
 mod set;
@@ -14,6 +15,9 @@ mod special;
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+pub use cover::{
+    CostModel, Cover, CoverError, CoverPrefix, cover, cover_with, greedy_cover, greedy_cover_with,
+};
 pub use lines::{Aggregated, HostBitsWarning, LineError, aggregate_lines};
 pub use parse::{ParseError, Parsed, parse};
 pub use set::{AddressCount, RangeSet};

@@ -21,10 +21,17 @@ pub(crate) trait Addr: Copy + Ord + Eq + std::hash::Hash + fmt::Debug {
     /// The host mask of a prefix of length `len` (`len <= BITS`).
     fn host_mask(len: u32) -> Self;
     fn or(self, other: Self) -> Self;
+    fn xor(self, other: Self) -> Self;
+    /// `self` with the host bits of a `/len` cleared.
+    fn and_prefix(self, len: u8) -> Self;
+    /// Bit `i` counted from the most significant bit (`i < BITS`).
+    fn bit(self, i: u32) -> bool;
+    fn to_u128(self) -> u128;
+    fn to_net(self, len: u8) -> IpNet;
 }
 
 macro_rules! impl_addr {
-    ($t:ty) => {
+    ($t:ty, $to_net:expr) => {
         impl Addr for $t {
             const BITS: u32 = <$t>::BITS;
             const ZERO: Self = 0;
@@ -56,11 +63,37 @@ macro_rules! impl_addr {
             fn or(self, other: Self) -> Self {
                 self | other
             }
+            #[inline]
+            fn and_prefix(self, len: u8) -> Self {
+                self & !Self::host_mask(u32::from(len))
+            }
+            #[inline]
+            fn xor(self, other: Self) -> Self {
+                self ^ other
+            }
+            #[inline]
+            fn bit(self, i: u32) -> bool {
+                (self >> (<$t>::BITS - 1 - i)) & 1 == 1
+            }
+            #[inline]
+            fn to_u128(self) -> u128 {
+                u128::from(self)
+            }
+            #[inline]
+            fn to_net(self, len: u8) -> IpNet {
+                ($to_net)(self, len)
+            }
         }
     };
 }
-impl_addr!(u32);
-impl_addr!(u128);
+impl_addr!(u32, |a, len| IpNet::V4(Ipv4Net::new_assert(
+    Ipv4Addr::from(a),
+    len
+)));
+impl_addr!(u128, |a, len| IpNet::V6(Ipv6Net::new_assert(
+    Ipv6Addr::from(a),
+    len
+)));
 
 /// Sort and coalesce arbitrary intervals (overlapping or adjacent ones merge).
 pub(crate) fn normalize<T: Addr>(mut v: Vec<(T, T)>) -> Vec<(T, T)> {
