@@ -10,10 +10,27 @@ pub struct Entry {
 
 /// Every built-in provider, in display order.
 pub fn entries() -> Vec<Entry> {
-    vec![Entry {
-        capabilities: rangekeeper_provider_file::capabilities,
-        factory: rangekeeper_provider_file::factory,
-    }]
+    vec![
+        Entry {
+            capabilities: rangekeeper_provider_file::capabilities,
+            factory: rangekeeper_provider_file::factory,
+        },
+        #[cfg(feature = "aks")]
+        Entry {
+            capabilities: rangekeeper_provider_aks::capabilities,
+            factory: rangekeeper_provider_aks::factory,
+        },
+        #[cfg(feature = "eks")]
+        Entry {
+            capabilities: rangekeeper_provider_eks::capabilities,
+            factory: rangekeeper_provider_eks::factory,
+        },
+        #[cfg(feature = "hostfw")]
+        Entry {
+            capabilities: rangekeeper_provider_hostfw::capabilities,
+            factory: rangekeeper_provider_hostfw::factory,
+        },
+    ]
 }
 
 /// The names of every built-in provider.
