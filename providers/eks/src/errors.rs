@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 
-use aws_sdk_eks::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
 use aws_sdk_eks::operation::describe_update::DescribeUpdateError;
 use aws_sdk_eks::operation::list_updates::ListUpdatesError;
@@ -117,7 +117,7 @@ fn by_code(code: &str) -> Option<Class> {
 pub(crate) fn map_sdk_error<E, R>(op: &str, cluster: &str, err: SdkError<E, R>) -> ProviderError
 where
     E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    R: HttpStatus + std::fmt::Debug,
+    R: HttpStatus + std::fmt::Debug + Send + Sync + 'static,
 {
     match &err {
         SdkError::ServiceError(ctx) => {
@@ -155,10 +155,7 @@ where
             ProviderError::Transient(format!("EKS {op} on cluster `{cluster}` timed out"))
         }
         SdkError::DispatchFailure(d) => {
-            let text = format!(
-                "EKS {op} on cluster `{cluster}`: {}",
-                DisplayErrorContext(&err)
-            );
+            let text = format!("EKS {op} on cluster `{cluster}`: {}", chain(&err));
             if d.is_timeout() || d.is_io() {
                 ProviderError::Transient(text)
             } else if mentions_credentials(&text) {
@@ -171,13 +168,10 @@ where
         }
         SdkError::ResponseError(_) => ProviderError::Transient(format!(
             "EKS {op} on cluster `{cluster}`: unreadable response: {}",
-            DisplayErrorContext(&err)
+            chain(&err)
         )),
         _ => {
-            let text = format!(
-                "EKS {op} on cluster `{cluster}`: {}",
-                DisplayErrorContext(&err)
-            );
+            let text = format!("EKS {op} on cluster `{cluster}`: {}", chain(&err));
             if mentions_credentials(&text) {
                 ProviderError::Auth(text)
             } else {
@@ -185,6 +179,20 @@ where
             }
         }
     }
+}
+
+/// An error and its sources, joined by `: ` (repeats dropped), without debug dumps.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Whether an SDK error chain is about missing or unusable credentials (identity resolution
