@@ -4,7 +4,7 @@
 use rangekeeper_cidr::{IpNet, RangeSet};
 use rangekeeper_provider::{Capabilities, Violation};
 
-use crate::declaration::{OnExceed, Policy};
+use crate::declaration::{MaxExtra, OnExceed, Policy};
 
 /// The outcome of checking one desired set.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +15,8 @@ pub struct Checked {
     pub errors: Vec<String>,
     /// Things the user should know.
     pub warnings: Vec<String>,
+    /// The fit-to-limit cover applied, if one was.
+    pub cover: Option<CoverReport>,
 }
 
 /// The widest prefix length accepted without `allowBroad` (IPv4, IPv6).
@@ -29,14 +31,87 @@ pub fn range_limit(policy: &Policy, caps: &Capabilities) -> Option<usize> {
     }
 }
 
+/// A fit-to-limit cover as a plan reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CoverReport {
+    /// Canonical prefixes declared, before the cover.
+    pub declared_ranges: usize,
+    /// The range limit the cover fits.
+    pub limit: usize,
+    pub cover: rangekeeper_cidr::Cover,
+}
+
+impl CoverReport {
+    /// One line on what the cover costs, per family: extra addresses, the multiple of the
+    /// declared count, and the widest prefix used.
+    pub fn summary(&self) -> String {
+        let c = &self.cover;
+        let mut parts = Vec::new();
+        if c.declared.v4 > 0 {
+            parts.push(format!(
+                "{} extra IPv4 addresses ({:.2}x the declared IPv4 count{})",
+                c.extra.v4,
+                c.extra_multiple_v4.unwrap_or(0.0),
+                c.widest_v4
+                    .map(|w| format!(", widest {w}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if c.declared.v6 > 0 {
+            parts.push(format!(
+                "{} extra IPv6 addresses ({:.2}x the declared IPv6 count{})",
+                c.extra.v6,
+                c.extra_multiple_v6.unwrap_or(0.0),
+                c.widest_v6
+                    .map(|w| format!(", widest {w}"))
+                    .unwrap_or_default()
+            ));
+        }
+        format!(
+            "fit-to-limit cover: {} declared ranges covered by {} prefixes (limit {}), admitting {}",
+            self.declared_ranges,
+            c.set.len(),
+            self.limit,
+            parts.join(" and ")
+        )
+    }
+
+    /// The cover prefixes that merged several declared ranges, for display.
+    pub fn merges(&self) -> Vec<String> {
+        self.cover
+            .prefixes
+            .iter()
+            .filter(|p| p.extra > 0)
+            .map(|p| {
+                let shown: Vec<String> = p.merged.iter().take(4).map(ToString::to_string).collect();
+                let more = p.merged.len().saturating_sub(shown.len());
+                format!(
+                    "{} covers {}{} (+{} extra)",
+                    p.net,
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    },
+                    p.extra
+                )
+            })
+            .collect()
+    }
+}
+
 /// Check a desired set against the target's policy, the provider's capabilities and the
-/// provider's own checks (`provider_violations`, from `Provider::check`).
+/// provider's own checks (`provider_check`, usually `Provider::check`). Over the range limit
+/// with `onExceed: cover`, the optimal cover becomes the effective set, and every other check
+/// runs on what would really be applied.
 pub fn check(
     target: &str,
     desired: &RangeSet,
     policy: &Policy,
     caps: &Capabilities,
-    provider_violations: Vec<Violation>,
+    provider_check: &dyn Fn(&RangeSet) -> Vec<Violation>,
 ) -> Checked {
     let mut out = Checked {
         effective: desired.clone(),
@@ -53,7 +128,27 @@ pub fn check(
         ));
         return out;
     }
-    let prefixes = desired.prefixes();
+    if let (Some(p), Some(c)) = (policy.max_ranges, caps.max_ranges) {
+        if p > c {
+            out.errors.push(format!(
+                "`maxRanges: {p}` is more than {} accepts ({c})",
+                caps.name
+            ));
+        }
+    }
+    if let Some(limit) = range_limit(policy, caps) {
+        if desired.len() > limit {
+            fit_to_limit(target, desired, limit, policy, &mut out);
+        }
+    }
+    if !policy.protect.is_empty() && !desired.is_superset(&policy.protect) {
+        let missing = policy.protect.difference(desired);
+        out.errors.push(format!(
+            "the plan would drop protected ranges {missing}; keep them in `allow` (or remove them from `protect` if they may really go)"
+        ));
+    }
+    let effective = out.effective.clone();
+    let prefixes = effective.prefixes();
     if !policy.allow_broad {
         for p in &prefixes {
             let (len, max) = match p {
@@ -68,7 +163,7 @@ pub fn check(
             }
         }
     }
-    if !caps.ipv6 && desired.v6_len() > 0 {
+    if !caps.ipv6 && effective.v6_len() > 0 {
         let v6: Vec<String> = prefixes
             .iter()
             .filter(|p| matches!(p, IpNet::V6(_)))
@@ -80,7 +175,7 @@ pub fn check(
             v6.join(", ")
         ));
     }
-    if !caps.ipv4 && desired.v4_len() > 0 {
+    if !caps.ipv4 && effective.v4_len() > 0 {
         out.errors.push(format!(
             "{} accepts IPv6 ranges only; remove the IPv4 ranges",
             caps.name
@@ -97,39 +192,68 @@ pub fn check(
             }
         }
     }
-    if let (Some(p), Some(c)) = (policy.max_ranges, caps.max_ranges) {
-        if p > c {
-            out.errors.push(format!(
-                "`maxRanges: {p}` is more than {} accepts ({c})",
-                caps.name
-            ));
-        }
-    }
-    if !policy.protect.is_empty() && !desired.is_superset(&policy.protect) {
-        let missing = policy.protect.difference(desired);
-        out.errors.push(format!(
-            "the plan would drop protected ranges {missing}; keep them in `allow` (or remove them from `protect` if they may really go)"
-        ));
-    }
-    for v in provider_violations {
+    for v in provider_check(&effective) {
         out.errors.push(match v.range {
             Some(r) => format!("`{r}`: {}", v.message),
             None => v.message,
         });
     }
-    if let Some(limit) = range_limit(policy, caps) {
-        if desired.len() > limit {
-            match policy.on_exceed {
-                OnExceed::Error => out.errors.push(format!(
-                    "{} ranges after aggregation, but `{target}` takes at most {limit}; set `onExceed: cover` to apply the optimal cover of {limit} prefixes, or shorten the list",
-                    desired.len()
-                )),
-                OnExceed::Cover => out.errors.push(format!(
-                    "{} ranges after aggregation exceed the limit of {limit}, and fit-to-limit covers are not available in this build",
-                    desired.len()
-                )),
+    out
+}
+
+/// Over the limit: refuse with the cost of a cover, or apply the optimal cover.
+fn fit_to_limit(
+    target: &str,
+    desired: &RangeSet,
+    limit: usize,
+    policy: &Policy,
+    out: &mut Checked,
+) {
+    let cover = match rangekeeper_cidr::cover(desired, limit) {
+        Ok(c) => c,
+        Err(e) => {
+            out.errors.push(format!(
+                "{} ranges after aggregation, but `{target}` takes at most {limit}, and no cover fits: {e}",
+                desired.len()
+            ));
+            return;
+        }
+    };
+    let report = CoverReport {
+        declared_ranges: desired.len(),
+        limit,
+        cover,
+    };
+    match policy.on_exceed {
+        OnExceed::Error => out.errors.push(format!(
+            "{} ranges after aggregation, but `{target}` takes at most {limit}. Set `onExceed: cover` to apply the optimal cover instead; it would admit {} extra addresses ({:.2}x the declared count){}",
+            desired.len(),
+            report.cover.extra_total(),
+            report.cover.extra_multiple,
+            report
+                .cover
+                .widest()
+                .map(|w| format!(", widest prefix {w}"))
+                .unwrap_or_default()
+        )),
+        OnExceed::Cover => {
+            if let Some(max) = policy.max_extra {
+                let (over, bound) = match max {
+                    MaxExtra::Addresses(n) => (report.cover.extra_total() > n, format!("{n} addresses")),
+                    MaxExtra::Multiple(m) => (report.cover.extra_multiple > m, format!("{m}x the declared count")),
+                };
+                if over {
+                    out.errors.push(format!(
+                        "the optimal cover within {limit} prefixes admits {} extra addresses ({:.2}x the declared count), more than `maxExtra` allows ({bound})",
+                        report.cover.extra_total(),
+                        report.cover.extra_multiple
+                    ));
+                }
             }
+            out.warnings.push(report.summary());
+            out.warnings.extend(report.merges().into_iter().map(|m| format!("  {m}")));
+            out.effective = report.cover.set.clone();
+            out.cover = Some(report);
         }
     }
-    out
 }

@@ -37,6 +37,9 @@ pub struct TargetPlan {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The fit-to-limit cover that `desired` is, when the declared set was over the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cover: Option<crate::guard::CoverReport>,
 }
 
 impl TargetPlan {
@@ -86,6 +89,7 @@ impl TargetPlan {
             details: Vec::new(),
             warnings,
             errors,
+            cover: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl TargetPlan {
             details: Vec::new(),
             warnings: Vec::new(),
             errors: vec![error],
+            cover: None,
         }
     }
 }

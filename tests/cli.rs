@@ -577,3 +577,73 @@ fn failed_reload_is_reported() {
     insta::assert_snapshot!("reload_failed", seen(&o));
     assert!(s.exists("t.txt"));
 }
+
+/// The GitHub Actions ranges (a real published list, ~7,300 prefixes).
+fn github_actions() -> String {
+    let meta: serde_json::Value =
+        serde_json::from_str(include_str!("data/github-meta-actions.json")).unwrap();
+    meta["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| format!("{}\n", v.as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn normalize_max_ranges_prints_the_optimal_cover_and_its_cost() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run_stdin(&["normalize", "--max-ranges", "40"], &github_actions());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 40);
+    insta::assert_snapshot!("normalize_cover_40", seen(&o));
+    let o = s.run(&["normalize", "--max-ranges", "1", "192.0.2.1", "2001:db8::1"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("both IPv4 and IPv6"), "{}", seen(&o));
+}
+
+#[test]
+fn over_the_limit_is_refused_with_the_cost_or_covered() {
+    let s = Scratch::new(QUICKSTART);
+    s.write("gha.txt", &github_actions());
+    let list: Vec<String> = github_actions()
+        .lines()
+        .filter(|l| !l.contains(':'))
+        .map(|l| format!("      - {l}\n"))
+        .collect();
+    let decl = format!(
+        "version: 1\nsets:\n  gha:\n{}targets:\n  t:\n    provider: file\n    path: t.txt\n    maxRanges: 50\n    allow: [gha]\n",
+        list.concat()
+    );
+    s.write("rangekeeper.yaml", &decl);
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("takes at most 50. Set `onExceed: cover`"), "{}", seen(&o));
+    // A cover with broad prefixes is still subject to allowBroad.
+    s.write("rangekeeper.yaml", &decl.replace("    maxRanges: 50\n", "    maxRanges: 50\n    onExceed: cover\n"));
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("is broader than /8"), "{}", seen(&o));
+    // With allowBroad, the cover applies, and maxExtra bounds its cost.
+    s.write(
+        "rangekeeper.yaml",
+        &decl.replace("    maxRanges: 50\n", "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n    maxExtra: 1x\n"),
+    );
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("more than `maxExtra` allows (1x the declared count)"), "{}", seen(&o));
+    s.write(
+        "rangekeeper.yaml",
+        &decl.replace("    maxRanges: 50\n", "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n"),
+    );
+    let o = s.run(&["apply", "--yes", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let plan = &v["plans"][0];
+    assert_eq!(plan["desired"].as_array().unwrap().len(), 50);
+    assert_eq!(plan["cover"]["limit"], 50);
+    assert!(plan["cover"]["cover"]["extra"]["v4"].as_u64().unwrap() > 0);
+    assert_eq!(s.read("t.txt").lines().filter(|l| !l.starts_with('#')).count(), 50);
+    let o = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "the cover is in sync after apply: {}", seen(&o));
+}

@@ -127,13 +127,9 @@ pub fn bind<'a>(decl: &Declaration, targets: Vec<&'a Target>) -> anyhow::Result<
 /// Check `desired` for one bound target (policy, capabilities, provider checks).
 pub fn check(b: &Bound<'_>, desired: &RangeSet) -> guard::Checked {
     let caps = b.provider.capabilities();
-    guard::check(
-        &b.target.name,
-        desired,
-        &b.target.policy,
-        &caps,
-        b.provider.check(desired),
-    )
+    guard::check(&b.target.name, desired, &b.target.policy, &caps, &|set| {
+        b.provider.check(set)
+    })
 }
 
 /// Read a target's current state and plan the change to `desired`.
@@ -163,6 +159,7 @@ pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<
                 warnings,
             );
             plan.details = state.details.clone();
+            plan.cover = checked.cover;
             (plan, Some(state))
         }
     }

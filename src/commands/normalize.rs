@@ -67,11 +67,20 @@ pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
     }
     if let Some(k) = args.max_ranges {
         anyhow::ensure!(k > 0, "--max-ranges must be at least 1");
-        anyhow::ensure!(
-            set.len() <= k,
-            "{} prefixes after aggregation exceed --max-ranges {k}",
-            set.len()
-        );
+        if set.len() > k {
+            let cover = rangekeeper_cidr::cover(&set, k)
+                .map_err(|e| anyhow::anyhow!("--max-ranges {k}: {e}"))?;
+            let report = crate::guard::CoverReport {
+                declared_ranges: set.len(),
+                limit: k,
+                cover,
+            };
+            tracing::info!("{}", report.summary());
+            for m in report.merges() {
+                tracing::debug!("  {m}");
+            }
+            set = report.cover.set;
+        }
     }
     write_list(&set, args.format)?;
     Ok(Outcome::Success)

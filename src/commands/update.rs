@@ -108,6 +108,7 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
         warnings,
     );
     plan.details = state.details.clone();
+    plan.cover = checked.cover;
     if !b.target.desired.is_empty() && plan.desired != b.target.desired {
         tracing::warn!(
             "`{}` will differ from its declaration in {}: the next `apply` or reconcile reverts this change",

@@ -24,13 +24,10 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
                 Err(e) => diags.push(t.config_error(&decl.file, e.to_string())),
                 Ok(provider) => {
                     let caps = provider.capabilities();
-                    let checked = crate::guard::check(
-                        &t.name,
-                        &t.desired,
-                        &t.policy,
-                        &caps,
-                        provider.check(&t.desired),
-                    );
+                    let checked =
+                        crate::guard::check(&t.name, &t.desired, &t.policy, &caps, &|set| {
+                            provider.check(set)
+                        });
                     for e in checked.errors {
                         diags.push(t.diagnostic(
                             &decl.file,
