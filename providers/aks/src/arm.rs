@@ -433,6 +433,42 @@ pub fn status_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credential::{BearerToken, StaticToken};
+
+    #[test]
+    fn polling_urls_must_stay_on_the_arm_endpoint() {
+        let target = crate::AksTarget::from_config(&rangekeeper_provider::TargetConfig {
+            name: "t".into(),
+            base_dir: ".".into(),
+            fields: serde_json::json!({
+                "subscription": "00000000-0000-0000-0000-000000000000",
+                "resourceGroup": "rg",
+                "cluster": "c",
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        })
+        .unwrap();
+        let c = ArmClient::new(&target, Arc::new(StaticToken::new(BearerToken::new("t")))).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("azure-asyncoperation", "https://management.azure.com/subscriptions/x/providers/Microsoft.ContainerService/locations/l/operations/1?api-version=2016-03-30".parse().unwrap());
+        assert!(c.header_url(&h, "azure-asyncoperation").unwrap().is_some());
+        h.insert(
+            "azure-asyncoperation",
+            "https://evil.example/steal".parse().unwrap(),
+        );
+        assert!(c.header_url(&h, "azure-asyncoperation").is_err());
+        h.insert(
+            "azure-asyncoperation",
+            "http://management.azure.com/x".parse().unwrap(),
+        );
+        assert!(c.header_url(&h, "azure-asyncoperation").is_err());
+        assert_eq!(
+            c.url("/subscriptions/s/x", "2026-08-01").unwrap().as_str(),
+            "https://management.azure.com/subscriptions/s/x?api-version=2026-08-01"
+        );
+    }
 
     #[test]
     fn maps_statuses() {

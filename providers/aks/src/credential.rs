@@ -332,7 +332,7 @@ impl CredentialChain {
         };
         match tokio::time::timeout(SOURCE_TIMEOUT, cred.get_token(&[scope], None)).await {
             Err(_) => Err(format!("no token within {}s", SOURCE_TIMEOUT.as_secs())),
-            Ok(Err(e)) => Err(first_line(&e.to_string())),
+            Ok(Err(e)) => Err(one_line(&e.to_string())),
             Ok(Ok(tok)) => Ok((BearerToken::new(tok.token.secret()), Some(tok.expires_on))),
         }
     }
@@ -381,12 +381,20 @@ impl TokenSource for CredentialChain {
     }
 }
 
-fn first_line(s: &str) -> String {
-    s.lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_owned()
+/// An error text on one line (credential errors span several), at most 600 characters.
+fn one_line(s: &str) -> String {
+    let joined = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("To troubleshoot"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if joined.chars().count() > 600 {
+        let cut: String = joined.chars().take(600).collect();
+        format!("{cut}...")
+    } else {
+        joined
+    }
 }
 
 async fn imds_reachable() -> bool {

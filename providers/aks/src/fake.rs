@@ -82,6 +82,9 @@ pub enum LroStyle {
     AsyncOperation,
     /// 202 with `Location` only.
     LocationOnly,
+    /// 200 with the updated body (`provisioningState: Updating`) and no polling URL: the
+    /// client must watch the cluster itself. The operation ends after its duration.
+    BodyOnly,
 }
 
 /// One request the fake received.
@@ -864,9 +867,12 @@ fn put_cluster(
     let location_url =
         format!("{op_base}/operationresults/{op_id}?api-version={OPERATION_API_VERSION}");
     let mut resp = match style {
-        LroStyle::AsyncOperation => json_response(StatusCode::OK, &answer),
+        LroStyle::AsyncOperation | LroStyle::BodyOnly => json_response(StatusCode::OK, &answer),
         LroStyle::LocationOnly => StatusCode::ACCEPTED.into_response(),
     };
+    if style == LroStyle::BodyOnly {
+        return resp;
+    }
     let h = resp.headers_mut();
     if style == LroStyle::AsyncOperation
         && let Ok(v) = HeaderValue::from_str(&async_url)

@@ -624,3 +624,33 @@ impl Provider for AksProvider {
         self.converge(Goal::Unrestricted, opts).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_and_bounded() {
+        let p = RetryPolicy {
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            ..RetryPolicy::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for attempt in 0..20 {
+            for _ in 0..20 {
+                let d = p.backoff(attempt);
+                let cap = Duration::from_millis(100 * 2u64.pow(attempt.min(4)))
+                    .min(Duration::from_millis(1000));
+                assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?}");
+                seen.insert(d);
+            }
+        }
+        assert!(seen.len() > 20, "no jitter: {seen:?}");
+        let throttled = ProviderError::Throttled {
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(p.delay_for(&throttled, 0), Duration::from_secs(7));
+    }
+}
