@@ -647,3 +647,29 @@ fn over_the_limit_is_refused_with_the_cost_or_covered() {
     let o = s.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(code(&o), 0, "the cover is in sync after apply: {}", seen(&o));
 }
+
+#[test]
+fn every_example_validates() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let is_decl = path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            && std::fs::read_to_string(&path).unwrap().starts_with('#')
+            && std::fs::read_to_string(&path).unwrap().contains("\nversion: 1");
+        if !is_decl {
+            continue;
+        }
+        let o = Command::cargo_bin("rangekeeper")
+            .unwrap()
+            .env("NO_COLOR", "1")
+            .arg("-f")
+            .arg(&path)
+            .arg("validate")
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}: {}", path.display(), seen(&o));
+        checked += 1;
+    }
+    assert!(checked >= 2, "no example declarations found in {}", examples.display());
+}
