@@ -133,7 +133,20 @@ impl EksProvider {
                 )));
             }
             let token = request_token(&self.cluster, &view.set, desired, salt);
-            let update = self.send_update(desired, &token, opts).await?;
+            let update = match self.send_update(desired, &token, opts).await {
+                Ok(update) => update,
+                // Someone else set the same list since we read it: EKS refuses the no-op.
+                Err(ProviderError::Invalid(msg))
+                    if msg.contains("already at the desired configuration") =>
+                {
+                    let now = self.describe().await?;
+                    if now.set == *desired {
+                        return Ok(Applied::default());
+                    }
+                    return Err(ProviderError::Invalid(msg));
+                }
+                Err(e) => return Err(e),
+            };
             let id = update.as_ref().and_then(|u| u.id()).map(str::to_owned);
             tracing::info!(cluster = %self.cluster, update = ?id, "EKS accepted the publicAccessCidrs update");
             if !opts.wait {

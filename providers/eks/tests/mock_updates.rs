@@ -660,3 +660,22 @@ async fn current_reports_details_and_warnings() {
         vec!["public endpoint access is off: the list has no effect".to_string()]
     );
 }
+
+#[tokio::test]
+async fn a_no_op_refusal_after_a_concurrent_change_counts_as_in_sync() {
+    // Read OLD, someone else sets NEW, our update is refused as a no-op (400).
+    let describe = describe_rule(OLD, 1, NEW);
+    let upd = mock!(Client::update_cluster_config).then_error(|| {
+        UpdateClusterConfigError::InvalidParameterException(
+            InvalidParameterException::builder()
+                .message("Cluster is already at the desired configuration with endpointPrivateAccess: true, endpointPublicAccess: true, publicAccessCidrs: [140.82.112.0/20, 151.101.0.0/16]")
+                .build(),
+        )
+    });
+    let p = provider(&[&describe, &upd]);
+    let (o, _) = opts();
+    let applied = p.apply(&set(NEW), &o).await.unwrap();
+    assert!(!applied.changed);
+    assert_eq!(upd.num_calls(), 1);
+    assert_eq!(describe.num_calls(), 2);
+}
