@@ -29,6 +29,13 @@ pub fn violations(desired: &RangeSet) -> Vec<Violation> {
             }
             continue;
         }
+        if net.prefix_len() == 0 {
+            out.push(Violation {
+                range: Some(text),
+                message: "allowing every address is not a restriction; AKS lifts the restriction with an empty list (`rangekeeper disable`)".into(),
+            });
+            continue;
+        }
         if let Some((block, why)) = cidr::special_purpose(net) {
             let relation = if block == *net {
                 format!("is {why}")

@@ -43,9 +43,10 @@ fn with_egress(items: &[&str]) -> RangeSet {
 
 fn fast() -> RetryPolicy {
     RetryPolicy {
-        attempts: 10,
+        // Generous in count, short in time: 409s last as long as the other operation runs.
+        attempts: 40,
         base_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(60),
+        max_backoff: Duration::from_millis(100),
         operation_timeout: Duration::from_secs(20),
         default_poll: Duration::from_millis(10),
         min_poll: Duration::from_millis(0),
@@ -405,6 +406,9 @@ async fn check_rejects_what_aks_rejects_without_network() {
     assert!(v6.message.contains("IPv4 only"), "{}", v6.message);
 
     assert!(p.check(&set(&["0.0.0.0/32"])).is_empty());
+    let all = p.check(&set(&["0.0.0.0/0"]));
+    assert_eq!(all.len(), 1);
+    assert!(all[0].message.contains("disable"), "{}", all[0].message);
     let mixed = p.check(&set(&["0.0.0.0/32", "52.1.2.0/24"]));
     assert_eq!(mixed.len(), 1);
     assert!(mixed[0].message.contains("must be the only range"));
