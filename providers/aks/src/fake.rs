@@ -120,6 +120,8 @@ struct ClusterEntry {
     operation: Option<String>,
 }
 
+type ClusterChange = Box<dyn FnOnce(&mut Value) + Send>;
+
 struct FaultRule {
     fault: Fault,
     method: Option<Method>,
@@ -140,6 +142,9 @@ struct Inner {
     retry_after_secs: u64,
     lro_style: LroStyle,
     fail_next_operation: Option<(String, String)>,
+    /// One-shot changes made by "another client" when a request whose path contains the
+    /// fragment arrives: (fragment, cluster key, change).
+    triggers: Vec<(String, String, ClusterChange)>,
     next_id: u64,
     base: String,
 }
@@ -187,6 +192,7 @@ impl FakeArm {
             retry_after_secs: 0,
             lro_style: LroStyle::AsyncOperation,
             fail_next_operation: None,
+            triggers: Vec::new(),
             next_id: 1,
             base: format!("http://{addr}"),
         }));
@@ -281,6 +287,20 @@ impl FakeArm {
     }
 
     /// The next operation ends as Failed with this code and message (the change is undone).
+    /// When the next request whose path contains `fragment` arrives, change the cluster at
+    /// `path` as another client would (the eTag changes) before serving it. This puts a
+    /// concurrent write exactly between a client's GET and its PUT.
+    pub fn modify_cluster_on_request(
+        &self,
+        fragment: &str,
+        path: &str,
+        f: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        self.lock()
+            .triggers
+            .push((fragment.to_owned(), key(path), Box::new(f)));
+    }
+
     pub fn fail_next_operation(&self, code: &str, message: &str) {
         self.lock().fail_next_operation = Some((code.to_owned(), message.to_owned()));
     }
@@ -402,6 +422,18 @@ fn handle(
         status: 0,
         etag_at_arrival,
     });
+
+    if let Some(pos) = g
+        .triggers
+        .iter()
+        .position(|(frag, _, _)| path.contains(frag.as_str()))
+    {
+        let (_, cluster, change) = g.triggers.remove(pos);
+        if let Some(c) = g.clusters.get_mut(&cluster) {
+            change(&mut c.body);
+            bump_etag(c);
+        }
+    }
 
     // Faults first.
     let mut fault = None;

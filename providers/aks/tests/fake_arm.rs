@@ -677,6 +677,36 @@ async fn operation_in_progress_gives_409_until_it_ends() {
 }
 
 #[tokio::test]
+async fn a_write_between_our_get_and_put_gets_412_and_survives() {
+    let fake = fake_with(Some(&["52.1.2.0/24"])).await;
+    // Another client changes the node count right after our GET (while we look up the
+    // egress IPs): our PUT carries the old eTag.
+    fake.modify_cluster_on_request("publicIPAddresses/mgdoutboundip1", &cluster_path(), |v| {
+        v["properties"]["agentPoolProfiles"][0]["count"] = json!(5);
+    });
+    let desired = with_egress(&["20.33.4.0/23"]);
+    let applied = provider(&fake)
+        .apply(&desired, &ApplyOptions::default())
+        .await
+        .unwrap();
+    assert!(applied.changed);
+    let statuses: Vec<u16> = fake.puts().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![412, 200]);
+    let puts = fake.puts();
+    assert_ne!(puts[0].if_match, puts[1].if_match);
+    assert_eq!(
+        puts[1].body.as_ref().unwrap()["properties"]["agentPoolProfiles"][0]["count"],
+        5
+    );
+    let body = fake.cluster(&cluster_path()).unwrap();
+    assert_eq!(
+        body["properties"]["agentPoolProfiles"][0]["count"], 5,
+        "the other write was lost"
+    );
+    assert_eq!(held(&fake), Restriction::Ranges(desired));
+}
+
+#[tokio::test]
 async fn two_concurrent_applies_never_lose_an_update() {
     for round in 0..3 {
         let fake = fake_with(Some(&["52.1.2.0/24"])).await;
