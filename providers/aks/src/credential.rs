@@ -507,4 +507,39 @@ mod tests {
             _ => panic!("service principal should be unavailable without a secret"),
         }
     }
+
+    #[test]
+    fn workload_identity_names_a_missing_token_file() {
+        let env = CredentialEnv {
+            tenant_id: Some("00000000-0000-0000-0000-000000000001".into()),
+            client_id: Some("app".into()),
+            federated_token_file: Some("/nonexistent/rangekeeper-test-token".into()),
+            ..Default::default()
+        };
+        let chain = CredentialChain::from_env(&env, Cloud::Public);
+        match &chain.sources[2].kind {
+            SourceKind::Unavailable(why) => {
+                assert!(why.contains("/nonexistent/rangekeeper-test-token"), "{why}")
+            }
+            _ => panic!("workload identity should be unavailable"),
+        }
+        // A readable token file makes it a real source.
+        let dir = std::env::temp_dir().join(format!("rk-aks-wi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "eyJfederated").unwrap();
+        let env = CredentialEnv {
+            federated_token_file: Some(file.to_string_lossy().into_owned()),
+            ..env
+        };
+        let chain = CredentialChain::from_env(&env, Cloud::Public);
+        assert!(matches!(chain.sources[2].kind, SourceKind::Azure(_)));
+        // With a federated token file, AZURE_CLIENT_ID is not taken as a user-assigned
+        // managed identity, and the service principal says what is missing.
+        match &chain.sources[1].kind {
+            SourceKind::Unavailable(why) => assert!(why.contains("AZURE_CLIENT_SECRET"), "{why}"),
+            _ => panic!("service principal should be unavailable"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
