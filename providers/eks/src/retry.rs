@@ -29,6 +29,9 @@ pub struct Tuning {
     pub readback_attempts: u32,
     /// Most updates looked at (DescribeUpdate) when searching for the one in progress.
     pub max_updates_scanned: usize,
+    /// Added to the SDK's own timeouts for the hard bound on one call (a safety net should
+    /// the SDK's timeouts not fire, e.g. while resolving credentials).
+    pub call_margin: Duration,
 }
 
 impl Default for Tuning {
@@ -44,6 +47,7 @@ impl Default for Tuning {
             conflict_retries: 3,
             readback_attempts: 8,
             max_updates_scanned: 25,
+            call_margin: Duration::from_secs(5),
         }
     }
 }
@@ -62,6 +66,7 @@ impl Tuning {
             conflict_retries: 3,
             readback_attempts: 5,
             max_updates_scanned: 25,
+            call_margin: Duration::from_secs(1),
         }
     }
 
@@ -85,7 +90,7 @@ impl Tuning {
 
     /// The bound on one call, SDK timeouts included: every attempt, plus a margin.
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.attempt_timeout + self.connect_timeout + Duration::from_secs(5)
+        self.attempt_timeout + self.connect_timeout + self.call_margin
     }
 }
 
@@ -181,8 +186,8 @@ mod tests {
         let mut t = Tuning::fast();
         t.attempt_timeout = Duration::ZERO;
         t.connect_timeout = Duration::ZERO;
+        t.call_margin = Duration::from_millis(50);
         t.attempts = 2;
-        tokio::time::pause();
         let r: Result<(), _> = with_retry(&t, "hang", || async {
             calls.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>().await;
