@@ -36,11 +36,10 @@ impl Drop for Moto {
 }
 
 fn moto_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RANGEKEEPER_MOTO_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = repo.join(".venv/bin/moto_server");
+    let p = match std::env::var_os("RANGEKEEPER_MOTO_SERVER") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server"),
+    };
     p.exists().then_some(p)
 }
 
