@@ -250,8 +250,6 @@ fn fit_to_limit(
                     ));
                 }
             }
-            out.warnings.push(report.summary());
-            out.warnings.extend(report.merges().into_iter().map(|m| format!("  {m}")));
             out.effective = report.cover.set.clone();
             out.cover = Some(report);
         }

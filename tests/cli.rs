@@ -673,3 +673,40 @@ fn every_example_validates() {
     }
     assert!(checked >= 2, "no example declarations found in {}", examples.display());
 }
+
+#[test]
+fn json_outputs_of_providers_schema_disable_apply() {
+    let s = Scratch::new(QUICKSTART);
+    let o = s.run(&["providers", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("providers_json", v);
+    let o = s.run(&["schema"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("schema", v);
+    let o = s.run(&["apply", "--yes", "-o", "json"]);
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("apply_json", v);
+    let o = s.run(&["disable", "-t", "local-proxy", "--yes", "-o", "json"]);
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("disable_json", v);
+}
+
+#[test]
+fn plan_shows_the_cover_and_what_it_merged() {
+    let s = Scratch::new(
+        r#"version: 1
+targets:
+  t:
+    provider: file
+    path: t.txt
+    maxRanges: 2
+    onExceed: cover
+    allow: [198.51.100.0/26, 198.51.100.128/26, 203.0.113.9, 203.0.113.77]
+"#,
+    );
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("plan_cover", seen(&o));
+}

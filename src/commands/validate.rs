@@ -35,6 +35,13 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
                             format!("target `{}`: {e}", t.name),
                         ));
                     }
+                    if let Some(cover) = &checked.cover {
+                        diags.push(t.diagnostic(
+                            &decl.file,
+                            Severity::Warning,
+                            format!("target `{}`: {}", t.name, cover.summary()),
+                        ));
+                    }
                     for w in checked.warnings {
                         diags.push(t.diagnostic(
                             &decl.file,

@@ -849,9 +849,9 @@ impl Target {
         let pos = self
             .field_pos
             .iter()
-            .find(|(k, _)| message.contains(&format!("`{k}`")))
-            .map(|(_, p)| *p)
-            .unwrap_or(self.pos);
+            .filter_map(|(k, p)| message.find(&format!("`{k}`")).map(|at| (at, *p)))
+            .min_by_key(|(at, _)| *at)
+            .map_or(self.pos, |(_, p)| p);
         Diagnostic {
             severity: Severity::Error,
             file: file.to_owned(),

@@ -47,6 +47,12 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
         for e in &p.errors {
             let _ = writeln!(s, "  {} {e}", paint(RED, "error:"));
         }
+        if let Some(cover) = &p.cover {
+            let _ = writeln!(s, "  {} {}", paint(YELLOW, "cover:"), cover.summary());
+            for m in cover.merges() {
+                let _ = writeln!(s, "    {m}");
+            }
+        }
         if matches!(p.status, Status::Changes) {
             for a in p.add.prefixes() {
                 let _ = writeln!(s, "  {}", paint(GREEN, &format!("+ {a}")));
