@@ -8,6 +8,7 @@
 //! - [`special_purpose`]: why a prefix is not globally routable, if it is not.
 
 mod cover;
+mod format;
 mod lines;
 mod parse;
 mod set;

@@ -289,6 +289,19 @@ impl RangeSet {
         }
     }
 
+    /// Build from intervals already canonical (sorted, disjoint, non-adjacent).
+    pub(crate) fn from_canonical(v4: Vec<(u32, u32)>, v6: Vec<(u128, u128)>) -> Self {
+        debug_assert!(
+            v4.windows(2)
+                .all(|w| u64::from(w[0].1) + 1 < u64::from(w[1].0))
+        );
+        debug_assert!(
+            v6.windows(2)
+                .all(|w| w[0].1.checked_add(1).is_some_and(|e| e < w[1].0))
+        );
+        RangeSet { v4, v6 }
+    }
+
     /// Build from any prefixes (overlapping, unsorted, duplicated).
     pub fn from_nets<I: IntoIterator<Item = IpNet>>(nets: I) -> Self {
         let mut v4 = Vec::new();
