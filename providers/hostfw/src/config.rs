@@ -47,6 +47,16 @@ impl fmt::Display for Action {
     }
 }
 
+/// Which iptables flavour to run when the iptables backend is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IptablesVariant {
+    /// `iptables-legacy-restore` etc. (the x_tables kernel interface).
+    Legacy,
+    /// `iptables-nft-restore` etc. (iptables rules stored in nf_tables).
+    Nft,
+}
+
 /// A validated table name: 1..=25 of `[A-Za-z0-9_-]`, starting with a letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName(String);
@@ -113,6 +123,10 @@ struct RawConfig {
     /// Run nft/iptables inside this network namespace (`ip netns exec <netns> ...`).
     #[serde(default)]
     netns: Option<String>,
+    /// `legacy` or `nft`: run `iptables-legacy-*` / `iptables-nft-*` instead of the default
+    /// `iptables-*` on PATH (match what the host's other iptables users, e.g. kube-proxy, use).
+    #[serde(default)]
+    iptables_variant: Option<IptablesVariant>,
 }
 
 /// A validated hostfw target.
@@ -127,6 +141,8 @@ pub struct Config {
     pub action: Action,
     /// A named network namespace to run the firewall tools in.
     pub netns: Option<String>,
+    /// The iptables flavour (`None`: whatever `iptables-restore` is on PATH).
+    pub iptables_variant: Option<IptablesVariant>,
     /// The kube-restrict-ip config the ports came from, if any.
     pub kube_restrict_ip: Option<KubeRestrictIp>,
 }
@@ -179,6 +195,7 @@ impl Config {
             table,
             action: raw.action,
             netns,
+            iptables_variant: raw.iptables_variant,
             kube_restrict_ip: kube,
         })
     }
@@ -434,13 +451,15 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let c = Config::from_target(&target(serde_json::json!({
-            "ports": [22], "backend": "iptables", "table": "cp_fw-2", "action": "drop", "netns": "ns-1"
+            "ports": [22], "backend": "iptables", "table": "cp_fw-2", "action": "drop", "netns": "ns-1",
+            "iptablesVariant": "legacy"
         })))
         .unwrap();
         assert_eq!(c.backend, BackendChoice::Iptables);
         assert_eq!(c.action, Action::Drop);
         assert_eq!(c.table.as_str(), "cp_fw-2");
         assert_eq!(c.netns.as_deref(), Some("ns-1"));
+        assert_eq!(c.iptables_variant, Some(IptablesVariant::Legacy));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use rangekeeper_provider::{ProviderError, RangeSet};
 
 use crate::Live;
 use crate::command::Runner;
-use crate::config::{Action, Config};
+use crate::config::{Action, Config, IptablesVariant};
 
 /// `-m multiport` takes at most 15 ports per rule.
 const MULTIPORT_MAX: usize = 15;
@@ -31,17 +31,24 @@ pub enum Family {
 impl Family {
     pub const ALL: [Family; 2] = [Family::V4, Family::V6];
 
-    fn save(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables-save",
-            Family::V6 => "ip6tables-save",
-        }
+    /// `iptables-save` / `ip6tables-save`, or a variant's own (`iptables-legacy-save`, ...).
+    fn save(self, variant: Option<IptablesVariant>) -> String {
+        self.tool(variant, "save")
     }
 
-    fn restore(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables-restore",
-            Family::V6 => "ip6tables-restore",
+    fn restore(self, variant: Option<IptablesVariant>) -> String {
+        self.tool(variant, "restore")
+    }
+
+    fn tool(self, variant: Option<IptablesVariant>, what: &str) -> String {
+        let base = match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        match variant {
+            None => format!("{base}-{what}"),
+            Some(IptablesVariant::Legacy) => format!("{base}-legacy-{what}"),
+            Some(IptablesVariant::Nft) => format!("{base}-nft-{what}"),
         }
     }
 
@@ -285,28 +292,30 @@ async fn read_family(
     family: Family,
 ) -> Result<FamilyLive, ProviderError> {
     let out = runner
-        .run_ok(family.save(), &["-t", "filter"], None)
+        .run_ok(&family.save(cfg.iptables_variant), &["-t", "filter"], None)
         .await?;
     Ok(inspect(&out.stdout, cfg, family))
 }
 
-async fn restore(runner: &Runner, family: Family, input: &str) -> Result<(), ProviderError> {
+async fn restore(
+    runner: &Runner,
+    cfg: &Config,
+    family: Family,
+    input: &str,
+) -> Result<(), ProviderError> {
+    let tool = family.restore(cfg.iptables_variant);
     let check = ["-w", LOCK_WAIT, "--noflush", "--test"];
     runner
-        .run_ok(family.restore(), &check, Some(input))
+        .run_ok(&tool, &check, Some(input))
         .await
         .map_err(|e| match e {
             ProviderError::Other(msg) => {
-                ProviderError::Invalid(format!("{} rejected the rules: {msg}", family.restore()))
+                ProviderError::Invalid(format!("{tool} rejected the rules: {msg}"))
             }
             other => other,
         })?;
     runner
-        .run_ok(
-            family.restore(),
-            &["-w", LOCK_WAIT, "--noflush"],
-            Some(input),
-        )
+        .run_ok(&tool, &["-w", LOCK_WAIT, "--noflush"], Some(input))
         .await?;
     Ok(())
 }
@@ -343,7 +352,13 @@ pub async fn write(runner: &Runner, cfg: &Config, desired: &RangeSet) -> Result<
         if now.present() && now.problems.is_empty() && have == want {
             continue;
         }
-        restore(runner, family, &restore_input(cfg, family, &prefixes, now)).await?;
+        restore(
+            runner,
+            cfg,
+            family,
+            &restore_input(cfg, family, &prefixes, now),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -355,7 +370,7 @@ pub async fn remove(runner: &Runner, cfg: &Config) -> Result<bool, ProviderError
         let now = read_family(runner, cfg, family).await?;
         if now.present() {
             existed = true;
-            restore(runner, family, &removal_input(cfg, &now)).await?;
+            restore(runner, cfg, family, &removal_input(cfg, &now)).await?;
         }
     }
     Ok(existed)
@@ -374,6 +389,7 @@ mod tests {
             table: TableName::parse("rk").unwrap(),
             action,
             netns: None,
+            iptables_variant: None,
             kube_restrict_ip: None,
         }
     }

@@ -11,6 +11,8 @@
 //! - `action: reject | drop` — reject answers with a TCP reset, drop stays silent;
 //! - `kubeRestrictIp: /etc/kube-restrict-ip/config.yaml` — take the ports from a
 //!   kube-restrict-ip config file (the binary adds its `allowedNetworks` to the allow-list);
+//! - `iptablesVariant: legacy | nft` — with the iptables backend, run `iptables-legacy-*` or
+//!   `iptables-nft-*` rather than the `iptables-*` on PATH (match the host's kube-proxy);
 //! - `netns: <name>` — run nft/iptables inside this named network namespace
 //!   (`ip netns exec <name> ...`), e.g. to manage a container's or a test's namespace.
 
@@ -29,7 +31,7 @@ use rangekeeper_provider::{
 use tokio::sync::{Mutex, OnceCell};
 
 pub use config::{
-    Action, BackendChoice, Config, DEFAULT_TABLE, KUBE_RESTRICT_IP_DEFAULT_CHAIN,
+    Action, BackendChoice, Config, DEFAULT_TABLE, IptablesVariant, KUBE_RESTRICT_IP_DEFAULT_CHAIN,
     KUBE_RESTRICT_IP_DEFAULT_INTERVAL, KubeRestrictIp, MAX_TABLE_LEN, TableName,
     load_kube_restrict_ip,
 };

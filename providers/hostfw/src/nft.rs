@@ -193,8 +193,28 @@ fn flags(set: &Value) -> Vec<&str> {
     }
 }
 
+/// Our table as read back.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// What `current` reports (a `ports` mismatch counts as a problem there).
+    pub live: Live,
+    /// The table, sets, chain and rules are exactly as we write them (set contents aside),
+    /// so a new allow-list can be written by changing set elements in place.
+    pub in_place: bool,
+    pub ports: BTreeSet<u16>,
+    /// Elements of `allow4` and `allow6` exactly as nft printed them, with their prefixes.
+    pub elems: [Vec<(Value, Vec<IpNet>)>; 2],
+}
+
 /// Compare `nft -j list table inet <table>` output with what we would write for `cfg`.
+#[cfg(test)]
 pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
+    Ok(inspect_table(listing, cfg)?.live)
+}
+
+/// Compare `nft -j list table inet <table>` output with what we would write for `cfg`,
+/// keeping what an in-place update needs.
+pub fn inspect_table(listing: &str, cfg: &Config) -> Result<Table, ProviderError> {
     let doc: Value = serde_json::from_str(listing)
         .map_err(|e| ProviderError::Other(format!("cannot read `nft -j` output: {e}")))?;
     let items = doc
@@ -205,6 +225,7 @@ pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
     let mut live = Live::default();
     let mut nets: Vec<IpNet> = Vec::new();
     let mut ports: Option<BTreeSet<u16>> = None;
+    let mut elems_read: [Vec<(Value, Vec<IpNet>)>; 2] = [Vec::new(), Vec::new()];
     let (mut seen4, mut seen6, mut seen_chain) = (false, false, false);
     let mut rules: Vec<Value> = Vec::new();
     let name = cfg.table.as_str();
@@ -268,7 +289,9 @@ pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
                                         (want == "ipv4_addr") == matches!(n, IpNet::V4(_))
                                     }) =>
                                 {
-                                    nets.extend(list);
+                                    nets.extend(list.iter().copied());
+                                    elems_read[usize::from(set_name == "allow6")]
+                                        .push((e.clone(), list));
                                 }
                                 _ => live.problem(format!(
                                     "set `{set_name}` holds an unexpected element {e}"
@@ -308,7 +331,7 @@ pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
     }
 
     if !live.present {
-        return Ok(Live::default());
+        return Ok(Table::default());
     }
     if !seen4 {
         live.problem("set `allow4` is missing".into());
@@ -316,14 +339,8 @@ pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
     if !seen6 {
         live.problem("set `allow6` is missing".into());
     }
-    match &ports {
-        None => live.problem("set `ports` is missing".into()),
-        Some(p) if *p != cfg.ports => live.problem(format!(
-            "set `ports` holds {} but the target restricts {}",
-            crate::config::join_ports(p),
-            cfg.ports_list()
-        )),
-        Some(_) => {}
+    if ports.is_none() {
+        live.problem("set `ports` is missing".into());
     }
     if !seen_chain {
         live.problem(format!("chain `{CHAIN}` is missing"));
@@ -341,31 +358,121 @@ pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
             ));
         }
     }
+    // Everything so far is structure; the ports are content, updated in place.
+    let in_place = live.problems.is_empty();
+    let ports = ports.unwrap_or_default();
+    if ports != cfg.ports {
+        live.problem(format!(
+            "set `ports` holds {} but the target restricts {}",
+            crate::config::join_ports(&ports),
+            cfg.ports_list()
+        ));
+    }
     live.allow = RangeSet::from_nets(nets);
-    Ok(live)
+    Ok(Table {
+        live,
+        in_place,
+        ports,
+        elems: elems_read,
+    })
+}
+
+/// Element changes that turn `table` into `desired` in place (empty: nothing to change).
+/// Elements kept are never touched, so a packet that is being evaluated while the
+/// transaction commits always finds them: deleting and re-adding them (or recreating the
+/// table) would let such a packet see the old rule with elements already inactive, and an
+/// allowed source could be refused for that instant.
+pub fn in_place_update(cfg: &Config, table: &Table, desired: &RangeSet) -> Vec<Value> {
+    let t = cfg.table.as_str();
+    let elem_cmd = |op: &str, set: &str, elems: Vec<Value>| json!({op: {"element": {"family": "inet", "table": t, "name": set, "elem": elems}}});
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+
+    let gone: Vec<Value> = table
+        .ports
+        .difference(&cfg.ports)
+        .map(|p| json!(p))
+        .collect();
+    let new: Vec<Value> = cfg
+        .ports
+        .difference(&table.ports)
+        .map(|p| json!(p))
+        .collect();
+    if !gone.is_empty() {
+        deletes.push(elem_cmd("delete", "ports", gone));
+    }
+    if !new.is_empty() {
+        adds.push(elem_cmd("add", "ports", new));
+    }
+
+    let prefixes = desired.prefixes();
+    for (i, set) in ["allow4", "allow6"].into_iter().enumerate() {
+        let want: BTreeSet<IpNet> = prefixes
+            .iter()
+            .filter(|n| matches!(n, IpNet::V6(_)) == (i == 1))
+            .copied()
+            .collect();
+        let mut kept = BTreeSet::new();
+        let mut gone = Vec::new();
+        for (raw, nets) in &table.elems[i] {
+            match nets.as_slice() {
+                [one] if want.contains(one) && !kept.contains(one) => {
+                    kept.insert(*one);
+                }
+                _ => gone.push(raw.clone()),
+            }
+        }
+        let new: Vec<Value> = want.difference(&kept).map(element).collect();
+        if !gone.is_empty() {
+            deletes.push(elem_cmd("delete", set, gone));
+        }
+        if !new.is_empty() {
+            adds.push(elem_cmd("add", set, new));
+        }
+    }
+    // Deletions first, so a wider prefix can replace the narrower ones it covers.
+    deletes.extend(adds);
+    deletes
 }
 
 /// Read our table back.
 pub async fn read(runner: &Runner, cfg: &Config) -> Result<Live, ProviderError> {
+    Ok(read_table(runner, cfg).await?.live)
+}
+
+async fn read_table(runner: &Runner, cfg: &Config) -> Result<Table, ProviderError> {
     let request = listing(cfg).to_string();
     let out = runner
         .run("nft", &["-j", "-f", "-"], Some(&request))
         .await?;
     if !out.success {
         if out.stderr.contains("No such file or directory") {
-            return Ok(Live::default());
+            return Ok(Table::default());
         }
         return Err(command_failed(
             &runner.display("nft", &["-j", "-f", "-"]),
             &out.stderr,
         ));
     }
-    inspect(&out.stdout, cfg)
+    inspect_table(&out.stdout, cfg)
 }
 
 /// Check, then apply, the transaction that makes our table hold `desired`.
+///
+/// When our table is intact, only the set elements that change are deleted and added (one
+/// transaction); otherwise (first apply, or a table someone changed) the whole table is
+/// recreated in one transaction.
 pub async fn write(runner: &Runner, cfg: &Config, desired: &RangeSet) -> Result<(), ProviderError> {
-    let tx = transaction(cfg, desired).to_string();
+    let table = read_table(runner, cfg).await?;
+    let tx = if table.live.present && table.in_place {
+        let cmds = in_place_update(cfg, &table, desired);
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        json!({"nftables": cmds}).to_string()
+    } else {
+        transaction(cfg, desired).to_string()
+    };
     runner
         .run_ok("nft", &["-c", "-j", "-f", "-"], Some(&tx))
         .await
@@ -413,6 +520,7 @@ mod tests {
             table: TableName::parse("rk").unwrap(),
             action,
             netns: None,
+            iptables_variant: None,
             kube_restrict_ip: None,
         }
     }
@@ -497,6 +605,72 @@ mod tests {
         )
         .unwrap();
         assert!(!live.problems.is_empty());
+    }
+
+    #[test]
+    fn in_place_update_touches_only_changed_elements() {
+        let c = cfg(Action::Reject);
+        let table = inspect_table(LISTING, &c).unwrap();
+        assert!(table.in_place);
+        // Same list: only the range element, not a prefix as we write them, is rewritten.
+        let same = in_place_update(&c, &table, &table.live.allow);
+        assert_eq!(
+            same,
+            vec![
+                json!({"delete": {"element": {"family": "inet", "table": "rk", "name": "allow4",
+                    "elem": [{"range": ["198.51.100.1", "198.51.100.2"]}]}}}),
+                json!({"add": {"element": {"family": "inet", "table": "rk", "name": "allow4",
+                    "elem": ["198.51.100.1", "198.51.100.2"]}}}),
+            ]
+        );
+        let tidy = RangeSet::from_nets(
+            table
+                .live
+                .allow
+                .prefixes()
+                .into_iter()
+                .filter(|n| !(matches!(n, IpNet::V4(_)) && n.prefix_len() == 32)),
+        );
+        assert_eq!(
+            in_place_update(&c, &table, &tidy).len(),
+            1,
+            "only deletions"
+        );
+        // Keep 10/8 and 2001:db8::/32; drop the rest; add one of each family.
+        let want = nets(&[
+            "10.0.0.0/8",
+            "203.0.113.0/24",
+            "2001:db8::/32",
+            "2001:dba::/48",
+        ]);
+        let cmds = in_place_update(&c, &table, &want);
+        assert_eq!(
+            cmds,
+            vec![
+                json!({"delete": {"element": {"family": "inet", "table": "rk", "name": "allow4",
+                    "elem": ["192.0.2.7", {"range": ["198.51.100.1", "198.51.100.2"]}]}}}),
+                json!({"delete": {"element": {"family": "inet", "table": "rk", "name": "allow6",
+                    "elem": [{"elem": {"val": "2001:db9::1", "comment": "x"}}]}}}),
+                json!({"add": {"element": {"family": "inet", "table": "rk", "name": "allow4",
+                    "elem": [{"prefix": {"addr": "203.0.113.0", "len": 24}}]}}}),
+                json!({"add": {"element": {"family": "inet", "table": "rk", "name": "allow6",
+                    "elem": [{"prefix": {"addr": "2001:dba::", "len": 48}}]}}}),
+            ]
+        );
+        // A port change is an in-place change of the `ports` set.
+        let mut c2 = cfg(Action::Reject);
+        c2.ports = [6443, 9100].into_iter().collect();
+        let table = inspect_table(LISTING, &c2).unwrap();
+        assert!(table.in_place && !table.live.problems.is_empty());
+        let cmds: Vec<Value> = in_place_update(&c2, &table, &table.live.allow)
+            .into_iter()
+            .filter(|c| c.to_string().contains(r#""name":"ports""#))
+            .collect();
+        assert_eq!(cmds.len(), 2);
+        assert_eq!(cmds[0]["delete"]["element"]["elem"], json!([10254]));
+        assert_eq!(cmds[1]["add"]["element"]["elem"], json!([9100]));
+        // A different action is structural: no in-place update.
+        assert!(!inspect_table(LISTING, &cfg(Action::Drop)).unwrap().in_place);
     }
 
     #[test]

@@ -601,38 +601,65 @@ async fn nftables_drift_is_reported_and_repaired() {
     );
     assert!(p.apply(&allowed(), &opts).await.unwrap().changed);
     lab.expect("after flush ruleset", &reject_matrix());
+
+    // 5. The declaration now restricts only P1: reported as a change, updated in place.
+    let only_p1 = lab.provider(serde_json::json!({"backend": "nftables", "ports": [P1]}));
+    let state = only_p1.current().await.unwrap();
+    assert_eq!(state.restriction, Restriction::Unrestricted);
+    assert!(
+        state.warnings.iter().any(|w| w.contains("ports")),
+        "{:?}",
+        state.warnings
+    );
+    assert!(only_p1.apply(&allowed(), &opts).await.unwrap().changed);
+    assert_eq!(ranges(&only_p1.current().await.unwrap()), Some(allowed()));
+    lab.expect(
+        "P2 released",
+        &[
+            (D4, P1, "refused"),
+            (D4, P2, "connected"),
+            (D6, P2, "connected"),
+        ],
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iptables_backend_enforces_swaps_repairs_and_disables() {
-    if !ready() {
-        return;
-    }
+/// The iptables backend end to end, with the default `iptables-*` tools or a variant's own.
+async fn iptables_end_to_end(variant: Option<&str>) {
     let lab = Lab::new();
+    let suffix = variant.map(|v| format!("-{v}")).unwrap_or_default();
+    let (ipt, ip6t, save) = (
+        format!("iptables{suffix}"),
+        format!("ip6tables{suffix}"),
+        format!("iptables{suffix}-save"),
+    );
     // Someone else's chain and INPUT rule, which must survive.
-    lab.in_srv(&["iptables", "-N", "FOREIGN"]);
+    lab.in_srv(&[&ipt, "-N", "FOREIGN"]);
     lab.in_srv(&[
-        "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "FOREIGN",
+        &ipt, "-A", "INPUT", "-p", "tcp", "--dport", "9", "-j", "FOREIGN",
     ]);
-    let p = lab.provider(serde_json::json!({"backend": "iptables"}));
+    let mut fields = serde_json::json!({"backend": "iptables"});
+    if let Some(v) = variant {
+        fields["iptablesVariant"] = serde_json::json!(v);
+    }
+    let p = lab.provider(fields);
     check_enforced(&lab, p.as_ref(), "iptables").await;
     let chain = format!("RK-{}", lab.table);
-    let save = lab.in_srv(&["iptables-save", "-t", "filter"]);
+    let saved = lab.in_srv(&[&save, "-t", "filter"]);
     assert!(
-        save.contains(&format!(
+        saved.contains(&format!(
             "--comment \"rangekeeper:{}\" -j {chain}",
             lab.table
         )),
-        "{save}"
+        "{saved}"
     );
 
     // Drift: our jump deleted from INPUT.
-    let jump = save
+    let jump = saved
         .lines()
         .find(|l| l.starts_with("-A INPUT") && l.contains(&chain))
         .unwrap()
         .replacen("-A INPUT", "-D INPUT", 1);
-    lab.in_srv(&["sh", "-c", &format!("iptables {jump}")]);
+    lab.in_srv(&["sh", "-c", &format!("{ipt} {jump}")]);
     lab.expect("jump deleted", &[(D4, P1, "connected")]);
     let state = p.current().await.unwrap();
     assert_eq!(state.restriction, Restriction::Unrestricted);
@@ -660,7 +687,7 @@ async fn iptables_backend_enforces_swaps_repairs_and_disables() {
     );
 
     // Drift: our IPv6 chain flushed.
-    lab.in_srv(&["ip6tables", "-F", &chain]);
+    lab.in_srv(&[&ip6t, "-F", &chain]);
     assert_eq!(
         p.current().await.unwrap().restriction,
         Restriction::Unrestricted
@@ -675,12 +702,37 @@ async fn iptables_backend_enforces_swaps_repairs_and_disables() {
 
     check_swaps_under_load(&lab, p.as_ref()).await;
     check_disable(&lab, p.as_ref()).await;
-    let save = lab.in_srv(&["iptables-save", "-t", "filter"]);
-    assert!(!save.contains(&chain), "{save}");
+    let saved = lab.in_srv(&[&save, "-t", "filter"]);
+    assert!(!saved.contains(&chain), "{saved}");
     assert!(
-        save.contains(":FOREIGN") && save.contains("--dport 9 -j FOREIGN"),
-        "{save}"
+        saved.contains(":FOREIGN") && saved.contains("--dport 9 -j FOREIGN"),
+        "{saved}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_backend_enforces_swaps_repairs_and_disables() {
+    if !ready() {
+        return;
+    }
+    iptables_end_to_end(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_legacy_variant_enforces_swaps_repairs_and_disables() {
+    if !ready() {
+        return;
+    }
+    if !on_path("iptables-legacy-restore") {
+        // Debian's iptables package ships both variants; other distributions may not.
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "iptables-legacy-restore is missing (package iptables)"
+        );
+        eprintln!("skipping: iptables-legacy-restore is not installed");
+        return;
+    }
+    iptables_end_to_end(Some("legacy")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
