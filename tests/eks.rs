@@ -262,7 +262,7 @@ fn eks_plan_apply_replan_show_disable_against_moto() {
 }
 
 #[test]
-fn eks_refuses_reserved_ranges_and_missing_clusters_without_updating() {
+fn eks_refuses_reserved_ranges_no_wait_is_pending_and_missing_clusters_fail() {
     let Some(moto) = Moto::start() else { return };
     moto.create_cluster("prod");
     let private = DECL.replace("140.82.112.0/20", "10.20.0.0/16");
@@ -281,6 +281,17 @@ fn eks_refuses_reserved_ranges_and_missing_clusters_without_updating() {
         "moto would have accepted it: the refusal is ours"
     );
     assert_eq!(moto.stored_cidrs("prod"), ["0.0.0.0/0"]);
+
+    // `--no-wait`: accepted and reported pending; the list is already there in moto.
+    let r = Run::new(&moto, DECL);
+    let apply = r.run(&["apply", "--yes", "--no-wait"]);
+    assert!(apply.status.success());
+    assert!(stdout(&apply).contains("pending"), "{}", stdout(&apply));
+    assert_eq!(moto.update_calls(), 1);
+    assert_eq!(
+        moto.stored_cidrs("prod"),
+        ["81.2.69.142/32", "81.2.69.160/28", "140.82.112.0/20"]
+    );
 
     let missing = DECL.replace("cluster: prod", "cluster: nope");
     let r = Run::new(&moto, &missing);
