@@ -254,7 +254,7 @@ impl EksProvider {
     ) -> Result<(), ProviderError> {
         match self.find_in_progress().await {
             Ok(Some(id)) => {
-                self.wait_update(&id, opts, "the update in progress,")
+                self.wait_update(&id, opts, "waiting for the other update")
                     .await?;
             }
             Ok(None) => tokio::time::sleep(self.tuning.backoff(conflicts)).await,
@@ -291,9 +291,16 @@ impl EksProvider {
         }
         // Newest last in practice; look at those first.
         for id in ids.iter().rev().take(self.tuning.max_updates_scanned) {
-            let u = self.describe_update(id).await?;
-            if u.status() == Some(&UpdateStatus::InProgress) {
-                return Ok(Some(id.clone()));
+            match self.describe_update(id).await {
+                Ok(u) if u.status() == Some(&UpdateStatus::InProgress) => {
+                    return Ok(Some(id.clone()));
+                }
+                Ok(_) => {}
+                Err(e @ ProviderError::Auth(_)) => return Err(e),
+                // An update that vanished or cannot be read is not the one in the way.
+                Err(e) => {
+                    tracing::debug!(cluster = %self.cluster, update = %id, error = %e, "skipping update")
+                }
             }
         }
         Ok(None)
