@@ -41,6 +41,25 @@ pub struct Global {
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Where live-source values are cached (and, for `reconcile`, the audit log is kept)
+    #[arg(long, global = true, env = "RANGEKEEPER_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// An echo endpoint that answers with this machine's egress IP (repeatable; all must
+    /// agree). Enables the lockout guard; also used by sets with `self: true`
+    #[arg(long = "self-echo", global = true, value_name = "URL", value_parser = parse_echo_url)]
+    pub self_echo: Vec<reqwest::Url>,
+    /// Apply even when a change would leave this machine's egress IP outside a target it
+    /// can reach now
+    #[arg(long, global = true)]
+    pub allow_lockout: bool,
+}
+
+fn parse_echo_url(s: &str) -> Result<reqwest::Url, String> {
+    crate::sources::spec::parse_url(s)
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::sources::spec::parse_duration(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,6 +94,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Lift a target's restriction (anyone may connect afterwards)
     Disable(DisableArgs),
+    /// Keep every target converged: one pass (`--once`, for cron) or a loop that corrects drift
+    Reconcile(ReconcileArgs),
     /// List the built-in providers and what they accept
     Providers,
     /// Print the JSON Schema of the declaration file
@@ -182,6 +203,33 @@ pub struct DisableArgs {
     /// Return once the target accepted the change, without waiting for it to finish
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    /// One pass over every target, then exit: 0 when all converged, 1 naming the failed ones
+    #[arg(long, conflicts_with = "interval")]
+    pub once: bool,
+    /// Time between passes over a converged target (loop mode), e.g. 60s, 5m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "60s")]
+    pub interval: std::time::Duration,
+    /// Longest wait before retrying a failed target (failures back off exponentially)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "5m")]
+    pub max_backoff: std::time::Duration,
+    /// At most this many targets are read or applied at the same time
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT, how long in-flight applies may take to finish
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "30s")]
+    pub grace: std::time::Duration,
+    /// How often the declaration file is checked for changes
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "2s")]
+    pub watch_interval: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

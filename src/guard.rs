@@ -255,3 +255,90 @@ fn fit_to_limit(
         }
     }
 }
+
+/// This machine's egress IP, for the lockout guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lockout {
+    pub ip: std::net::IpAddr,
+    /// How it was found (the `self` set's name, or `--self-echo`).
+    pub via: String,
+    /// `--allow-lockout`: warn instead of refusing.
+    pub allowed: bool,
+}
+
+/// The lockout guard: a change that would leave this machine's egress IP outside a target
+/// it can reach now (its current set holds the IP, or it is unrestricted) is refused.
+/// A target this machine cannot reach now is not made worse by a change, so it passes.
+pub fn lockout(
+    target: &str,
+    guard: &Lockout,
+    current: &rangekeeper_provider::Restriction,
+    new: &RangeSet,
+) -> Option<String> {
+    let reachable_now = match current {
+        rangekeeper_provider::Restriction::Unrestricted => true,
+        rangekeeper_provider::Restriction::Ranges(s) => s.contains_addr(guard.ip),
+    };
+    if !reachable_now || new.contains_addr(guard.ip) {
+        return None;
+    }
+    Some(format!(
+        "the change would lock this machine out of `{target}`: its egress IP {} ({}) is allowed now but not in the new list{}",
+        guard.ip,
+        guard.via,
+        if guard.allowed {
+            " (--allow-lockout: applying anyway)"
+        } else {
+            "; add it (e.g. a set with `self: true`) or pass --allow-lockout"
+        }
+    ))
+}
+
+#[cfg(test)]
+mod lockout_tests {
+    use super::*;
+    use rangekeeper_provider::Restriction;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(
+            items
+                .iter()
+                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+        )
+    }
+
+    fn guard() -> Lockout {
+        Lockout {
+            ip: "203.0.113.9".parse().unwrap(),
+            via: "set `me`".into(),
+            allowed: false,
+        }
+    }
+
+    #[test]
+    fn dropping_the_egress_ip_is_refused() {
+        let cur = Restriction::Ranges(set(&["203.0.113.0/24"]));
+        let msg = lockout("t", &guard(), &cur, &set(&["198.51.100.0/24"])).unwrap();
+        assert!(msg.contains("203.0.113.9"), "{msg}");
+        assert!(lockout("t", &guard(), &cur, &set(&["203.0.113.9"])).is_none());
+    }
+
+    #[test]
+    fn restricting_an_open_target_without_us_is_refused() {
+        assert!(
+            lockout(
+                "t",
+                &guard(),
+                &Restriction::Unrestricted,
+                &set(&["198.51.100.0/24"])
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn a_target_we_cannot_reach_now_passes() {
+        let cur = Restriction::Ranges(set(&["192.0.2.0/24"]));
+        assert!(lockout("t", &guard(), &cur, &set(&["198.51.100.0/24"])).is_none());
+    }
+}

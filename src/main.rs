@@ -9,7 +9,9 @@ mod declaration;
 mod guard;
 mod output;
 mod plan;
+mod reconcile;
 mod registry;
+mod sources;
 
 use std::process::ExitCode;
 
@@ -55,6 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Show(a) => commands::show::run(g, a).await,
         Command::Update(a) => commands::update::run(g, a).await,
         Command::Disable(a) => commands::disable::run(g, a).await,
+        Command::Reconcile(a) => commands::reconcile::run(g, a).await,
         Command::Providers => commands::providers::run(g),
         Command::Schema => {
             commands::print_json(&declaration::schema::schema())?;

@@ -6,6 +6,7 @@ pub mod disable;
 pub mod normalize;
 pub mod plan;
 pub mod providers;
+pub mod reconcile;
 pub mod show;
 pub mod update;
 pub mod validate;
@@ -40,15 +41,21 @@ pub enum Outcome {
 pub struct Reported(pub String);
 
 /// Load the declaration, printing every diagnostic to stderr on failure and warnings always.
+/// Live sources (`url`, `dns`, `self` sets) are fetched (fresh cached values in
+/// `--state-dir` are used), and the egress IP is determined for the lockout guard.
 pub fn load(global: &Global) -> anyhow::Result<Declaration> {
     let names = registry::names();
-    match Declaration::load(
-        &global.file,
-        LoadOptions {
-            strict: global.strict,
-        },
-        &names,
-    ) {
+    let loaded = crate::declaration::DeclText::read(&global.file).and_then(|text| {
+        crate::sources::load_live(
+            &text,
+            LoadOptions {
+                strict: global.strict,
+            },
+            &names,
+            &live_options(global),
+        )
+    });
+    match loaded {
         Ok(decl) => {
             for w in &decl.warnings {
                 tracing::warn!("{w}");
@@ -71,6 +78,15 @@ pub fn load(global: &Global) -> anyhow::Result<Declaration> {
             ))
             .into())
         }
+    }
+}
+
+/// The live-source settings of the global flags.
+pub fn live_options(global: &Global) -> crate::sources::LiveOptions {
+    crate::sources::LiveOptions {
+        state_dir: global.state_dir.clone(),
+        self_echo: global.self_echo.clone(),
+        allow_lockout: global.allow_lockout,
     }
 }
 
@@ -99,6 +115,8 @@ pub fn select<'a>(decl: &'a Declaration, names: &[String]) -> anyhow::Result<Vec
 pub struct Bound<'a> {
     pub target: &'a Target,
     pub provider: Box<dyn Provider>,
+    /// This machine's egress IP, when known: changes that lock it out are refused.
+    pub lockout: Option<guard::Lockout>,
 }
 
 /// Build the provider of every selected target; config errors are located and all reported.
@@ -110,6 +128,7 @@ pub fn bind<'a>(decl: &Declaration, targets: Vec<&'a Target>) -> anyhow::Result<
             Ok(provider) => out.push(Bound {
                 target: t,
                 provider,
+                lockout: decl.lockout.clone(),
             }),
             Err(e) => errors.push(t.config_error(&decl.file, e.to_string())),
         }
@@ -134,33 +153,73 @@ pub fn check(b: &Bound<'_>, desired: &RangeSet) -> guard::Checked {
 
 /// Read a target's current state and plan the change to `desired`.
 pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<State>) {
-    let checked = check(b, desired);
-    let name = &b.target.name;
-    let provider = &b.target.provider;
+    if !b.target.source_errors.is_empty() {
+        let mut plan = TargetPlan::failed(
+            &b.target.name,
+            &b.target.provider,
+            desired.clone(),
+            String::new(),
+        );
+        plan.errors = b.target.source_errors.clone();
+        return (plan, None);
+    }
     match b.provider.current().await {
         Err(e) => (
             TargetPlan::failed(
-                name,
-                provider,
-                checked.effective,
+                &b.target.name,
+                &b.target.provider,
+                check(b, desired).effective,
                 format!("cannot read the current ranges: {e}"),
             ),
             None,
         ),
         Ok(state) => {
-            let mut warnings = checked.warnings;
-            warnings.extend(state.warnings.iter().cloned());
-            let mut plan = TargetPlan::new(
-                name,
-                provider,
-                &state.restriction,
-                checked.effective,
-                checked.errors,
-                warnings,
-            );
-            plan.details = state.details.clone();
-            plan.cover = checked.cover;
+            let plan = plan_with_state(b, desired, &state);
             (plan, Some(state))
+        }
+    }
+}
+
+/// Plan the change of one target from a state already read: the guards (including the
+/// lockout guard) and source warnings are folded in.
+pub fn plan_with_state(b: &Bound<'_>, desired: &RangeSet, state: &State) -> TargetPlan {
+    let checked = check(b, desired);
+    let name = &b.target.name;
+    let provider = &b.target.provider;
+    let mut warnings = checked.warnings;
+    warnings.extend(state.warnings.iter().cloned());
+    warnings.extend(b.target.source_warnings.iter().cloned());
+    let mut plan = TargetPlan::new(
+        name,
+        provider,
+        &state.restriction,
+        checked.effective,
+        checked.errors,
+        warnings,
+    );
+    plan.details = state.details.clone();
+    plan.cover = checked.cover;
+    guard_lockout(b, &state.restriction, &mut plan);
+    plan
+}
+
+/// The lockout guard on a plan: refuse (or, with `--allow-lockout`, warn about) a change
+/// that leaves this machine's egress IP outside a target it can reach now.
+pub fn guard_lockout(
+    b: &Bound<'_>,
+    current: &rangekeeper_provider::Restriction,
+    plan: &mut TargetPlan,
+) {
+    let Some(l) = &b.lockout else { return };
+    if plan.status != crate::plan::Status::Changes {
+        return;
+    }
+    if let Some(msg) = guard::lockout(&b.target.name, l, current, &plan.desired) {
+        if l.allowed {
+            plan.warnings.push(msg);
+        } else {
+            plan.errors.push(msg);
+            plan.status = crate::plan::Status::Refused;
         }
     }
 }

@@ -109,6 +109,7 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
     );
     plan.details = state.details.clone();
     plan.cover = checked.cover;
+    commands::guard_lockout(b, &state.restriction, &mut plan);
     if !b.target.desired.is_empty() && plan.desired != b.target.desired {
         tracing::warn!(
             "`{}` will differ from its declaration in {}: the next `apply` or reconcile reverts this change",

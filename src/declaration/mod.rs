@@ -4,7 +4,7 @@
 pub mod raw;
 pub mod schema;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,11 @@ use rangekeeper_provider::TargetConfig;
 use serde_saphyr::Spanned;
 
 use raw::{Pos, RawDeclaration, RawEntry, RawSet, RawTarget};
+
+use crate::sources::spec::{self as source_spec, SourceSpec};
+
+/// The current values of live sources, by set name (a source without a value is absent).
+pub type SourceValues = HashMap<String, RangeSet>;
 
 /// How serious a [`Diagnostic`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -105,6 +110,13 @@ pub struct Target {
     pub config: TargetConfig,
     /// Locations of provider-specific fields, to place provider config errors.
     pub field_pos: HashMap<String, Pos>,
+    /// The live sources (`url`, `dns`, `self` sets) this target's allow or protect list
+    /// uses, directly or through other sets.
+    pub sources: Vec<String>,
+    /// Why this target must not be applied now (a source it uses has no value at all).
+    pub source_errors: Vec<String>,
+    /// What the user should know about its sources (a stale value is used).
+    pub source_warnings: Vec<String>,
 }
 
 /// A resolved named set.
@@ -115,6 +127,9 @@ pub struct NamedSet {
     pub description: Option<String>,
     #[serde(rename = "ranges")]
     pub set: RangeSet,
+    /// For a live source: where its ranges come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A validated declaration file.
@@ -126,6 +141,10 @@ pub struct Declaration {
     pub targets: IndexMap<String, Target>,
     /// Warnings found while loading (host bits, ...).
     pub warnings: Vec<Diagnostic>,
+    /// The live sources among the sets, in file order.
+    pub sources: IndexMap<String, SourceSpec>,
+    /// This machine's egress IP, when known, for the lockout guard (set after loading).
+    pub lockout: Option<crate::guard::Lockout>,
 }
 
 /// Options that change how strictly a file is read.
@@ -150,6 +169,8 @@ fn render_all(d: &[Diagnostic]) -> String {
 impl Declaration {
     /// Read, parse and resolve a declaration file. `known_providers` names the providers
     /// the binary has, so a typo is reported with a suggestion.
+    // Commands load through `sources::load_live` (live sources); kept as the plain entry point.
+    #[allow(dead_code)]
     pub fn load(
         path: &Path,
         opts: LoadOptions,
@@ -209,11 +230,35 @@ impl Declaration {
         opts: LoadOptions,
         known_providers: &[&str],
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
+        Self::parse_with_sources(
+            text,
+            file,
+            base_dir,
+            is_json,
+            opts,
+            known_providers,
+            &SourceValues::new(),
+        )
+    }
+
+    /// Like [`Declaration::parse`], with the current values of live sources: a source set
+    /// resolves to its value (empty when it has none; see [`Target::source_errors`]).
+    pub fn parse_with_sources(
+        text: &str,
+        file: &str,
+        base_dir: PathBuf,
+        is_json: bool,
+        opts: LoadOptions,
+        known_providers: &[&str],
+        source_values: &SourceValues,
+    ) -> (Option<Declaration>, Vec<Diagnostic>) {
         let mut cx = Resolver {
             file: file.to_owned(),
             errors: Vec::new(),
             warnings: Vec::new(),
             strict: opts.strict,
+            source_values: source_values.clone(),
+            source_specs: IndexMap::new(),
         };
         if is_json {
             // JSON's own syntax errors first, in JSON's terms; the document is then read by the
@@ -318,6 +363,8 @@ struct Resolver {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     strict: bool,
+    source_values: SourceValues,
+    source_specs: IndexMap<String, SourceSpec>,
 }
 
 impl Resolver {
@@ -392,6 +439,7 @@ impl Resolver {
                         name: name.clone(),
                         description,
                         set: set.clone(),
+                        source: self.source_specs.get(name).map(ToString::to_string),
                     },
                 );
             }
@@ -399,7 +447,17 @@ impl Resolver {
         let mut targets = IndexMap::new();
         for (name, spanned) in raw.targets {
             let pos = Pos::of(&spanned);
-            if let Some(t) = self.resolve_target(
+            let mut deps = BTreeSet::new();
+            let mut seen = HashSet::new();
+            for list in [&spanned.value.allow, &spanned.value.protect]
+                .into_iter()
+                .flatten()
+            {
+                for e in &list.value.0 {
+                    source_deps(e.value.value.trim(), &raw.sets, &mut seen, &mut deps);
+                }
+            }
+            if let Some(mut t) = self.resolve_target(
                 &name,
                 pos,
                 spanned.value,
@@ -408,6 +466,7 @@ impl Resolver {
                 &base_dir,
                 known_providers,
             ) {
+                t.sources = deps.into_iter().collect();
                 targets.insert(name, t);
             }
         }
@@ -419,6 +478,8 @@ impl Resolver {
             sets,
             targets,
             warnings: Vec::new(),
+            sources: std::mem::take(&mut self.source_specs),
+            lockout: None,
         }
     }
 
@@ -442,6 +503,21 @@ impl Resolver {
         stack.push(name.to_owned());
         let result = match &spanned.value {
             RawSet::List(entries) => self.resolve_entries(entries, None, raw, states, stack),
+            RawSet::Map(map) if source_spec::is_source(map) => {
+                match source_spec::parse(name, Pos::of(spanned), map) {
+                    Ok(spec) => {
+                        let value = self.source_values.get(name).cloned().unwrap_or_default();
+                        self.source_specs.insert(name.to_owned(), spec);
+                        Some((value, Vec::new()))
+                    }
+                    Err(errors) => {
+                        for (pos, msg) in errors {
+                            self.error(Some(pos), None, msg);
+                        }
+                        None
+                    }
+                }
+            }
             RawSet::Map(map) => {
                 let mut ok = true;
                 for (key, value) in map {
@@ -450,8 +526,11 @@ impl Resolver {
                             Some(Pos::of(value)),
                             None,
                             format!(
-                                "set `{name}`: unknown key `{key}`{} (a set is a list, or a map with {})",
-                                did_you_mean(key, raw::SET_KEYS),
+                                "set `{name}`: unknown key `{key}`{} (a set is a list, a map with {}, or a live source with url, dns or self)",
+                                did_you_mean(
+                                    key,
+                                    &[raw::SET_KEYS, source_spec::SOURCE_KEYS].concat()
+                                ),
                                 raw::SET_KEYS.join(", ")
                             ),
                         );
@@ -801,7 +880,120 @@ impl Resolver {
                 fields,
             },
             field_pos,
+            sources: Vec::new(),
+            source_errors: Vec::new(),
+            source_warnings: Vec::new(),
         })
+    }
+}
+
+/// Collect the live sources an entry uses, following set references (each set once).
+fn source_deps(
+    entry: &str,
+    raw: &IndexMap<String, Spanned<RawSet>>,
+    seen: &mut HashSet<String>,
+    out: &mut BTreeSet<String>,
+) {
+    if !is_set_name(entry) || !seen.insert(entry.to_owned()) {
+        return;
+    }
+    let Some(set) = raw.get(entry) else { return };
+    match &set.value {
+        RawSet::List(entries) => {
+            for e in entries {
+                source_deps(e.value.value.trim(), raw, seen, out);
+            }
+        }
+        RawSet::Map(map) if source_spec::is_source(map) => {
+            out.insert(entry.to_owned());
+        }
+        RawSet::Map(map) => {
+            for key in ["include", "except"] {
+                let items = map
+                    .get(key)
+                    .and_then(|v| v.value.as_array().cloned())
+                    .unwrap_or_default();
+                for item in items {
+                    let name = match &item {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Object(o) => o
+                            .get("cidr")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        _ => continue,
+                    };
+                    source_deps(name.trim(), raw, seen, out);
+                }
+            }
+        }
+    }
+}
+
+/// A declaration file's text, read once, so it can be resolved again with new source
+/// values without reading the file again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclText {
+    pub text: String,
+    /// The path as the user gave it (for messages).
+    pub file: String,
+    pub base_dir: PathBuf,
+    pub is_json: bool,
+}
+
+impl DeclText {
+    /// Read a declaration file (following symlinks).
+    pub fn read(path: &Path) -> Result<DeclText, LoadError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LoadError(vec![Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                line: None,
+                column: None,
+                target: None,
+                message: format!("cannot read the declaration file: {e}"),
+            }])
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        Ok(DeclText {
+            text,
+            file,
+            base_dir,
+            is_json,
+        })
+    }
+
+    /// Resolve the text with these source values; errors fail, warnings are kept.
+    pub fn resolve(
+        &self,
+        opts: LoadOptions,
+        known_providers: &[&str],
+        values: &SourceValues,
+    ) -> Result<Declaration, LoadError> {
+        let (decl, diags) = Declaration::parse_with_sources(
+            &self.text,
+            &self.file,
+            self.base_dir.clone(),
+            self.is_json,
+            opts,
+            known_providers,
+            values,
+        );
+        match decl {
+            Some(mut d) if !has_errors(&diags) => {
+                d.warnings = diags;
+                Ok(d)
+            }
+            _ => Err(LoadError(diags)),
+        }
     }
 }
 
@@ -846,6 +1038,7 @@ impl Target {
                 message.push_str(&format!(" (did you mean `{s}`?)"));
             }
         }
+        // The field the message names first (serde lists the expected fields after it).
         let pos = self
             .field_pos
             .iter()

@@ -59,6 +59,34 @@ pub fn schema() -> Value {
                         },
                         "required": ["include"],
                         "additionalProperties": false
+                    },
+                    {
+                        "type": "object",
+                        "description": "A live source: fetched (https JSON list, DNS, or this machine's egress IP), validated like literal ranges, cached in the state directory and refreshed on its own schedule. A failed fetch keeps the last good value.",
+                        "properties": {
+                            "url": {"type": "string", "format": "uri", "description": "An https URL of a JSON document (plain http only for loopback hosts)."},
+                            "select": {"type": "string", "description": "A JSON pointer to the list, e.g. `/actions` or `/prefixes` (default: the document itself)."},
+                            "where": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean", "null"]}, "description": "Keep only the objects whose fields equal these values, e.g. {service: EC2, region: eu-west-1}."},
+                            "field": {"type": "string", "description": "Take this field of each object, e.g. `ip_prefix` (without it, the list holds strings)."},
+                            "dns": {"type": "string", "description": "A host name: each A/AAAA address becomes a /32 or /128."},
+                            "self": {
+                                "oneOf": [
+                                    {"const": true},
+                                    {"type": "object", "properties": {"endpoints": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "uri"}}}, "required": ["endpoints"], "additionalProperties": false}
+                                ],
+                                "description": "This machine's egress IP, from echo endpoints that must agree (default: --self-echo, or two well-known https echo services)."
+                            },
+                            "refresh": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$", "description": "How often to fetch again (default: url 1h, dns 5m, self 10m)."},
+                            "timeout": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$", "default": "30s", "description": "How long one fetch may take."},
+                            "maxBytes": {"type": "integer", "minimum": 1, "default": 16777216, "description": "The largest response accepted (url only)."},
+                            "description": {"type": "string"}
+                        },
+                        "oneOf": [
+                            {"required": ["url"]},
+                            {"required": ["dns"]},
+                            {"required": ["self"]}
+                        ],
+                        "additionalProperties": false
                     }
                 ]
             },
@@ -105,6 +133,14 @@ mod tests {
             assert!(
                 s["$defs"]["target"]["properties"].get(*k).is_some(),
                 "target key {k}"
+            );
+        }
+        for k in crate::sources::spec::SOURCE_KEYS {
+            assert!(
+                s["$defs"]["set"]["oneOf"][2]["properties"]
+                    .get(*k)
+                    .is_some(),
+                "source key {k}"
             );
         }
         for k in SET_KEYS {

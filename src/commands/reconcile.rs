@@ -1,0 +1,145 @@
+//! `rangekeeper reconcile`: one pass over every target (`--once`, for cron) or a loop that
+//! keeps them converged, with metrics, health endpoints and an audit log.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use crate::cli::{Global, OutputFormat, ReconcileArgs};
+use crate::commands::{self, Outcome, Reported};
+use crate::declaration::LoadOptions;
+use crate::reconcile::{self, Settings, Summary, metrics::Metrics};
+
+/// The state directory: `--state-dir`, else systemd's `$STATE_DIRECTORY`, else
+/// `$XDG_STATE_HOME/rangekeeper`, else `~/.local/state/rangekeeper`.
+fn state_dir(global: &Global) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &global.state_dir {
+        return Ok(d.clone());
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let s = d.to_string_lossy().into_owned();
+        return Ok(PathBuf::from(s.split(':').next().unwrap_or(&s)));
+    }
+    if let Some(d) = env("XDG_STATE_HOME") {
+        return Ok(d.join("rangekeeper"));
+    }
+    if let Some(h) = env("HOME") {
+        return Ok(h.join(".local/state/rangekeeper"));
+    }
+    bail!("no state directory: pass --state-dir (or set RANGEKEEPER_STATE_DIR)")
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received: no new reconciles start");
+}
+
+fn summary_human(s: &[Summary]) -> String {
+    let mut out = String::new();
+    for r in s {
+        match r.result {
+            "applied" | "pending" => out.push_str(&format!(
+                "{}: {} ({}): +{} -{}\n",
+                r.target,
+                r.result,
+                r.trigger.unwrap_or("initial"),
+                r.added.len(),
+                r.removed.len()
+            )),
+            "in-sync" => out.push_str(&format!("{}: in sync\n", r.target)),
+            _ => out.push_str(&format!(
+                "{}: {}: {}\n",
+                r.target,
+                r.result,
+                r.error.as_deref().unwrap_or("")
+            )),
+        }
+        for n in &r.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+    }
+    out
+}
+
+pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcome> {
+    commands::reject_github(global, "reconcile")?;
+    let settings = Settings {
+        file: global.file.clone(),
+        load: LoadOptions {
+            strict: global.strict,
+        },
+        live: commands::live_options(global),
+        state_dir: state_dir(global)?,
+        targets: args.select.targets.clone(),
+        once: args.once,
+        interval: args.interval,
+        max_backoff: args.max_backoff,
+        concurrency: usize::from(args.concurrency),
+        grace: args.grace,
+        watch_interval: args.watch_interval,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let server = match args.metrics_addr {
+        Some(addr) => Some(reconcile::server::start(addr, metrics.clone()).await?),
+        None => None,
+    };
+    let outcome = reconcile::run(settings, metrics, shutdown_signal()).await;
+    if let Some(s) = server {
+        s.abort();
+    }
+    let outcome = outcome?;
+    if args.once {
+        match global.output {
+            OutputFormat::Json => {
+                commands::print_json(&serde_json::json!({ "results": outcome.summaries }))?;
+            }
+            _ => commands::print_human(&summary_human(&outcome.summaries))?,
+        }
+    }
+    if outcome.aborted {
+        return Err(Reported("stopped before in-flight changes finished".into()).into());
+    }
+    let failed: Vec<&str> = outcome
+        .summaries
+        .iter()
+        .filter(|s| matches!(s.result, "failed" | "refused"))
+        .map(|s| s.target.as_str())
+        .collect();
+    if args.once && !failed.is_empty() {
+        return Err(Reported(format!(
+            "{} target{} not converged: {}",
+            failed.len(),
+            if failed.len() == 1 { "" } else { "s" },
+            failed.join(", ")
+        ))
+        .into());
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,144 @@
+//! The audit log: one JSON line per change attempt in `<state-dir>/audit.jsonl`, appended
+//! and fsync'd before the next record, so the log survives a crash right after a change.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One audit record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Record<'a> {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub target: &'a str,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// `initial`, `drift`, `declaration` or `source`.
+    pub trigger: &'a str,
+    /// `applied`, `pending`, `failed` or `refused`.
+    pub result: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The append-only audit log.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl AuditLog {
+    /// Open (or create) `<dir>/audit.jsonl` for appending.
+    pub fn open(dir: &Path) -> std::io::Result<AuditLog> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("audit.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        Ok(AuditLog {
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one record and fsync it. A failure is logged: the change already happened.
+    pub fn record(&self, r: &Record<'_>) {
+        let mut line = match serde_json::to_string(r) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot encode an audit record: {e}");
+                return;
+            }
+        };
+        line.push('\n');
+        let mut f = match self.file.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_data()) {
+            tracing::error!("cannot write the audit log {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// `SystemTime` as RFC 3339 UTC with whole seconds, e.g. `2026-11-22T13:20:05Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (Howard Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_353_605)),
+            "2026-11-22T13:20:05Z"
+        );
+    }
+
+    #[test]
+    fn records_are_appended_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        for result in ["applied", "failed"] {
+            log.record(&Record {
+                time: rfc3339(SystemTime::now()),
+                target: "t",
+                added: vec!["192.0.2.0/24".into()],
+                removed: vec![],
+                trigger: "initial",
+                result,
+                error: None,
+            });
+        }
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["result"], "failed");
+        assert_eq!(lines[0]["added"][0], "192.0.2.0/24");
+    }
+}

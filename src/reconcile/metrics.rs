@@ -1,0 +1,321 @@
+//! Prometheus metrics of the reconciler, rendered in the text exposition format (0.0.4).
+//!
+//! A dozen gauges and counters with one or two labels do not need a metrics library: the
+//! format is a few lines per sample, and rendering it here keeps label escaping and the
+//! exact names under test.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Default, Clone)]
+struct TargetMetrics {
+    last_success: Option<f64>,
+    last_change: Option<f64>,
+    drift: u64,
+    applies: u64,
+    errors: BTreeMap<&'static str, u64>,
+    ranges: usize,
+    in_sync: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SourceMetrics {
+    fetched_at: Option<f64>,
+    stale: bool,
+    has_value: bool,
+    ranges: usize,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    targets: BTreeMap<String, TargetMetrics>,
+    sources: BTreeMap<String, SourceMetrics>,
+    declaration_valid: bool,
+    declaration_reloads: u64,
+    declaration_errors: u64,
+}
+
+/// The reconciler's metrics and health, shared with the HTTP server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+    first_pass_done: AtomicBool,
+}
+
+/// Now as Unix seconds.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    /// Keep only these targets (a target removed from the declaration disappears).
+    pub fn retain_targets(&self, names: &[String]) {
+        self.with(|i| {
+            i.targets.retain(|k, _| names.contains(k));
+            for n in names {
+                i.targets.entry(n.clone()).or_default();
+            }
+        });
+    }
+
+    pub fn target_ranges(&self, target: &str, ranges: usize) {
+        self.with(|i| i.targets.entry(target.to_owned()).or_default().ranges = ranges);
+    }
+
+    pub fn success(&self, target: &str, changed: bool) {
+        self.with(|i| {
+            let t = i.targets.entry(target.to_owned()).or_default();
+            let now = now_secs();
+            t.last_success = Some(now);
+            t.in_sync = true;
+            if changed {
+                t.last_change = Some(now);
+                t.applies += 1;
+            }
+        });
+    }
+
+    pub fn drift(&self, target: &str) {
+        self.with(|i| i.targets.entry(target.to_owned()).or_default().drift += 1);
+    }
+
+    pub fn error(&self, target: &str, kind: &'static str) {
+        self.with(|i| {
+            let t = i.targets.entry(target.to_owned()).or_default();
+            t.in_sync = false;
+            *t.errors.entry(kind).or_default() += 1;
+        });
+    }
+
+    /// Mirror a source's state after a refresh.
+    pub fn source(&self, st: &crate::sources::SourceState, error_kind: Option<&'static str>) {
+        self.with(|i| {
+            let s = i.sources.entry(st.spec.name.clone()).or_default();
+            s.fetched_at = st
+                .fetched_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64());
+            s.stale = st.stale;
+            s.has_value = st.value.is_some();
+            s.ranges = st.value.as_ref().map_or(0, |v| v.len());
+            if let Some(k) = error_kind {
+                *s.errors.entry(k).or_default() += 1;
+            }
+        });
+    }
+
+    pub fn retain_sources(&self, names: &[String]) {
+        self.with(|i| i.sources.retain(|k, _| names.contains(k)));
+    }
+
+    pub fn declaration(&self, valid: bool, reloaded: bool) {
+        self.with(|i| {
+            i.declaration_valid = valid;
+            if reloaded {
+                i.declaration_reloads += 1;
+            }
+            if !valid {
+                i.declaration_errors += 1;
+            }
+        });
+    }
+
+    /// The last valid declaration is still in force after a rejected reload.
+    pub fn declaration_rejected(&self) {
+        self.with(|i| i.declaration_errors += 1);
+    }
+
+    pub fn set_first_pass_done(&self) {
+        self.first_pass_done.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready: the first pass over every target is done and a valid declaration is in force.
+    pub fn ready(&self) -> bool {
+        self.first_pass_done.load(Ordering::SeqCst) && self.with(|i| i.declaration_valid)
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let now = now_secs();
+        self.with(|i| {
+            let mut out = String::new();
+            let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                for (labels, v) in samples {
+                    let _ = writeln!(out, "{name}{labels} {}", fmt_value(v));
+                }
+            };
+            let t = |name: &str| format!("{{target=\"{}\"}}", escape(name));
+            let s = |name: &str| format!("{{source=\"{}\"}}", escape(name));
+            family(
+                "rangekeeper_target_last_success_timestamp_seconds",
+                "gauge",
+                "When the target was last seen converged (Unix time).",
+                i.targets.iter().filter_map(|(n, m)| m.last_success.map(|v| (t(n), v))).collect(),
+            );
+            family(
+                "rangekeeper_target_last_change_timestamp_seconds",
+                "gauge",
+                "When rangekeeper last changed the target (Unix time).",
+                i.targets.iter().filter_map(|(n, m)| m.last_change.map(|v| (t(n), v))).collect(),
+            );
+            family(
+                "rangekeeper_target_in_sync",
+                "gauge",
+                "1 when the last reconcile left the target holding its declared ranges.",
+                i.targets.iter().map(|(n, m)| (t(n), f64::from(u8::from(m.in_sync)))).collect(),
+            );
+            family(
+                "rangekeeper_target_ranges",
+                "gauge",
+                "Prefixes in the target's desired set.",
+                i.targets.iter().map(|(n, m)| (t(n), m.ranges as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_drift_total",
+                "counter",
+                "Times the target was found changed by someone else since rangekeeper last saw it.",
+                i.targets.iter().map(|(n, m)| (t(n), m.drift as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_applies_total",
+                "counter",
+                "Changes applied to the target.",
+                i.targets.iter().map(|(n, m)| (t(n), m.applies as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_errors_total",
+                "counter",
+                "Failed reconciles of the target, by kind.",
+                i.targets
+                    .iter()
+                    .flat_map(|(n, m)| {
+                        m.errors.iter().map(move |(k, v)| {
+                            (format!("{{target=\"{}\",kind=\"{k}\"}}", escape(n)), *v as f64)
+                        })
+                    })
+                    .collect(),
+            );
+            family(
+                "rangekeeper_source_age_seconds",
+                "gauge",
+                "Age of the source's last good value.",
+                i.sources
+                    .iter()
+                    .filter_map(|(n, m)| m.fetched_at.map(|f| (s(n), (now - f).max(0.0).floor())))
+                    .collect(),
+            );
+            family(
+                "rangekeeper_source_stale",
+                "gauge",
+                "1 when the last refresh failed or was held back and the last good value is used.",
+                i.sources.iter().map(|(n, m)| (s(n), f64::from(u8::from(m.stale)))).collect(),
+            );
+            family(
+                "rangekeeper_source_up",
+                "gauge",
+                "1 when the source has a value (fresh or stale).",
+                i.sources.iter().map(|(n, m)| (s(n), f64::from(u8::from(m.has_value)))).collect(),
+            );
+            family(
+                "rangekeeper_source_ranges",
+                "gauge",
+                "Prefixes in the source's value.",
+                i.sources.iter().map(|(n, m)| (s(n), m.ranges as f64)).collect(),
+            );
+            family(
+                "rangekeeper_source_errors_total",
+                "counter",
+                "Refreshes that gave no new value, by kind (held_back, timeout, too_large, invalid, ...).",
+                i.sources
+                    .iter()
+                    .flat_map(|(n, m)| {
+                        m.errors.iter().map(move |(k, v)| {
+                            (format!("{{source=\"{}\",kind=\"{k}\"}}", escape(n)), *v as f64)
+                        })
+                    })
+                    .collect(),
+            );
+            family(
+                "rangekeeper_declaration_valid",
+                "gauge",
+                "1 when the declaration file in force is valid (0 before the first valid load).",
+                vec![(String::new(), f64::from(u8::from(i.declaration_valid)))],
+            );
+            family(
+                "rangekeeper_declaration_reloads_total",
+                "counter",
+                "Changed declaration files loaded.",
+                vec![(String::new(), i.declaration_reloads as f64)],
+            );
+            family(
+                "rangekeeper_declaration_errors_total",
+                "counter",
+                "Changed declaration files rejected as invalid (the last valid one stays).",
+                vec![(String::new(), i.declaration_errors as f64)],
+            );
+            out
+        })
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Escape a label value: backslash, double quote and newline.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_labels() {
+        let m = Metrics::default();
+        m.retain_targets(&["a\"b".to_owned()]);
+        m.error("a\"b", "transient");
+        m.error("a\"b", "transient");
+        m.success("a\"b", true);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "rangekeeper_target_errors_total{target=\"a\\\"b\",kind=\"transient\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("rangekeeper_target_applies_total{target=\"a\\\"b\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE rangekeeper_target_drift_total counter"));
+        assert!(!m.ready());
+        m.declaration(true, false);
+        m.set_first_pass_done();
+        assert!(m.ready());
+    }
+}

@@ -1,0 +1,790 @@
+//! The reconciler: every target reconciled independently and concurrently (bounded), each
+//! requeued after success at the interval and after failure by [`action::error_policy`];
+//! drift is detected against what rangekeeper last applied or saw in sync, and corrected.
+//! The declaration file is watched (content hash, symlinks followed), live sources are
+//! refreshed on their own schedules, and every change attempt lands in the audit log.
+//!
+//! The same plan and guards as `apply` decide each change ([`commands::plan_with_state`]).
+
+pub mod action;
+pub mod audit;
+pub mod metrics;
+pub mod server;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::bail;
+use rangekeeper_cidr::RangeSet;
+use rangekeeper_provider::{ApplyOptions, Progress, Restriction};
+use tokio::task::JoinSet;
+
+use crate::commands::{self, Bound};
+use crate::declaration::{DeclText, Declaration, LoadError, LoadOptions, Target};
+use crate::guard::Lockout;
+use crate::plan::Status;
+use crate::registry;
+use crate::sources::fetch::{FetchError, Fetcher};
+use crate::sources::{self, LiveOptions, Refreshed, Store};
+use action::{Action, ReconcileError};
+use audit::{AuditLog, Record};
+use metrics::Metrics;
+
+/// Resolved settings of `rangekeeper reconcile`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub file: PathBuf,
+    pub load: LoadOptions,
+    pub live: LiveOptions,
+    pub state_dir: PathBuf,
+    pub targets: Vec<String>,
+    pub once: bool,
+    pub interval: Duration,
+    pub max_backoff: Duration,
+    pub concurrency: usize,
+    pub grace: Duration,
+    pub watch_interval: Duration,
+}
+
+/// In `--once` mode, retryable failures are tried again at most this often.
+const ONCE_ATTEMPTS: u32 = 3;
+/// In `--once` mode, the longest wait between attempts.
+const ONCE_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Why a change is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The first time rangekeeper sees the target in this run.
+    Initial,
+    /// Someone changed the target since rangekeeper last saw it.
+    Drift,
+    /// The declaration file changed.
+    Declaration,
+    /// A live source's value changed.
+    Source,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Initial => "initial",
+            Trigger::Drift => "drift",
+            Trigger::Declaration => "declaration",
+            Trigger::Source => "source",
+        }
+    }
+}
+
+/// A change rangekeeper made or tried.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub added: RangeSet,
+    pub removed: RangeSet,
+    pub trigger: Trigger,
+}
+
+/// What one reconcile of a target found and did.
+#[derive(Debug)]
+pub struct Pass {
+    pub target: String,
+    /// Ranges added and removed by someone else since rangekeeper last saw the target.
+    pub drift: Option<(RangeSet, RangeSet)>,
+    /// What the target holds after this pass, when known.
+    pub holds: Option<RangeSet>,
+    /// The change applied or attempted, if any.
+    pub change: Option<Change>,
+    pub notes: Vec<String>,
+    pub pending: bool,
+    pub result: Result<(), ReconcileError>,
+}
+
+/// Logs provider progress.
+struct LogProgress(String);
+
+impl Progress for LogProgress {
+    fn message(&self, msg: &str) {
+        tracing::info!(target: "rangekeeper::progress", "{}: {msg}", self.0);
+    }
+}
+
+/// Reconcile one target: read, plan under the guards, detect drift, apply.
+pub async fn reconcile(
+    target: Arc<Target>,
+    lockout: Option<Lockout>,
+    last_seen: Option<RangeSet>,
+    hint: Trigger,
+) -> Pass {
+    let mut pass = Pass {
+        target: target.name.clone(),
+        drift: None,
+        holds: None,
+        change: None,
+        notes: Vec::new(),
+        pending: false,
+        result: Ok(()),
+    };
+    if !target.source_errors.is_empty() {
+        pass.result = Err(ReconcileError::Source(target.source_errors.clone()));
+        return pass;
+    }
+    let provider = match registry::build(&target.provider, &target.config) {
+        Ok(p) => p,
+        Err(e) => {
+            pass.result = Err(ReconcileError::Config(e.to_string()));
+            return pass;
+        }
+    };
+    let b = Bound {
+        target: &target,
+        provider,
+        lockout,
+    };
+    let state = match b.provider.current().await {
+        Ok(s) => s,
+        Err(e) => {
+            pass.result = Err(ReconcileError::Read(e));
+            return pass;
+        }
+    };
+    let current = match &state.restriction {
+        Restriction::Ranges(s) => Some(s.clone()),
+        Restriction::Unrestricted => None,
+    };
+    if let Some(seen) = &last_seen {
+        let drift = match &current {
+            Some(c) if c != seen => Some((c.difference(seen), seen.difference(c))),
+            Some(_) => None,
+            // Lifted altogether: every range we had set is gone.
+            None => Some((RangeSet::new(), seen.clone())),
+        };
+        pass.drift = drift;
+    }
+    pass.holds = current.clone();
+    let plan = commands::plan_with_state(&b, &target.desired, &state);
+    match plan.status {
+        Status::InSync => {}
+        Status::Refused | Status::Error => {
+            pass.result = Err(ReconcileError::Refused(plan.errors.clone()));
+            if plan.status == Status::Refused {
+                pass.change = Some(Change {
+                    added: plan.add.clone(),
+                    removed: plan.remove.clone(),
+                    trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+                });
+            }
+        }
+        Status::Changes => {
+            let change = Change {
+                added: plan.add.clone(),
+                removed: plan.remove.clone(),
+                trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+            };
+            let opts = ApplyOptions {
+                wait: true,
+                progress: Arc::new(LogProgress(target.name.clone())),
+            };
+            match b.provider.apply(&plan.desired, &opts).await {
+                Ok(applied) => {
+                    pass.holds = Some(plan.desired.clone());
+                    pass.notes = applied.notes;
+                    pass.pending = applied.pending;
+                }
+                Err(e) => pass.result = Err(ReconcileError::Apply(e)),
+            }
+            pass.change = Some(change);
+        }
+    }
+    pass
+}
+
+fn trigger_of(pass: &Pass, last_seen: Option<&RangeSet>, hint: Trigger) -> Trigger {
+    if pass.drift.is_some() {
+        Trigger::Drift
+    } else if last_seen.is_none() && hint == Trigger::Initial {
+        Trigger::Initial
+    } else {
+        hint
+    }
+}
+
+/// Per-target scheduling state.
+#[derive(Debug)]
+struct Slot {
+    due: Instant,
+    in_flight: bool,
+    failures: u32,
+    /// What the target held after our last apply, or when last seen in sync.
+    last_seen: Option<RangeSet>,
+    /// Why the next reconcile happens (initial until the first success).
+    hint: Trigger,
+    /// The last refusal recorded in the audit log (refusals repeat every pass).
+    last_refusal: Option<String>,
+    passes: u32,
+    /// `--once`: finished (converged or out of attempts).
+    done: bool,
+    /// The last result, for the `--once` summary.
+    last: Option<Summary>,
+}
+
+/// One line of the `--once` summary.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub target: String,
+    /// `in-sync`, `applied`, `pending`, `refused` or `failed`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<&'static str>,
+    pub added: RangeSet,
+    pub removed: RangeSet,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a run ended with.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub summaries: Vec<Summary>,
+    /// In-flight work did not finish within the grace period.
+    pub aborted: bool,
+}
+
+fn hash_text(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+fn report_load_error(file: &str, e: &LoadError) -> String {
+    let errors: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    format!("{file} is not valid: {}", errors.join("; "))
+}
+
+/// The targets named with `--target` (all when none).
+fn selected<'a>(names: &[String], decl: &'a Declaration) -> Vec<&'a Target> {
+    decl.targets
+        .values()
+        .filter(|t| names.is_empty() || names.contains(&t.name))
+        .collect()
+}
+
+/// The reconciler's state between passes.
+struct Controller {
+    settings: Settings,
+    known: Vec<&'static str>,
+    text: DeclText,
+    text_hash: u64,
+    decl: Declaration,
+    store: Store,
+    fetcher: Fetcher,
+    slots: HashMap<String, Slot>,
+    metrics: Arc<Metrics>,
+    audit: AuditLog,
+}
+
+impl Controller {
+    /// Resolve the current text with the store's values; source problems and the egress
+    /// IP are marked.
+    fn resolve(&self, text: &DeclText) -> Result<Declaration, LoadError> {
+        let mut d = text.resolve(self.settings.load, &self.known, &self.store.values())?;
+        self.store
+            .annotate(&mut d, self.settings.live.allow_lockout);
+        Ok(d)
+    }
+
+    /// Replace the declaration; targets whose desired set or source status changed are due
+    /// now with `why`; new targets start, removed ones are dropped.
+    fn install(&mut self, decl: Declaration, why: Trigger) {
+        let now = Instant::now();
+        let names: Vec<String> = selected(&self.settings.targets, &decl)
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        self.slots.retain(|n, _| names.contains(n));
+        for t in selected(&self.settings.targets, &decl) {
+            let old = self.decl.targets.get(&t.name);
+            let changed = old.is_none_or(|o| {
+                o.desired != t.desired
+                    || o.source_errors != t.source_errors
+                    || o.policy != t.policy
+                    || o.config.fields != t.config.fields
+                    || o.provider != t.provider
+            });
+            let slot = self.slots.entry(t.name.clone()).or_insert_with(|| Slot {
+                due: now,
+                in_flight: false,
+                failures: 0,
+                last_seen: None,
+                hint: Trigger::Initial,
+                last_refusal: None,
+                passes: 0,
+                done: false,
+                last: None,
+            });
+            if changed && slot.passes > 0 {
+                slot.due = now;
+                slot.failures = 0;
+                slot.hint = why;
+            }
+            self.metrics.target_ranges(&t.name, t.desired.len());
+        }
+        self.metrics.retain_targets(&names);
+        self.decl = decl;
+    }
+
+    /// Re-read the declaration when its content changed; keep the last valid one on error.
+    fn watch(&mut self) {
+        let text = match DeclText::read(&self.settings.file) {
+            Ok(t) => t,
+            Err(e) => {
+                let h = hash_text(&e.to_string());
+                if h != self.text_hash {
+                    self.text_hash = h;
+                    tracing::error!(
+                        "{}; the last valid declaration stays in force",
+                        report_load_error(&self.text.file, &e)
+                    );
+                    self.metrics.declaration_rejected();
+                }
+                return;
+            }
+        };
+        let h = hash_text(&text.text);
+        if h == self.text_hash {
+            return;
+        }
+        self.text_hash = h;
+        let first = match text.resolve(self.settings.load, &self.known, &HashMap::new()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(
+                    "the changed declaration is rejected: {}; the last valid one stays in force",
+                    report_load_error(&text.file, &e)
+                );
+                self.metrics.declaration_rejected();
+                return;
+            }
+        };
+        for n in &self.settings.targets {
+            if !first.targets.contains_key(n) {
+                tracing::warn!("the changed declaration has no target `{n}`");
+            }
+        }
+        let specs = sources::tracked_specs(&first, &self.settings.live.self_echo);
+        self.store.sync(&specs);
+        self.metrics
+            .retain_sources(&specs.keys().cloned().collect::<Vec<_>>());
+        match self.resolve(&text) {
+            Ok(d) => {
+                tracing::info!("the declaration changed: loaded {}", text.file);
+                self.text = text;
+                self.install(d, Trigger::Declaration);
+                self.metrics.declaration(true, true);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the changed declaration is rejected: {}",
+                    report_load_error(&text.file, &e)
+                );
+                self.metrics.declaration_rejected();
+            }
+        }
+    }
+
+    /// Record a source refresh; when values changed, resolve again and wake the targets.
+    fn source_done(&mut self, name: &str, r: Result<RangeSet, FetchError>) {
+        let kind = r.as_ref().err().map(FetchError::kind);
+        let outcome = self.store.record(name, r);
+        if let Some(st) = self.store.states.get(name) {
+            let kind = kind.or(if outcome == Refreshed::Failed {
+                st.last_error_kind
+            } else {
+                None
+            });
+            self.metrics.source(st, kind);
+        }
+        let text = self.text.clone();
+        match self.resolve(&text) {
+            Ok(d) => self.install(d, Trigger::Source),
+            Err(e) => tracing::error!("{}", report_load_error(&text.file, &e)),
+        }
+    }
+
+    /// Start a reconcile of `name`.
+    fn spawn(&mut self, name: &str, tasks: &mut JoinSet<Pass>) {
+        let Some(t) = self.decl.targets.get(name) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(name) else {
+            return;
+        };
+        slot.in_flight = true;
+        let target = Arc::new(t.clone());
+        let lockout = self.decl.lockout.clone();
+        let last_seen = slot.last_seen.clone();
+        let hint = slot.hint;
+        tasks.spawn(reconcile(target, lockout, last_seen, hint));
+    }
+
+    /// Record a finished reconcile: logs, metrics, audit, and when to come back.
+    fn finished(&mut self, pass: Pass) {
+        let name = pass.target.clone();
+        let settings = self.settings.clone();
+        let Some(slot) = self.slots.get_mut(&name) else {
+            return; // removed from the declaration meanwhile
+        };
+        slot.in_flight = false;
+        slot.passes += 1;
+        if let Some((added, removed)) = &pass.drift {
+            tracing::warn!(
+                target = %name,
+                added = %added,
+                removed = %removed,
+                "drift: `{name}` was changed outside rangekeeper (added: [{added}], removed: [{removed}])"
+            );
+            self.metrics.drift(&name);
+        }
+        let time = audit::rfc3339(SystemTime::now());
+        let prefixes = |s: &RangeSet| {
+            s.prefixes()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut summary = Summary {
+            target: name.clone(),
+            result: "in-sync",
+            trigger: pass.change.as_ref().map(|c| c.trigger.as_str()),
+            added: pass
+                .change
+                .as_ref()
+                .map(|c| c.added.clone())
+                .unwrap_or_default(),
+            removed: pass
+                .change
+                .as_ref()
+                .map(|c| c.removed.clone())
+                .unwrap_or_default(),
+            notes: pass.notes.clone(),
+            kind: None,
+            error: None,
+        };
+        for n in &pass.notes {
+            tracing::warn!(target = %name, "{n}");
+        }
+        match &pass.result {
+            Ok(()) => {
+                let changed = pass.change.is_some();
+                if let Some(c) = &pass.change {
+                    summary.result = if pass.pending { "pending" } else { "applied" };
+                    tracing::info!(
+                        target = %name,
+                        trigger = c.trigger.as_str(),
+                        added = %c.added,
+                        removed = %c.removed,
+                        "applied to `{name}` ({}): +[{}] -[{}]",
+                        c.trigger.as_str(),
+                        c.added,
+                        c.removed
+                    );
+                    self.audit.record(&Record {
+                        time,
+                        target: &name,
+                        added: prefixes(&c.added),
+                        removed: prefixes(&c.removed),
+                        trigger: c.trigger.as_str(),
+                        result: summary.result,
+                        error: None,
+                    });
+                } else {
+                    tracing::debug!(target = %name, "in sync");
+                }
+                self.metrics.success(&name, changed);
+                slot.last_seen = pass.holds.clone();
+                slot.failures = 0;
+                slot.hint = Trigger::Drift;
+                slot.last_refusal = None;
+                slot.done = true;
+                slot.due = Instant::now() + action::requeue(settings.interval).requeue_after;
+            }
+            Err(e) => {
+                let kind = e.kind();
+                summary.result = if matches!(e, ReconcileError::Refused(_)) {
+                    "refused"
+                } else {
+                    "failed"
+                };
+                summary.kind = Some(kind);
+                summary.error = Some(e.to_string());
+                if pass.holds.is_some() && !matches!(e, ReconcileError::Apply(_)) {
+                    // Seen but not changed: drift is judged against this from now on.
+                    slot.last_seen = pass.holds.clone();
+                }
+                slot.failures = slot.failures.saturating_add(1);
+                let Action { requeue_after } =
+                    action::error_policy(e, slot.failures, settings.max_backoff);
+                tracing::error!(
+                    target = %name,
+                    kind,
+                    retry_in = %crate::sources::spec::format_duration(Duration::from_secs(requeue_after.as_secs().max(1))),
+                    "`{name}` not converged: {e}"
+                );
+                self.metrics.error(&name, kind);
+                let message = e.to_string();
+                let record_it = match e {
+                    ReconcileError::Apply(_) => true,
+                    ReconcileError::Refused(_) => {
+                        pass.change.is_some() && slot.last_refusal.as_deref() != Some(&message)
+                    }
+                    _ => false,
+                };
+                if record_it && let Some(c) = &pass.change {
+                    self.audit.record(&Record {
+                        time,
+                        target: &name,
+                        added: prefixes(&c.added),
+                        removed: prefixes(&c.removed),
+                        trigger: c.trigger.as_str(),
+                        result: summary.result,
+                        error: Some(message.clone()),
+                    });
+                }
+                if matches!(e, ReconcileError::Refused(_)) {
+                    slot.last_refusal = Some(message);
+                }
+                if settings.once {
+                    slot.done = !e.is_retryable() || slot.failures >= ONCE_ATTEMPTS;
+                    slot.due = Instant::now() + requeue_after.min(ONCE_MAX_DELAY);
+                } else {
+                    slot.due = Instant::now() + requeue_after;
+                }
+            }
+        }
+        slot.last = Some(summary);
+        if self.slots.values().all(|s| s.passes > 0) {
+            self.metrics.set_first_pass_done();
+        }
+    }
+}
+
+/// Run the reconciler until `shutdown` resolves (loop) or one pass is done (`--once`).
+pub async fn run(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<RunOutcome> {
+    let known = registry::names();
+    let text = DeclText::read(&settings.file).map_err(|e| {
+        commands::Reported(report_load_error(&settings.file.display().to_string(), &e))
+    })?;
+    let first = text
+        .resolve(settings.load, &known, &HashMap::new())
+        .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
+    for w in &first.warnings {
+        tracing::warn!("{w}");
+    }
+    for n in &settings.targets {
+        if !first.targets.contains_key(n) {
+            bail!(
+                "no target `{n}` in {}; targets: {}",
+                text.file,
+                first.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let audit = AuditLog::open(&settings.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the audit log in {}: {e}",
+            settings.state_dir.display()
+        )
+    })?;
+    tracing::info!("audit log: {}", audit.path().display());
+    let mut store = Store::new(Some(&settings.state_dir));
+    let specs = sources::tracked_specs(&first, &settings.live.self_echo);
+    store.sync(&specs);
+    let fetcher = Fetcher::new(settings.live.self_echo.clone())?;
+    // The first values before the first pass, so targets start from real data.
+    let due = store.due(Instant::now());
+    let results = futures::future::join_all(due.iter().map(|s| {
+        let f = fetcher.clone();
+        async move { (s.name.clone(), f.fetch(s).await) }
+    }))
+    .await;
+    let mut ctl = Controller {
+        text_hash: hash_text(&text.text),
+        text: text.clone(),
+        decl: first.clone(),
+        store,
+        fetcher,
+        slots: HashMap::new(),
+        metrics: metrics.clone(),
+        audit,
+        known,
+        settings: settings.clone(),
+    };
+    for (name, r) in results {
+        let kind = r.as_ref().err().map(FetchError::kind);
+        let outcome = ctl.store.record(&name, r);
+        if let Some(st) = ctl.store.states.get(&name) {
+            metrics.source(
+                st,
+                kind.or(if outcome == Refreshed::Failed {
+                    st.last_error_kind
+                } else {
+                    None
+                }),
+            );
+        }
+    }
+    let decl = ctl
+        .resolve(&text)
+        .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
+    ctl.decl = Declaration {
+        targets: Default::default(),
+        ..decl.clone()
+    };
+    ctl.install(decl, Trigger::Initial);
+    metrics.declaration(true, false);
+    if ctl.slots.is_empty() {
+        bail!("no targets to reconcile");
+    }
+    tracing::info!(
+        "reconciling {} target{} {}",
+        ctl.slots.len(),
+        if ctl.slots.len() == 1 { "" } else { "s" },
+        if settings.once {
+            "once".to_owned()
+        } else {
+            format!(
+                "every {}",
+                crate::sources::spec::format_duration(settings.interval)
+            )
+        }
+    );
+
+    let mut tasks: JoinSet<Pass> = JoinSet::new();
+    let mut fetches: JoinSet<(String, Result<RangeSet, FetchError>)> = JoinSet::new();
+    let mut fetching: Vec<String> = Vec::new();
+    let mut next_watch = Instant::now() + settings.watch_interval;
+    tokio::pin!(shutdown);
+    let mut stopped = false;
+    loop {
+        if settings.once && ctl.slots.values().all(|s| s.done && !s.in_flight) {
+            break;
+        }
+        // Start due targets, earliest first, up to the concurrency bound.
+        let now = Instant::now();
+        let mut due: Vec<(Instant, String)> = ctl
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.in_flight && s.due <= now && !(settings.once && s.done))
+            .map(|(n, s)| (s.due, n.clone()))
+            .collect();
+        due.sort();
+        for (_, name) in due {
+            if tasks.len() >= settings.concurrency {
+                break;
+            }
+            ctl.spawn(&name, &mut tasks);
+        }
+        // Refresh due sources in the background (loop mode).
+        if !settings.once {
+            for spec in ctl.store.due(now) {
+                if fetching.contains(&spec.name) {
+                    continue;
+                }
+                fetching.push(spec.name.clone());
+                let f = ctl.fetcher.clone();
+                fetches.spawn(async move { (spec.name.clone(), f.fetch(&spec).await) });
+            }
+        }
+        let mut wake = ctl
+            .slots
+            .values()
+            .filter(|s| !(s.in_flight || settings.once && s.done))
+            .map(|s| s.due)
+            .min()
+            .unwrap_or(now + Duration::from_secs(3600));
+        if !settings.once {
+            wake = wake.min(next_watch);
+            if let Some(r) = ctl.store.next_refresh() {
+                wake = wake.min(r);
+            }
+        }
+        let wake = wake.max(now + Duration::from_millis(20));
+        tokio::select! {
+            () = &mut shutdown => {
+                stopped = true;
+                break;
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                match done {
+                    Ok(pass) => ctl.finished(pass),
+                    Err(e) => tracing::error!("a reconcile task failed: {e}"),
+                }
+            }
+            Some(done) = fetches.join_next(), if !fetches.is_empty() => {
+                if let Ok((name, r)) = done {
+                    fetching.retain(|n| n != &name);
+                    ctl.source_done(&name, r);
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        if !settings.once && Instant::now() >= next_watch {
+            ctl.watch();
+            next_watch = Instant::now() + settings.watch_interval;
+        }
+    }
+    fetches.abort_all();
+    let mut aborted = false;
+    if stopped {
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(
+                "stopping: waiting up to {} for {in_flight} in-flight reconcile{}",
+                crate::sources::spec::format_duration(settings.grace),
+                if in_flight == 1 { "" } else { "s" }
+            );
+        } else {
+            tracing::info!("stopping");
+        }
+        let drain = async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(pass) = done {
+                    ctl.finished(pass);
+                }
+            }
+        };
+        if tokio::time::timeout(settings.grace, drain).await.is_err() {
+            aborted = true;
+            tracing::error!(
+                "{} reconcile{} did not finish within the grace period and {} cancelled",
+                tasks.len(),
+                if tasks.len() == 1 { "" } else { "s" },
+                if tasks.len() == 1 { "was" } else { "were" }
+            );
+            tasks.abort_all();
+        }
+    }
+    let mut summaries: Vec<Summary> = ctl
+        .decl
+        .targets
+        .keys()
+        .filter_map(|n| ctl.slots.get(n).and_then(|s| s.last.clone()))
+        .collect();
+    summaries.sort_by_key(|s| {
+        ctl.decl
+            .targets
+            .get_index_of(&s.target)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(RunOutcome { summaries, aborted })
+}

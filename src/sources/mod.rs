@@ -1,0 +1,485 @@
+//! Live range sources for named sets (`url`, `dns`, `self`): fetching, the hold-back rules
+//! for untrusted input, the on-disk cache of last good values, and resolving a declaration
+//! with the values it uses.
+//!
+//! A source's value only changes to a fetched set that passed every check; a fetch that
+//! fails, returns nothing, yields a default route or grows more than tenfold keeps the last
+//! good value (marked stale). A target that uses a source without any value is not applied.
+
+pub mod fetch;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indexmap::IndexMap;
+use rangekeeper_cidr::RangeSet;
+
+use crate::declaration::{Declaration, SourceValues};
+use fetch::{FetchError, Fetcher};
+use spec::{SourceKind, SourceSpec};
+
+/// The store's name for the egress IP found with `--self-echo` (not a valid set name, so it
+/// never collides with one).
+pub const SELF_ECHO: &str = "_self-echo";
+
+/// A source value may grow at most this many times over the last good one in one step.
+pub const MAX_GROWTH: u128 = 10;
+
+/// What is known about one source.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    pub spec: SourceSpec,
+    /// The last good value.
+    pub value: Option<RangeSet>,
+    /// When the last good value was fetched.
+    pub fetched_at: Option<SystemTime>,
+    /// The last refresh failed or was held back: `value` is older than it should be.
+    pub stale: bool,
+    /// Why the last refresh gave no new value.
+    pub last_error: Option<String>,
+    /// The kind of the last error, for metrics.
+    pub last_error_kind: Option<&'static str>,
+    /// When to fetch again.
+    pub next_refresh: Instant,
+    /// Consecutive failed refreshes (for the retry delay).
+    pub failures: u32,
+}
+
+impl SourceState {
+    /// Seconds since the last good value was fetched.
+    pub fn age(&self) -> Option<Duration> {
+        self.fetched_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+    }
+}
+
+/// What one refresh did to a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// A new value was accepted (it differs from the last good one).
+    Changed,
+    /// The same value again.
+    Unchanged,
+    /// No new value; the last good one (if any) stays.
+    Failed,
+}
+
+/// Every source's state, with the on-disk cache under `<state-dir>/sources/`.
+#[derive(Debug)]
+pub struct Store {
+    dir: Option<PathBuf>,
+    pub states: IndexMap<String, SourceState>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CacheFile {
+    source: String,
+    identity: String,
+    fetched_at: u64,
+    ranges: Vec<String>,
+}
+
+impl Store {
+    /// A store caching in `state_dir` (none: nothing is cached).
+    pub fn new(state_dir: Option<&Path>) -> Store {
+        Store {
+            dir: state_dir.map(|d| d.join("sources")),
+            states: IndexMap::new(),
+        }
+    }
+
+    /// Track exactly these specs: new ones start from the cache (when it holds a value of
+    /// the same spec) and are due at once unless the cached value is fresh; removed ones are
+    /// forgotten; a changed spec starts over.
+    pub fn sync(&mut self, specs: &IndexMap<String, SourceSpec>) {
+        self.states
+            .retain(|name, st| specs.get(name) == Some(&st.spec));
+        for (name, spec) in specs {
+            if self.states.contains_key(name) {
+                continue;
+            }
+            let mut st = SourceState {
+                spec: spec.clone(),
+                value: None,
+                fetched_at: None,
+                stale: false,
+                last_error: None,
+                last_error_kind: None,
+                next_refresh: Instant::now(),
+                failures: 0,
+            };
+            if let Some((value, at)) = self.read_cache(spec) {
+                let age = SystemTime::now().duration_since(at).unwrap_or_default();
+                if age < spec.refresh {
+                    st.next_refresh = Instant::now() + (spec.refresh - age);
+                }
+                st.value = Some(value);
+                st.fetched_at = Some(at);
+            }
+            self.states.insert(name.clone(), st);
+        }
+    }
+
+    /// The sources due for a refresh at `now`.
+    pub fn due(&self, now: Instant) -> Vec<SourceSpec> {
+        self.states
+            .values()
+            .filter(|s| s.next_refresh <= now)
+            .map(|s| s.spec.clone())
+            .collect()
+    }
+
+    /// The earliest next refresh.
+    pub fn next_refresh(&self) -> Option<Instant> {
+        self.states.values().map(|s| s.next_refresh).min()
+    }
+
+    /// Record a fetch result under the hold-back rules.
+    pub fn record(&mut self, name: &str, result: Result<RangeSet, FetchError>) -> Refreshed {
+        let Some(st) = self.states.get_mut(name) else {
+            return Refreshed::Failed;
+        };
+        let verdict =
+            result
+                .map_err(|e| (e.kind(), e.to_string()))
+                .and_then(|new| match hold_back(st.value.as_ref(), &new) {
+                    Some(why) => Err(("held_back", why)),
+                    None => Ok(new),
+                });
+        match verdict {
+            Ok(new) => {
+                let changed = st.value.as_ref() != Some(&new);
+                st.value = Some(new);
+                st.fetched_at = Some(SystemTime::now());
+                st.stale = false;
+                st.last_error = None;
+                st.last_error_kind = None;
+                st.failures = 0;
+                st.next_refresh = Instant::now() + jittered(st.spec.refresh);
+                let spec = st.spec.clone();
+                let (value, at) = (st.value.clone(), st.fetched_at);
+                if let (Some(value), Some(at)) = (value, at)
+                    && let Err(e) = self.write_cache(&spec, &value, at)
+                {
+                    tracing::warn!(source = %name, "cannot cache the source's value: {e}");
+                }
+                if changed {
+                    Refreshed::Changed
+                } else {
+                    Refreshed::Unchanged
+                }
+            }
+            Err((kind, why)) => {
+                st.failures = st.failures.saturating_add(1);
+                st.stale = st.value.is_some();
+                st.last_error = Some(why.clone());
+                st.last_error_kind = Some(kind);
+                // Retry sooner than the refresh interval, backing off up to it.
+                let retry = Duration::from_secs(5)
+                    .saturating_mul(1 << st.failures.min(8))
+                    .min(st.spec.refresh);
+                st.next_refresh = Instant::now() + jittered(retry);
+                if st.value.is_some() {
+                    tracing::warn!(source = %name, kind, "source not refreshed, keeping its last good value: {why}");
+                } else {
+                    tracing::error!(source = %name, kind, "source has no value: {why}");
+                }
+                Refreshed::Failed
+            }
+        }
+    }
+
+    /// The value of every source that has one.
+    pub fn values(&self) -> SourceValues {
+        self.states
+            .iter()
+            .filter_map(|(n, s)| s.value.clone().map(|v| (n.clone(), v)))
+            .collect()
+    }
+
+    /// This machine's egress IP: the value of a `self` set, or of `--self-echo`.
+    pub fn egress(&self) -> Option<(std::net::IpAddr, String)> {
+        self.states.iter().find_map(|(name, st)| {
+            if !matches!(st.spec.kind, SourceKind::Egress { .. }) {
+                return None;
+            }
+            let v = st.value.as_ref()?;
+            let net = v.prefixes().into_iter().next()?;
+            let via = if name == SELF_ECHO {
+                "found with --self-echo".to_owned()
+            } else {
+                format!("set `{name}`")
+            };
+            Some((net.addr(), via))
+        })
+    }
+
+    /// Mark each target's source problems: no value (the target is not applied) or stale.
+    pub fn annotate(&self, decl: &mut Declaration, allow_lockout: bool) {
+        for t in decl.targets.values_mut() {
+            t.source_errors.clear();
+            t.source_warnings.clear();
+            for s in &t.sources {
+                let st = self.states.get(s);
+                match st.and_then(|st| st.value.as_ref().map(|_| st)) {
+                    None => t.source_errors.push(format!(
+                        "source `{s}` has no value{}; `{}` is not applied so its allow-list never shrinks because a download failed",
+                        st.and_then(|st| st.last_error.as_ref())
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_else(|| " (not fetched yet)".into()),
+                        t.name
+                    )),
+                    Some(st) if st.stale => t.source_warnings.push(format!(
+                        "source `{s}` is stale: using its last good value{} ({})",
+                        st.age()
+                            .map(|a| format!(" from {} ago", spec::format_duration(Duration::from_secs(a.as_secs()))))
+                            .unwrap_or_default(),
+                        st.last_error.as_deref().unwrap_or("not refreshed")
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        decl.lockout = self.egress().map(|(ip, via)| crate::guard::Lockout {
+            ip,
+            via,
+            allowed: allow_lockout,
+        });
+    }
+
+    /// Fetch every due source concurrently and record the results. Returns whether any
+    /// value changed.
+    pub async fn refresh_due(&mut self, fetcher: &Fetcher) -> bool {
+        let due = self.due(Instant::now());
+        let results = futures::future::join_all(due.iter().map(|spec| async move {
+            tracing::debug!(source = %spec.name, "fetching {spec}");
+            (spec.name.clone(), fetcher.fetch(spec).await)
+        }))
+        .await;
+        let mut changed = false;
+        for (name, r) in results {
+            changed |= self.record(&name, r) == Refreshed::Changed;
+        }
+        changed
+    }
+
+    fn cache_path(&self, name: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{name}.json")))
+    }
+
+    fn read_cache(&self, spec: &SourceSpec) -> Option<(RangeSet, SystemTime)> {
+        let path = self.cache_path(&spec.name)?;
+        let text = std::fs::read_to_string(&path).ok()?;
+        let c: CacheFile = match serde_json::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("ignoring the unreadable cache {}: {e}", path.display());
+                return None;
+            }
+        };
+        if c.identity != spec.identity() {
+            return None;
+        }
+        let mut set = RangeSet::new();
+        for r in &c.ranges {
+            match rangekeeper_cidr::parse(r) {
+                Ok(p) => set.insert(p.net),
+                Err(e) => {
+                    tracing::warn!("ignoring the cache {}: invalid CIDR {e}", path.display());
+                    return None;
+                }
+            }
+        }
+        if set.is_empty() {
+            return None;
+        }
+        Some((set, UNIX_EPOCH + Duration::from_secs(c.fetched_at)))
+    }
+
+    fn write_cache(
+        &self,
+        spec: &SourceSpec,
+        value: &RangeSet,
+        at: SystemTime,
+    ) -> std::io::Result<()> {
+        let Some(path) = self.cache_path(&spec.name) else {
+            return Ok(());
+        };
+        let c = CacheFile {
+            source: spec.name.clone(),
+            identity: spec.identity(),
+            fetched_at: at
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            ranges: value.prefixes().iter().map(ToString::to_string).collect(),
+        };
+        let mut text = serde_json::to_string_pretty(&c).map_err(std::io::Error::other)?;
+        text.push('\n');
+        write_atomic(&path, text.as_bytes())
+    }
+}
+
+/// Why a fetched value is held back instead of replacing `old`, if it is.
+pub fn hold_back(old: Option<&RangeSet>, new: &RangeSet) -> Option<String> {
+    if let Some(p) = new.prefixes().into_iter().find(|p| p.prefix_len() == 0) {
+        return Some(format!(
+            "it yields `{p}` (every address); held back, never applied from a source"
+        ));
+    }
+    let old = old?;
+    let grew = |a: u128, b: u128| a > 0 && b > a.saturating_mul(MAX_GROWTH);
+    let (oc, nc) = (old.address_count(), new.address_count());
+    if grew(old.len() as u128, new.len() as u128)
+        || grew(u128::from(oc.v4), u128::from(nc.v4))
+        || grew(oc.v6, nc.v6)
+    {
+        return Some(format!(
+            "it grew more than {MAX_GROWTH}-fold ({} -> {} ranges, {} -> {} IPv4 addresses); held back as suspicious, the last good value stays (delete the cached value to accept it)",
+            old.len(),
+            new.len(),
+            oc.v4,
+            nc.v4
+        ));
+    }
+    None
+}
+
+/// Up to 10% random extra, so many instances do not refresh in lockstep.
+pub fn jittered(d: Duration) -> Duration {
+    let extra = rand::random::<f64>() * 0.1;
+    d + d.mul_f64(extra)
+}
+
+/// Write a file atomically: a temp file beside it, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Options for resolving a declaration with live values.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub state_dir: Option<PathBuf>,
+    pub self_echo: Vec<reqwest::Url>,
+    pub allow_lockout: bool,
+}
+
+/// The specs to track for a declaration: its sources, plus `--self-echo` when given and no
+/// `self` set exists.
+pub fn tracked_specs(
+    decl: &Declaration,
+    self_echo: &[reqwest::Url],
+) -> IndexMap<String, SourceSpec> {
+    let mut specs = decl.sources.clone();
+    let has_self = specs
+        .values()
+        .any(|s| matches!(s.kind, SourceKind::Egress { .. }));
+    if !self_echo.is_empty() && !has_self {
+        specs.insert(
+            SELF_ECHO.to_owned(),
+            SourceSpec {
+                name: SELF_ECHO.to_owned(),
+                kind: SourceKind::Egress {
+                    endpoints: self_echo.to_vec(),
+                },
+                refresh: Duration::from_secs(600),
+                timeout: Duration::from_secs(10),
+                max_bytes: 1024,
+            },
+        );
+    }
+    specs
+}
+
+/// Load a declaration for a one-shot command: resolve it, fetch the sources it uses (cached
+/// values in the state dir are used while fresh), resolve it again with their values, and
+/// mark source problems and the egress IP. Runs on its own thread and runtime, so it can be
+/// called from synchronous code inside or outside a runtime.
+pub fn load_live(
+    text: &crate::declaration::DeclText,
+    opts: crate::declaration::LoadOptions,
+    known: &[&str],
+    live: &LiveOptions,
+) -> Result<Declaration, crate::declaration::LoadError> {
+    let first = text.resolve(opts, known, &HashMap::new())?;
+    let specs = tracked_specs(&first, &live.self_echo);
+    if specs.is_empty() {
+        return Ok(first);
+    }
+    let mut store = Store::new(live.state_dir.as_deref());
+    store.sync(&specs);
+    let fetched = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let fetcher = Fetcher::new(live.self_echo.clone())?;
+                rt.block_on(store.refresh_due(&fetcher));
+                Ok(())
+            })
+            .join()
+    });
+    match fetched {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("cannot fetch the sources: {e:#}"),
+        Err(_) => tracing::error!("fetching the sources failed"),
+    }
+    let mut decl = text.resolve(opts, known, &store.values())?;
+    store.annotate(&mut decl, live.allow_lockout);
+    Ok(decl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(
+            items
+                .iter()
+                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+        )
+    }
+
+    #[test]
+    fn default_routes_are_held_back() {
+        assert!(hold_back(None, &set(&["0.0.0.0/0"])).is_some());
+        assert!(hold_back(Some(&set(&["192.0.2.0/24"])), &set(&["::/0"])).is_some());
+        assert!(hold_back(None, &set(&["0.0.0.0/1"])).is_none());
+    }
+
+    #[test]
+    fn tenfold_growth_is_held_back() {
+        let old = set(&["192.0.2.0/24"]);
+        assert!(hold_back(Some(&old), &set(&["10.0.0.0/20"])).is_some());
+        assert!(hold_back(Some(&old), &set(&["10.0.0.0/22"])).is_none());
+        let many: Vec<String> = (0..11).map(|i| format!("192.0.2.{}", i * 2)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(hold_back(Some(&set(&["198.51.100.1"])), &set(&many)).is_some());
+    }
+}
