@@ -146,7 +146,7 @@ impl HostFw {
 
     async fn live(&self, backend: Backend) -> Result<Live, ProviderError> {
         match backend {
-            Backend::Nftables => nft::read(&self.runner, &self.cfg).await,
+            Backend::Nftables => Ok(nft::read(&self.runner, &self.cfg).await?.live),
             Backend::Iptables => Ok(iptables::read(&self.runner, &self.cfg).await?.0),
         }
     }

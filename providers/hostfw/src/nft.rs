@@ -1,6 +1,16 @@
-//! The nftables backend: one `inet` table of our own with interval sets `allow4`/`allow6`, a
-//! `ports` set and an input-hook chain; written as one JSON `nft -f` transaction (checked first
-//! with `nft -c`), read back with `nft -j` and compared with exactly what we would write.
+//! The nftables backend: one `inet` table of our own holding two slots of sets (`ports_N`,
+//! `allow4_N`, `allow6_N` for N = 0, 1) and an input-hook chain whose rules name the live
+//! slot. A change fills the other slot and points the rules at it, in one JSON `nft -f`
+//! transaction checked first with `nft -c`; `current` reads the table back with `nft -j` and
+//! compares it with exactly what we would write.
+//!
+//! Why two slots: nft applies a transaction atomically for packets that arrive after it
+//! commits, but a packet being evaluated while it commits can still be on the old rule while
+//! set elements deleted by the transaction are already inactive. Deleting and re-adding the
+//! live elements (or recreating the table) therefore refused an allowed source about once per
+//! 200 changes under load; changing elements in place is atomic but nft's userspace takes
+//! seconds to delete hundreds of elements from a large interval set. Filling the idle slot
+//! never touches what the old rule looks at, and costs the same for 10 or 10,000 prefixes.
 //!
 //! JSON is used in both directions so table names never collide with nft keywords and the
 //! read-back is structured rather than scraped.
@@ -22,6 +32,17 @@ pub const PRIORITY: i64 = -1;
 /// The base chain's name inside our table.
 pub const CHAIN: &str = "input";
 
+/// The sets of one slot: (name prefix, nft type, interval flag).
+const SLOT_SETS: [(&str, &str, bool); 3] = [
+    ("ports", "inet_service", false),
+    ("allow4", "ipv4_addr", true),
+    ("allow6", "ipv6_addr", true),
+];
+
+fn set_name(base: &str, slot: usize) -> String {
+    format!("{base}_{slot}")
+}
+
 fn table_obj(cfg: &Config) -> Value {
     json!({"family": "inet", "name": cfg.table.as_str()})
 }
@@ -34,15 +55,36 @@ fn element(net: &IpNet) -> Value {
     }
 }
 
-fn addr_set(cfg: &Config, name: &str, ty: &str, nets: &[IpNet]) -> Value {
-    let mut set = json!({
-        "family": "inet", "table": cfg.table.as_str(), "name": name,
-        "type": ty, "flags": ["interval"],
-    });
-    if !nets.is_empty() {
-        set["elem"] = Value::Array(nets.iter().map(element).collect());
+/// `add set` commands for one slot holding `ports` and `desired`.
+fn slot_sets(cfg: &Config, slot: usize, ports: &BTreeSet<u16>, desired: &RangeSet) -> Vec<Value> {
+    let prefixes = desired.prefixes();
+    let mut out = Vec::new();
+    for (base, ty, interval) in SLOT_SETS {
+        let mut set = json!({
+            "family": "inet", "table": cfg.table.as_str(), "name": set_name(base, slot), "type": ty,
+        });
+        if interval {
+            set["flags"] = json!(["interval"]);
+        }
+        let elems: Vec<Value> = match base {
+            "ports" => ports.iter().map(|p| json!(p)).collect(),
+            "allow4" => prefixes
+                .iter()
+                .filter(|n| matches!(n, IpNet::V4(_)))
+                .map(element)
+                .collect(),
+            _ => prefixes
+                .iter()
+                .filter(|n| matches!(n, IpNet::V6(_)))
+                .map(element)
+                .collect(),
+        };
+        if !elems.is_empty() {
+            set["elem"] = Value::Array(elems);
+        }
+        out.push(json!({"add": {"set": set}}));
     }
-    json!({"add": {"set": set}})
+    out
 }
 
 fn verdict(action: Action) -> Value {
@@ -52,59 +94,69 @@ fn verdict(action: Action) -> Value {
     }
 }
 
-/// The expressions of the rules of our chain, in order, as we write them.
-fn expected_rules(action: Action) -> Vec<Value> {
+/// The expressions of the rules of our chain, in order, as we write them for `slot`.
+fn expected_rules(action: Action, slot: usize) -> Vec<Value> {
     let lo = json!([
         {"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}},
         {"accept": null}
     ]);
-    let restrict = |proto: &str, set: &str| {
+    let ports = format!("@{}", set_name("ports", slot));
+    let restrict = |proto: &str, set: String| {
         json!([
-            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": "@ports"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": ports}},
             {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
-            {"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": set}},
+            {"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "saddr"}}, "right": format!("@{set}")}},
             verdict(action)
         ])
     };
-    vec![lo, restrict("ip", "@allow4"), restrict("ip6", "@allow6")]
+    vec![
+        lo,
+        restrict("ip", set_name("allow4", slot)),
+        restrict("ip6", set_name("allow6", slot)),
+    ]
+}
+
+fn rule_cmds(cfg: &Config, slot: usize) -> Vec<Value> {
+    expected_rules(cfg.action, slot)
+        .into_iter()
+        .map(|expr| {
+            json!({"add": {"rule": {
+                "family": "inet", "table": cfg.table.as_str(), "chain": CHAIN, "expr": expr,
+            }}})
+        })
+        .collect()
 }
 
 /// The whole table, (re)created in one transaction: `add table` (so `delete` cannot fail),
-/// `delete table`, then every definition. nft applies the file as one batch: either all of it
-/// takes effect at once, or none of it.
+/// `delete table`, then every definition with slot 0 live and slot 1 empty. Used when the
+/// table is missing or its structure is not ours.
 pub fn transaction(cfg: &Config, desired: &RangeSet) -> Value {
-    let prefixes = desired.prefixes();
-    let v4: Vec<IpNet> = prefixes
-        .iter()
-        .filter(|n| matches!(n, IpNet::V4(_)))
-        .copied()
-        .collect();
-    let v6: Vec<IpNet> = prefixes
-        .iter()
-        .filter(|n| matches!(n, IpNet::V6(_)))
-        .copied()
-        .collect();
-    let t = cfg.table.as_str();
     let mut cmds = vec![
         json!({"add": {"table": table_obj(cfg)}}),
         json!({"delete": {"table": table_obj(cfg)}}),
         json!({"add": {"table": table_obj(cfg)}}),
-        json!({"add": {"set": {
-            "family": "inet", "table": t, "name": "ports", "type": "inet_service",
-            "elem": cfg.ports.iter().copied().collect::<Vec<u16>>(),
-        }}}),
-        addr_set(cfg, "allow4", "ipv4_addr", &v4),
-        addr_set(cfg, "allow6", "ipv6_addr", &v6),
-        json!({"add": {"chain": {
-            "family": "inet", "table": t, "name": CHAIN,
-            "type": "filter", "hook": "input", "prio": PRIORITY, "policy": "accept",
-        }}}),
     ];
-    for expr in expected_rules(cfg.action) {
-        cmds.push(
-            json!({"add": {"rule": {"family": "inet", "table": t, "chain": CHAIN, "expr": expr}}}),
-        );
+    cmds.extend(slot_sets(cfg, 0, &cfg.ports, desired));
+    cmds.extend(slot_sets(cfg, 1, &BTreeSet::new(), &RangeSet::new()));
+    cmds.push(json!({"add": {"chain": {
+        "family": "inet", "table": cfg.table.as_str(), "name": CHAIN,
+        "type": "filter", "hook": "input", "prio": PRIORITY, "policy": "accept",
+    }}}));
+    cmds.extend(rule_cmds(cfg, 0));
+    json!({"nftables": cmds})
+}
+
+/// Switch an intact table to `slot`: replace that (idle) slot's sets with the new content,
+/// then replace the chain's rules with ones naming it. One transaction.
+pub fn swap(cfg: &Config, slot: usize, desired: &RangeSet) -> Value {
+    let t = cfg.table.as_str();
+    let mut cmds = Vec::new();
+    for (base, _, _) in SLOT_SETS {
+        cmds.push(json!({"delete": {"set": {"family": "inet", "table": t, "name": set_name(base, slot)}}}));
     }
+    cmds.extend(slot_sets(cfg, slot, &cfg.ports, desired));
+    cmds.push(json!({"flush": {"chain": {"family": "inet", "table": t, "name": CHAIN}}}));
+    cmds.extend(rule_cmds(cfg, slot));
     json!({"nftables": cmds})
 }
 
@@ -193,28 +245,31 @@ fn flags(set: &Value) -> Vec<&str> {
     }
 }
 
+/// The content of one slot's sets.
+#[derive(Debug, Clone, Default)]
+struct SlotContent {
+    /// Which of the three sets exist with the right type and flags.
+    sound: [bool; 3],
+    ports: BTreeSet<u16>,
+    nets: Vec<IpNet>,
+    /// Elements that could not be read as ports or addresses of the set's family.
+    odd: Vec<String>,
+}
+
 /// Our table as read back.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    /// What `current` reports (a `ports` mismatch counts as a problem there).
+    /// What `current` reports.
     pub live: Live,
-    /// The table, sets, chain and rules are exactly as we write them (set contents aside),
-    /// so a new allow-list can be written by changing set elements in place.
-    pub in_place: bool,
-    pub ports: BTreeSet<u16>,
-    /// Elements of `allow4` and `allow6` exactly as nft printed them, with their prefixes.
-    pub elems: [Vec<(Value, Vec<IpNet>)>; 2],
+    /// The slot the rules name (when they are exactly ours).
+    pub live_slot: Option<usize>,
+    /// The slot a swap may fill: the table, its six sets and its chain are as we write them
+    /// and no rule names that slot's sets. `None`: recreate the whole table.
+    pub swap_to: Option<usize>,
 }
 
 /// Compare `nft -j list table inet <table>` output with what we would write for `cfg`.
-#[cfg(test)]
-pub fn inspect(listing: &str, cfg: &Config) -> Result<Live, ProviderError> {
-    Ok(inspect_table(listing, cfg)?.live)
-}
-
-/// Compare `nft -j list table inet <table>` output with what we would write for `cfg`,
-/// keeping what an in-place update needs.
-pub fn inspect_table(listing: &str, cfg: &Config) -> Result<Table, ProviderError> {
+pub fn inspect(listing: &str, cfg: &Config) -> Result<Table, ProviderError> {
     let doc: Value = serde_json::from_str(listing)
         .map_err(|e| ProviderError::Other(format!("cannot read `nft -j` output: {e}")))?;
     let items = doc
@@ -223,12 +278,11 @@ pub fn inspect_table(listing: &str, cfg: &Config) -> Result<Table, ProviderError
         .ok_or_else(|| ProviderError::Other("`nft -j` output has no `nftables` array".into()))?;
 
     let mut live = Live::default();
-    let mut nets: Vec<IpNet> = Vec::new();
-    let mut ports: Option<BTreeSet<u16>> = None;
-    let mut elems_read: [Vec<(Value, Vec<IpNet>)>; 2] = [Vec::new(), Vec::new()];
-    let (mut seen4, mut seen6, mut seen_chain) = (false, false, false);
+    let mut slots = [SlotContent::default(), SlotContent::default()];
+    let mut chain_ok = false;
+    let mut seen_chain = false;
     let mut rules: Vec<Value> = Vec::new();
-    let name = cfg.table.as_str();
+    let mut structure_ok = true;
 
     for item in items {
         let Some((kind, obj)) = item.as_object().and_then(|o| o.iter().next()) else {
@@ -237,83 +291,68 @@ pub fn inspect_table(listing: &str, cfg: &Config) -> Result<Table, ProviderError
         match kind.as_str() {
             "metainfo" => {}
             "table" => {
-                if obj.get("name").and_then(Value::as_str) == Some(name) {
+                if obj.get("name").and_then(Value::as_str) == Some(cfg.table.as_str()) {
                     live.present = true;
                 }
             }
             "set" => {
-                let set_name = obj.get("name").and_then(Value::as_str).unwrap_or("?");
+                let name = obj.get("name").and_then(Value::as_str).unwrap_or("?");
                 let ty = obj.get("type").and_then(Value::as_str).unwrap_or("?");
-                match set_name {
-                    "ports" => {
-                        if ty != "inet_service" || !flags(obj).is_empty() {
-                            live.problem(format!(
-                                "set `ports` has type {ty} / flags {:?}",
-                                flags(obj)
-                            ));
-                        }
-                        let mut found = BTreeSet::new();
-                        for e in elems(obj) {
-                            match parse_port_elem(e) {
-                                Some(p) => {
-                                    found.insert(p);
-                                }
-                                None => live.problem(format!(
-                                    "set `ports` holds an unexpected element {e}"
-                                )),
+                let found = (0..2).find_map(|slot| {
+                    SLOT_SETS
+                        .iter()
+                        .position(|(base, _, _)| set_name(base, slot) == name)
+                        .map(|i| (slot, i))
+                });
+                let Some((slot, i)) = found else {
+                    live.problem(format!("unexpected set `{name}`"));
+                    structure_ok = false;
+                    continue;
+                };
+                let (base, want_ty, interval) = SLOT_SETS[i];
+                let want_flags: &[&str] = if interval { &["interval"] } else { &[] };
+                if ty != want_ty || flags(obj) != want_flags {
+                    live.problem(format!(
+                        "set `{name}` has type {ty} / flags {:?} (want {want_ty} / {want_flags:?})",
+                        flags(obj)
+                    ));
+                    structure_ok = false;
+                    continue;
+                }
+                let content = &mut slots[slot];
+                content.sound[i] = true;
+                for e in elems(obj) {
+                    if base == "ports" {
+                        match parse_port_elem(e) {
+                            Some(p) => {
+                                content.ports.insert(p);
                             }
+                            None => content.odd.push(format!("set `{name}` holds {e}")),
                         }
-                        ports = Some(found);
-                    }
-                    "allow4" | "allow6" => {
-                        let want = if set_name == "allow4" {
-                            "ipv4_addr"
-                        } else {
-                            "ipv6_addr"
-                        };
-                        if set_name == "allow4" {
-                            seen4 = true;
-                        } else {
-                            seen6 = true;
-                        }
-                        if ty != want || flags(obj) != ["interval"] {
-                            live.problem(format!(
-                                "set `{set_name}` has type {ty} / flags {:?} (want {want} / [interval])",
-                                flags(obj)
-                            ));
-                        }
-                        for e in elems(obj) {
-                            match parse_addr_elem(e) {
-                                Some(list)
-                                    if list.iter().all(|n| {
-                                        (want == "ipv4_addr") == matches!(n, IpNet::V4(_))
-                                    }) =>
-                                {
-                                    nets.extend(list.iter().copied());
-                                    elems_read[usize::from(set_name == "allow6")]
-                                        .push((e.clone(), list));
-                                }
-                                _ => live.problem(format!(
-                                    "set `{set_name}` holds an unexpected element {e}"
-                                )),
+                    } else {
+                        let v6 = base == "allow6";
+                        match parse_addr_elem(e) {
+                            Some(list) if list.iter().all(|n| matches!(n, IpNet::V6(_)) == v6) => {
+                                content.nets.extend(list);
                             }
+                            _ => content.odd.push(format!("set `{name}` holds {e}")),
                         }
                     }
-                    other => live.problem(format!("unexpected set `{other}`")),
                 }
             }
             "chain" => {
                 let chain = obj.get("name").and_then(Value::as_str).unwrap_or("?");
                 if chain != CHAIN {
                     live.problem(format!("unexpected chain `{chain}`"));
+                    structure_ok = false;
                     continue;
                 }
                 seen_chain = true;
-                let ok = obj.get("type") == Some(&json!("filter"))
+                chain_ok = obj.get("type") == Some(&json!("filter"))
                     && obj.get("hook") == Some(&json!("input"))
                     && obj.get("prio").and_then(Value::as_i64) == Some(PRIORITY)
                     && obj.get("policy") == Some(&json!("accept"));
-                if !ok {
+                if !chain_ok {
                     live.problem(format!(
                         "chain `{CHAIN}` is not `type filter hook input priority filter - 1; policy accept` (found {obj})"
                     ));
@@ -326,121 +365,90 @@ pub fn inspect_table(listing: &str, cfg: &Config) -> Result<Table, ProviderError
                     ));
                 }
             }
-            other => live.problem(format!("unexpected {other} object in the table")),
+            other => {
+                live.problem(format!("unexpected {other} object in the table"));
+                structure_ok = false;
+            }
         }
     }
 
     if !live.present {
         return Ok(Table::default());
     }
-    if !seen4 {
-        live.problem("set `allow4` is missing".into());
-    }
-    if !seen6 {
-        live.problem("set `allow6` is missing".into());
-    }
-    if ports.is_none() {
-        live.problem("set `ports` is missing".into());
+    for (slot, content) in slots.iter().enumerate() {
+        for (i, (base, _, _)) in SLOT_SETS.iter().enumerate() {
+            if !content.sound[i] {
+                structure_ok = false;
+                if !live
+                    .problems
+                    .iter()
+                    .any(|p| p.contains(&set_name(base, slot)))
+                {
+                    live.problem(format!("set `{}` is missing", set_name(base, slot)));
+                }
+            }
+        }
     }
     if !seen_chain {
         live.problem(format!("chain `{CHAIN}` is missing"));
-    } else {
-        let want: Vec<Value> = expected_rules(cfg.action)
+    }
+
+    // Which slot the rules name: exactly our rules for one slot, or nothing usable.
+    let live_slot = (0..2).find(|&slot| {
+        let want: Vec<Value> = expected_rules(cfg.action, slot)
             .into_iter()
             .map(normalize_expr)
             .collect();
-        if rules != want {
-            live.problem(format!(
-                "chain `{CHAIN}` holds {} rule(s) that differ from the {} rangekeeper writes (action {})",
-                rules.len(),
-                want.len(),
-                cfg.action
-            ));
-        }
-    }
-    // Everything so far is structure; the ports are content, updated in place.
-    let in_place = live.problems.is_empty();
-    let ports = ports.unwrap_or_default();
-    if ports != cfg.ports {
-        live.problem(format!(
-            "set `ports` holds {} but the target restricts {}",
-            crate::config::join_ports(&ports),
-            cfg.ports_list()
-        ));
-    }
-    live.allow = RangeSet::from_nets(nets);
-    Ok(Table {
-        live,
-        in_place,
-        ports,
-        elems: elems_read,
-    })
-}
-
-/// Element changes that turn `table` into `desired` in place (empty: nothing to change).
-/// Elements kept are never touched, so a packet that is being evaluated while the
-/// transaction commits always finds them: deleting and re-adding them (or recreating the
-/// table) would let such a packet see the old rule with elements already inactive, and an
-/// allowed source could be refused for that instant.
-pub fn in_place_update(cfg: &Config, table: &Table, desired: &RangeSet) -> Vec<Value> {
-    let t = cfg.table.as_str();
-    let elem_cmd = |op: &str, set: &str, elems: Vec<Value>| json!({op: {"element": {"family": "inet", "table": t, "name": set, "elem": elems}}});
-    let mut deletes = Vec::new();
-    let mut adds = Vec::new();
-
-    let gone: Vec<Value> = table
-        .ports
-        .difference(&cfg.ports)
-        .map(|p| json!(p))
-        .collect();
-    let new: Vec<Value> = cfg
-        .ports
-        .difference(&table.ports)
-        .map(|p| json!(p))
-        .collect();
-    if !gone.is_empty() {
-        deletes.push(elem_cmd("delete", "ports", gone));
-    }
-    if !new.is_empty() {
-        adds.push(elem_cmd("add", "ports", new));
-    }
-
-    let prefixes = desired.prefixes();
-    for (i, set) in ["allow4", "allow6"].into_iter().enumerate() {
-        let want: BTreeSet<IpNet> = prefixes
-            .iter()
-            .filter(|n| matches!(n, IpNet::V6(_)) == (i == 1))
-            .copied()
-            .collect();
-        let mut kept = BTreeSet::new();
-        let mut gone = Vec::new();
-        for (raw, nets) in &table.elems[i] {
-            match nets.as_slice() {
-                [one] if want.contains(one) && !kept.contains(one) => {
-                    kept.insert(*one);
-                }
-                _ => gone.push(raw.clone()),
+        rules == want
+    });
+    let mut table = Table::default();
+    match live_slot {
+        Some(slot) => {
+            let content = &slots[slot];
+            for odd in &content.odd {
+                live.problem(odd.clone());
             }
+            if content.ports != cfg.ports {
+                live.problem(format!(
+                    "set `{}` holds {} but the target restricts {}",
+                    set_name("ports", slot),
+                    crate::config::join_ports(&content.ports),
+                    cfg.ports_list()
+                ));
+            }
+            live.allow = RangeSet::from_nets(content.nets.iter().copied());
         }
-        let new: Vec<Value> = want.difference(&kept).map(element).collect();
-        if !gone.is_empty() {
-            deletes.push(elem_cmd("delete", set, gone));
-        }
-        if !new.is_empty() {
-            adds.push(elem_cmd("add", set, new));
-        }
+        None if seen_chain => live.problem(format!(
+            "chain `{CHAIN}` holds {} rule(s) that differ from the 3 rangekeeper writes (action {})",
+            rules.len(),
+            cfg.action
+        )),
+        None => {}
     }
-    // Deletions first, so a wider prefix can replace the narrower ones it covers.
-    deletes.extend(adds);
-    deletes
+
+    // A swap may fill a slot no rule names (a packet in flight may be looking at the other).
+    let named = |slot: usize| {
+        rules.iter().any(|r| {
+            let text = r.to_string();
+            SLOT_SETS
+                .iter()
+                .any(|(base, _, _)| text.contains(&format!("\"@{}\"", set_name(base, slot))))
+        })
+    };
+    if structure_ok && chain_ok {
+        table.swap_to = match (named(0), named(1)) {
+            (true, false) => Some(1),
+            (false, true) | (false, false) => Some(0),
+            (true, true) => None,
+        };
+    }
+    table.live = live;
+    table.live_slot = live_slot;
+    Ok(table)
 }
 
 /// Read our table back.
-pub async fn read(runner: &Runner, cfg: &Config) -> Result<Live, ProviderError> {
-    Ok(read_table(runner, cfg).await?.live)
-}
-
-async fn read_table(runner: &Runner, cfg: &Config) -> Result<Table, ProviderError> {
+pub async fn read(runner: &Runner, cfg: &Config) -> Result<Table, ProviderError> {
     let request = listing(cfg).to_string();
     let out = runner
         .run("nft", &["-j", "-f", "-"], Some(&request))
@@ -454,25 +462,18 @@ async fn read_table(runner: &Runner, cfg: &Config) -> Result<Table, ProviderErro
             &out.stderr,
         ));
     }
-    inspect_table(&out.stdout, cfg)
+    inspect(&out.stdout, cfg)
 }
 
-/// Check, then apply, the transaction that makes our table hold `desired`.
-///
-/// When our table is intact, only the set elements that change are deleted and added (one
-/// transaction); otherwise (first apply, or a table someone changed) the whole table is
-/// recreated in one transaction.
+/// Check, then apply, the transaction that makes our table hold `desired`: a swap to the
+/// idle slot when the table is intact, else the whole table recreated.
 pub async fn write(runner: &Runner, cfg: &Config, desired: &RangeSet) -> Result<(), ProviderError> {
-    let table = read_table(runner, cfg).await?;
-    let tx = if table.live.present && table.in_place {
-        let cmds = in_place_update(cfg, &table, desired);
-        if cmds.is_empty() {
-            return Ok(());
-        }
-        json!({"nftables": cmds}).to_string()
-    } else {
-        transaction(cfg, desired).to_string()
-    };
+    let table = read(runner, cfg).await?;
+    let tx = match (table.live.present, table.swap_to) {
+        (true, Some(slot)) => swap(cfg, slot, desired),
+        _ => transaction(cfg, desired),
+    }
+    .to_string();
     runner
         .run_ok("nft", &["-c", "-j", "-f", "-"], Some(&tx))
         .await
@@ -488,7 +489,7 @@ pub async fn write(runner: &Runner, cfg: &Config, desired: &RangeSet) -> Result<
 
 /// Delete our table. Returns whether it existed.
 pub async fn remove(runner: &Runner, cfg: &Config) -> Result<bool, ProviderError> {
-    let existed = read(runner, cfg).await?.present;
+    let existed = read(runner, cfg).await?.live.present;
     if existed {
         runner
             .run_ok("nft", &["-j", "-f", "-"], Some(&removal(cfg).to_string()))
@@ -525,20 +526,35 @@ mod tests {
         }
     }
 
-    /// What nft 1.0.6 prints for the table `transaction` writes (captured from a real kernel).
-    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "rk", "handle": 13}}, {"set": {"family": "inet", "name": "ports", "table": "rk", "type": "inet_service", "handle": 1, "elem": [6443, 10254]}}, {"set": {"family": "inet", "name": "allow4", "table": "rk", "type": "ipv4_addr", "handle": 2, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "192.0.2.7", {"range": ["198.51.100.1", "198.51.100.2"]}]}}, {"set": {"family": "inet", "name": "allow6", "table": "rk", "type": "ipv6_addr", "handle": 3, "flags": ["interval"], "elem": [{"prefix": {"addr": "2001:db8::", "len": 32}}, {"elem": {"val": "2001:db9::1", "comment": "x"}}]}}, {"chain": {"family": "inet", "table": "rk", "name": "input", "handle": 4, "type": "filter", "hook": "input", "prio": -1, "policy": "accept"}}, {"rule": {"family": "inet", "table": "rk", "chain": "input", "handle": 5, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "rk", "chain": "input", "handle": 6, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": "@ports"}}, {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@allow4"}}, {"reject": {"type": "tcp reset"}}]}}, {"rule": {"family": "inet", "table": "rk", "chain": "input", "handle": 7, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": "@ports"}}, {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": "@allow6"}}, {"reject": {"type": "tcp reset"}}]}}]}"#;
+    /// What nft 1.0.6 prints for a table whose rules name slot 1 (captured from a real
+    /// kernel, then one range element and one element with a comment edited in).
+    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "rk", "handle": 9}}, {"set": {"family": "inet", "name": "ports_0", "table": "rk", "type": "inet_service", "handle": 1, "elem": [22]}}, {"set": {"family": "inet", "name": "allow4_0", "table": "rk", "type": "ipv4_addr", "handle": 2, "flags": ["interval"], "elem": ["203.0.113.9"]}}, {"set": {"family": "inet", "name": "allow6_0", "table": "rk", "type": "ipv6_addr", "handle": 3, "flags": ["interval"]}}, {"set": {"family": "inet", "name": "ports_1", "table": "rk", "type": "inet_service", "handle": 10, "elem": [6443, 10254]}}, {"set": {"family": "inet", "name": "allow4_1", "table": "rk", "type": "ipv4_addr", "handle": 11, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "192.0.2.7", {"range": ["198.51.100.1", "198.51.100.2"]}]}}, {"set": {"family": "inet", "name": "allow6_1", "table": "rk", "type": "ipv6_addr", "handle": 12, "flags": ["interval"], "elem": [{"prefix": {"addr": "2001:db8::", "len": 32}}, {"elem": {"val": "2001:db9::1", "comment": "x"}}]}}, {"chain": {"family": "inet", "table": "rk", "name": "input", "handle": 7, "type": "filter", "hook": "input", "prio": -1, "policy": "accept"}}, {"rule": {"family": "inet", "table": "rk", "chain": "input", "handle": 13, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "rk", "chain": "input", "handle": 14, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": "@ports_1"}}, {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@allow4_1"}}, {"reject": {"type": "tcp reset"}}]}}, {"rule": {"family": "inet", "table": "rk", "chain": "input", "handle": 15, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": "@ports_1"}}, {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": "@allow6_1"}}, {"reject": {"type": "tcp reset"}}]}}]}"#;
 
     fn nets(list: &[&str]) -> RangeSet {
         RangeSet::from_nets(list.iter().map(|s| s.parse::<IpNet>().unwrap()))
     }
 
+    fn without(pred: &dyn Fn(&Value) -> bool) -> String {
+        let doc: Value = serde_json::from_str(LISTING).unwrap();
+        let kept: Vec<Value> = doc["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| !pred(i))
+            .cloned()
+            .collect();
+        json!({"nftables": kept}).to_string()
+    }
+
     #[test]
-    fn reads_back_sets_and_accepts_exact_rules() {
-        let live = inspect(LISTING, &cfg(Action::Reject)).unwrap();
-        assert!(live.present);
-        assert!(live.problems.is_empty(), "{:?}", live.problems);
+    fn reads_the_live_slot_and_accepts_exact_rules() {
+        let t = inspect(LISTING, &cfg(Action::Reject)).unwrap();
+        assert!(t.live.present);
+        assert!(t.live.problems.is_empty(), "{:?}", t.live.problems);
+        assert_eq!(t.live_slot, Some(1));
+        assert_eq!(t.swap_to, Some(0));
         assert_eq!(
-            live.allow,
+            t.live.allow,
             nets(&[
                 "10.0.0.0/8",
                 "192.0.2.7/32",
@@ -551,137 +567,90 @@ mod tests {
     }
 
     #[test]
-    fn other_action_or_ports_is_a_problem() {
-        let live = inspect(LISTING, &cfg(Action::Drop)).unwrap();
+    fn other_action_or_ports_is_a_problem_but_still_swappable() {
+        let t = inspect(LISTING, &cfg(Action::Drop)).unwrap();
         assert!(
-            live.problems.iter().any(|p| p.contains("differ")),
+            t.live.problems.iter().any(|p| p.contains("differ")),
             "{:?}",
-            live.problems
+            t.live.problems
         );
+        assert_eq!(t.swap_to, Some(0));
         let mut c = cfg(Action::Reject);
         c.ports = [6443].into_iter().collect();
-        let live = inspect(LISTING, &c).unwrap();
+        let t = inspect(LISTING, &c).unwrap();
         assert!(
-            live.problems.iter().any(|p| p.contains("ports")),
+            t.live.problems.iter().any(|p| p.contains("ports_1")),
             "{:?}",
-            live.problems
+            t.live.problems
         );
+        assert_eq!(t.swap_to, Some(0));
     }
 
     #[test]
-    fn missing_rules_or_chain_are_problems() {
-        let doc: Value = serde_json::from_str(LISTING).unwrap();
-        let items = doc["nftables"].as_array().unwrap();
-        let without = |pred: &dyn Fn(&Value) -> bool| {
-            let kept: Vec<Value> = items.iter().filter(|i| !pred(i)).cloned().collect();
-            json!({"nftables": kept}).to_string()
-        };
-        // A rule deleted, sets intact.
-        let text = without(&|i| i["rule"]["handle"] == json!(6));
-        let live = inspect(&text, &cfg(Action::Reject)).unwrap();
-        assert!(live.present && !live.problems.is_empty());
-        // The chain (and so its rules) deleted.
-        let text = without(&|i| i.get("rule").is_some() || i.get("chain").is_some());
-        let live = inspect(&text, &cfg(Action::Reject)).unwrap();
+    fn missing_rules_chain_or_sets_are_problems() {
+        // A rule deleted, sets intact: a problem, and no rule names slot 0 any more... but
+        // the remaining rule still names slot 1, so the swap goes to slot 0.
+        let t = inspect(
+            &without(&|i| i["rule"]["handle"] == json!(14)),
+            &cfg(Action::Reject),
+        )
+        .unwrap();
+        assert!(t.live.present && !t.live.problems.is_empty());
+        assert_eq!(t.swap_to, Some(0));
+        // The chain flushed: nothing names either slot.
+        let t = inspect(&without(&|i| i.get("rule").is_some()), &cfg(Action::Reject)).unwrap();
         assert!(
-            live.problems.iter().any(|p| p.contains("missing")),
+            t.live.problems.iter().any(|p| p.contains("differ")),
             "{:?}",
-            live.problems
+            t.live.problems
         );
-        // A set deleted.
-        let text = without(&|i| i["set"]["name"] == json!("allow6"));
-        let live = inspect(&text, &cfg(Action::Reject)).unwrap();
+        assert_eq!(t.swap_to, Some(0));
+        // The chain deleted: recreate.
+        let t = inspect(
+            &without(&|i| i.get("rule").is_some() || i.get("chain").is_some()),
+            &cfg(Action::Reject),
+        )
+        .unwrap();
         assert!(
-            live.problems.iter().any(|p| p.contains("allow6")),
+            t.live.problems.iter().any(|p| p.contains("missing")),
             "{:?}",
-            live.problems
+            t.live.problems
         );
+        assert_eq!(t.swap_to, None);
+        // An idle set deleted: recreate.
+        let t = inspect(
+            &without(&|i| i["set"]["name"] == json!("allow6_0")),
+            &cfg(Action::Reject),
+        )
+        .unwrap();
+        assert!(
+            t.live.problems.iter().any(|p| p.contains("allow6_0")),
+            "{:?}",
+            t.live.problems
+        );
+        assert_eq!(t.swap_to, None);
         // An extra rule added.
-        let mut extra = items.clone();
+        let doc: Value = serde_json::from_str(LISTING).unwrap();
+        let mut extra = doc["nftables"].as_array().unwrap().clone();
         extra.push(json!({"rule": {"family": "inet", "table": "rk", "chain": "input", "expr": [{"accept": null}]}}));
-        let live = inspect(
+        let t = inspect(
             &json!({"nftables": extra}).to_string(),
             &cfg(Action::Reject),
         )
         .unwrap();
-        assert!(!live.problems.is_empty());
-    }
-
-    #[test]
-    fn in_place_update_touches_only_changed_elements() {
-        let c = cfg(Action::Reject);
-        let table = inspect_table(LISTING, &c).unwrap();
-        assert!(table.in_place);
-        // Same list: only the range element, not a prefix as we write them, is rewritten.
-        let same = in_place_update(&c, &table, &table.live.allow);
-        assert_eq!(
-            same,
-            vec![
-                json!({"delete": {"element": {"family": "inet", "table": "rk", "name": "allow4",
-                    "elem": [{"range": ["198.51.100.1", "198.51.100.2"]}]}}}),
-                json!({"add": {"element": {"family": "inet", "table": "rk", "name": "allow4",
-                    "elem": ["198.51.100.1", "198.51.100.2"]}}}),
-            ]
-        );
-        let tidy = RangeSet::from_nets(
-            table
-                .live
-                .allow
-                .prefixes()
-                .into_iter()
-                .filter(|n| !(matches!(n, IpNet::V4(_)) && n.prefix_len() == 32)),
-        );
-        assert_eq!(
-            in_place_update(&c, &table, &tidy).len(),
-            1,
-            "only deletions"
-        );
-        // Keep 10/8 and 2001:db8::/32; drop the rest; add one of each family.
-        let want = nets(&[
-            "10.0.0.0/8",
-            "203.0.113.0/24",
-            "2001:db8::/32",
-            "2001:dba::/48",
-        ]);
-        let cmds = in_place_update(&c, &table, &want);
-        assert_eq!(
-            cmds,
-            vec![
-                json!({"delete": {"element": {"family": "inet", "table": "rk", "name": "allow4",
-                    "elem": ["192.0.2.7", {"range": ["198.51.100.1", "198.51.100.2"]}]}}}),
-                json!({"delete": {"element": {"family": "inet", "table": "rk", "name": "allow6",
-                    "elem": [{"elem": {"val": "2001:db9::1", "comment": "x"}}]}}}),
-                json!({"add": {"element": {"family": "inet", "table": "rk", "name": "allow4",
-                    "elem": [{"prefix": {"addr": "203.0.113.0", "len": 24}}]}}}),
-                json!({"add": {"element": {"family": "inet", "table": "rk", "name": "allow6",
-                    "elem": [{"prefix": {"addr": "2001:dba::", "len": 48}}]}}}),
-            ]
-        );
-        // A port change is an in-place change of the `ports` set.
-        let mut c2 = cfg(Action::Reject);
-        c2.ports = [6443, 9100].into_iter().collect();
-        let table = inspect_table(LISTING, &c2).unwrap();
-        assert!(table.in_place && !table.live.problems.is_empty());
-        let cmds: Vec<Value> = in_place_update(&c2, &table, &table.live.allow)
-            .into_iter()
-            .filter(|c| c.to_string().contains(r#""name":"ports""#))
-            .collect();
-        assert_eq!(cmds.len(), 2);
-        assert_eq!(cmds[0]["delete"]["element"]["elem"], json!([10254]));
-        assert_eq!(cmds[1]["add"]["element"]["elem"], json!([9100]));
-        // A different action is structural: no in-place update.
-        assert!(!inspect_table(LISTING, &cfg(Action::Drop)).unwrap().in_place);
+        assert!(!t.live.problems.is_empty());
+        assert_eq!(t.live_slot, None);
     }
 
     #[test]
     fn absent_table_is_not_present() {
-        let live = inspect(r#"{"nftables": [{"metainfo": {}}]}"#, &cfg(Action::Reject)).unwrap();
-        assert!(!live.present);
+        let t = inspect(r#"{"nftables": [{"metainfo": {}}]}"#, &cfg(Action::Reject)).unwrap();
+        assert!(!t.live.present);
         assert!(inspect("not json", &cfg(Action::Reject)).is_err());
     }
 
     #[test]
-    fn transaction_recreates_the_table_atomically() {
+    fn transaction_recreates_the_table_with_slot_0_live() {
         let tx = transaction(
             &cfg(Action::Drop),
             &nets(&["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]),
@@ -695,6 +664,7 @@ mod tests {
             cmds[1],
             json!({"delete": {"table": {"family": "inet", "name": "rk"}}})
         );
+        assert_eq!(cmds[3]["add"]["set"]["name"], json!("ports_0"));
         assert_eq!(cmds[3]["add"]["set"]["elem"], json!([6443, 10254]));
         assert_eq!(
             cmds[4]["add"]["set"]["elem"],
@@ -704,10 +674,37 @@ mod tests {
             cmds[5]["add"]["set"]["elem"],
             json!([{"prefix": {"addr": "2001:db8::", "len": 32}}])
         );
+        // Slot 1 exists, empty.
+        for c in &cmds[6..9] {
+            assert!(c["add"]["set"]["name"].as_str().unwrap().ends_with("_1"));
+            assert!(c["add"]["set"].get("elem").is_none());
+        }
+        assert_eq!(cmds.len(), 13);
+        assert_eq!(cmds[12]["add"]["rule"]["expr"][3], json!({"drop": null}));
+        assert_eq!(
+            cmds[12]["add"]["rule"]["expr"][2]["match"]["right"],
+            json!("@allow6_0")
+        );
+    }
+
+    #[test]
+    fn swap_fills_the_idle_slot_and_repoints_the_rules() {
+        let tx = swap(&cfg(Action::Reject), 0, &nets(&["10.0.0.0/8"]));
+        let cmds = tx["nftables"].as_array().unwrap();
+        let names: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+        assert!(names[0].contains(r#""delete":{"set""#) && names[0].contains("ports_0"));
+        assert!(names[2].contains("allow6_0"));
+        assert_eq!(
+            cmds[4]["add"]["set"]["elem"],
+            json!([{"prefix": {"addr": "10.0.0.0", "len": 8}}])
+        );
+        assert!(
+            cmds[5]["add"]["set"].get("elem").is_none(),
+            "IPv6 denied entirely"
+        );
+        assert!(names[6].contains(r#""flush":{"chain""#));
         assert_eq!(cmds.len(), 10);
-        assert_eq!(cmds[9]["add"]["rule"]["expr"][3], json!({"drop": null}));
-        // An IPv4-only list writes an empty allow6 set (no `elem`): IPv6 sources are denied.
-        let tx = transaction(&cfg(Action::Reject), &nets(&["10.0.0.0/8"]));
-        assert!(tx["nftables"][5]["add"]["set"].get("elem").is_none());
+        // Nothing in the swap touches slot 1, which the old rules name.
+        assert!(names.iter().all(|n| !n.contains("_1")));
     }
 }

@@ -586,7 +586,10 @@ async fn nftables_drift_is_reported_and_repaired() {
     );
 
     // 3. An address slipped into a set: visible as a different list, removed by apply.
-    lab.in_srv(&["nft", &format!("add element inet {t} allow4 {{ {D4} }}")]);
+    // (Into both slots: the one the rules name holds the live list.)
+    for slot in ["allow4_0", "allow4_1"] {
+        lab.in_srv(&["nft", &format!("add element inet {t} {slot} {{ {D4} }}")]);
+    }
     lab.expect("element added", &[(D4, P1, "connected")]);
     let state = p.current().await.unwrap();
     assert_eq!(ranges(&state), Some(allowed().union(&set(&[D4]))));
@@ -821,4 +824,76 @@ async fn a_missing_namespace_is_not_found() {
     let p = rangekeeper_provider_hostfw::factory(&cfg).unwrap();
     let e = p.current().await.unwrap_err();
     assert_eq!(e.kind(), "not_found", "{e}");
+}
+
+/// A GitHub-Actions-sized list (about 6,000 IPv4 and 1,500 IPv6 prefixes that do not merge),
+/// with every `step`-th prefix shifted so two lists differ in a predictable part.
+fn big_list(shift_every: usize) -> RangeSet {
+    let mut nets: Vec<IpNet> = Vec::new();
+    for i in 0..6000usize {
+        let third = if shift_every > 0 && i % shift_every == 0 {
+            128
+        } else {
+            0
+        };
+        nets.push(
+            format!("10.{}.{}.{third}/25", i / 256, i % 256)
+                .parse()
+                .unwrap(),
+        );
+    }
+    for i in 0..1500usize {
+        let sub = if shift_every > 0 && i % shift_every == 0 {
+            1
+        } else {
+            0
+        };
+        nets.push(format!("2001:db9:{:x}:{sub}::/64", 2 * i).parse().unwrap());
+    }
+    nets.push(A4.parse::<IpAddr>().unwrap().into());
+    nets.push(A6.parse::<IpAddr>().unwrap().into());
+    RangeSet::from_nets(nets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_lists_round_trip_on_both_backends() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let first = big_list(0);
+    let second = big_list(10);
+    assert!(first.len() > 7400 && second.len() > 7400);
+    assert_ne!(first, second);
+    for backend in ["nftables", "iptables"] {
+        let p = lab.provider(
+            serde_json::json!({"backend": backend, "table": format!("{}big", lab.table)}),
+        );
+        let opts = ApplyOptions::default();
+        for list in [&first, &second] {
+            let started = std::time::Instant::now();
+            assert!(p.apply(list, &opts).await.unwrap().changed);
+            let took = started.elapsed();
+            assert_eq!(
+                ranges(&p.current().await.unwrap()).as_ref(),
+                Some(list),
+                "{backend}"
+            );
+            eprintln!("{backend}: applied {} prefixes in {took:?}", list.len());
+            assert!(
+                took < std::time::Duration::from_secs(15),
+                "{backend} took {took:?}"
+            );
+        }
+        lab.expect(
+            backend,
+            &[
+                (A4, P1, "connected"),
+                (D4, P1, "refused"),
+                (A6, P2, "connected"),
+                (D6, P2, "refused"),
+            ],
+        );
+        assert!(p.disable(&opts).await.unwrap().changed);
+    }
 }
