@@ -1,24 +1,34 @@
 //! Stand-in for `rangekeeper normalize` in benchmarks: CIDRs on stdin (or files given as
-//! arguments), one per line, aggregated with `aggregate_lines`, the canonical list on stdout.
-//! Usage: `normalize [--strict] [FILE...]`
+//! arguments), one per line, aggregated with `aggregate_lines`, the canonical list on stdout;
+//! with `--max-ranges K`, the optimal cover of at most K prefixes (its cost on stderr).
+//! Usage: `normalize [--strict] [--max-ranges K] [[-i] FILE...]`
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::process::ExitCode;
 
-use rangekeeper_cidr::{RangeSet, aggregate_lines};
+use rangekeeper_cidr::{RangeSet, aggregate_lines, cover};
 
 fn main() -> ExitCode {
     let mut strict = false;
+    let mut max_ranges = None;
     let mut files = Vec::new();
-    for a in std::env::args().skip(1) {
-        if a == "--strict" {
-            strict = true;
-        } else {
-            files.push(a);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--strict" => strict = true,
+            "-i" | "--input" => files.extend(args.next()),
+            "--max-ranges" => match args.next().map(|k| k.parse::<usize>()) {
+                Some(Ok(k)) => max_ranges = Some(k),
+                _ => {
+                    eprintln!("normalize: --max-ranges needs a number");
+                    return ExitCode::FAILURE;
+                }
+            },
+            _ => files.push(a),
         }
     }
-    match run(strict, &files) {
+    match run(strict, max_ranges, &files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("normalize: {e}");
@@ -27,7 +37,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(strict: bool, files: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+fn run(
+    strict: bool,
+    max_ranges: Option<usize>,
+    files: &[String],
+) -> Result<(), Box<dyn std::error::Error>> {
     const CAP: usize = 1 << 20;
     let mut set = RangeSet::new();
     let mut aggregate = |r: Box<dyn Read>| -> Result<(), Box<dyn std::error::Error>> {
@@ -51,6 +65,23 @@ fn run(strict: bool, files: &[String]) -> Result<(), Box<dyn std::error::Error>>
         for f in files {
             aggregate(Box::new(File::open(f)?))?;
         }
+    }
+    if let Some(k) = max_ranges
+        && set.len() > k
+    {
+        let c = cover(&set, k)?;
+        eprintln!(
+            "cover of {} prefixes by {}: extra IPv4 {} (x{:.3}), extra IPv6 {} (x{:.3}), widest {:?} / {:?}",
+            set.len(),
+            c.set.len(),
+            c.extra.v4,
+            c.extra_multiple_v4.unwrap_or(0.0),
+            c.extra.v6,
+            c.extra_multiple_v6.unwrap_or(0.0),
+            c.widest_v4.map(|n| n.to_string()),
+            c.widest_v6.map(|n| n.to_string()),
+        );
+        set = c.set;
     }
     set.write_lines(io::stdout().lock())?;
     Ok(())

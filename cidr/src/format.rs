@@ -133,12 +133,75 @@ fn format_v4(iv: &[(u32, u32)], out: &mut Vec<u8>) {
     }
 }
 
+/// Append `a/len\n` for an IPv6 prefix through a fixed scratch line (see [`push_v6`]).
+#[inline]
+fn push_v6_line(out: &mut Vec<u8>, a: u128, len: u8) {
+    if (a >> 32) == 0xffff {
+        push_v6(out, a, len);
+        out.push(b'\n');
+        return;
+    }
+    let g: [u16; 8] = std::array::from_fn(|i| (a >> (112 - 16 * i)) as u16);
+    let (mut best_at, mut best_len) = (8usize, 0usize);
+    let mut run = 0usize;
+    for (i, &x) in g.iter().enumerate() {
+        if x == 0 {
+            run += 1;
+            if run > best_len {
+                best_len = run;
+                best_at = i + 1 - run;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    if best_len < 2 {
+        best_at = 8;
+        best_len = 0;
+    }
+    let mut line = [0u8; 64];
+    let mut n = 0usize;
+    let mut i = 0usize;
+    while i < 8 {
+        if i == best_at {
+            line[n] = b':';
+            line[n + 1] = b':';
+            n += 2;
+            i += best_len;
+            continue;
+        }
+        if i > 0 && i != best_at + best_len {
+            line[n] = b':';
+            n += 1;
+        }
+        let v = g[i];
+        let bits = 16 - v.leading_zeros() as usize;
+        let nd = bits.div_ceil(4).max(1);
+        let four = [
+            HEX[usize::from(v >> 12)],
+            HEX[usize::from((v >> 8) & 15)],
+            HEX[usize::from((v >> 4) & 15)],
+            HEX[usize::from(v & 15)],
+        ];
+        let shifted = u32::from_le_bytes(four) >> (8 * (4 - nd));
+        line[n..n + 4].copy_from_slice(&shifted.to_le_bytes());
+        n += nd;
+        i += 1;
+    }
+    line[n] = b'/';
+    n += 1;
+    let (d, l) = DEC[len as usize];
+    line[n..n + 4].copy_from_slice(&d);
+    n += l as usize;
+    line[n] = b'\n';
+    let keep = out.len() + n + 1;
+    out.extend_from_slice(&line);
+    out.truncate(keep);
+}
+
 fn format_v6(iv: &[(u128, u128)], out: &mut Vec<u8>) {
     for &(a, b) in iv {
-        for_each_prefix(a, b, |s, l| {
-            push_v6(out, s, l);
-            out.push(b'\n');
-        });
+        for_each_prefix(a, b, |s, l| push_v6_line(out, s, l));
     }
 }
 
@@ -215,6 +278,12 @@ mod tests {
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 format!("{}/{len6}", Ipv6Addr::from(v))
+            );
+            let mut out = b"prefix ".to_vec();
+            push_v6_line(&mut out, v, len6);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("prefix {}/{len6}\n", Ipv6Addr::from(v))
             );
         }
     }

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use ipnet::IpNet;
 
 use crate::parse::{self, ParseError, Raw};
-use crate::set::{RangeSet, coalesce_sorted};
+use crate::set::RangeSet;
 
 /// A host-bits warning from [`aggregate_lines`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,14 +46,28 @@ pub enum LineError {
 pub(crate) struct Keys {
     /// IPv4 intervals packed as `start << 32 | end`, so sorting the keys sorts by start.
     v4: Vec<u64>,
-    /// IPv6 intervals `(start, end)`.
-    v6: Vec<(u128, u128)>,
+    /// IPv6 prefixes of length <= 120 packed as `start | len` (the low 8 bits of such a
+    /// start are zero), so sorting the keys sorts by start.
+    v6: Vec<u128>,
+    /// IPv6 prefixes longer than /120, as intervals.
+    v6_long: Vec<(u128, u128)>,
 }
 
 impl Keys {
     fn append(&mut self, other: &Keys) {
         self.v4.extend_from_slice(&other.v4);
         self.v6.extend_from_slice(&other.v6);
+        self.v6_long.extend_from_slice(&other.v6_long);
+    }
+
+    #[inline]
+    fn push_v6(&mut self, net: u128, len: u8) {
+        if len <= 120 {
+            self.v6.push(net | u128::from(len));
+        } else {
+            let mask = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            self.v6_long.push((net, net | mask));
+        }
     }
 }
 
@@ -118,21 +132,19 @@ impl Collector {
         }
         match raw {
             Raw::V4 { net, len, .. } => self.push_v4(net, len),
-            Raw::V6 { net, len, .. } => {
-                let mask = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-                self.keys.v6.push((net, net | mask));
-            }
+            Raw::V6 { net, len, .. } => self.keys.push_v6(net, len),
         }
         Ok(())
     }
 
     pub(crate) fn finish(self) -> Aggregated {
-        let Keys { v4, v6 } = self.keys;
+        let Keys { v4, v6, v6_long } = self.keys;
+        // The larger family first, so the smaller one's memory is not held meanwhile.
         let (v4, v6) = if v4.len() < v6.len() {
             let v4 = sort_and_coalesce_v4(v4);
-            (v4, sort_and_coalesce_v6(v6))
+            (v4, sort_and_coalesce_v6(v6, v6_long))
         } else {
-            let v6 = sort_and_coalesce_v6(v6);
+            let v6 = sort_and_coalesce_v6(v6, v6_long);
             (sort_and_coalesce_v4(v4), v6)
         };
         Aggregated {
@@ -152,116 +164,130 @@ fn top(k: u64) -> usize {
     (k >> (64 - TOP_BITS)) as usize
 }
 
-/// Sort packed IPv4 keys by start (an MSD pass on the top 11 bits, then each bucket sorted
-/// in cache by the remaining 21 bits, the buckets split between two threads) and coalesce
-/// into canonical intervals.
-fn sort_and_coalesce_v4(mut keys: Vec<u64>) -> Vec<(u32, u32)> {
-    let n = keys.len();
-    if n < 4096 {
-        keys.sort_unstable();
-        return coalesce_keys(&keys);
+/// In-place MSD radix pass (American flag sort): permute `v` so that elements are grouped by
+/// `bucket(x)` in ascending bucket order; returns the bucket boundaries (`nb + 1` offsets).
+/// No second buffer: each element is moved once by cycle-leader swaps.
+fn msd_in_place<T: Copy>(v: &mut [T], nb: usize, bucket: impl Fn(T) -> usize) -> Vec<usize> {
+    let mut offsets = vec![0usize; nb + 1];
+    for &x in v.iter() {
+        offsets[bucket(x) + 1] += 1;
     }
-    let mut offsets = vec![0usize; BUCKETS + 1];
-    for &k in &keys {
-        offsets[top(k) + 1] += 1;
-    }
-    for i in 0..BUCKETS {
+    for i in 0..nb {
         offsets[i + 1] += offsets[i];
     }
-    let mut sorted = vec![0u64; n];
-    {
+    let mut next: Vec<usize> = offsets[..nb].to_vec();
+    for b in 0..nb {
+        let end = offsets[b + 1];
+        while next[b] < end {
+            let mut x = v[next[b]];
+            let mut t = bucket(x);
+            while t != b {
+                std::mem::swap(&mut x, &mut v[next[t]]);
+                next[t] += 1;
+                t = bucket(x);
+            }
+            v[next[b]] = x;
+            next[b] += 1;
+        }
+    }
+    offsets
+}
+
+/// Run `f` over the buckets of `v` (given by `offsets`), split into two halves of about equal
+/// size, one per thread.
+fn par_buckets<T: Send>(
+    v: &mut [T],
+    offsets: &[usize],
+    f: impl Fn(&mut [T], &[usize], usize) + Sync,
+) {
+    let n = v.len();
+    let nb = offsets.len() - 1;
+    let mid_bucket = offsets.partition_point(|&o| o < n / 2).min(nb);
+    let mid = offsets[mid_bucket];
+    let (lo, hi) = v.split_at_mut(mid);
+    let (off_lo, off_hi) = (&offsets[..=mid_bucket], &offsets[mid_bucket..]);
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| f(hi, off_hi, mid));
+        f(lo, off_lo, 0);
+        if let Err(p) = h.join() {
+            std::panic::resume_unwind(p);
+        }
+    });
+}
+
+/// Sort packed IPv4 keys by start (an MSD scatter on the top 11 bits into the interval
+/// buffer, streaming and cache-friendly, then each bucket sorted in cache by the remaining 21
+/// bits, the buckets split between two threads) and coalesce in place into canonical
+/// intervals. Peak memory: the keys and the intervals, 16 bytes per entry.
+fn sort_and_coalesce_v4(mut keys: Vec<u64>) -> Vec<(u32, u32)> {
+    let unpack = |k: u64| ((k >> 32) as u32, k as u32);
+    let mut iv: Vec<(u32, u32)> = if keys.len() < 4096 {
+        keys.sort_unstable();
+        keys.into_iter().map(unpack).collect()
+    } else {
+        let mut offsets = vec![0usize; BUCKETS + 1];
+        for &k in &keys {
+            offsets[top(k) + 1] += 1;
+        }
+        for i in 0..BUCKETS {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut iv = vec![(0u32, 0u32); keys.len()];
         let mut heads: Vec<usize> = offsets[..BUCKETS].to_vec();
         for &k in &keys {
             let t = top(k);
-            sorted[heads[t]] = k;
+            iv[heads[t]] = unpack(k);
             heads[t] += 1;
         }
-    }
-    // Sort each bucket ping-ponging between `sorted` and `keys` (3 passes: the result ends
-    // in `keys`). Split the buckets into two halves of about equal size, one per thread.
-    let mid_bucket = offsets.partition_point(|&o| o < n / 2).min(BUCKETS);
-    let mid = offsets[mid_bucket];
-    let (s_lo, s_hi) = sorted.split_at_mut(mid);
-    let (k_lo, k_hi) = keys.split_at_mut(mid);
-    let (off_lo, off_hi) = (&offsets[..=mid_bucket], &offsets[mid_bucket..]);
-    std::thread::scope(|sc| {
-        let h = sc.spawn(|| sort_buckets(s_hi, k_hi, off_hi, mid));
-        sort_buckets(s_lo, k_lo, off_lo, 0);
-        if let Err(p) = h.join() {
-            std::panic::resume_unwind(p);
-        }
-    });
-    drop(sorted);
-    coalesce_keys(&keys)
-}
-
-/// Sort IPv6 intervals by start (an MSD pass on the top 11 bits, then each bucket sorted on
-/// one of two threads) and coalesce into canonical intervals.
-fn sort_and_coalesce_v6(mut keys: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
-    let n = keys.len();
-    if n < 4096 {
-        keys.sort_unstable();
-        return coalesce_sorted(keys);
-    }
-    let top6 = |k: &(u128, u128)| (k.0 >> (128 - TOP_BITS)) as usize;
-    let mut offsets = vec![0usize; BUCKETS + 1];
-    for k in &keys {
-        offsets[top6(k) + 1] += 1;
-    }
-    for i in 0..BUCKETS {
-        offsets[i + 1] += offsets[i];
-    }
-    let mut sorted = vec![(0u128, 0u128); n];
-    {
-        let mut heads: Vec<usize> = offsets[..BUCKETS].to_vec();
-        for k in &keys {
-            let t = top6(k);
-            sorted[heads[t]] = *k;
-            heads[t] += 1;
-        }
-    }
-    drop(keys);
-    let mid_bucket = offsets.partition_point(|&o| o < n / 2).min(BUCKETS);
-    let mid = offsets[mid_bucket];
-    let (lo, hi) = sorted.split_at_mut(mid);
-    let (off_lo, off_hi) = (&offsets[..=mid_bucket], &offsets[mid_bucket..]);
-    let sort = |data: &mut [(u128, u128)], offs: &[usize], base: usize| {
-        for w in offs.windows(2) {
-            data[w[0] - base..w[1] - base].sort_unstable();
-        }
+        drop(keys);
+        par_buckets(&mut iv, &offsets, sort_buckets);
+        iv
     };
-    std::thread::scope(|sc| {
-        let h = sc.spawn(|| sort(hi, off_hi, mid));
-        sort(lo, off_lo, 0);
-        if let Err(p) = h.join() {
-            std::panic::resume_unwind(p);
+    // Coalesce in place: the output is never longer than the input.
+    let mut w = 0usize;
+    for r in 0..iv.len() {
+        let (s, e) = iv[r];
+        if w > 0 {
+            let last = &mut iv[w - 1];
+            if u64::from(s) <= u64::from(last.1) + 1 {
+                if e > last.1 {
+                    last.1 = e;
+                }
+                continue;
+            }
         }
-    });
-    coalesce_sorted(sorted)
+        iv[w] = (s, e);
+        w += 1;
+    }
+    iv.truncate(w);
+    iv
 }
 
-/// Sort each bucket `a[offsets[i] - base .. offsets[i + 1] - base]` by the remaining 21
-/// start bits: LSD radix, 3 passes of 7 bits between `a` and `b`; the result is in `b`.
-fn sort_buckets(a: &mut [u64], b: &mut [u64], offsets: &[usize], base: usize) {
+/// Sort each bucket `data[offsets[i] - base .. offsets[i + 1] - base]` (whose starts share
+/// their top 11 bits) by the remaining 21 start bits: LSD radix, 3 passes of 7 bits through a
+/// small reused scratch buffer.
+fn sort_buckets(data: &mut [(u32, u32)], offsets: &[usize], base: usize) {
+    let mut scratch: Vec<(u32, u32)> = Vec::new();
     for w in offsets.windows(2) {
-        let r = w[0] - base..w[1] - base;
-        let (x, y) = (&mut a[r.clone()], &mut b[r]);
+        let x = &mut data[w[0] - base..w[1] - base];
         if x.len() <= 48 {
             x.sort_unstable();
-            y.copy_from_slice(x);
             continue;
         }
-        radix_pass(x, y, 32);
-        radix_pass(y, x, 39);
-        radix_pass(x, y, 46);
+        scratch.clear();
+        scratch.resize(x.len(), (0, 0));
+        radix_pass(x, &mut scratch, 0);
+        radix_pass(&scratch, x, 7);
+        radix_pass(x, &mut scratch, 14);
+        x.copy_from_slice(&scratch);
     }
 }
 
 #[inline]
-fn radix_pass(src: &[u64], dst: &mut [u64], shift: u32) {
+fn radix_pass(src: &[(u32, u32)], dst: &mut [(u32, u32)], shift: u32) {
     let mut count = [0usize; 128];
     for &k in src {
-        count[((k >> shift) & 127) as usize] += 1;
+        count[((k.0 >> shift) & 127) as usize] += 1;
     }
     let mut sum = 0;
     for c in count.iter_mut() {
@@ -270,34 +296,73 @@ fn radix_pass(src: &[u64], dst: &mut [u64], shift: u32) {
         sum += v;
     }
     for &k in src {
-        let d = ((k >> shift) & 127) as usize;
+        let d = ((k.0 >> shift) & 127) as usize;
         dst[count[d]] = k;
         count[d] += 1;
     }
 }
 
-/// Coalesce sorted packed IPv4 keys into canonical intervals.
-fn coalesce_keys(keys: &[u64]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    let mut it = keys.iter();
-    let Some(&k0) = it.next() else {
-        return out;
-    };
-    let (mut a, mut b) = ((k0 >> 32) as u32, k0 as u32);
-    for &k in it {
-        let (s, e) = ((k >> 32) as u32, k as u32);
-        // Touching when s <= b + 1 (b == MAX swallows everything after).
-        if u64::from(s) <= u64::from(b) + 1 {
-            if e > b {
-                b = e;
+/// Sort packed IPv6 keys (an in-place MSD pass on the top 12 bits, then each bucket sorted,
+/// the buckets split between two threads), merge with the long prefixes, and coalesce.
+fn sort_and_coalesce_v6(mut keys: Vec<u128>, mut long: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    const TOP6: u32 = 12;
+    if keys.len() < 4096 {
+        keys.sort_unstable();
+    } else {
+        let offsets = msd_in_place(&mut keys, 1 << TOP6, |k| (k >> (128 - TOP6)) as usize);
+        par_buckets(&mut keys, &offsets, |data, offs, base| {
+            for w in offs.windows(2) {
+                if w[1] - w[0] > 1 {
+                    data[w[0] - base..w[1] - base].sort_unstable();
+                }
             }
-        } else {
-            out.push((a, b));
-            a = s;
-            b = e;
-        }
+        });
     }
-    out.push((a, b));
+    long.sort_unstable();
+    // Merge the two sorted streams by start and coalesce.
+    let decode = |k: u128| {
+        let start = k & !0xff;
+        let len = (k & 0xff) as u32;
+        (start, start | u128::MAX.checked_shr(len).unwrap_or(0))
+    };
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(keys.len() + long.len());
+    let (mut i, mut j) = (0usize, 0usize);
+    let mut cur: Option<(u128, u128)> = None;
+    loop {
+        let next = match (keys.get(i), long.get(j)) {
+            (Some(&k), Some(&l)) => {
+                let d = decode(k);
+                if d.0 <= l.0 {
+                    i += 1;
+                    d
+                } else {
+                    j += 1;
+                    l
+                }
+            }
+            (Some(&k), None) => {
+                i += 1;
+                decode(k)
+            }
+            (None, Some(&l)) => {
+                j += 1;
+                l
+            }
+            (None, None) => break,
+        };
+        cur = match cur {
+            None => Some(next),
+            Some((a, b)) => {
+                if b.checked_add(1).is_none_or(|e| next.0 <= e) {
+                    Some((a, b.max(next.1)))
+                } else {
+                    out.push((a, b));
+                    Some(next)
+                }
+            }
+        };
+    }
+    out.extend(cur);
     out
 }
 
@@ -455,14 +520,26 @@ fn fast_v4_window(w: &[u8; WINDOW]) -> Option<(u64, usize)> {
     Some(((u64::from(addr) << 32) | u64::from(addr | mask), i))
 }
 
+/// Hex digit values; 16 for anything else.
+const HEX: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 #[inline(always)]
 fn hex(b: u8) -> u32 {
-    match b {
-        b'0'..=b'9' => u32::from(b - b'0'),
-        b'a'..=b'f' => u32::from(b - b'a' + 10),
-        b'A'..=b'F' => u32::from(b - b'A' + 10),
-        _ => 16,
-    }
+    u32::from(HEX[b as usize])
 }
 
 /// The IPv6 fast path: a line that is exactly an IPv6 address of hex groups with at most one
@@ -470,7 +547,7 @@ fn hex(b: u8) -> u32 {
 /// not IPv4-mapped. Returns the interval and the index after the line; anything else is
 /// `None` and goes through the full parser (which accepts these same lines identically).
 #[inline]
-fn fast_v6(buf: &[u8], p: usize) -> Option<((u128, u128), usize)> {
+fn fast_v6(buf: &[u8], p: usize) -> Option<(u128, u8, usize)> {
     let at = |i: usize| buf.get(i).copied().unwrap_or(0);
     let mut i = p;
     let (mut head, mut nh) = (0u128, 0u32);
@@ -576,7 +653,7 @@ fn fast_v6(buf: &[u8], p: usize) -> Option<((u128, u128), usize)> {
     if addr & mask != 0 || (len >= 96 && (addr >> 32) == 0xffff) {
         return None;
     }
-    Some(((addr, addr | mask), i))
+    Some((addr, len as u8, i))
 }
 
 /// Run the fast paths over `buf` from `p` while they accept lines; returns the stop position
@@ -601,8 +678,8 @@ fn fast_run(buf: &[u8], mut p: usize, keys: &mut Keys) -> (usize, usize) {
             continue;
         }
         match fast_v6(buf, p) {
-            Some((iv, next)) => {
-                keys.v6.push(iv);
+            Some((net, len, next)) => {
+                keys.push_v6(net, len);
                 lines += 1;
                 p = next;
             }
@@ -670,7 +747,7 @@ fn parse_block(c: &mut Collector, buf: &[u8], line: &mut usize) -> Result<(), Li
 ///
 /// Reads in 1 MiB blocks (the reader's own buffer size does not matter), parses each block
 /// on two threads without per-line allocation, and sorts with a radix sort. Memory is about
-/// 16 bytes per IPv4 entry at the peak of the sort and 32 per IPv6 entry.
+/// 16 bytes per IPv4 entry and 32 per IPv6 entry at the peak of the sort.
 pub fn aggregate_lines<R: BufRead>(mut reader: R, strict: bool) -> Result<Aggregated, LineError> {
     const BLOCK: usize = 1 << 20;
     let mut c = Collector::new(strict);
