@@ -320,6 +320,62 @@ async fn restore(
     Ok(())
 }
 
+/// If kube-restrict-ip's chain `chain` is still in the IPv4 filter table, a warning saying so
+/// (kube-restrict-ip only ever wrote IPv4 rules). Best effort: no iptables, no warning.
+pub async fn kube_restrict_ip_leftover(
+    runner: &Runner,
+    cfg: &Config,
+    chain: &str,
+) -> Option<String> {
+    let out = runner
+        .run(
+            &Family::V4.save(cfg.iptables_variant),
+            &["-t", "filter"],
+            None,
+        )
+        .await
+        .ok()?;
+    if !out.success {
+        return None;
+    }
+    kube_restrict_ip_warning(&out.stdout, chain)
+}
+
+/// The warning for a leftover kube-restrict-ip chain in `iptables-save` output, with the
+/// commands that remove it.
+pub fn kube_restrict_ip_warning(save: &str, chain: &str) -> Option<String> {
+    let declared = save.lines().any(|l| {
+        l.strip_prefix(':')
+            .and_then(|d| d.split_whitespace().next())
+            == Some(chain)
+    });
+    if !declared {
+        return None;
+    }
+    let jumps: Vec<&str> = save
+        .lines()
+        .filter(|l| {
+            let t = tokens(l);
+            t.len() > 2
+                && t[0] == "-A"
+                && t[1] == "INPUT"
+                && t.windows(2).any(|w| w[0] == "-j" && w[1] == chain)
+        })
+        .collect();
+    let removal: String = jumps
+        .iter()
+        .map(|j| format!("iptables {}; ", j.replacen("-A INPUT", "-D INPUT", 1)))
+        .collect();
+    Some(format!(
+        "kube-restrict-ip's chain {chain} is still in iptables{}: it keeps enforcing its own list next to rangekeeper's. Stop kube-restrict-ip, then remove it: {removal}iptables -F {chain}; iptables -X {chain}",
+        if jumps.is_empty() {
+            ""
+        } else {
+            " with INPUT jumps to it"
+        }
+    ))
+}
+
 /// Both families' state, merged.
 pub async fn read(runner: &Runner, cfg: &Config) -> Result<(Live, [FamilyLive; 2]), ProviderError> {
     let v4 = read_family(runner, cfg, Family::V4).await?;
@@ -516,6 +572,19 @@ COMMIT
             gone.contains("-D INPUT") && gone.ends_with("-X RK-rk\nCOMMIT\n"),
             "{gone}"
         );
+    }
+
+    #[test]
+    fn kube_restrict_ip_leftovers_are_named_with_their_removal() {
+        let save = "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-RESTRICT-IP - [0:0]\n-A INPUT -p tcp -m multiport --dports 9100 -m comment --comment kube-restrict-ip -j KUBE-RESTRICT-IP\n-A KUBE-RESTRICT-IP -s 10.0.0.0/8 -j RETURN\nCOMMIT\n";
+        let w = kube_restrict_ip_warning(save, "KUBE-RESTRICT-IP").unwrap();
+        assert!(w.contains("iptables -D INPUT -p tcp -m multiport --dports 9100 -m comment --comment kube-restrict-ip -j KUBE-RESTRICT-IP;"), "{w}");
+        assert!(
+            w.ends_with("iptables -F KUBE-RESTRICT-IP; iptables -X KUBE-RESTRICT-IP"),
+            "{w}"
+        );
+        assert!(kube_restrict_ip_warning(save, "OTHER").is_none());
+        assert!(kube_restrict_ip_warning(SAVE, "KUBE-RESTRICT-IP").is_none());
     }
 
     #[test]

@@ -201,6 +201,12 @@ impl Provider for HostFw {
             State::new(Restriction::Ranges(live.allow))
         };
         state.details = self.details(backend);
+        if let Some(k) = &self.cfg.kube_restrict_ip
+            && let Some(w) =
+                iptables::kube_restrict_ip_leftover(&self.runner, &self.cfg, &k.chain).await
+        {
+            state.warnings.push(w);
+        }
         Ok(state)
     }
 

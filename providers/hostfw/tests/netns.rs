@@ -786,6 +786,36 @@ async fn kube_restrict_ip_config_gives_the_same_behaviour() {
     );
     assert_eq!(desired, allowed().union(&set(&["127.0.0.1"])));
 
+    // kube-restrict-ip's own leftovers (its chain and INPUT jump, as it wrote them).
+    lab.in_srv(&["iptables", "-N", "KUBE-RESTRICT-IP"]);
+    lab.in_srv(&[
+        "iptables",
+        "-A",
+        "KUBE-RESTRICT-IP",
+        "-s",
+        "0.0.0.0/0",
+        "-j",
+        "RETURN",
+    ]);
+    lab.in_srv(&[
+        "iptables",
+        "-I",
+        "INPUT",
+        "1",
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        "9100",
+        "-m",
+        "comment",
+        "--comment",
+        "kube-restrict-ip",
+        "-j",
+        "KUBE-RESTRICT-IP",
+    ]);
+
     // The target points at the file instead of listing ports; backend left on auto.
     let p =
         lab.provider(serde_json::json!({"ports": null, "kubeRestrictIp": file.to_str().unwrap()}));
@@ -805,6 +835,21 @@ async fn kube_restrict_ip_config_gives_the_same_behaviour() {
             .contains(&("backend".to_owned(), "nftables".to_owned())),
         "{:?}",
         state.details
+    );
+    assert!(
+        state
+            .warnings
+            .iter()
+            .any(|w| w.contains("KUBE-RESTRICT-IP is still in iptables with INPUT jumps")),
+        "{:?}",
+        state.warnings
+    );
+    // Reported, never touched.
+    assert!(p.disable(&ApplyOptions::default()).await.unwrap().changed);
+    let saved = lab.in_srv(&["iptables-save", "-t", "filter"]);
+    assert!(
+        saved.contains(":KUBE-RESTRICT-IP") && saved.contains("--comment kube-restrict-ip"),
+        "{saved}"
     );
 }
 
