@@ -52,6 +52,13 @@ impl Family {
         }
     }
 
+    fn everything(self) -> IpNet {
+        match self {
+            Family::V4 => IpNet::V4(Default::default()),
+            Family::V6 => IpNet::V6(Default::default()),
+        }
+    }
+
     fn holds(self, net: &IpNet) -> bool {
         matches!(
             (self, net),
@@ -236,6 +243,8 @@ pub fn inspect(save: &str, cfg: &Config, family: Family) -> FamilyLive {
                         _ => ok_shape = false,
                     }
                 }
+                // iptables-save leaves out `-s 0.0.0.0/0` / `-s ::/0`: they match everything.
+                [j, ret] if j == "-j" && ret == "RETURN" => live.nets.push(family.everything()),
                 _ => ok_shape = false,
             }
         }
@@ -572,6 +581,20 @@ COMMIT
             gone.contains("-D INPUT") && gone.ends_with("-X RK-rk\nCOMMIT\n"),
             "{gone}"
         );
+    }
+
+    #[test]
+    fn everything_reads_back_although_iptables_save_omits_it() {
+        let save = SAVE.replace("-A RK-rk -s 10.0.0.0/8 -j RETURN", "-A RK-rk -j RETURN");
+        let live = inspect(&save, &cfg(Action::Reject), Family::V4);
+        assert!(live.problems.is_empty(), "{:?}", live.problems);
+        assert!(live.nets.contains(&"0.0.0.0/0".parse().unwrap()));
+        let v6 = inspect(
+            &save.replace("-A RK-rk -s 192.0.2.7/32 -j RETURN\n", ""),
+            &cfg(Action::Reject),
+            Family::V6,
+        );
+        assert_eq!(v6.nets, vec!["::/0".parse::<IpNet>().unwrap()]);
     }
 
     #[test]

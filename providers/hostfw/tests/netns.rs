@@ -930,6 +930,20 @@ async fn large_lists_round_trip_on_both_backends() {
                 "{backend} took {took:?}"
             );
         }
+        // Everything allowed reads back too (iptables-save leaves out `-s 0.0.0.0/0`).
+        let everything = set(&["0.0.0.0/0", "::/0"]);
+        assert!(p.apply(&everything, &opts).await.unwrap().changed);
+        assert_eq!(
+            ranges(&p.current().await.unwrap()),
+            Some(everything.clone()),
+            "{backend}"
+        );
+        assert!(
+            !p.apply(&everything, &opts).await.unwrap().changed,
+            "{backend}"
+        );
+        lab.expect(backend, &[(D4, P1, "connected"), (D6, P2, "connected")]);
+        assert!(p.apply(&second, &opts).await.unwrap().changed);
         lab.expect(
             backend,
             &[
