@@ -81,6 +81,9 @@ fn summary_human(s: &[Summary]) -> String {
                 r.error.as_deref().unwrap_or("")
             )),
         }
+        for w in &r.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
         for n in &r.notes {
             out.push_str(&format!("  note: {n}\n"));
         }

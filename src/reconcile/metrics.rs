@@ -135,16 +135,20 @@ impl Metrics {
         });
     }
 
-    /// The last valid declaration is still in force after a rejected reload.
+    /// A changed declaration file was rejected: the last valid one stays in force, but the
+    /// file on disk is invalid (not ready) until it is fixed.
     pub fn declaration_rejected(&self) {
-        self.with(|i| i.declaration_errors += 1);
+        self.with(|i| {
+            i.declaration_errors += 1;
+            i.declaration_valid = false;
+        });
     }
 
     pub fn set_first_pass_done(&self) {
         self.first_pass_done.store(true, Ordering::SeqCst);
     }
 
-    /// Ready: the first pass over every target is done and a valid declaration is in force.
+    /// Ready: the first pass over every target is done and the declaration file is valid.
     pub fn ready(&self) -> bool {
         self.first_pass_done.load(Ordering::SeqCst) && self.with(|i| i.declaration_valid)
     }
@@ -255,7 +259,7 @@ impl Metrics {
             family(
                 "rangekeeper_declaration_valid",
                 "gauge",
-                "1 when the declaration file in force is valid (0 before the first valid load).",
+                "1 when the declaration file is valid; 0 after a changed file was rejected (the last valid one stays in force).",
                 vec![(String::new(), f64::from(u8::from(i.declaration_valid)))],
             );
             family(

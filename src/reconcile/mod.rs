@@ -242,6 +242,9 @@ pub struct Summary {
     pub removed: RangeSet,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Stale sources and other things to know.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -473,6 +476,12 @@ impl Controller {
                 .map(|c| c.removed.clone())
                 .unwrap_or_default(),
             notes: pass.notes.clone(),
+            warnings: self
+                .decl
+                .targets
+                .get(&name)
+                .map(|t| t.source_warnings.clone())
+                .unwrap_or_default(),
             kind: None,
             error: None,
         };

@@ -1,5 +1,5 @@
 //! The reconciler's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is
-//! alive) and `/readyz` (the first pass is done and a valid declaration is in force).
+//! alive) and `/readyz` (the first pass is done and the declaration file is valid).
 
 use std::sync::Arc;
 
@@ -31,7 +31,7 @@ async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the first pass is not done or the declaration is not valid\n",
+            "not ready: the first pass is not done, or the declaration file is not valid\n",
         )
     }
 }
