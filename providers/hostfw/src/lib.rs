@@ -151,6 +151,29 @@ impl HostFw {
         }
     }
 
+    /// Rules of ours written by the other backend (say before `backend:` changed) keep
+    /// enforcing their list; name them. Best effort: if the other tool is missing, nothing.
+    async fn other_backend_leftover(&self, backend: Backend) -> Option<String> {
+        let (other, what) = match backend {
+            Backend::Nftables => (
+                Backend::Iptables,
+                format!("iptables chain {}", self.cfg.table.chain()),
+            ),
+            Backend::Iptables => (
+                Backend::Nftables,
+                format!("nftables table inet {}", self.cfg.table),
+            ),
+        };
+        let live = self.live(other).await.ok()?;
+        live.present.then(|| {
+            format!(
+                "the {what} (written with backend {}) is still present and keeps enforcing its own list; remove it with `disable` using `backend: {}`",
+                other.name(),
+                other.name()
+            )
+        })
+    }
+
     fn details(&self, backend: Backend) -> Vec<(String, String)> {
         let mut d = vec![
             ("backend".to_owned(), backend.name().to_owned()),
@@ -205,6 +228,9 @@ impl Provider for HostFw {
             && let Some(w) =
                 iptables::kube_restrict_ip_leftover(&self.runner, &self.cfg, &k.chain).await
         {
+            state.warnings.push(w);
+        }
+        if let Some(w) = self.other_backend_leftover(backend).await {
             state.warnings.push(w);
         }
         Ok(state)

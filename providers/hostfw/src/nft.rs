@@ -478,13 +478,27 @@ pub async fn write(runner: &Runner, cfg: &Config, desired: &RangeSet) -> Result<
         .run_ok("nft", &["-c", "-j", "-f", "-"], Some(&tx))
         .await
         .map_err(|e| match e {
+            ProviderError::Other(msg) if msg.contains("Device or resource busy") => busy(&msg),
             ProviderError::Other(msg) => {
                 ProviderError::Invalid(format!("nft rejected the ruleset: {msg}"))
             }
             other => other,
         })?;
-    runner.run_ok("nft", &["-j", "-f", "-"], Some(&tx)).await?;
+    runner
+        .run_ok("nft", &["-j", "-f", "-"], Some(&tx))
+        .await
+        .map_err(|e| match e {
+            ProviderError::Other(msg) if msg.contains("Device or resource busy") => busy(&msg),
+            other => other,
+        })?;
     Ok(())
+}
+
+/// The idle slot became live under us (another writer swapped meanwhile): re-read and retry.
+fn busy(msg: &str) -> ProviderError {
+    ProviderError::Conflict(format!(
+        "the table changed while rangekeeper was writing it (another writer?): {msg}"
+    ))
 }
 
 /// Delete our table. Returns whether it existed.

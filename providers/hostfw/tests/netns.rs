@@ -644,9 +644,22 @@ async fn iptables_end_to_end(variant: Option<&str>) {
     if let Some(v) = variant {
         fields["iptablesVariant"] = serde_json::json!(v);
     }
-    let p = lab.provider(fields);
+    let p = lab.provider(fields.clone());
     check_enforced(&lab, p.as_ref(), "iptables").await;
     let chain = format!("RK-{}", lab.table);
+    // Switching the target to nftables: the iptables rules left behind are named.
+    let mut nft_fields = fields.clone();
+    nft_fields["backend"] = serde_json::json!("nftables");
+    let nft = lab.provider(nft_fields);
+    let state = nft.current().await.unwrap();
+    assert!(
+        state
+            .warnings
+            .iter()
+            .any(|w| w.contains(&format!("iptables chain {chain}"))),
+        "{:?}",
+        state.warnings
+    );
     let saved = lab.in_srv(&[&save, "-t", "filter"]);
     assert!(
         saved.contains(&format!(
