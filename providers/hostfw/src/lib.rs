@@ -262,7 +262,7 @@ impl Provider for HostFw {
         };
         if !before.problems.is_empty() {
             applied.notes.push(format!(
-                "repaired rules that were missing or modified: {}",
+                "rewrote rules that were missing, modified or declared differently: {}",
                 before.problems.join("; ")
             ));
         }

@@ -577,7 +577,11 @@ async fn nftables_drift_is_reported_and_repaired() {
     );
     let applied = p.apply(&allowed(), &opts).await.unwrap();
     assert!(
-        applied.changed && applied.notes.iter().any(|n| n.contains("repaired")),
+        applied.changed
+            && applied
+                .notes
+                .iter()
+                .any(|n| n.contains("rewrote rules that were missing")),
         "{applied:?}"
     );
     lab.expect(
@@ -885,7 +889,7 @@ async fn a_missing_namespace_is_not_found() {
 }
 
 /// A GitHub-Actions-sized list (about 6,000 IPv4 and 1,500 IPv6 prefixes that do not merge),
-/// with every `step`-th prefix shifted so two lists differ in a predictable part.
+/// with every `shift_every`-th prefix shifted (0: none) so two lists differ in a predictable part.
 fn big_list(shift_every: usize) -> RangeSet {
     let mut nets: Vec<IpNet> = Vec::new();
     for i in 0..6000usize {
