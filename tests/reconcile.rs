@@ -1139,3 +1139,40 @@ fn validate_makes_no_network_call_and_says_sources_are_not_fetched() {
         "url https://api.github.com/meta select /actions, refresh 6h"
     );
 }
+
+/// The declaration embedded in a Kubernetes example's ConfigMap (`rangekeeper.yaml: |`).
+fn configmap_declaration(example: &str) -> String {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/kubernetes")
+            .join(example),
+    )
+    .unwrap();
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_end().ends_with("rangekeeper.yaml: |"));
+    let head = lines
+        .next()
+        .unwrap_or_else(|| panic!("no declaration in {example}"));
+    let indent = head.len() - head.trim_start().len() + 2;
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect()
+}
+
+#[test]
+fn the_kubernetes_examples_carry_valid_declarations() {
+    for example in ["reconciler-cronjob.yaml", "reconciler-deployment.yaml"] {
+        let decl = configmap_declaration(example);
+        assert!(decl.starts_with("version: 1\n"), "{example}: {decl}");
+        let s = Scratch::new(&decl);
+        let o = s.run(&["validate"]);
+        assert_eq!(code(&o), 0, "{example}: {}", seen(&o));
+        assert!(
+            stdout(&o).contains("not fetched by validate"),
+            "{example}: {}",
+            seen(&o)
+        );
+    }
+}
