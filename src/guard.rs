@@ -128,18 +128,18 @@ pub fn check(
         ));
         return out;
     }
-    if let (Some(p), Some(c)) = (policy.max_ranges, caps.max_ranges) {
-        if p > c {
-            out.errors.push(format!(
-                "`maxRanges: {p}` is more than {} accepts ({c})",
-                caps.name
-            ));
-        }
+    if let (Some(p), Some(c)) = (policy.max_ranges, caps.max_ranges)
+        && p > c
+    {
+        out.errors.push(format!(
+            "`maxRanges: {p}` is more than {} accepts ({c})",
+            caps.name
+        ));
     }
-    if let Some(limit) = range_limit(policy, caps) {
-        if desired.len() > limit {
-            fit_to_limit(target, desired, limit, policy, &mut out);
-        }
+    if let Some(limit) = range_limit(policy, caps)
+        && desired.len() > limit
+    {
+        fit_to_limit(target, desired, limit, policy, &mut out);
     }
     if !policy.protect.is_empty() && !desired.is_superset(&policy.protect) {
         let missing = policy.protect.difference(desired);

@@ -1176,3 +1176,46 @@ fn the_kubernetes_examples_carry_valid_declarations() {
         );
     }
 }
+
+#[test]
+fn a_source_added_to_the_declaration_mid_run_is_fetched_before_its_target_is_reconciled() {
+    let server = Server::start(|_| Reply {
+        delay: Duration::from_millis(300),
+        ..Reply::ok(r#"["198.51.100.0/24"]"#)
+    });
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.1]\n",
+    );
+    let mut child = s.spawn(&[
+        "reconcile",
+        "--interval",
+        "1s",
+        "--watch-interval",
+        "100ms",
+        "--state-dir",
+        "state",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || s.ranges("t.txt")
+            == set(&["192.0.2.1"])),
+        "{}",
+        s.read("loop.log")
+    );
+    s.write(
+        "rangekeeper.yaml",
+        &format!(
+            "version: 1\nsets:\n  partners: {{url: \"{}\"}}\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.1, partners]\n",
+            server.url("/p")
+        ),
+    );
+    let want = set(&["192.0.2.1", "198.51.100.0/24"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || s.ranges("t.txt") == want),
+        "{}",
+        s.read("loop.log")
+    );
+    assert_eq!(terminate(&mut child, Duration::from_secs(10)), Some(0));
+    let log = s.read("loop.log");
+    assert!(!log.contains("not converged"), "{log}");
+    assert!(!log.contains("has no value"), "{log}");
+}

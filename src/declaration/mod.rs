@@ -312,14 +312,13 @@ fn strip_json_position(msg: &str) -> String {
 fn clean_yaml_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg);
     for marker in [" at line ", " at ", ", line "] {
-        if let Some(i) = first.rfind(marker) {
-            if first[i + marker.len()..]
+        if let Some(i) = first.rfind(marker)
+            && first[i + marker.len()..]
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_ascii_digit() || c == 'l')
-            {
-                return first[..i].trim_end().to_owned();
-            }
+        {
+            return first[..i].trim_end().to_owned();
         }
     }
     first.to_owned()
@@ -1033,10 +1032,9 @@ impl Target {
             .field_pos
             .keys()
             .find(|k| message.contains(&format!("unknown field `{k}`")))
+            && let Some(s) = suggest(unknown, raw::TARGET_COMMON_KEYS.iter().copied())
         {
-            if let Some(s) = suggest(unknown, raw::TARGET_COMMON_KEYS.iter().copied()) {
-                message.push_str(&format!(" (did you mean `{s}`?)"));
-            }
+            message.push_str(&format!(" (did you mean `{s}`?)"));
         }
         // The field the message names first (serde lists the expected fields after it).
         let pos = self

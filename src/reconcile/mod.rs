@@ -420,6 +420,24 @@ impl Controller {
         }
     }
 
+    /// Targets using a source whose first fetch is still under way (a source just added to
+    /// the declaration): they wait for it rather than fail for want of a value.
+    fn waiting_for_first_fetch(&self) -> Vec<String> {
+        self.decl
+            .targets
+            .values()
+            .filter(|t| {
+                t.sources.iter().any(|s| {
+                    self.store
+                        .states
+                        .get(s)
+                        .is_some_and(|st| st.value.is_none() && st.last_error.is_none())
+                })
+            })
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
     /// Start a reconcile of `name`.
     fn spawn(&mut self, name: &str, tasks: &mut JoinSet<Pass>) {
         let Some(t) = self.decl.targets.get(name) else {
@@ -569,8 +587,11 @@ impl Controller {
                     slot.last_refusal = Some(message);
                 }
                 if settings.once {
-                    slot.done = !e.is_retryable() || slot.failures >= ONCE_ATTEMPTS;
-                    slot.due = Instant::now() + requeue_after.min(ONCE_MAX_DELAY);
+                    // A throttled target asking for a longer pause is left for the next run.
+                    slot.done = !e.is_retryable()
+                        || slot.failures >= ONCE_ATTEMPTS
+                        || requeue_after > ONCE_MAX_DELAY;
+                    slot.due = Instant::now() + requeue_after;
                 } else {
                     slot.due = Instant::now() + requeue_after;
                 }
@@ -619,13 +640,20 @@ pub async fn run(
     let specs = sources::tracked_specs(&first, &settings.live.self_echo);
     store.sync(&specs);
     let fetcher = Fetcher::new(settings.live.self_echo.clone())?;
-    // The first values before the first pass, so targets start from real data.
+    // The first values before the first pass, so targets start from real data (a signal
+    // meanwhile stops at once: nothing was applied yet).
+    tokio::pin!(shutdown);
     let due = store.due(Instant::now());
-    let results = futures::future::join_all(due.iter().map(|s| {
+    let first_fetch = futures::future::join_all(due.iter().map(|s| {
         let f = fetcher.clone();
         async move { (s.name.clone(), f.fetch(s).await) }
-    }))
-    .await;
+    }));
+    let results = tokio::select! {
+        r = first_fetch => r,
+        () = &mut shutdown => {
+            return Ok(RunOutcome { summaries: Vec::new(), aborted: false });
+        }
+    };
     let mut ctl = Controller {
         text_hash: hash_text(&text.text),
         text: text.clone(),
@@ -682,7 +710,6 @@ pub async fn run(
     let mut fetches: JoinSet<(String, Result<RangeSet, FetchError>)> = JoinSet::new();
     let mut fetching: Vec<String> = Vec::new();
     let mut next_watch = Instant::now() + settings.watch_interval;
-    tokio::pin!(shutdown);
     let mut stopped = false;
     loop {
         if settings.once && ctl.slots.values().all(|s| s.done && !s.in_flight) {
@@ -690,9 +717,15 @@ pub async fn run(
         }
         // Start due targets, earliest first, up to the concurrency bound.
         let now = Instant::now();
+        let waiting = if settings.once {
+            Vec::new()
+        } else {
+            ctl.waiting_for_first_fetch()
+        };
         let mut due: Vec<(Instant, String)> = ctl
             .slots
             .iter()
+            .filter(|(n, _)| !waiting.contains(*n))
             .filter(|(_, s)| !s.in_flight && s.due <= now && !(settings.once && s.done))
             .map(|(n, s)| (s.due, n.clone()))
             .collect();
@@ -716,7 +749,9 @@ pub async fn run(
         }
         let mut wake = ctl
             .slots
-            .values()
+            .iter()
+            .filter(|(n, _)| !waiting.contains(*n))
+            .map(|(_, s)| s)
             .filter(|s| !(s.in_flight || settings.once && s.done))
             .map(|s| s.due)
             .min()

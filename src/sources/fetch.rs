@@ -94,7 +94,14 @@ impl Fetcher {
         let set = match &spec.kind {
             SourceKind::Url(u) => {
                 let body = self.get(&u.url, spec.timeout, spec.max_bytes).await?;
-                extract(&body, u)?
+                let (set, host_bits) = extract(&body, u)?;
+                if host_bits > 0 {
+                    tracing::warn!(
+                        source = %spec.name,
+                        "{host_bits} entries have host bits set; using their network boundaries"
+                    );
+                }
+                set
             }
             SourceKind::Dns { host } => resolve(host, spec.timeout).await?,
             SourceKind::Egress { endpoints } => {
@@ -251,7 +258,8 @@ pub async fn resolve(host: &str, timeout: Duration) -> Result<RangeSet, FetchErr
 
 /// Find the CIDRs in a JSON document: `select` the list, keep the objects matching
 /// `where`, take `field` of each (or each string item), and parse every one strictly.
-pub fn extract(body: &[u8], u: &UrlSource) -> Result<RangeSet, FetchError> {
+/// Returns the set and how many entries had host bits set (normalized).
+pub fn extract(body: &[u8], u: &UrlSource) -> Result<(RangeSet, usize), FetchError> {
     let doc: Value = serde_json::from_slice(body)
         .map_err(|e| FetchError::Invalid(format!("the response is not JSON: {e}")))?;
     let list = doc.pointer(&u.select).ok_or_else(|| {
@@ -264,6 +272,7 @@ pub fn extract(body: &[u8], u: &UrlSource) -> Result<RangeSet, FetchError> {
         ))
     })?;
     let mut nets = Vec::new();
+    let mut host_bits = 0;
     for (i, item) in items.iter().enumerate() {
         let text = if u.field.is_some() || !u.filter.is_empty() {
             let Some(obj) = item.as_object() else {
@@ -296,9 +305,10 @@ pub fn extract(body: &[u8], u: &UrlSource) -> Result<RangeSet, FetchError> {
         };
         let parsed = rangekeeper_cidr::parse(text.trim())
             .map_err(|e| FetchError::Invalid(format!("item {i}: invalid CIDR {e}")))?;
+        host_bits += usize::from(parsed.host_bits);
         nets.push(parsed.net);
     }
-    Ok(RangeSet::from_nets(nets))
+    Ok((RangeSet::from_nets(nets), host_bits))
 }
 
 #[cfg(test)]
@@ -320,7 +330,8 @@ mod tests {
     #[test]
     fn plain_string_list() {
         let body = br#"{"actions": ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7"]}"#;
-        let s = extract(body, &url_source("/actions", &[], None)).unwrap();
+        let (s, host_bits) = extract(body, &url_source("/actions", &[], None)).unwrap();
+        assert_eq!(host_bits, 0);
         assert_eq!(
             s.to_string(),
             "192.0.2.0/24, 198.51.100.7/32, 2001:db8::/32"
@@ -333,7 +344,7 @@ mod tests {
             {"ip_prefix": "192.0.2.0/24", "service": "EC2", "region": "eu-west-1"},
             {"ip_prefix": "198.51.100.0/24", "service": "EC2", "region": "us-east-1"},
             {"ip_prefix": "203.0.113.0/24", "service": "AMAZON", "region": "eu-west-1"}]}"#;
-        let s = extract(
+        let (s, _) = extract(
             body,
             &url_source(
                 "/prefixes",
@@ -343,6 +354,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.to_string(), "192.0.2.0/24");
+    }
+
+    #[test]
+    fn host_bits_are_normalized_and_counted() {
+        let body = br#"["192.0.2.7/24", "198.51.100.0/24"]"#;
+        let (s, host_bits) = extract(body, &url_source("", &[], None)).unwrap();
+        assert_eq!(host_bits, 1);
+        assert_eq!(s.to_string(), "192.0.2.0/24, 198.51.100.0/24");
     }
 
     #[test]
