@@ -117,6 +117,32 @@ pub async fn reconcile(
     last_seen: Option<RangeSet>,
     hint: Trigger,
 ) -> Pass {
+    match registry::build(&target.provider, &target.config) {
+        Ok(provider) => reconcile_with(target, provider, lockout, last_seen, hint).await,
+        Err(e) => Pass {
+            target: target.name.clone(),
+            drift: None,
+            holds: None,
+            change: None,
+            notes: Vec::new(),
+            pending: false,
+            result: Err(if target.source_errors.is_empty() {
+                ReconcileError::Config(e.to_string())
+            } else {
+                ReconcileError::Source(target.source_errors.clone())
+            }),
+        },
+    }
+}
+
+/// [`reconcile`] with the target's provider already built.
+pub async fn reconcile_with(
+    target: Arc<Target>,
+    provider: Box<dyn rangekeeper_provider::Provider>,
+    lockout: Option<Lockout>,
+    last_seen: Option<RangeSet>,
+    hint: Trigger,
+) -> Pass {
     let mut pass = Pass {
         target: target.name.clone(),
         drift: None,
@@ -130,13 +156,6 @@ pub async fn reconcile(
         pass.result = Err(ReconcileError::Source(target.source_errors.clone()));
         return pass;
     }
-    let provider = match registry::build(&target.provider, &target.config) {
-        Ok(p) => p,
-        Err(e) => {
-            pass.result = Err(ReconcileError::Config(e.to_string()));
-            return pass;
-        }
-    };
     let b = Bound {
         target: &target,
         provider,
@@ -831,4 +850,217 @@ pub async fn run(
             .unwrap_or(usize::MAX)
     });
     Ok(RunOutcome { summaries, aborted })
+}
+
+#[cfg(test)]
+mod tests {
+    //! `reconcile` against a scripted provider with injected faults.
+
+    use std::sync::Mutex;
+
+    use rangekeeper_provider::{
+        Applied, Capabilities, Provider, ProviderError, State, UnrestrictedForm,
+    };
+
+    use super::*;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(
+            items
+                .iter()
+                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+        )
+    }
+
+    /// A provider holding a set in memory; `read_error`/`apply_error` make the next call fail.
+    #[derive(Default)]
+    struct Scripted {
+        holds: Mutex<Option<RangeSet>>,
+        read_error: Mutex<Option<ProviderError>>,
+        apply_error: Mutex<Option<ProviderError>>,
+        applies: Mutex<Vec<RangeSet>>,
+    }
+
+    struct Handle(Arc<Scripted>);
+
+    #[async_trait::async_trait]
+    impl Provider for Handle {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                name: "scripted",
+                description: "test",
+                max_ranges: Some(10),
+                ipv4: true,
+                ipv6: true,
+                private_ranges: true,
+                unrestricted: UnrestrictedForm::EmptyList,
+                async_apply: false,
+            }
+        }
+        async fn current(&self) -> Result<State, ProviderError> {
+            if let Some(e) = self.0.read_error.lock().unwrap().take() {
+                return Err(e);
+            }
+            Ok(State::new(match self.0.holds.lock().unwrap().clone() {
+                Some(s) => Restriction::Ranges(s),
+                None => Restriction::Unrestricted,
+            }))
+        }
+        async fn apply(
+            &self,
+            desired: &RangeSet,
+            _opts: &ApplyOptions,
+        ) -> Result<Applied, ProviderError> {
+            if let Some(e) = self.0.apply_error.lock().unwrap().take() {
+                return Err(e);
+            }
+            self.0.applies.lock().unwrap().push(desired.clone());
+            *self.0.holds.lock().unwrap() = Some(desired.clone());
+            Ok(Applied {
+                changed: true,
+                ..Applied::default()
+            })
+        }
+        async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+            *self.0.holds.lock().unwrap() = None;
+            Ok(Applied::default())
+        }
+    }
+
+    fn target(allow: &str) -> Arc<Target> {
+        let text = format!(
+            "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: {allow}\n"
+        );
+        let (decl, diags) = Declaration::parse(
+            &text,
+            "test.yaml",
+            PathBuf::from("."),
+            false,
+            LoadOptions::default(),
+            &["file"],
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        Arc::new(decl.unwrap().targets["t"].clone())
+    }
+
+    async fn run(p: &Arc<Scripted>, t: &Arc<Target>, last_seen: Option<RangeSet>) -> Pass {
+        reconcile_with(
+            t.clone(),
+            Box::new(Handle(p.clone())),
+            None,
+            last_seen,
+            Trigger::Drift,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn first_sight_applies_as_initial_then_stays_in_sync() {
+        let p = Arc::new(Scripted::default());
+        let t = target("[192.0.2.0/24]");
+        let pass = reconcile_with(
+            t.clone(),
+            Box::new(Handle(p.clone())),
+            None,
+            None,
+            Trigger::Initial,
+        )
+        .await;
+        assert!(pass.result.is_ok());
+        let c = pass.change.unwrap();
+        assert_eq!(c.trigger, Trigger::Initial);
+        assert_eq!(c.added, set(&["192.0.2.0/24"]));
+        let again = run(&p, &t, pass.holds).await;
+        assert!(again.result.is_ok() && again.change.is_none() && again.drift.is_none());
+        assert_eq!(p.applies.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn drift_is_reported_and_corrected() {
+        let p = Arc::new(Scripted::default());
+        *p.holds.lock().unwrap() = Some(set(&["192.0.2.0/24", "10.0.0.0/8"]));
+        let t = target("[192.0.2.0/24]");
+        let pass = run(&p, &t, Some(set(&["192.0.2.0/24"]))).await;
+        assert_eq!(pass.drift, Some((set(&["10.0.0.0/8"]), RangeSet::new())));
+        assert_eq!(pass.change.unwrap().trigger, Trigger::Drift);
+        assert_eq!(*p.holds.lock().unwrap(), Some(set(&["192.0.2.0/24"])));
+    }
+
+    #[tokio::test]
+    async fn a_lifted_restriction_is_drift_of_every_range() {
+        let p = Arc::new(Scripted::default());
+        let t = target("[192.0.2.0/24]");
+        let pass = run(&p, &t, Some(set(&["192.0.2.0/24"]))).await;
+        assert_eq!(pass.drift, Some((RangeSet::new(), set(&["192.0.2.0/24"]))));
+        assert!(pass.result.is_ok());
+    }
+
+    #[tokio::test]
+    async fn read_and_apply_faults_are_typed_for_the_error_policy() {
+        let p = Arc::new(Scripted::default());
+        let t = target("[192.0.2.0/24]");
+        *p.read_error.lock().unwrap() = Some(ProviderError::Throttled {
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(30)),
+        });
+        let pass = run(&p, &t, None).await;
+        let e = pass.result.unwrap_err();
+        assert_eq!(e.kind(), "throttled");
+        assert!(
+            action::error_policy(&e, 1, Duration::from_secs(5)).requeue_after
+                >= Duration::from_secs(30)
+        );
+
+        *p.apply_error.lock().unwrap() = Some(ProviderError::Transient("timed out".into()));
+        let pass = run(&p, &t, None).await;
+        let e = pass.result.unwrap_err();
+        assert!(matches!(e, ReconcileError::Apply(_)) && e.is_retryable());
+        assert!(
+            pass.change.is_some(),
+            "the attempted change is reported for the audit log"
+        );
+        assert!(p.applies.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn guards_refuse_in_the_loop_too() {
+        let p = Arc::new(Scripted::default());
+        *p.holds.lock().unwrap() = Some(set(&["192.0.2.0/24"]));
+        let t = target("[0.0.0.0/0]");
+        let pass = run(&p, &t, None).await;
+        assert_eq!(pass.result.unwrap_err().kind(), "refused");
+        assert!(p.applies.lock().unwrap().is_empty());
+        // The lockout guard: our egress IP is allowed now and would not be afterwards.
+        let t = target("[198.51.100.0/24]");
+        let lockout = Lockout {
+            ip: "192.0.2.9".parse().unwrap(),
+            via: "test".into(),
+            allowed: false,
+        };
+        let pass = reconcile_with(
+            t,
+            Box::new(Handle(p.clone())),
+            Some(lockout),
+            None,
+            Trigger::Drift,
+        )
+        .await;
+        let e = pass.result.unwrap_err();
+        assert!(e.to_string().contains("lock this machine out"), "{e}");
+        assert!(p.applies.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_target_without_its_source_values_is_never_read_or_applied() {
+        let p = Arc::new(Scripted::default());
+        *p.read_error.lock().unwrap() = Some(ProviderError::Other("must not be read".into()));
+        let mut t = (*target("[192.0.2.0/24]")).clone();
+        t.source_errors = vec!["source `x` has no value".into()];
+        let pass = run(&p, &Arc::new(t), None).await;
+        assert_eq!(pass.result.unwrap_err().kind(), "source");
+        assert!(
+            p.read_error.lock().unwrap().is_some(),
+            "current() was called"
+        );
+    }
 }
