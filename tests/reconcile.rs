@@ -66,9 +66,14 @@ impl Scratch {
 
     /// Start the reconcile loop; stderr goes to `loop.log` in the scratch directory.
     fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_env(args, &[])
+    }
+
+    fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.path().join("loop.log")).unwrap();
         std::process::Command::new(assert_cmd::cargo::cargo_bin("rangekeeper"))
             .current_dir(self.path())
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .env_remove("RANGEKEEPER_FILE")
             .env_remove("RANGEKEEPER_LOG")
@@ -1218,4 +1223,128 @@ fn a_source_added_to_the_declaration_mid_run_is_fetched_before_its_target_is_rec
     let log = s.read("loop.log");
     assert!(!log.contains("not converged"), "{log}");
     assert!(!log.contains("has no value"), "{log}");
+}
+
+/// The loop against a real provider: AKS behind a fake Azure Resource Manager on 127.0.0.1
+/// (eTag/If-Match, long-running PUTs). A refused read is retried after backoff; a change made
+/// in the portal is drift, corrected on the next pass.
+#[cfg(feature = "aks")]
+#[test]
+fn the_loop_keeps_an_aks_cluster_converged_through_faults_and_drift() {
+    use rangekeeper_provider_aks::fake::{FakeArm, Fault, example_cluster};
+
+    const TOKEN: &str = "test-token-not-a-secret";
+    const SUB: &str = "00000000-0000-0000-0000-000000000000";
+    const EGRESS: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(FakeArm::start(TOKEN)).unwrap();
+    let path = FakeArm::cluster_path(SUB, "rg1", "clustername1");
+    fake.insert_cluster(&path, example_cluster());
+    fake.insert_public_ip(
+        &format!("{EGRESS}1"),
+        Some(std::net::Ipv4Addr::new(20, 1, 2, 3)),
+    );
+    fake.insert_public_ip(
+        &format!("{EGRESS}2"),
+        Some(std::net::Ipv4Addr::new(20, 1, 2, 4)),
+    );
+    fake.set_lro(1, Duration::from_millis(100), 0);
+    // The first read is refused (a role assignment not yet propagated).
+    fake.inject(
+        Fault::Status(403, "AuthorizationFailed".into(), "not yet".into()),
+        Some(axum::http::Method::GET),
+        1,
+    );
+    let s = Scratch::new(&format!(
+        "version: 1\nsets:\n  office: [52.160.0.0/16, 20.1.2.3, 20.1.2.4]\ntargets:\n  prod-aks:\n    provider: aks\n    subscription: {SUB}\n    resourceGroup: rg1\n    cluster: clustername1\n    armEndpoint: {}\n    allow: [office]\n",
+        fake.endpoint()
+    ));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = s.spawn_env(
+        &[
+            "reconcile",
+            "--interval",
+            "1s",
+            "--state-dir",
+            "state",
+            "--metrics-addr",
+            &addr,
+        ],
+        &[("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)],
+    );
+    let stored = || {
+        fake.cluster(&path).and_then(|c| {
+            c.pointer("/properties/apiServerAccessProfile/authorizedIPRanges")
+                .cloned()
+        })
+    };
+    let want = serde_json::json!(["20.1.2.3/32", "20.1.2.4/32", "52.160.0.0/16"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || stored() == Some(want.clone())),
+        "{}",
+        s.read("loop.log")
+    );
+    let scrape = || http_get(&addr, "/metrics").map(|x| x.1).unwrap_or_default();
+    // The PUT is stored before its operation ends: wait until the apply is confirmed.
+    assert!(
+        wait_until(Duration::from_secs(10), || metric(
+            &scrape(),
+            "rangekeeper_target_applies_total{target=\"prod-aks\"}"
+        ) == Some(1.0)),
+        "{}",
+        s.read("loop.log")
+    );
+    assert_eq!(
+        metric(
+            &scrape(),
+            "rangekeeper_target_errors_total{target=\"prod-aks\",kind=\"auth\"}"
+        ),
+        Some(1.0),
+        "{}",
+        scrape()
+    );
+    // Someone adds a range in the portal.
+    fake.modify_cluster(&path, |c| {
+        c["properties"]["apiServerAccessProfile"]["authorizedIPRanges"] = serde_json::json!([
+            "20.1.2.3/32",
+            "20.1.2.4/32",
+            "52.160.0.0/16",
+            "198.18.0.1/32"
+        ]);
+    });
+    assert!(
+        wait_until(Duration::from_secs(15), || stored() == Some(want.clone())),
+        "drift not corrected: {}",
+        s.read("loop.log")
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || metric(
+            &scrape(),
+            "rangekeeper_target_drift_total{target=\"prod-aks\"}"
+        ) == Some(1.0)),
+        "{}\n{}",
+        scrape(),
+        s.read("loop.log")
+    );
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        s.read("loop.log")
+    );
+    let log = s.read("loop.log");
+    assert!(log.contains("added: [198.18.0.1/32]"), "{log}");
+    assert!(!log.contains(TOKEN), "the token never shows");
+    let audit = s.audit();
+    let triggers: Vec<&str> = audit
+        .iter()
+        .map(|r| r["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(triggers, ["initial", "drift"], "{audit:?}");
+    drop(rt);
 }
