@@ -212,9 +212,14 @@ pub struct ReconcileArgs {
     /// One pass over every target, then exit: 0 when all converged, 1 naming the failed ones
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
-    /// Time between passes over a converged target (loop mode), e.g. 60s, 5m
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "60s")]
-    pub interval: std::time::Duration,
+    /// Time between passes over a converged target (loop mode), e.g. 60s, 5m [default: 60s,
+    /// or the checkInterval of --kube-restrict-ip]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub interval: Option<std::time::Duration>,
+    /// Enforce a kube-restrict-ip config file (restrictedPorts, allowedNetworks,
+    /// checkInterval) with the hostfw provider instead of a declaration file
+    #[arg(long, value_name = "FILE")]
+    pub kube_restrict_ip: Option<std::path::PathBuf>,
     /// Longest wait before retrying a failed target (failures back off exponentially)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "5m")]
     pub max_backoff: std::time::Duration,

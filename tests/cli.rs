@@ -618,23 +618,43 @@ fn over_the_limit_is_refused_with_the_cost_or_covered() {
     s.write("rangekeeper.yaml", &decl);
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains("takes at most 50. Set `onExceed: cover`"), "{}", seen(&o));
+    assert!(
+        stdout(&o).contains("takes at most 50. Set `onExceed: cover`"),
+        "{}",
+        seen(&o)
+    );
     // A cover with broad prefixes is still subject to allowBroad.
-    s.write("rangekeeper.yaml", &decl.replace("    maxRanges: 50\n", "    maxRanges: 50\n    onExceed: cover\n"));
+    s.write(
+        "rangekeeper.yaml",
+        &decl.replace(
+            "    maxRanges: 50\n",
+            "    maxRanges: 50\n    onExceed: cover\n",
+        ),
+    );
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("is broader than /8"), "{}", seen(&o));
     // With allowBroad, the cover applies, and maxExtra bounds its cost.
     s.write(
         "rangekeeper.yaml",
-        &decl.replace("    maxRanges: 50\n", "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n    maxExtra: 1x\n"),
+        &decl.replace(
+            "    maxRanges: 50\n",
+            "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n    maxExtra: 1x\n",
+        ),
     );
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 1);
-    assert!(stdout(&o).contains("more than `maxExtra` allows (1x the declared count)"), "{}", seen(&o));
+    assert!(
+        stdout(&o).contains("more than `maxExtra` allows (1x the declared count)"),
+        "{}",
+        seen(&o)
+    );
     s.write(
         "rangekeeper.yaml",
-        &decl.replace("    maxRanges: 50\n", "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n"),
+        &decl.replace(
+            "    maxRanges: 50\n",
+            "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n",
+        ),
     );
     let o = s.run(&["apply", "--yes", "-o", "json"]);
     assert_eq!(code(&o), 0, "{}", seen(&o));
@@ -643,9 +663,20 @@ fn over_the_limit_is_refused_with_the_cost_or_covered() {
     assert_eq!(plan["desired"].as_array().unwrap().len(), 50);
     assert_eq!(plan["cover"]["limit"], 50);
     assert!(plan["cover"]["cover"]["extra"]["v4"].as_u64().unwrap() > 0);
-    assert_eq!(s.read("t.txt").lines().filter(|l| !l.starts_with('#')).count(), 50);
+    assert_eq!(
+        s.read("t.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count(),
+        50
+    );
     let o = s.run(&["plan", "--detailed-exitcode"]);
-    assert_eq!(code(&o), 0, "the cover is in sync after apply: {}", seen(&o));
+    assert_eq!(
+        code(&o),
+        0,
+        "the cover is in sync after apply: {}",
+        seen(&o)
+    );
 }
 
 #[test]
@@ -656,7 +687,9 @@ fn every_example_validates() {
         let path = entry.unwrap().path();
         let is_decl = path.extension().is_some_and(|e| e == "yaml" || e == "yml")
             && std::fs::read_to_string(&path).unwrap().starts_with('#')
-            && std::fs::read_to_string(&path).unwrap().contains("\nversion: 1");
+            && std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("\nversion: 1");
         if !is_decl {
             continue;
         }
@@ -671,7 +704,11 @@ fn every_example_validates() {
         assert_eq!(code(&o), 0, "{}: {}", path.display(), seen(&o));
         checked += 1;
     }
-    assert!(checked >= 2, "no example declarations found in {}", examples.display());
+    assert!(
+        checked >= 2,
+        "no example declarations found in {}",
+        examples.display()
+    );
 }
 
 #[test]
@@ -709,4 +746,153 @@ targets:
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 0, "{}", seen(&o));
     insta::assert_snapshot!("plan_cover", seen(&o));
+}
+
+const KUBE_RESTRICT_IP: &str = "restrictedPorts:\n  - 6443\n  - \"10254\"\nallowedNetworks:\n  - 198.51.100.0/24\n  - 172.17.0.1/16\n  - 2001:db8::/32\ncheckInterval: 5s\nipChain: KUBE-RESTRICT-IP\n";
+
+#[test]
+fn kube_restrict_ip_file_supplies_a_hostfw_targets_networks() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  cp:\n    provider: hostfw\n    kubeRestrictIp: kri.yaml\n",
+    );
+    s.write("kri.yaml", KUBE_RESTRICT_IP);
+    let o = s.run(&["validate", "-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v["targets"][0]["ranges"],
+        serde_json::json!(["172.17.0.0/16", "198.51.100.0/24", "2001:db8::/32"])
+    );
+    assert!(
+        v["diagnostics"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowedNetworks `172.17.0.1/16` has host bits set"),
+        "{v}"
+    );
+    // Errors in the imported file are located at the field that names it.
+    s.write(
+        "kri.yaml",
+        &KUBE_RESTRICT_IP.replace("198.51.100.0/24", "198.51.100.0/33"),
+    );
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("rangekeeper.yaml:5:21: error: target `cp`: "),
+        "{}",
+        seen(&o)
+    );
+    assert!(stderr(&o).contains("198.51.100.0/33"), "{}", seen(&o));
+    std::fs::remove_file(s.path().join("kri.yaml")).unwrap();
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("kri.yaml"), "{}", seen(&o));
+}
+
+/// Runs the binary inside a network namespace this test creates, so only that namespace's
+/// firewall is touched. Needs root and nft: skipped with a message otherwise, failed in CI.
+#[test]
+fn reconcile_enforces_a_kube_restrict_ip_config_unchanged() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !root || !nft {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run this test as root with nft installed"
+        );
+        eprintln!("skipped: needs root and nft (root: {root}, nft: {nft})");
+        return;
+    }
+    let ns = format!("rkt-cli-{}", std::process::id());
+    struct Netns(String);
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    assert!(
+        std::process::Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _guard = Netns(ns.clone());
+    let s = Scratch::new("version: 1\ntargets: {}\n");
+    s.write("kri.yaml", KUBE_RESTRICT_IP);
+    let bin = assert_cmd::cargo::cargo_bin("rangekeeper");
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(&bin)
+        .args([
+            "reconcile",
+            "--once",
+            "--kube-restrict-ip",
+            "kri.yaml",
+            "--state-dir",
+            "state",
+        ])
+        .current_dir(s.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let list = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "rangekeeper",
+        ])
+        .output()
+        .unwrap();
+    let rules = stdout(&list);
+    for needle in [
+        "198.51.100.0/24",
+        "172.17.0.0/16",
+        "2001:db8::/32",
+        "6443",
+        "10254",
+    ] {
+        assert!(
+            rules.contains(needle),
+            "{needle} not in the table:\n{rules}"
+        );
+    }
+    // A second pass finds it in sync.
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(&bin)
+        .args([
+            "reconcile",
+            "--once",
+            "--kube-restrict-ip",
+            "kri.yaml",
+            "--state-dir",
+            "state",
+            "-o",
+            "json",
+        ])
+        .current_dir(s.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(
+        stdout(&o).contains("in-sync") || stdout(&o).contains("in sync"),
+        "{}",
+        seen(&o)
+    );
 }

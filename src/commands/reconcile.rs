@@ -91,10 +91,28 @@ fn summary_human(s: &[Summary]) -> String {
     out
 }
 
+/// The loop's interval when neither `--interval` nor a kube-restrict-ip file gives one.
+const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// kube-restrict-ip's `checkInterval`, as the loop interval (the default when unreadable:
+/// the file's errors are reported when it is loaded).
+fn kube_restrict_ip_interval(path: &std::path::Path) -> std::time::Duration {
+    #[cfg(feature = "hostfw")]
+    if let Ok(k) = rangekeeper_provider_hostfw::load_kube_restrict_ip(path) {
+        return k.interval;
+    }
+    let _ = path;
+    DEFAULT_INTERVAL
+}
+
 pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "reconcile")?;
     let settings = Settings {
-        file: global.file.clone(),
+        file: args
+            .kube_restrict_ip
+            .clone()
+            .unwrap_or_else(|| global.file.clone()),
+        kube_restrict_ip: args.kube_restrict_ip.is_some(),
         load: LoadOptions {
             strict: global.strict,
         },
@@ -102,7 +120,11 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         state_dir: state_dir(global)?,
         targets: args.select.targets.clone(),
         once: args.once,
-        interval: args.interval,
+        interval: match (args.interval, &args.kube_restrict_ip) {
+            (Some(i), _) => i,
+            (None, Some(path)) => kube_restrict_ip_interval(path),
+            (None, None) => DEFAULT_INTERVAL,
+        },
         max_backoff: args.max_backoff,
         concurrency: usize::from(args.concurrency),
         grace: args.grace,

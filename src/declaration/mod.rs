@@ -287,9 +287,10 @@ impl Declaration {
                 return (None, cx.errors);
             }
         };
-        let decl = cx.resolve(raw, base_dir, known_providers);
+        let mut decl = cx.resolve(raw, base_dir, known_providers);
         let mut diags = cx.errors;
         diags.extend(cx.warnings);
+        diags.extend(crate::registry::import_ranges(&mut decl, opts.strict));
         diags.sort_by_key(|d| (d.line, d.column));
         (Some(decl), diags)
     }
@@ -751,6 +752,8 @@ impl Resolver {
         let mut host_bits = Vec::new();
         let mut allow_items = Vec::new();
         let desired = match &t.allow {
+            // A hostfw target may take its whole list from a kube-restrict-ip file.
+            None if t.fields.contains_key("kubeRestrictIp") => Some(RangeSet::new()),
             None => {
                 self.error(
                     Some(pos),
@@ -967,6 +970,41 @@ impl DeclText {
             file,
             base_dir,
             is_json,
+        })
+    }
+
+    /// The declaration `reconcile --kube-restrict-ip FILE` enforces: one `hostfw` target,
+    /// `kube-restrict-ip`, whose ports and networks come from the kube-restrict-ip config
+    /// (read unchanged). The text carries a hash of the config, so a change to it is seen by
+    /// the reconciler's watch like a change to a declaration file.
+    pub fn from_kube_restrict_ip(path: &Path) -> Result<DeclText, LoadError> {
+        let file = path.display().to_string();
+        let unreadable = |e: std::io::Error| {
+            LoadError(vec![Diagnostic {
+                severity: Severity::Error,
+                file: file.clone(),
+                line: None,
+                column: None,
+                target: None,
+                message: format!("cannot read the kube-restrict-ip config: {e}"),
+            }])
+        };
+        let content = std::fs::read(path).map_err(unreadable)?;
+        let absolute = std::path::absolute(path).map_err(unreadable)?;
+        let quoted = serde_json::to_string(&absolute.display().to_string())
+            .map_err(|e| unreadable(std::io::Error::other(e)))?;
+        // FNV-1a: a change detector, not a security boundary.
+        let hash = content.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let text = format!(
+            "# built from the kube-restrict-ip config {file} (content {hash:016x})\nversion: 1\ntargets:\n  kube-restrict-ip:\n    provider: hostfw\n    kubeRestrictIp: {quoted}\n"
+        );
+        Ok(DeclText {
+            text,
+            file,
+            base_dir: PathBuf::from("."),
+            is_json: false,
         })
     }
 

@@ -36,7 +36,10 @@ use metrics::Metrics;
 /// Resolved settings of `rangekeeper reconcile`.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The declaration file, or the kube-restrict-ip config with `kube_restrict_ip`.
     pub file: PathBuf,
+    /// `file` is a kube-restrict-ip config (`--kube-restrict-ip`), not a declaration.
+    pub kube_restrict_ip: bool,
     pub load: LoadOptions,
     pub live: LiveOptions,
     pub state_dir: PathBuf,
@@ -47,6 +50,18 @@ pub struct Settings {
     pub concurrency: usize,
     pub grace: Duration,
     pub watch_interval: Duration,
+}
+
+impl Settings {
+    /// Read what the reconciler enforces: the declaration file, or the declaration built
+    /// from a kube-restrict-ip config.
+    fn read_text(&self) -> Result<DeclText, crate::declaration::LoadError> {
+        if self.kube_restrict_ip {
+            DeclText::from_kube_restrict_ip(&self.file)
+        } else {
+            DeclText::read(&self.file)
+        }
+    }
 }
 
 /// In `--once` mode, retryable failures are tried again at most this often.
@@ -363,7 +378,7 @@ impl Controller {
 
     /// Re-read the declaration when its content changed; keep the last valid one on error.
     fn watch(&mut self) {
-        let text = match DeclText::read(&self.settings.file) {
+        let text = match self.settings.read_text() {
             Ok(t) => t,
             Err(e) => {
                 let h = hash_text(&e.to_string());
@@ -630,7 +645,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunOutcome> {
     let known = registry::names();
-    let text = DeclText::read(&settings.file).map_err(|e| {
+    let text = settings.read_text().map_err(|e| {
         commands::Reported(report_load_error(&settings.file.display().to_string(), &e))
     })?;
     let first = text

@@ -85,13 +85,13 @@ impl FileProvider {
                 cfg.name
             )));
         }
-        if let Some(r) = &raw.reload {
-            if r.is_empty() || r[0].trim().is_empty() {
-                return Err(ProviderError::Config(format!(
-                    "target `{}`: `reload` must name a program, e.g. [nginx, -s, reload]",
-                    cfg.name
-                )));
-            }
+        if let Some(r) = &raw.reload
+            && r.first().is_none_or(|p| p.trim().is_empty())
+        {
+            return Err(ProviderError::Config(format!(
+                "target `{}`: `reload` must name a program, e.g. [nginx, -s, reload]",
+                cfg.name
+            )));
         }
         let path = if raw.path.is_absolute() {
             raw.path
@@ -392,10 +392,10 @@ impl Provider for FileProvider {
                 "refusing to write an empty allow-list".into(),
             ));
         }
-        if let Restriction::Ranges(cur) = self.current().await?.restriction {
-            if &cur == desired {
-                return Ok(Applied::default());
-            }
+        if let Restriction::Ranges(cur) = self.current().await?.restriction
+            && &cur == desired
+        {
+            return Ok(Applied::default());
         }
         self.write_and_reload(desired, false).await
     }
