@@ -896,3 +896,25 @@ fn reconcile_enforces_a_kube_restrict_ip_config_unchanged() {
         seen(&o)
     );
 }
+
+/// Regression: `show` and `disable` do not need the desired sets, so they must not fetch
+/// live sources (an emergency `disable` never waits on a download). The source's server
+/// must never see a connection.
+#[test]
+fn show_and_disable_fetch_no_sources() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let s = Scratch::new(&format!(
+        "version: 1\nsets:\n  runners: {{ url: \"http://127.0.0.1:{port}/meta\", select: /actions }}\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [runners, 192.0.2.1]\n"
+    ));
+    s.write("t.txt", "192.0.2.1\n");
+    let o = s.run(&["show"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let o = s.run(&["disable", "-t", "t", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a source was fetched"
+    );
+}

@@ -9,7 +9,7 @@ use crate::commands::{self, Outcome};
 
 pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "disable")?;
-    let decl = commands::load(global)?;
+    let decl = commands::load_offline(global)?;
     let bound = commands::bind(
         &decl,
         commands::select(&decl, std::slice::from_ref(&args.target))?,

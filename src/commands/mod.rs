@@ -44,16 +44,26 @@ pub struct Reported(pub String);
 /// Live sources (`url`, `dns`, `self` sets) are fetched (fresh cached values in
 /// `--state-dir` are used), and the egress IP is determined for the lockout guard.
 pub fn load(global: &Global) -> anyhow::Result<Declaration> {
+    load_with(global, true)
+}
+
+/// Load the declaration without fetching live sources, for commands that do not need the
+/// desired sets (`show`, `disable`): an emergency `disable` never waits on a download.
+pub fn load_offline(global: &Global) -> anyhow::Result<Declaration> {
+    load_with(global, false)
+}
+
+fn load_with(global: &Global, fetch: bool) -> anyhow::Result<Declaration> {
     let names = registry::names();
+    let opts = LoadOptions {
+        strict: global.strict,
+    };
     let loaded = crate::declaration::DeclText::read(&global.file).and_then(|text| {
-        crate::sources::load_live(
-            &text,
-            LoadOptions {
-                strict: global.strict,
-            },
-            &names,
-            &live_options(global),
-        )
+        if fetch {
+            crate::sources::load_live(&text, opts, &names, &live_options(global))
+        } else {
+            text.resolve(opts, &names, &std::collections::HashMap::new())
+        }
     });
     match loaded {
         Ok(decl) => {
