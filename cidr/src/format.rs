@@ -104,10 +104,15 @@ const DEC: [([u8; 4], u8); 256] = {
     t
 };
 
-/// Append `a/len\n` into a fixed scratch line and then the output (no per-byte capacity checks).
+/// Append `a/len\n` for an IPv4 prefix (no per-byte capacity checks).
 #[inline]
 fn push_v4_line(out: &mut Vec<u8>, a: u32, len: u8) {
-    let mut line = [0u8; 24];
+    // Reserve a zeroed 24-byte slot with a constant-size store, write the bytes in place,
+    // then cut the slot to length (writing into a stack line and copying it out would stall
+    // on store forwarding).
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 24]);
+    let line = &mut out[start..start + 24];
     let mut n = 0usize;
     for (i, shift) in [24u32, 16, 8, 0].into_iter().enumerate() {
         let (d, l) = DEC[((a >> shift) & 0xff) as usize];
@@ -120,10 +125,7 @@ fn push_v4_line(out: &mut Vec<u8>, a: u32, len: u8) {
     line[n..n + 4].copy_from_slice(&d);
     n += l as usize;
     line[n] = b'\n';
-    // A constant-size copy (inlined, no memcpy call) and a cheap truncate.
-    let keep = out.len() + n + 1;
-    out.extend_from_slice(&line);
-    out.truncate(keep);
+    out.truncate(start + n + 1);
 }
 
 /// Format the prefixes of `iv` into `out`, one per line.
@@ -159,7 +161,9 @@ fn push_v6_line(out: &mut Vec<u8>, a: u128, len: u8) {
         best_at = 8;
         best_len = 0;
     }
-    let mut line = [0u8; 64];
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 64]);
+    let line = &mut out[start..start + 64];
     let mut n = 0usize;
     let mut i = 0usize;
     while i < 8 {
@@ -194,9 +198,7 @@ fn push_v6_line(out: &mut Vec<u8>, a: u128, len: u8) {
     line[n..n + 4].copy_from_slice(&d);
     n += l as usize;
     line[n] = b'\n';
-    let keep = out.len() + n + 1;
-    out.extend_from_slice(&line);
-    out.truncate(keep);
+    out.truncate(start + n + 1);
 }
 
 fn format_v6(iv: &[(u128, u128)], out: &mut Vec<u8>) {

@@ -41,9 +41,11 @@ pub enum LineError {
     Io(#[from] std::io::Error),
 }
 
-/// Raw intervals collected from lines, in input order.
-#[derive(Default)]
+/// Raw intervals collected from lines, in input order, with histograms of their top bytes
+/// (counted while parsing, on whichever thread parsed them, for the radix sort).
 pub(crate) struct Keys {
+    hist4: [usize; 256],
+    hist6: [usize; 256],
     /// IPv4 intervals packed as `start << 32 | end`, so sorting the keys sorts by start.
     v4: Vec<u64>,
     /// IPv6 prefixes of length <= 120 packed as `start | len` (the low 8 bits of such a
@@ -53,16 +55,29 @@ pub(crate) struct Keys {
     v6_long: Vec<(u128, u128)>,
 }
 
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            hist4: [0; 256],
+            hist6: [0; 256],
+            v4: Vec::new(),
+            v6: Vec::new(),
+            v6_long: Vec::new(),
+        }
+    }
+}
+
 impl Keys {
-    fn append(&mut self, other: &Keys) {
-        self.v4.extend_from_slice(&other.v4);
-        self.v6.extend_from_slice(&other.v6);
-        self.v6_long.extend_from_slice(&other.v6_long);
+    #[inline]
+    fn push_v4(&mut self, k: u64) {
+        self.hist4[top(k)] += 1;
+        self.v4.push(k);
     }
 
     #[inline]
     fn push_v6(&mut self, net: u128, len: u8) {
         if len <= 120 {
+            self.hist6[(net >> 120) as usize] += 1;
             self.v6.push(net | u128::from(len));
         } else {
             let mask = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
@@ -74,6 +89,8 @@ impl Keys {
 /// Accumulates parsed lines into raw intervals.
 pub(crate) struct Collector {
     keys: Keys,
+    /// Keys parsed by the helper thread, one piece per block, in input order.
+    parts: Vec<Keys>,
     entries: usize,
     host_bits: Vec<HostBitsWarning>,
     strict: bool,
@@ -83,6 +100,7 @@ impl Collector {
     pub(crate) fn new(strict: bool) -> Self {
         Collector {
             keys: Keys::default(),
+            parts: Vec::new(),
             entries: 0,
             host_bits: Vec::new(),
             strict,
@@ -93,8 +111,7 @@ impl Collector {
     fn push_v4(&mut self, net: u32, len: u8) {
         let mask = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
         self.keys
-            .v4
-            .push((u64::from(net) << 32) | u64::from(net | mask));
+            .push_v4((u64::from(net) << 32) | u64::from(net | mask));
     }
 
     /// Handle one raw line (without its newline). `line` is 1-based.
@@ -138,15 +155,23 @@ impl Collector {
     }
 
     pub(crate) fn finish(self) -> Aggregated {
-        let Keys { v4, v6, v6_long } = self.keys;
-        // The larger family first, so the smaller one's memory is not held meanwhile.
-        let (v4, v6) = if v4.len() < v6.len() {
-            let v4 = sort_and_coalesce_v4(v4);
-            (v4, sort_and_coalesce_v6(v6, v6_long))
-        } else {
-            let v6 = sort_and_coalesce_v6(v6, v6_long);
-            (sort_and_coalesce_v4(v4), v6)
-        };
+        // The keys stay in the pieces the parsing threads produced; the radix scatter reads
+        // them all (no concatenation copy) and frees each piece as soon as it is read.
+        let (mut hist4, mut hist6) = (self.keys.hist4, self.keys.hist6);
+        let mut v4_parts = vec![self.keys.v4];
+        let mut v6_parts = vec![self.keys.v6];
+        let mut v6_long = self.keys.v6_long;
+        for p in self.parts {
+            for i in 0..256 {
+                hist4[i] += p.hist4[i];
+                hist6[i] += p.hist6[i];
+            }
+            v4_parts.push(p.v4);
+            v6_parts.push(p.v6);
+            v6_long.extend_from_slice(&p.v6_long);
+        }
+        let v4 = sort_and_coalesce_v4(v4_parts, &hist4);
+        let v6 = sort_and_coalesce_v6(v6_parts, &hist6, v6_long);
         Aggregated {
             set: RangeSet::from_canonical(v4, v6),
             entries: self.entries,
@@ -155,42 +180,14 @@ impl Collector {
     }
 }
 
-/// Top-level radix digit of a packed key: the top 11 bits of the interval start.
-const TOP_BITS: u32 = 11;
+/// Top-level radix digit of a packed key: the top 8 bits of the interval start (256 write
+/// heads for the scatter: few enough that the TLB and cache keep up with them).
+const TOP_BITS: u32 = 8;
 const BUCKETS: usize = 1 << TOP_BITS;
 
 #[inline]
 fn top(k: u64) -> usize {
     (k >> (64 - TOP_BITS)) as usize
-}
-
-/// In-place MSD radix pass (American flag sort): permute `v` so that elements are grouped by
-/// `bucket(x)` in ascending bucket order; returns the bucket boundaries (`nb + 1` offsets).
-/// No second buffer: each element is moved once by cycle-leader swaps.
-fn msd_in_place<T: Copy>(v: &mut [T], nb: usize, bucket: impl Fn(T) -> usize) -> Vec<usize> {
-    let mut offsets = vec![0usize; nb + 1];
-    for &x in v.iter() {
-        offsets[bucket(x) + 1] += 1;
-    }
-    for i in 0..nb {
-        offsets[i + 1] += offsets[i];
-    }
-    let mut next: Vec<usize> = offsets[..nb].to_vec();
-    for b in 0..nb {
-        let end = offsets[b + 1];
-        while next[b] < end {
-            let mut x = v[next[b]];
-            let mut t = bucket(x);
-            while t != b {
-                std::mem::swap(&mut x, &mut v[next[t]]);
-                next[t] += 1;
-                t = bucket(x);
-            }
-            v[next[b]] = x;
-            next[b] += 1;
-        }
-    }
-    offsets
 }
 
 /// Run `f` over the buckets of `v` (given by `offsets`), split into two halves of about equal
@@ -215,31 +212,31 @@ fn par_buckets<T: Send>(
     });
 }
 
-/// Sort packed IPv4 keys by start (an MSD scatter on the top 11 bits into the interval
-/// buffer, streaming and cache-friendly, then each bucket sorted in cache by the remaining 21
+/// Sort packed IPv4 keys by start (an MSD scatter on the top 8 bits into the interval
+/// buffer, streaming and cache-friendly, then each bucket sorted in cache by the remaining 24
 /// bits, the buckets split between two threads) and coalesce in place into canonical
 /// intervals. Peak memory: the keys and the intervals, 16 bytes per entry.
-fn sort_and_coalesce_v4(mut keys: Vec<u64>) -> Vec<(u32, u32)> {
+fn sort_and_coalesce_v4(mut parts: Vec<Vec<u64>>, hist: &[usize; 256]) -> Vec<(u32, u32)> {
     let unpack = |k: u64| ((k >> 32) as u32, k as u32);
-    let mut iv: Vec<(u32, u32)> = if keys.len() < 4096 {
+    let n: usize = parts.iter().map(Vec::len).sum();
+    let mut iv: Vec<(u32, u32)> = if n < 4096 {
+        let mut keys: Vec<u64> = parts.concat();
         keys.sort_unstable();
         keys.into_iter().map(unpack).collect()
     } else {
         let mut offsets = vec![0usize; BUCKETS + 1];
-        for &k in &keys {
-            offsets[top(k) + 1] += 1;
-        }
         for i in 0..BUCKETS {
-            offsets[i + 1] += offsets[i];
+            offsets[i + 1] = offsets[i] + hist[i];
         }
-        let mut iv = vec![(0u32, 0u32); keys.len()];
+        let mut iv = vec![(0u32, 0u32); n];
         let mut heads: Vec<usize> = offsets[..BUCKETS].to_vec();
-        for &k in &keys {
-            let t = top(k);
-            iv[heads[t]] = unpack(k);
-            heads[t] += 1;
+        for part in parts.drain(..) {
+            for k in part {
+                let t = top(k);
+                iv[heads[t]] = unpack(k);
+                heads[t] += 1;
+            }
         }
-        drop(keys);
         par_buckets(&mut iv, &offsets, sort_buckets);
         iv
     };
@@ -264,7 +261,7 @@ fn sort_and_coalesce_v4(mut keys: Vec<u64>) -> Vec<(u32, u32)> {
 }
 
 /// Sort each bucket `data[offsets[i] - base .. offsets[i + 1] - base]` (whose starts share
-/// their top 11 bits) by the remaining 21 start bits: LSD radix, 3 passes of 7 bits through a
+/// their top 8 bits) by the remaining 24 start bits: LSD radix, 3 passes of 8 bits through a
 /// small reused scratch buffer.
 fn sort_buckets(data: &mut [(u32, u32)], offsets: &[usize], base: usize) {
     let mut scratch: Vec<(u32, u32)> = Vec::new();
@@ -277,17 +274,17 @@ fn sort_buckets(data: &mut [(u32, u32)], offsets: &[usize], base: usize) {
         scratch.clear();
         scratch.resize(x.len(), (0, 0));
         radix_pass(x, &mut scratch, 0);
-        radix_pass(&scratch, x, 7);
-        radix_pass(x, &mut scratch, 14);
+        radix_pass(&scratch, x, 8);
+        radix_pass(x, &mut scratch, 16);
         x.copy_from_slice(&scratch);
     }
 }
 
 #[inline]
 fn radix_pass(src: &[(u32, u32)], dst: &mut [(u32, u32)], shift: u32) {
-    let mut count = [0usize; 128];
+    let mut count = [0usize; 256];
     for &k in src {
-        count[((k.0 >> shift) & 127) as usize] += 1;
+        count[((k.0 >> shift) & 255) as usize] += 1;
     }
     let mut sum = 0;
     for c in count.iter_mut() {
@@ -296,74 +293,113 @@ fn radix_pass(src: &[(u32, u32)], dst: &mut [(u32, u32)], shift: u32) {
         sum += v;
     }
     for &k in src {
-        let d = ((k.0 >> shift) & 127) as usize;
+        let d = ((k.0 >> shift) & 255) as usize;
         dst[count[d]] = k;
         count[d] += 1;
     }
 }
 
-/// Sort packed IPv6 keys (an in-place MSD pass on the top 12 bits, then each bucket sorted,
-/// the buckets split between two threads), merge with the long prefixes, and coalesce.
-fn sort_and_coalesce_v6(mut keys: Vec<u128>, mut long: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
-    const TOP6: u32 = 12;
-    if keys.len() < 4096 {
+/// Sort packed IPv6 keys and coalesce them into canonical intervals: an MSD scatter on the
+/// top 8 bits straight into the interval buffer (as `(key, 0)` pairs), each bucket sorted by
+/// key on one of two threads, then decoded and coalesced in place; the rare prefixes longer
+/// than /120 are merged in at the end. Peak memory: the keys and the intervals.
+fn sort_and_coalesce_v6(
+    parts: Vec<Vec<u128>>,
+    hist: &[usize; 256],
+    mut long: Vec<(u128, u128)>,
+) -> Vec<(u128, u128)> {
+    const TOP6: u32 = 8;
+    let n: usize = parts.iter().map(Vec::len).sum();
+    let mut iv: Vec<(u128, u128)> = if n < 4096 {
+        let mut keys = parts.concat();
         keys.sort_unstable();
+        keys.into_iter().map(|k| (k, 0)).collect()
     } else {
-        let offsets = msd_in_place(&mut keys, 1 << TOP6, |k| (k >> (128 - TOP6)) as usize);
-        par_buckets(&mut keys, &offsets, |data, offs, base| {
+        let bucket = |k: u128| (k >> (128 - TOP6)) as usize;
+        let mut offsets = vec![0usize; (1 << TOP6) + 1];
+        for i in 0..1 << TOP6 {
+            offsets[i + 1] = offsets[i] + hist[i];
+        }
+        let mut iv = vec![(0u128, 0u128); n];
+        let mut heads: Vec<usize> = offsets[..1 << TOP6].to_vec();
+        for part in parts {
+            for k in part {
+                let b = bucket(k);
+                iv[heads[b]] = (k, 0);
+                heads[b] += 1;
+            }
+        }
+        par_buckets(&mut iv, &offsets, |data, offs, base| {
+            let mut scratch = Vec::new();
             for w in offs.windows(2) {
-                if w[1] - w[0] > 1 {
-                    data[w[0] - base..w[1] - base].sort_unstable();
-                }
+                msd_sort_pairs(&mut data[w[0] - base..w[1] - base], &mut scratch, 128 - TOP6);
             }
         });
-    }
-    long.sort_unstable();
-    // Merge the two sorted streams by start and coalesce.
-    let decode = |k: u128| {
-        let start = k & !0xff;
-        let len = (k & 0xff) as u32;
-        (start, start | u128::MAX.checked_shr(len).unwrap_or(0))
+        iv
     };
-    let mut out: Vec<(u128, u128)> = Vec::with_capacity(keys.len() + long.len());
-    let (mut i, mut j) = (0usize, 0usize);
-    let mut cur: Option<(u128, u128)> = None;
-    loop {
-        let next = match (keys.get(i), long.get(j)) {
-            (Some(&k), Some(&l)) => {
-                let d = decode(k);
-                if d.0 <= l.0 {
-                    i += 1;
-                    d
-                } else {
-                    j += 1;
-                    l
+    // Decode `start | len` and coalesce in place.
+    let mut w = 0usize;
+    for r in 0..iv.len() {
+        let k = iv[r].0;
+        let start = k & !0xff;
+        let end = start | u128::MAX.checked_shr((k & 0xff) as u32).unwrap_or(0);
+        if w > 0 {
+            let last = &mut iv[w - 1];
+            if last.1.checked_add(1).is_none_or(|e| start <= e) {
+                if end > last.1 {
+                    last.1 = end;
                 }
+                continue;
             }
-            (Some(&k), None) => {
-                i += 1;
-                decode(k)
-            }
-            (None, Some(&l)) => {
-                j += 1;
-                l
-            }
-            (None, None) => break,
-        };
-        cur = match cur {
-            None => Some(next),
-            Some((a, b)) => {
-                if b.checked_add(1).is_none_or(|e| next.0 <= e) {
-                    Some((a, b.max(next.1)))
-                } else {
-                    out.push((a, b));
-                    Some(next)
-                }
-            }
-        };
+        }
+        iv[w] = (start, end);
+        w += 1;
     }
-    out.extend(cur);
-    out
+    iv.truncate(w);
+    if long.is_empty() {
+        iv
+    } else {
+        long.sort_unstable();
+        crate::set::union(&iv, &crate::set::coalesce_sorted(long))
+    }
+}
+
+/// Sort `x` by `.0`, whose keys agree on every bit above `bits`: MSD radix on the next byte
+/// through `scratch` (in cache), recursing into each sub-bucket; small slices are sorted
+/// directly.
+fn msd_sort_pairs(x: &mut [(u128, u128)], scratch: &mut Vec<(u128, u128)>, bits: u32) {
+    if x.len() <= 32 || bits == 0 {
+        x.sort_unstable_by_key(|p| p.0);
+        return;
+    }
+    let shift = bits.saturating_sub(8);
+    let mask = (1u128 << (bits - shift)) - 1;
+    let digit = |k: u128| ((k >> shift) & mask) as usize;
+    let mut offsets = [0usize; 257];
+    for p in x.iter() {
+        offsets[digit(p.0) + 1] += 1;
+    }
+    for i in 0..256 {
+        offsets[i + 1] += offsets[i];
+    }
+    if offsets.windows(2).any(|o| o[1] - o[0] == x.len()) {
+        // Every key shares this byte.
+        return msd_sort_pairs(x, scratch, shift);
+    }
+    scratch.clear();
+    scratch.resize(x.len(), (0, 0));
+    let mut heads = offsets;
+    for p in x.iter() {
+        let d = digit(p.0);
+        scratch[heads[d]] = *p;
+        heads[d] += 1;
+    }
+    x.copy_from_slice(scratch);
+    for o in offsets.windows(2) {
+        if o[1] - o[0] > 1 {
+            msd_sort_pairs(&mut x[o[0]..o[1]], scratch, shift);
+        }
+    }
 }
 
 #[inline]
@@ -666,13 +702,13 @@ fn fast_run(buf: &[u8], mut p: usize, keys: &mut Keys) -> (usize, usize) {
             if let Ok(w) = <&[u8; WINDOW]>::try_from(&buf[p..p + WINDOW])
                 && let Some((k, n)) = fast_v4_window(w)
             {
-                keys.v4.push(k);
+                keys.push_v4(k);
                 lines += 1;
                 p += n;
                 continue;
             }
         } else if let Some((k, next)) = fast_v4(buf, p) {
-            keys.v4.push(k);
+            keys.push_v4(k);
             lines += 1;
             p = next;
             continue;
@@ -735,7 +771,7 @@ fn parse_block(c: &mut Collector, buf: &[u8], line: &mut usize) -> Result<(), Li
             Err(p) => std::panic::resume_unwind(p),
         }
     })?;
-    c.keys.append(&keys);
+    c.parts.push(keys);
     c.entries += lines;
     *line += lines;
     serial(c, &second[stop..], line)

@@ -259,3 +259,41 @@ fn large_inputs_match_reference() {
     assert!(matches!(want, Outcome::HostBits(40_001, _, _)));
     assert_eq!(actual(&text, true, 1 << 20), want);
 }
+
+/// Clustered inputs (every key sharing its top bytes, duplicates, nested and adjacent
+/// prefixes, IPv6 longer than /120) take the radix sorts' skewed paths.
+#[test]
+fn clustered_large_inputs_match_reference() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut lines = Vec::new();
+    for i in 0..60_000u32 {
+        let r = next();
+        let s = if i % 2 == 0 {
+            // Inside 2001:db8::/32, lengths /33../128, some sharing every byte but the last.
+            let l = 33 + (r % 96) as u32;
+            let low = if i % 6 == 0 {
+                u128::from(next() % 4096)
+            } else {
+                u128::from(next()) << 32 | u128::from(next() as u32)
+            };
+            let a = ((0x2001_0db8u128 << 96) | (low & ((1u128 << 96) - 1)))
+                & !(u128::MAX.checked_shr(l).unwrap_or(0));
+            format!("{}/{l}", std::net::Ipv6Addr::from(a))
+        } else {
+            // Inside 10.0.0.0/8, mostly small, many duplicates and neighbours.
+            let l = 20 + (r % 13) as u32;
+            let a = (0x0a00_0000 | (next() as u32 % 65_536) << 8)
+                & !(u32::MAX.checked_shr(l).unwrap_or(0));
+            format!("{}/{l}", std::net::Ipv4Addr::from(a))
+        };
+        lines.push(s);
+    }
+    let text = lines.join("\n").into_bytes();
+    assert_eq!(actual(&text, true, 1 << 20), reference(&text, true));
+}
