@@ -332,7 +332,11 @@ fn sort_and_coalesce_v6(
         par_buckets(&mut iv, &offsets, |data, offs, base| {
             let mut scratch = Vec::new();
             for w in offs.windows(2) {
-                msd_sort_pairs(&mut data[w[0] - base..w[1] - base], &mut scratch, 128 - TOP6);
+                msd_sort_pairs(
+                    &mut data[w[0] - base..w[1] - base],
+                    &mut scratch,
+                    128 - TOP6,
+                );
             }
         });
         iv
