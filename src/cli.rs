@@ -150,6 +150,13 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub select: TargetSelect,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// How a change is confirmed and waited for (`apply`, `update`).
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
     /// Apply without asking
     #[arg(short, long)]
     pub yes: bool,
@@ -181,15 +188,8 @@ pub struct UpdateArgs {
     /// Replace what the target holds with exactly these CIDRs or sets
     #[arg(long, value_name = "CIDR|SET")]
     pub set: Vec<String>,
-    /// Apply without asking
-    #[arg(short, long)]
-    pub yes: bool,
-    /// Only show the plan
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Return once the target accepted the change, without waiting for it to finish
-    #[arg(long)]
-    pub no_wait: bool,
+    #[command(flatten)]
+    pub change: ChangeArgs,
 }
 
 #[derive(Debug, Args)]

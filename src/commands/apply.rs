@@ -5,7 +5,7 @@
 
 use rangekeeper_provider::Applied;
 
-use crate::cli::{ApplyArgs, Global, OutputFormat};
+use crate::cli::{ApplyArgs, ChangeArgs, Global, OutputFormat};
 use crate::commands::{self, Bound, Outcome};
 use crate::plan::{Status, TargetPlan};
 
@@ -71,10 +71,13 @@ pub async fn execute(
     global: &Global,
     bound: &[Bound<'_>],
     plans: Vec<TargetPlan>,
-    yes: bool,
-    dry_run: bool,
-    no_wait: bool,
+    change: &ChangeArgs,
 ) -> anyhow::Result<Outcome> {
+    let ChangeArgs {
+        yes,
+        dry_run,
+        no_wait,
+    } = *change;
     let human = global.output != OutputFormat::Json;
     if human {
         commands::print_human(&crate::output::plans_human(&plans))?;
@@ -158,5 +161,5 @@ pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
     let decl = commands::load(global)?;
     let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
     let plans = commands::plan_all(&bound).await;
-    execute(global, &bound, plans, args.yes, args.dry_run, args.no_wait).await
+    execute(global, &bound, plans, &args.change).await
 }

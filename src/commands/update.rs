@@ -7,7 +7,6 @@ use rangekeeper_provider::Restriction;
 use crate::cli::{Global, UpdateArgs};
 use crate::commands::{self, Outcome};
 use crate::declaration::{Declaration, is_set_name, suggest};
-use crate::plan::TargetPlan;
 
 /// Resolve `--add/--remove/--set` values: CIDRs, or names of sets in the declaration.
 fn resolve(
@@ -68,7 +67,7 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
         .current()
         .await
         .with_context(|| format!("cannot read the current ranges of `{}`", args.target))?;
-    let mut warnings = state.warnings.clone();
+    let mut warnings = Vec::new();
     let desired = if !args.set.is_empty() {
         set
     } else {
@@ -97,19 +96,8 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
         }
         current.union(&add).difference(&remove)
     };
-    let checked = commands::check(b, &desired);
-    warnings.extend(checked.warnings);
-    let mut plan = TargetPlan::new(
-        &b.target.name,
-        &b.target.provider,
-        &state.restriction,
-        checked.effective,
-        checked.errors,
-        warnings,
-    );
-    plan.details = state.details.clone();
-    plan.cover = checked.cover;
-    commands::guard_lockout(b, &state.restriction, &mut plan);
+    let mut plan = commands::plan_with_state(b, &desired, &state);
+    plan.warnings.extend(warnings);
     if !b.target.desired.is_empty() && plan.desired != b.target.desired {
         tracing::warn!(
             "`{}` will differ from its declaration in {}: the next `apply` or reconcile reverts this change",
@@ -117,13 +105,5 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
             decl.file
         );
     }
-    crate::commands::apply::execute(
-        global,
-        &bound,
-        vec![plan],
-        args.yes,
-        args.dry_run,
-        args.no_wait,
-    )
-    .await
+    crate::commands::apply::execute(global, &bound, vec![plan], &args.change).await
 }

@@ -194,30 +194,17 @@ impl Declaration {
         opts: LoadOptions,
         known_providers: &[&str],
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
-        let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                let d = Diagnostic {
-                    severity: Severity::Error,
-                    file,
-                    line: None,
-                    column: None,
-                    target: None,
-                    message: format!("cannot read the declaration file: {e}"),
-                };
-                return (None, vec![d]);
-            }
-        };
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
-        let is_json = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        Self::parse(&text, &file, base_dir, is_json, opts, known_providers)
+        match DeclText::read(path) {
+            Ok(t) => Self::parse(
+                &t.text,
+                &t.file,
+                t.base_dir,
+                t.is_json,
+                opts,
+                known_providers,
+            ),
+            Err(LoadError(diags)) => (None, diags),
+        }
     }
 
     /// Parse and resolve declaration text (`file` is used in messages only). The declaration
