@@ -155,23 +155,38 @@ impl Collector {
     }
 
     pub(crate) fn finish(self) -> Aggregated {
-        // The keys stay in the pieces the parsing threads produced; the radix scatter reads
-        // them all (no concatenation copy) and frees each piece as soon as it is read.
-        let (mut hist4, mut hist6) = (self.keys.hist4, self.keys.hist6);
-        let mut v4_parts = vec![self.keys.v4];
-        let mut v6_parts = vec![self.keys.v6];
+        // The keys stay in the pieces the parsing threads produced: the main thread's, and
+        // the helper's (one per block). The radix scatter reads them where they are (no
+        // concatenation copy), the main thread's and the helper's on two threads.
+        let (hist4_main, hist6_main) = (self.keys.hist4, self.keys.hist6);
+        let (mut hist4_help, mut hist6_help) = ([0usize; 256], [0usize; 256]);
+        let mut v4_help = Vec::with_capacity(self.parts.len());
+        let mut v6_help = Vec::with_capacity(self.parts.len());
         let mut v6_long = self.keys.v6_long;
         for p in self.parts {
             for i in 0..256 {
-                hist4[i] += p.hist4[i];
-                hist6[i] += p.hist6[i];
+                hist4_help[i] += p.hist4[i];
+                hist6_help[i] += p.hist6[i];
             }
-            v4_parts.push(p.v4);
-            v6_parts.push(p.v6);
+            v4_help.push(p.v4);
+            v6_help.push(p.v6);
             v6_long.extend_from_slice(&p.v6_long);
         }
-        let v4 = sort_and_coalesce_v4(v4_parts, &hist4);
-        let v6 = sort_and_coalesce_v6(v6_parts, &hist6, v6_long);
+        let v4 = sort_and_coalesce_v4(Split {
+            main: self.keys.v4,
+            main_hist: hist4_main,
+            help: v4_help,
+            help_hist: hist4_help,
+        });
+        let v6 = sort_and_coalesce_v6(
+            Split {
+                main: self.keys.v6,
+                main_hist: hist6_main,
+                help: v6_help,
+                help_hist: hist6_help,
+            },
+            v6_long,
+        );
         Aggregated {
             set: RangeSet::from_canonical(v4, v6),
             entries: self.entries,
@@ -183,11 +198,90 @@ impl Collector {
 /// Top-level radix digit of a packed key: the top 8 bits of the interval start (256 write
 /// heads for the scatter: few enough that the TLB and cache keep up with them).
 const TOP_BITS: u32 = 8;
-const BUCKETS: usize = 1 << TOP_BITS;
 
 #[inline]
 fn top(k: u64) -> usize {
     (k >> (64 - TOP_BITS)) as usize
+}
+
+/// Keys as parsed: the main thread's piece and the helper thread's pieces, each with the
+/// histogram of their top bytes.
+struct Split<K> {
+    main: Vec<K>,
+    main_hist: [usize; 256],
+    help: Vec<Vec<K>>,
+    help_hist: [usize; 256],
+}
+
+impl<K: Copy + Send> Split<K> {
+    fn len(&self) -> usize {
+        self.main.len() + self.help.iter().map(Vec::len).sum::<usize>()
+    }
+
+    fn concat(self) -> Vec<K> {
+        let mut v = self.main;
+        for p in self.help {
+            v.extend_from_slice(&p);
+        }
+        v
+    }
+
+    /// MSD radix scatter on the top byte into a new buffer of `T`, on two threads: the
+    /// buffer is cut (safely, by `split_at_mut`) into per-bucket, per-thread slots from the
+    /// two histograms, so each thread writes only its own slots, and the page faults of
+    /// the fresh buffer are taken on both cores. Returns the buffer grouped by bucket and
+    /// the bucket boundaries (257 offsets). Each piece is freed once read.
+    fn scatter<T: Copy + Default + Send>(
+        self,
+        bucket: impl Fn(K) -> usize + Sync,
+        conv: impl Fn(K) -> T + Sync,
+    ) -> (Vec<T>, Vec<usize>) {
+        let Split {
+            main,
+            main_hist,
+            help,
+            help_hist,
+        } = self;
+        let mut offsets = vec![0usize; 257];
+        for i in 0..256 {
+            offsets[i + 1] = offsets[i] + main_hist[i] + help_hist[i];
+        }
+        let mut out = vec![T::default(); offsets[256]];
+        let mut slots_main: Vec<&mut [T]> = Vec::with_capacity(256);
+        let mut slots_help: Vec<&mut [T]> = Vec::with_capacity(256);
+        let mut rest: &mut [T] = &mut out;
+        for i in 0..256 {
+            let (m, r) = rest.split_at_mut(main_hist[i]);
+            let (h, r) = r.split_at_mut(help_hist[i]);
+            slots_main.push(m);
+            slots_help.push(h);
+            rest = r;
+        }
+        fn fill<K, T>(
+            mut slots: Vec<&mut [T]>,
+            keys: impl Iterator<Item = K>,
+            bucket: &impl Fn(K) -> usize,
+            conv: &impl Fn(K) -> T,
+        ) where
+            K: Copy,
+        {
+            let mut cur = [0usize; 256];
+            for k in keys {
+                let b = bucket(k);
+                slots[b][cur[b]] = conv(k);
+                cur[b] += 1;
+            }
+        }
+        let (bucket, conv) = (&bucket, &conv);
+        std::thread::scope(|sc| {
+            let h = sc.spawn(move || fill(slots_help, help.into_iter().flatten(), bucket, conv));
+            fill(slots_main, main.into_iter(), bucket, conv);
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        });
+        (out, offsets)
+    }
 }
 
 /// Run `f` over the buckets of `v` (given by `offsets`), split into two halves of about equal
@@ -216,27 +310,14 @@ fn par_buckets<T: Send>(
 /// buffer, streaming and cache-friendly, then each bucket sorted in cache by the remaining 24
 /// bits, the buckets split between two threads) and coalesce in place into canonical
 /// intervals. Peak memory: the keys and the intervals, 16 bytes per entry.
-fn sort_and_coalesce_v4(mut parts: Vec<Vec<u64>>, hist: &[usize; 256]) -> Vec<(u32, u32)> {
+fn sort_and_coalesce_v4(keys: Split<u64>) -> Vec<(u32, u32)> {
     let unpack = |k: u64| ((k >> 32) as u32, k as u32);
-    let n: usize = parts.iter().map(Vec::len).sum();
-    let mut iv: Vec<(u32, u32)> = if n < 4096 {
-        let mut keys: Vec<u64> = parts.concat();
+    let mut iv: Vec<(u32, u32)> = if keys.len() < 4096 {
+        let mut keys = keys.concat();
         keys.sort_unstable();
         keys.into_iter().map(unpack).collect()
     } else {
-        let mut offsets = vec![0usize; BUCKETS + 1];
-        for i in 0..BUCKETS {
-            offsets[i + 1] = offsets[i] + hist[i];
-        }
-        let mut iv = vec![(0u32, 0u32); n];
-        let mut heads: Vec<usize> = offsets[..BUCKETS].to_vec();
-        for part in parts.drain(..) {
-            for k in part {
-                let t = top(k);
-                iv[heads[t]] = unpack(k);
-                heads[t] += 1;
-            }
-        }
+        let (mut iv, offsets) = keys.scatter(top, unpack);
         par_buckets(&mut iv, &offsets, sort_buckets);
         iv
     };
@@ -303,32 +384,14 @@ fn radix_pass(src: &[(u32, u32)], dst: &mut [(u32, u32)], shift: u32) {
 /// top 8 bits straight into the interval buffer (as `(key, 0)` pairs), each bucket sorted by
 /// key on one of two threads, then decoded and coalesced in place; the rare prefixes longer
 /// than /120 are merged in at the end. Peak memory: the keys and the intervals.
-fn sort_and_coalesce_v6(
-    parts: Vec<Vec<u128>>,
-    hist: &[usize; 256],
-    mut long: Vec<(u128, u128)>,
-) -> Vec<(u128, u128)> {
+fn sort_and_coalesce_v6(keys: Split<u128>, mut long: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
     const TOP6: u32 = 8;
-    let n: usize = parts.iter().map(Vec::len).sum();
-    let mut iv: Vec<(u128, u128)> = if n < 4096 {
-        let mut keys = parts.concat();
+    let mut iv: Vec<(u128, u128)> = if keys.len() < 4096 {
+        let mut keys = keys.concat();
         keys.sort_unstable();
         keys.into_iter().map(|k| (k, 0)).collect()
     } else {
-        let bucket = |k: u128| (k >> (128 - TOP6)) as usize;
-        let mut offsets = vec![0usize; (1 << TOP6) + 1];
-        for i in 0..1 << TOP6 {
-            offsets[i + 1] = offsets[i] + hist[i];
-        }
-        let mut iv = vec![(0u128, 0u128); n];
-        let mut heads: Vec<usize> = offsets[..1 << TOP6].to_vec();
-        for part in parts {
-            for k in part {
-                let b = bucket(k);
-                iv[heads[b]] = (k, 0);
-                heads[b] += 1;
-            }
-        }
+        let (mut iv, offsets) = keys.scatter(|k| (k >> (128 - TOP6)) as usize, |k| (k, 0));
         par_buckets(&mut iv, &offsets, |data, offs, base| {
             let mut scratch = Vec::new();
             for w in offs.windows(2) {
@@ -511,7 +574,11 @@ fn octet(w: &[u8; WINDOW], i: usize) -> (u32, usize, bool) {
 fn fast_v4_window(w: &[u8; WINDOW]) -> Option<(u64, usize)> {
     let (a, n0, ok0) = octet(w, 0);
     let mut i = n0;
-    let mut ok = ok0 & (w[i] == b'.');
+    // Leave early on anything that does not start like IPv4 (IPv6 lines come through here).
+    if !(ok0 & (w[i] == b'.')) {
+        return None;
+    }
+    let mut ok = true;
     i += 1;
     let (b, n1, ok1) = octet(w, i);
     i += n1;
