@@ -135,7 +135,38 @@ fn format_v4(iv: &[(u32, u32)], out: &mut Vec<u8>) {
     }
 }
 
-/// Append `a/len\n` for an IPv6 prefix through a fixed scratch line (see [`push_v6`]).
+/// For each 8-bit mask of zero groups (bit `i` = group `i` is zero): where the `::` goes,
+/// as (first group, groups) of the longest run of two or more, leftmost on ties; (8, 0) for
+/// none (RFC 5952 section 4.2).
+const ZERO_RUN: [(u8, u8); 256] = {
+    let mut t = [(8u8, 0u8); 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut best_at, mut best_len, mut run) = (8usize, 0usize, 0usize);
+        let mut i = 0;
+        while i < 8 {
+            if m & (1 << i) != 0 {
+                run += 1;
+                if run > best_len {
+                    best_len = run;
+                    best_at = i + 1 - run;
+                }
+            } else {
+                run = 0;
+            }
+            i += 1;
+        }
+        t[m] = if best_len >= 2 {
+            (best_at as u8, best_len as u8)
+        } else {
+            (8, 0)
+        };
+        m += 1;
+    }
+    t
+};
+
+/// Append `a/len\n` for an IPv6 prefix (see [`push_v6`]), without per-byte capacity checks.
 #[inline]
 fn push_v6_line(out: &mut Vec<u8>, a: u128, len: u8) {
     if (a >> 32) == 0xffff {
@@ -144,23 +175,12 @@ fn push_v6_line(out: &mut Vec<u8>, a: u128, len: u8) {
         return;
     }
     let g: [u16; 8] = std::array::from_fn(|i| (a >> (112 - 16 * i)) as u16);
-    let (mut best_at, mut best_len) = (8usize, 0usize);
-    let mut run = 0usize;
+    let mut zeros = 0usize;
     for (i, &x) in g.iter().enumerate() {
-        if x == 0 {
-            run += 1;
-            if run > best_len {
-                best_len = run;
-                best_at = i + 1 - run;
-            }
-        } else {
-            run = 0;
-        }
+        zeros |= usize::from(x == 0) << i;
     }
-    if best_len < 2 {
-        best_at = 8;
-        best_len = 0;
-    }
+    let (best_at, best_len) = ZERO_RUN[zeros];
+    let (best_at, best_len) = (usize::from(best_at), usize::from(best_len));
     let start = out.len();
     out.extend_from_slice(&[0u8; 64]);
     let line = &mut out[start..start + 64];
