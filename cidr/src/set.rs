@@ -496,10 +496,19 @@ impl fmt::Display for RangeSet {
 impl serde::Serialize for RangeSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
+        use std::fmt::Write as _;
         let mut seq = s.serialize_seq(Some(self.len()))?;
-        for n in self.prefixes() {
-            seq.serialize_element(&n.to_string())?;
-        }
+        // One reused string buffer; no list of prefixes is materialized.
+        let mut text = String::with_capacity(48);
+        let mut res = Ok(());
+        self.for_each_prefix(|n| {
+            if res.is_ok() {
+                text.clear();
+                let _ = write!(text, "{n}");
+                res = seq.serialize_element(text.as_str());
+            }
+        });
+        res?;
         seq.end()
     }
 }
