@@ -130,6 +130,12 @@ const ENTRIES: &[Entry] = &[
         true,
     ),
     v6(
+        [0x100, 0, 0, 1, 0, 0, 0, 0],
+        64,
+        "dummy IPv6 prefix (RFC 9780)",
+        true,
+    ),
+    v6(
         [0x2001, 2, 0, 0, 0, 0, 0, 0],
         48,
         "benchmarking (RFC 5180)",

@@ -66,6 +66,8 @@ fn special_purpose_blocks() {
     assert_eq!(sp("64:ff9b:1::/64").unwrap().0, "64:ff9b:1::/48");
     assert_eq!(sp("64:ff9b::/96"), None);
     assert_eq!(sp("100::/64").unwrap().0, "100::/64");
+    assert_eq!(sp("100:0:0:1::5/128").unwrap().0, "100:0:0:1::/64");
+    assert_eq!(sp("100:0:0:2::/64"), None);
     assert_eq!(
         sp("2001:db8:1234::/48").unwrap().1,
         "documentation (RFC 3849)"
