@@ -832,7 +832,13 @@ fn parse_block(c: &mut Collector, buf: &[u8], line: &mut usize) -> Result<(), Li
     let (first, second) = buf.split_at(mid);
     let (stop, lines, keys) = std::thread::scope(|sc| {
         let worker = sc.spawn(|| {
-            let mut keys = Keys::default();
+            // Room for a typical line length of either family; capacity that is never
+            // written costs no memory, and a denser block just grows the vectors.
+            let mut keys = Keys {
+                v4: Vec::with_capacity(second.len() / 14),
+                v6: Vec::with_capacity(second.len() / 20),
+                ..Keys::default()
+            };
             let (stop, lines) = fast_run(second, 0, &mut keys);
             (stop, lines, keys)
         });
