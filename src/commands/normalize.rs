@@ -91,11 +91,7 @@ pub fn write_list(set: &RangeSet, format: ListFormat) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(READ_BUF, stdout.lock());
     match format {
-        ListFormat::Plain => {
-            for p in set.prefixes() {
-                writeln!(out, "{p}")?;
-            }
-        }
+        ListFormat::Plain => set.write_lines(&mut out)?,
         ListFormat::Json => {
             serde_json::to_writer(&mut out, set)?;
             writeln!(out)?;
