@@ -47,21 +47,16 @@ fn init_logging(global: &cli::Global) {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+/// Commands that need no async runtime run without one: `normalize` is a Unix filter whose
+/// whole-process time matters, and starting runtime worker threads is a measurable part of it.
+fn run_sync(cli: &Cli) -> Option<anyhow::Result<Outcome>> {
     let g = &cli.global;
-    match &cli.command {
+    Some(match &cli.command {
         Command::Validate(a) => commands::validate::run(g, a),
         Command::Normalize(a) => commands::normalize::run(g, a),
-        Command::Plan(a) => commands::plan::run(g, a).await,
-        Command::Apply(a) => commands::apply::run(g, a).await,
-        Command::Show(a) => commands::show::run(g, a).await,
-        Command::Update(a) => commands::update::run(g, a).await,
-        Command::Disable(a) => commands::disable::run(g, a).await,
-        Command::Reconcile(a) => commands::reconcile::run(g, a).await,
         Command::Providers => commands::providers::run(g),
         Command::Schema => {
-            commands::print_json(&declaration::schema::schema())?;
-            Ok(Outcome::Success)
+            commands::print_json(&declaration::schema::schema()).map(|()| Outcome::Success)
         }
         Command::Completions(a) => {
             clap_complete::generate(
@@ -72,23 +67,42 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Success)
         }
+        _ => return None,
+    })
+}
+
+/// Commands that talk to targets, on a multi-threaded runtime.
+async fn run_async(cli: &Cli) -> anyhow::Result<Outcome> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Plan(a) => commands::plan::run(g, a).await,
+        Command::Apply(a) => commands::apply::run(g, a).await,
+        Command::Show(a) => commands::show::run(g, a).await,
+        Command::Update(a) => commands::update::run(g, a).await,
+        Command::Disable(a) => commands::disable::run(g, a).await,
+        Command::Reconcile(a) => commands::reconcile::run(g, a).await,
+        Command::Validate(_)
+        | Command::Normalize(_)
+        | Command::Providers
+        | Command::Schema
+        | Command::Completions(_) => run_sync(cli).unwrap_or(Ok(Outcome::Failure)),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match run_sync(&cli) {
+        Some(result) => result,
+        None => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run_async(&cli)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
     };
-    match runtime.block_on(run(cli)) {
+    match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failure) => ExitCode::FAILURE,
