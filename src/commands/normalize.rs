@@ -86,17 +86,19 @@ pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Write a set as a list on stdout, buffered.
+/// Write a set as a list on stdout. The plain list is formatted in large blocks by
+/// `write_lines` and written straight to stdout (another buffer would only copy it again).
 pub fn write_list(set: &RangeSet, format: ListFormat) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(READ_BUF, stdout.lock());
     match format {
-        ListFormat::Plain => set.write_lines(&mut out)?,
+        ListFormat::Plain => set.write_lines(stdout.lock()),
         ListFormat::Json => {
-            serde_json::to_writer(&mut out, set)?;
-            writeln!(out)?;
+            let mut out = std::io::BufWriter::with_capacity(READ_BUF, stdout.lock());
+            serde_json::to_writer(&mut out, set)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+                .and_then(|()| out.flush())
         }
     }
-    out.flush().context("cannot write to stdout")?;
-    Ok(())
+    .context("cannot write to stdout")
 }
