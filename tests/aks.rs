@@ -3,10 +3,13 @@
 //! bare IPs rewritten to /32): plan, apply, re-plan in sync, show, disable, the egress guard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::process::Output;
 use std::time::Duration;
 
+use common::{Scratch, seen};
 use rangekeeper_provider_aks::fake::{FakeArm, example_cluster};
 use serde_json::{Value, json};
 
@@ -48,12 +51,8 @@ async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        assert_cmd::Command::cargo_bin("rangekeeper")
-            .unwrap()
-            .current_dir(dir)
-            .env("NO_COLOR", "1")
+        common::rangekeeper(&dir)
             .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
-            .env_remove("RANGEKEEPER_LOG")
             .args(args)
             .timeout(Duration::from_secs(120))
             .output()
@@ -61,15 +60,6 @@ async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit: {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn ranges(fake: &FakeArm) -> Option<Value> {
@@ -83,19 +73,14 @@ fn ranges(fake: &FakeArm) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_apply_replan_show_disable_through_the_binary() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rangekeeper.yaml"),
-        declaration(&fake.endpoint(), "[office]"),
-    )
-    .unwrap();
+    let s = Scratch::new(&declaration(&fake.endpoint(), "[office]"));
 
-    let plan = run(dir.path(), &["plan", "--detailed-exitcode"]).await;
-    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let plan = run(s.path(), &["plan", "--detailed-exitcode"]).await;
+    assert_eq!(plan.status.code(), Some(2), "{}", seen(&plan));
     assert!(fake.puts().is_empty());
 
-    let apply = run(dir.path(), &["apply", "--yes"]).await;
-    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let apply = run(s.path(), &["apply", "--yes"]).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", seen(&apply));
     let puts = fake.puts();
     assert_eq!(puts.len(), 1, "exactly one PUT");
     assert!(puts[0].if_match.is_some(), "the PUT carries If-Match");
@@ -105,14 +90,14 @@ async fn plan_apply_replan_show_disable_through_the_binary() {
         ranges(&fake),
         Some(json!(["20.1.2.3/32", "20.1.2.4/32", "52.160.0.0/16"]))
     );
-    let replan = run(dir.path(), &["plan", "--detailed-exitcode"]).await;
-    assert_eq!(replan.status.code(), Some(0), "{}", text(&replan));
-    let again = run(dir.path(), &["apply", "--yes"]).await;
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let replan = run(s.path(), &["plan", "--detailed-exitcode"]).await;
+    assert_eq!(replan.status.code(), Some(0), "{}", seen(&replan));
+    let again = run(s.path(), &["apply", "--yes"]).await;
+    assert_eq!(again.status.code(), Some(0), "{}", seen(&again));
     assert_eq!(fake.puts().len(), 1, "no PUT when in sync");
 
-    let show = run(dir.path(), &["show", "-o", "json"]).await;
-    assert_eq!(show.status.code(), Some(0), "{}", text(&show));
+    let show = run(s.path(), &["show", "-o", "json"]).await;
+    assert_eq!(show.status.code(), Some(0), "{}", seen(&show));
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(
         v["targets"][0]["ranges"],
@@ -123,34 +108,29 @@ async fn plan_apply_replan_show_disable_through_the_binary() {
         "{v}"
     );
 
-    let disable = run(dir.path(), &["disable", "-t", "prod-aks", "--yes"]).await;
-    assert_eq!(disable.status.code(), Some(0), "{}", text(&disable));
+    let disable = run(s.path(), &["disable", "-t", "prod-aks", "--yes"]).await;
+    assert_eq!(disable.status.code(), Some(0), "{}", seen(&disable));
     let stored = ranges(&fake);
     assert!(
         stored.is_none() || stored == Some(json!([])),
         "disable sends an empty list: {stored:?}"
     );
-    let show = run(dir.path(), &["show", "-o", "json"]).await;
+    let show = run(s.path(), &["show", "-o", "json"]).await;
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(v["targets"][0]["unrestricted"], true);
     // The token never shows in what the user sees.
     for o in [&plan, &apply, &replan, &show, &disable] {
-        assert!(!text(o).contains(TOKEN));
+        assert!(!seen(o).contains(TOKEN));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_guard_refuses_and_sends_nothing() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rangekeeper.yaml"),
-        declaration(&fake.endpoint(), "[52.160.0.0/16]"),
-    )
-    .unwrap();
-    let apply = run(dir.path(), &["apply", "--yes"]).await;
-    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
-    let out = text(&apply);
+    let s = Scratch::new(&declaration(&fake.endpoint(), "[52.160.0.0/16]"));
+    let apply = run(s.path(), &["apply", "--yes"]).await;
+    assert_eq!(apply.status.code(), Some(1), "{}", seen(&apply));
+    let out = seen(&apply);
     assert!(
         out.contains("20.1.2.3") && out.contains("20.1.2.4"),
         "names the missing egress IPs: {out}"
@@ -161,18 +141,13 @@ async fn egress_guard_refuses_and_sends_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_rejects_what_aks_would_reject_without_any_call() {
     let fake = fake().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("rangekeeper.yaml"),
-        declaration(
-            &fake.endpoint(),
-            "[office, 10.0.0.0/8, 2001:db8::/32, 0.0.0.0/32]",
-        ),
-    )
-    .unwrap();
-    let o = run(dir.path(), &["validate"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = text(&o);
+    let s = Scratch::new(&declaration(
+        &fake.endpoint(),
+        "[office, 10.0.0.0/8, 2001:db8::/32, 0.0.0.0/32]",
+    ));
+    let o = run(s.path(), &["validate"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", seen(&o));
+    let out = seen(&o);
     for needle in ["10.0.0.0/8", "IPv4 ranges only", "0.0.0.0/32"] {
         assert!(out.contains(needle), "{needle}: {out}");
     }

@@ -3,81 +3,12 @@
 //! produce a precise error and change nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
-use std::process::Output;
 
 use assert_cmd::Command;
-
-/// A scratch directory with a declaration file in it; commands run inside it so every path
-/// in the output is relative and snapshots are stable.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn new(decl: &str) -> Scratch {
-        let s = Scratch {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        s.write("rangekeeper.yaml", decl);
-        s
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.path().join(name), text).unwrap();
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap()
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        self.dir.path().join(name).exists()
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_stdin(args, "")
-    }
-
-    fn run_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        Command::cargo_bin("rangekeeper")
-            .unwrap()
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RANGEKEEPER_FILE")
-            .env_remove("RANGEKEEPER_LOG")
-            .args(args)
-            .write_stdin(stdin)
-            .output()
-            .unwrap()
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-/// Everything a user sees, for a snapshot.
-fn seen(o: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout\n{}--- stderr\n{}",
-        code(o),
-        stdout(o),
-        stderr(o)
-    )
-}
+use common::{Scratch, code, seen, stderr, stdout};
 
 const QUICKSTART: &str = r#"version: 1
 sets:

@@ -4,13 +4,15 @@
 //! environment only. moto's request recorder proves which calls were made.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
+use common::{Scratch, stderr, stdout};
 
 /// moto's server on 127.0.0.1 with its request recorder on; killed when dropped.
 struct Moto {
@@ -153,60 +155,52 @@ targets:
 ";
 
 struct Run {
-    dir: tempfile::TempDir,
+    s: Scratch,
     endpoint: String,
 }
 
 impl Run {
     fn new(moto: &Moto, decl: &str) -> Run {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("rangekeeper.yaml"), decl).unwrap();
         Run {
-            dir,
+            s: Scratch::new(decl),
             endpoint: moto.endpoint(),
         }
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::cargo_bin("rangekeeper").unwrap();
+        let dir = self.s.path();
+        let mut cmd = common::rangekeeper(dir);
         for k in [
             "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE",
             "AWS_ENDPOINT_URL",
             "AWS_SESSION_TOKEN",
             "AWS_ROLE_ARN",
-            "RANGEKEEPER_FILE",
         ] {
             cmd.env_remove(k);
         }
         let out = cmd
-            .current_dir(self.dir.path())
             .args(args)
             .env("AWS_ENDPOINT_URL_EKS", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
             .env(
                 "AWS_SHARED_CREDENTIALS_FILE",
-                self.dir.path().join("no-aws-credentials"),
+                dir.join("no-aws-credentials"),
             )
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("NO_COLOR", "1")
             .timeout(Duration::from_secs(120))
             .output()
             .unwrap();
         eprintln!(
             "$ rangekeeper {}\n{}{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            stdout(&out),
+            stderr(&out)
         );
         out
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -269,11 +263,7 @@ fn eks_refuses_reserved_ranges_no_wait_is_pending_and_missing_clusters_fail() {
     let r = Run::new(&moto, &private);
     let apply = r.run(&["apply", "--yes"]);
     assert!(!apply.status.success());
-    let all = format!(
-        "{}{}",
-        stdout(&apply),
-        String::from_utf8_lossy(&apply.stderr)
-    );
+    let all = format!("{}{}", stdout(&apply), stderr(&apply));
     assert!(all.contains("10.20.0.0/16"), "{all}");
     assert_eq!(
         moto.update_calls(),
@@ -297,6 +287,6 @@ fn eks_refuses_reserved_ranges_no_wait_is_pending_and_missing_clusters_fail() {
     let r = Run::new(&moto, &missing);
     let show = r.run(&["show"]);
     assert!(!show.status.success());
-    let all = format!("{}{}", stdout(&show), String::from_utf8_lossy(&show.stderr));
+    let all = format!("{}{}", stdout(&show), stderr(&show));
     assert!(all.contains("nope"), "{all}");
 }

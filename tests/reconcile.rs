@@ -3,67 +3,23 @@
 //! and sources served from 127.0.0.1 that misbehave in every way a download can.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
+use common::{Scratch, code, seen, stderr, stdout};
 use rangekeeper_cidr::RangeSet;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// A scratch directory with a declaration; commands run inside it.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
 impl Scratch {
-    fn new(decl: &str) -> Scratch {
-        let s = Scratch {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        s.write("rangekeeper.yaml", decl);
-        s
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Replace a file atomically (as editors and Kubernetes do).
-    fn write(&self, name: &str, text: &str) {
-        let tmp = self.path().join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(tmp, self.path().join(name)).unwrap();
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path().join(name)).unwrap_or_default()
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        self.path().join(name).exists()
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("rangekeeper").unwrap();
-        c.current_dir(self.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RANGEKEEPER_FILE")
-            .env_remove("RANGEKEEPER_LOG")
-            .env_remove("RANGEKEEPER_STATE_DIR");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
     /// Start the reconcile loop; stderr goes to `loop.log` in the scratch directory.
     fn spawn(&self, args: &[&str]) -> Child {
         self.spawn_env(args, &[])
@@ -71,13 +27,8 @@ impl Scratch {
 
     fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.path().join("loop.log")).unwrap();
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("rangekeeper"))
-            .current_dir(self.path())
+        common::rangekeeper_std(self.path())
             .envs(env.iter().copied())
-            .env("NO_COLOR", "1")
-            .env_remove("RANGEKEEPER_FILE")
-            .env_remove("RANGEKEEPER_LOG")
-            .env_remove("RANGEKEEPER_STATE_DIR")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -86,17 +37,17 @@ impl Scratch {
             .unwrap()
     }
 
-    /// The ranges a plain-format file target holds.
+    /// The ranges a plain-format file target holds (none while it does not exist).
     fn ranges(&self, name: &str) -> RangeSet {
         set(&self
-            .read(name)
+            .read_or_empty(name)
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .collect::<Vec<_>>())
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
-        self.read("state/audit.jsonl")
+        self.read_or_empty("state/audit.jsonl")
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -108,27 +59,6 @@ fn set(items: &[&str]) -> RangeSet {
         items
             .iter()
             .map(|s| rangekeeper_cidr::parse(s.trim()).unwrap().net),
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn seen(o: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout\n{}--- stderr\n{}",
-        code(o),
-        stdout(o),
-        stderr(o)
     )
 }
 
