@@ -547,6 +547,13 @@ fn over_the_limit_is_refused_with_the_cost_or_covered() {
         list.concat()
     );
     s.write("rangekeeper.yaml", &decl);
+    // The declaration with more settings after `maxRanges`.
+    let declare = |more: &str| {
+        s.write(
+            "rangekeeper.yaml",
+            &decl.replace("    maxRanges: 50\n", &format!("    maxRanges: 50\n{more}")),
+        );
+    };
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 1);
     assert!(
@@ -555,24 +562,12 @@ fn over_the_limit_is_refused_with_the_cost_or_covered() {
         seen(&o)
     );
     // A cover with broad prefixes is still subject to allowBroad.
-    s.write(
-        "rangekeeper.yaml",
-        &decl.replace(
-            "    maxRanges: 50\n",
-            "    maxRanges: 50\n    onExceed: cover\n",
-        ),
-    );
+    declare("    onExceed: cover\n");
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("is broader than /8"), "{}", seen(&o));
     // With allowBroad, the cover applies, and maxExtra bounds its cost.
-    s.write(
-        "rangekeeper.yaml",
-        &decl.replace(
-            "    maxRanges: 50\n",
-            "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n    maxExtra: 1x\n",
-        ),
-    );
+    declare("    onExceed: cover\n    allowBroad: true\n    maxExtra: 1x\n");
     let o = s.run(&["plan"]);
     assert_eq!(code(&o), 1);
     assert!(
@@ -580,13 +575,7 @@ fn over_the_limit_is_refused_with_the_cost_or_covered() {
         "{}",
         seen(&o)
     );
-    s.write(
-        "rangekeeper.yaml",
-        &decl.replace(
-            "    maxRanges: 50\n",
-            "    maxRanges: 50\n    onExceed: cover\n    allowBroad: true\n",
-        ),
-    );
+    declare("    onExceed: cover\n    allowBroad: true\n");
     let o = s.run(&["apply", "--yes", "-o", "json"]);
     assert_eq!(code(&o), 0, "{}", seen(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -760,34 +749,33 @@ fn reconcile_enforces_a_kube_restrict_ip_config_unchanged() {
     let _guard = Netns(ns.clone());
     let s = Scratch::new("version: 1\ntargets: {}\n");
     s.write("kri.yaml", KUBE_RESTRICT_IP);
+    let in_ns = || {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns]);
+        c
+    };
     let bin = assert_cmd::cargo::cargo_bin("rangekeeper");
-    let o = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(&bin)
-        .args([
-            "reconcile",
-            "--once",
-            "--kube-restrict-ip",
-            "kri.yaml",
-            "--state-dir",
-            "state",
-        ])
-        .current_dir(s.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let reconcile = |extra: &[&str]| {
+        in_ns()
+            .arg(&bin)
+            .args([
+                "reconcile",
+                "--once",
+                "--kube-restrict-ip",
+                "kri.yaml",
+                "--state-dir",
+                "state",
+            ])
+            .args(extra)
+            .current_dir(s.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let o = reconcile(&[]);
     assert_eq!(code(&o), 0, "{}", seen(&o));
-    let list = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "nft",
-            "list",
-            "table",
-            "inet",
-            "rangekeeper",
-        ])
+    let list = in_ns()
+        .args(["nft", "list", "table", "inet", "rangekeeper"])
         .output()
         .unwrap();
     let rules = stdout(&list);
@@ -804,22 +792,7 @@ fn reconcile_enforces_a_kube_restrict_ip_config_unchanged() {
         );
     }
     // A second pass finds it in sync.
-    let o = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(&bin)
-        .args([
-            "reconcile",
-            "--once",
-            "--kube-restrict-ip",
-            "kri.yaml",
-            "--state-dir",
-            "state",
-            "-o",
-            "json",
-        ])
-        .current_dir(s.path())
-        .output()
-        .unwrap();
+    let o = reconcile(&["-o", "json"]);
     assert_eq!(code(&o), 0, "{}", seen(&o));
     assert!(
         stdout(&o).contains("in-sync") || stdout(&o).contains("in sync"),

@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,11 @@ use rangekeeper_cidr::RangeSet;
 // Helpers
 
 impl Scratch {
+    /// One reconcile pass, as cron runs it.
+    fn once(&self) -> Output {
+        self.run(&["reconcile", "--once", "--state-dir", "state"])
+    }
+
     /// Start the reconcile loop; stderr goes to `loop.log` in the scratch directory.
     fn spawn(&self, args: &[&str]) -> Child {
         self.spawn_env(args, &[])
@@ -93,13 +98,14 @@ fn terminate(child: &mut Child, limit: Duration) -> Option<i32> {
     None
 }
 
-/// A free port on 127.0.0.1 (bound and released; good enough for a test).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A free address on 127.0.0.1 (bound and released; good enough for a test).
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port()
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 /// GET over loopback with a bounded wait; returns (status, body).
@@ -227,7 +233,7 @@ targets:
 #[test]
 fn once_converges_then_finds_everything_in_sync() {
     let s = Scratch::new(TWO_TARGETS);
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 0, "{}", seen(&o));
     insta::assert_snapshot!("once_initial", stdout(&o));
     assert_eq!(s.ranges("a.txt"), set(&["203.0.113.0/24", "198.51.100.7"]));
@@ -261,7 +267,7 @@ fn a_failing_target_does_not_block_the_others_and_is_named() {
     let s = Scratch::new(&format!(
         "{TWO_TARGETS}  broken:\n    provider: file\n    path: no/such/dir/c.txt\n    allow: [office]\n"
     ));
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(
         stderr(&o).contains("error: 1 target not converged: broken"),
@@ -285,7 +291,7 @@ fn a_refused_target_is_reported_and_never_applied() {
     let s = Scratch::new(
         "version: 1\ntargets:\n  open:\n    provider: file\n    path: o.txt\n    allow: [0.0.0.0/0]\n  fine:\n    provider: file\n    path: f.txt\n    allow: [192.0.2.1]\n",
     );
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(
         stdout(&o).contains("open: refused: refused: `0.0.0.0/0` is broader than /8"),
@@ -304,7 +310,7 @@ fn an_invalid_declaration_fails_at_start_with_its_location() {
     let s = Scratch::new(
         "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.300]\n",
     );
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(stderr(&o).contains("rangekeeper.yaml:6:"), "{}", seen(&o));
     assert!(!s.exists("t.txt"));
@@ -316,8 +322,7 @@ fn an_invalid_declaration_fails_at_start_with_its_location() {
 #[test]
 fn loop_corrects_drift_follows_the_declaration_serves_metrics_and_stops_on_sigterm() {
     let s = Scratch::new(TWO_TARGETS);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = s.spawn(&[
         "reconcile",
         "--interval",
@@ -633,7 +638,7 @@ targets:
         gh = server.url("/meta"),
         aws = server.url("/ip-ranges.json"),
     ));
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 0, "{}", seen(&o));
 
     // The expected sets, computed here from the fixtures independently.
@@ -738,7 +743,7 @@ fn misbehaving_sources_keep_their_last_good_value() {
         ));
     }
     let s = Scratch::new(&decl);
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 0, "{}", seen(&o));
     let want = set(&["192.0.2.1", "198.51.100.0/24"]);
     for n in names {
@@ -748,7 +753,7 @@ fn misbehaving_sources_keep_their_last_good_value() {
     mode.store(1, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(1100)); // the cached values are due again
     let start = Instant::now();
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "the slow source was not cut off"
@@ -813,7 +818,7 @@ fn a_source_without_any_value_never_shrinks_an_allow_list() {
         server.url("/list")
     ));
     s.write("t.txt", "192.0.2.1\n198.51.100.0/24\n");
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(
         stderr(&o).contains("1 target not converged: t"),
@@ -859,8 +864,7 @@ fn a_source_that_appears_later_is_picked_up_by_the_loop_and_shown_stale_in_metri
         "version: 1\nsets:\n  partners: {{url: \"{}\", refresh: 1s}}\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.1, partners]\n",
         server.url("/p")
     ));
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = s.spawn(&[
         "reconcile",
         "--interval",
@@ -937,7 +941,7 @@ fn dns_sources_resolve_each_address_to_a_host_prefix() {
     let s = Scratch::new(
         "version: 1\nsets:\n  me: {dns: localhost}\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [me]\n",
     );
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 0, "{}", seen(&o));
     let got = s.ranges("t.txt");
     assert!(
@@ -972,12 +976,12 @@ fn self_sources_need_agreeing_echo_endpoints() {
         )
     };
     let s = Scratch::new(&decl(&a, &b));
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 0, "{}", seen(&o));
     assert_eq!(s.ranges("t.txt"), set(&["203.0.113.9", "192.0.2.0/24"]));
 
     let s = Scratch::new(&decl(&a, &c));
-    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = s.once();
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(
         stdout(&o).contains("the echo endpoints disagree"),
@@ -1193,8 +1197,7 @@ fn the_loop_keeps_an_aks_cluster_converged_through_faults_and_drift() {
         "version: 1\nsets:\n  office: [52.160.0.0/16, 20.1.2.3, 20.1.2.4]\ntargets:\n  prod-aks:\n    provider: aks\n    subscription: {SUB}\n    resourceGroup: rg1\n    cluster: clustername1\n    armEndpoint: {}\n    allow: [office]\n",
         fake.endpoint()
     ));
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = s.spawn_env(
         &[
             "reconcile",
