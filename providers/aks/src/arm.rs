@@ -142,22 +142,31 @@ impl ArmClient {
             .map_err(|e| transport_error(&method, &url, &e))
     }
 
-    /// GET the managed cluster.
-    pub async fn get_cluster(&self) -> Result<Resource, ProviderError> {
-        let url = self.url(&self.cluster_path, &self.api_version)?;
+    /// GET a JSON document and its headers. A non-success answer maps through
+    /// [`status_error`] (`doing` says what we were doing); a body that is not JSON is
+    /// transient (`what` names the document).
+    async fn get_json(
+        &self,
+        url: Url,
+        doing: &str,
+        what: &str,
+    ) -> Result<(Value, HeaderMap), ProviderError> {
         let resp = self.send(Method::GET, url, None, None).await?;
         let (status, headers, body) = read(resp).await?;
         if !status.is_success() {
-            return Err(status_error(
-                status,
-                &headers,
-                &body,
-                "reading the managed cluster",
-            ));
+            return Err(status_error(status, &headers, &body, doing));
         }
-        let body: Value = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::Transient(format!("the managed cluster is not valid JSON: {e}"))
-        })?;
+        let v = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::Transient(format!("{what} is not valid JSON: {e}")))?;
+        Ok((v, headers))
+    }
+
+    /// GET the managed cluster.
+    pub async fn get_cluster(&self) -> Result<Resource, ProviderError> {
+        let url = self.url(&self.cluster_path, &self.api_version)?;
+        let (body, headers) = self
+            .get_json(url, "reading the managed cluster", "the managed cluster")
+            .await?;
         if !body.is_object() {
             return Err(ProviderError::Other(
                 "the managed cluster body is not a JSON object".into(),
@@ -213,19 +222,9 @@ impl ArmClient {
     /// Poll an `Azure-AsyncOperation` URL: `{"status": "InProgress" | "Succeeded" | ...}`.
     pub async fn poll_async_operation(&self, url: &Url) -> Result<Poll, ProviderError> {
         self.check_same_origin(url)?;
-        let resp = self.send(Method::GET, url.clone(), None, None).await?;
-        let (status, headers, body) = read(resp).await?;
-        if !status.is_success() {
-            return Err(status_error(
-                status,
-                &headers,
-                &body,
-                "polling the operation",
-            ));
-        }
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::Transient(format!("the operation status is not valid JSON: {e}"))
-        })?;
+        let (v, headers) = self
+            .get_json(url.clone(), "polling the operation", "the operation status")
+            .await?;
         let s = v
             .get("status")
             .and_then(Value::as_str)
@@ -295,19 +294,8 @@ impl ArmClient {
             )));
         }
         let url = self.url(resource_id, PUBLIC_IP_API_VERSION)?;
-        let resp = self.send(Method::GET, url, None, None).await?;
-        let (status, headers, body) = read(resp).await?;
-        if !status.is_success() {
-            return Err(status_error(
-                status,
-                &headers,
-                &body,
-                &format!("reading the public IP {resource_id}"),
-            ));
-        }
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::Transient(format!("the public IP is not valid JSON: {e}"))
-        })?;
+        let doing = format!("reading the public IP {resource_id}");
+        let (v, _) = self.get_json(url, &doing, "the public IP").await?;
         match v.pointer("/properties/ipAddress").and_then(Value::as_str) {
             None => Ok(None),
             Some(s) => s.parse::<IpAddr>().map(Some).map_err(|_| {
