@@ -506,12 +506,22 @@ impl Controller {
             );
             self.metrics.drift(&name);
         }
-        let time = audit::rfc3339(SystemTime::now());
         let prefixes = |s: &RangeSet| {
             s.prefixes()
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
+        };
+        // The audit record of the change this pass made or tried.
+        let time = audit::rfc3339(SystemTime::now());
+        let record = |c: &Change, result, error| Record {
+            time,
+            target: &name,
+            added: prefixes(&c.added),
+            removed: prefixes(&c.removed),
+            trigger: c.trigger.as_str(),
+            result,
+            error,
         };
         let mut summary = Summary {
             target: name.clone(),
@@ -555,15 +565,7 @@ impl Controller {
                         c.added,
                         c.removed
                     );
-                    self.audit.record(&Record {
-                        time,
-                        target: &name,
-                        added: prefixes(&c.added),
-                        removed: prefixes(&c.removed),
-                        trigger: c.trigger.as_str(),
-                        result: summary.result,
-                        error: None,
-                    });
+                    self.audit.record(&record(c, summary.result, None));
                 } else {
                     tracing::debug!(target = %name, "in sync");
                 }
@@ -607,15 +609,8 @@ impl Controller {
                     _ => false,
                 };
                 if record_it && let Some(c) = &pass.change {
-                    self.audit.record(&Record {
-                        time,
-                        target: &name,
-                        added: prefixes(&c.added),
-                        removed: prefixes(&c.removed),
-                        trigger: c.trigger.as_str(),
-                        result: summary.result,
-                        error: Some(message.clone()),
-                    });
+                    self.audit
+                        .record(&record(c, summary.result, Some(message.clone())));
                 }
                 if matches!(e, ReconcileError::Refused(_)) {
                     slot.last_refusal = Some(message);
