@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 pub use rangekeeper_cidr as cidr;
 pub use rangekeeper_cidr::RangeSet;
 

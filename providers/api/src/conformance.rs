@@ -1,0 +1,479 @@
+//! The provider conformance suite: the contract every provider, built-in or plugin, honours.
+//!
+//! The suite is runtime-agnostic: it is a set of async functions that a provider crate awaits
+//! inside its own `#[tokio::test]` (this crate needs no runtime). Give it a provider bound to
+//! a throw-away target and two distinct, non-empty desired sets `a` and `b` that the provider
+//! accepts; the target must not hold `a` when the suite starts.
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn conformance() {
+//!     let p = my_provider_for_a_scratch_target();
+//!     rangekeeper_provider::conformance::assert_conforms(&p, &set_a(), &set_b()).await;
+//! }
+//! ```
+//!
+//! What it checks, in order (each failure names the provider and the step):
+//!
+//! 1. `capabilities()` is self-consistent: the name is not empty; `a` and `b` are non-empty,
+//!    distinct and respect `max_ranges`, `ipv4`, `ipv6` and `private_ranges`; `check(a)` and
+//!    `check(b)` find no violations.
+//! 2. `apply(a)` (waiting) reports `changed` and not `pending`; `current()` is then
+//!    `Restriction::Ranges(a)` (canonical equality).
+//! 3. `apply(a)` again reports nothing changed (and, when a write counter is given, sends
+//!    nothing); the target still holds `a`.
+//! 4. `apply(b)` reports `changed`, not `pending`; `current()` is `b`.
+//! 5. `disable()` reports `changed`, not `pending`; `current()` is `Unrestricted`. `disable()`
+//!    again reports nothing changed (and sends nothing); still `Unrestricted`.
+//! 6. `apply(a)` after disable reports `changed`; `current()` is `a` again.
+//! 7. `apply` of an empty set is refused with an error and changes nothing: the target still
+//!    holds `a` (and, with a write counter, nothing was sent).
+
+use crate::{Applied, ApplyOptions, Provider, ProviderError, RangeSet, Restriction, cidr};
+
+/// Counts the writes a target has received so far (e.g. PUT requests seen by a fake server),
+/// so the suite can prove that a no-op apply or disable sends nothing.
+pub type WriteCounter<'a> = &'a (dyn Fn() -> usize + Sync);
+
+/// The suite for one provider and two desired sets.
+pub struct Suite<'a> {
+    provider: &'a dyn Provider,
+    a: &'a RangeSet,
+    b: &'a RangeSet,
+    writes: Option<WriteCounter<'a>>,
+    opts: ApplyOptions,
+}
+
+impl<'a> Suite<'a> {
+    pub fn new(provider: &'a dyn Provider, a: &'a RangeSet, b: &'a RangeSet) -> Self {
+        Suite {
+            provider,
+            a,
+            b,
+            writes: None,
+            opts: ApplyOptions::default(),
+        }
+    }
+
+    /// Also check, through `writes`, that no-op calls send nothing to the target.
+    pub fn with_write_counter(mut self, writes: WriteCounter<'a>) -> Self {
+        self.writes = Some(writes);
+        self
+    }
+
+    /// Run every check; the first failure is returned, naming the provider and the step.
+    pub async fn run(&self) -> Result<(), String> {
+        let name = self.provider.capabilities().name;
+        let label = if name.is_empty() { "<unnamed>" } else { name };
+        self.steps().await.map_err(|(step, msg)| {
+            format!("conformance of provider `{label}`, step `{step}`: {msg}")
+        })
+    }
+
+    async fn steps(&self) -> Result<(), (&'static str, String)> {
+        let p = self.provider;
+        let (a, b) = (self.a, self.b);
+
+        let step = "capabilities";
+        self.check_capabilities().map_err(|m| (step, m))?;
+
+        let step = "current before the first apply";
+        if self.current(step).await? == Restriction::Ranges(a.clone()) {
+            return Err((
+                step,
+                "the target already holds set A; start from a target that does not".into(),
+            ));
+        }
+
+        self.apply_changes("apply(A)", a).await?;
+        self.expect_current("current after apply(A)", &Restriction::Ranges(a.clone()))
+            .await?;
+
+        self.apply_no_op("apply(A) again", a).await?;
+        self.expect_current(
+            "current after apply(A) again",
+            &Restriction::Ranges(a.clone()),
+        )
+        .await?;
+
+        self.apply_changes("apply(B)", b).await?;
+        self.expect_current("current after apply(B)", &Restriction::Ranges(b.clone()))
+            .await?;
+
+        let step = "disable()";
+        let applied = result(step, p.disable(&self.opts).await)?;
+        expect_changed(step, &applied, true)?;
+        self.expect_current("current after disable()", &Restriction::Unrestricted)
+            .await?;
+
+        let step = "disable() again";
+        let before = self.write_count();
+        let applied = result(step, p.disable(&self.opts).await)?;
+        expect_changed(step, &applied, false)?;
+        self.expect_no_writes(step, before)?;
+        self.expect_current("current after disable() again", &Restriction::Unrestricted)
+            .await?;
+
+        self.apply_changes("apply(A) after disable()", a).await?;
+        self.expect_current(
+            "current after apply(A) after disable()",
+            &Restriction::Ranges(a.clone()),
+        )
+        .await?;
+
+        let step = "apply(empty set)";
+        let before = self.write_count();
+        if let Ok(applied) = p.apply(&RangeSet::new(), &self.opts).await {
+            return Err((
+                step,
+                format!(
+                    "an empty desired set was accepted ({applied:?}); it must be refused with \
+                     an error, never applied (it would lift or empty the restriction)"
+                ),
+            ));
+        }
+        self.expect_no_writes(step, before)?;
+        self.expect_current(
+            "current after the refused apply(empty set)",
+            &Restriction::Ranges(a.clone()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn check_capabilities(&self) -> Result<(), String> {
+        let p = self.provider;
+        let caps = p.capabilities();
+        if caps.name.trim().is_empty() {
+            return Err("capabilities().name is empty".into());
+        }
+        if self.a == self.b {
+            return Err("sets A and B must differ (a test setup error)".into());
+        }
+        for (label, set) in [("A", self.a), ("B", self.b)] {
+            if set.is_empty() {
+                return Err(format!("set {label} is empty (a test setup error)"));
+            }
+            if let Some(max) = caps.max_ranges
+                && set.len() > max
+            {
+                return Err(format!(
+                    "set {label} has {} prefixes but capabilities().max_ranges is {max}",
+                    set.len()
+                ));
+            }
+            if !caps.ipv4 && set.v4_len() > 0 {
+                return Err(format!(
+                    "set {label} has IPv4 prefixes but capabilities().ipv4 is false"
+                ));
+            }
+            if !caps.ipv6 && set.v6_len() > 0 {
+                return Err(format!(
+                    "set {label} has IPv6 prefixes but capabilities().ipv6 is false"
+                ));
+            }
+            if !caps.private_ranges
+                && let Some(net) = set
+                    .prefixes()
+                    .into_iter()
+                    .find(|n| cidr::special_purpose(n).is_some())
+            {
+                return Err(format!(
+                    "set {label} has the non-global range {net} but \
+                     capabilities().private_ranges is false"
+                ));
+            }
+            let violations = p.check(set);
+            if !violations.is_empty() {
+                return Err(format!(
+                    "check(set {label}) found violations in a set the provider should accept: \
+                     {violations:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_count(&self) -> Option<usize> {
+        self.writes.map(|w| w())
+    }
+
+    fn expect_no_writes(
+        &self,
+        step: &'static str,
+        before: Option<usize>,
+    ) -> Result<(), (&'static str, String)> {
+        match (before, self.write_count()) {
+            (Some(b), Some(a)) if a != b => Err((
+                step,
+                format!("{} write(s) were sent to the target; expected none", a - b),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn current(&self, step: &'static str) -> Result<Restriction, (&'static str, String)> {
+        result(step, self.provider.current().await).map(|s| s.restriction)
+    }
+
+    async fn expect_current(
+        &self,
+        step: &'static str,
+        want: &Restriction,
+    ) -> Result<(), (&'static str, String)> {
+        let got = self.current(step).await?;
+        if &got == want {
+            Ok(())
+        } else {
+            Err((step, format!("expected {}, got {}", show(want), show(&got))))
+        }
+    }
+
+    async fn apply_changes(
+        &self,
+        step: &'static str,
+        set: &RangeSet,
+    ) -> Result<(), (&'static str, String)> {
+        let applied = result(step, self.provider.apply(set, &self.opts).await)?;
+        expect_changed(step, &applied, true)
+    }
+
+    async fn apply_no_op(
+        &self,
+        step: &'static str,
+        set: &RangeSet,
+    ) -> Result<(), (&'static str, String)> {
+        let before = self.write_count();
+        let applied = result(step, self.provider.apply(set, &self.opts).await)?;
+        expect_changed(step, &applied, false)?;
+        self.expect_no_writes(step, before)
+    }
+}
+
+/// Run the suite; the first failure is returned, naming the provider and the step.
+pub async fn check(provider: &dyn Provider, a: &RangeSet, b: &RangeSet) -> Result<(), String> {
+    Suite::new(provider, a, b).run().await
+}
+
+/// Run the suite and panic with the failure, for use inside a test.
+pub async fn assert_conforms(provider: &dyn Provider, a: &RangeSet, b: &RangeSet) {
+    if let Err(e) = check(provider, a, b).await {
+        panic!("{e}");
+    }
+}
+
+fn result<T>(step: &'static str, r: Result<T, ProviderError>) -> Result<T, (&'static str, String)> {
+    r.map_err(|e| (step, format!("failed with a {} error: {e}", e.kind())))
+}
+
+/// With `wait == true` (the suite's options) an accepted change is confirmed, never pending.
+fn expect_changed(
+    step: &'static str,
+    applied: &Applied,
+    want: bool,
+) -> Result<(), (&'static str, String)> {
+    if applied.changed != want {
+        let what = if want {
+            "changed == true: the target did not hold this state"
+        } else {
+            "changed == false: the target already held this state, so nothing may be sent"
+        };
+        return Err((step, format!("expected {what}; got {applied:?}")));
+    }
+    if applied.pending {
+        return Err((
+            step,
+            format!("pending == true although the call was asked to wait; got {applied:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn show(r: &Restriction) -> String {
+    match r {
+        Restriction::Unrestricted => "Unrestricted".into(),
+        Restriction::Ranges(set) => format!("Ranges([{set}])"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::*;
+    use crate::{Capabilities, State, UnrestrictedForm};
+
+    /// The in-memory provider's futures never wait, so polling once finishes them.
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        struct Noop;
+        impl Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = Waker::from(Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    #[derive(Default, Clone, Copy, PartialEq)]
+    enum Bug {
+        #[default]
+        None,
+        AlwaysChanged,
+        AcceptsEmpty,
+        DisableKeepsRanges,
+        EmptyName,
+    }
+
+    #[derive(Default)]
+    struct Memory {
+        held: Mutex<Option<RangeSet>>,
+        writes: AtomicUsize,
+        bug: Bug,
+    }
+
+    impl Memory {
+        fn with(bug: Bug) -> Self {
+            Memory {
+                bug,
+                ..Memory::default()
+            }
+        }
+        fn write(&self, v: Option<RangeSet>) -> Applied {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            *self.held.lock().unwrap() = v;
+            Applied {
+                changed: true,
+                ..Applied::default()
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Memory {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                name: if self.bug == Bug::EmptyName {
+                    ""
+                } else {
+                    "memory"
+                },
+                description: "test",
+                max_ranges: Some(4),
+                ipv4: true,
+                ipv6: false,
+                private_ranges: true,
+                unrestricted: UnrestrictedForm::Removed,
+                async_apply: false,
+            }
+        }
+        async fn current(&self) -> Result<State, ProviderError> {
+            Ok(State::new(match self.held.lock().unwrap().clone() {
+                None => Restriction::Unrestricted,
+                Some(s) => Restriction::Ranges(s),
+            }))
+        }
+        async fn apply(
+            &self,
+            desired: &RangeSet,
+            _opts: &ApplyOptions,
+        ) -> Result<Applied, ProviderError> {
+            if desired.is_empty() && self.bug != Bug::AcceptsEmpty {
+                return Err(ProviderError::Invalid("empty".into()));
+            }
+            if self.held.lock().unwrap().as_ref() == Some(desired) && self.bug != Bug::AlwaysChanged
+            {
+                return Ok(Applied::default());
+            }
+            Ok(self.write(Some(desired.clone())))
+        }
+        async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+            if self.bug == Bug::DisableKeepsRanges {
+                return Ok(Applied {
+                    changed: true,
+                    ..Applied::default()
+                });
+            }
+            if self.held.lock().unwrap().is_none() {
+                return Ok(Applied::default());
+            }
+            Ok(self.write(None))
+        }
+    }
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(items.iter().map(|s| cidr::parse(s).unwrap().net))
+    }
+
+    fn run(p: &Memory, a: &RangeSet, b: &RangeSet) -> Result<(), String> {
+        let writes = || p.writes.load(Ordering::SeqCst);
+        block_on(Suite::new(p, a, b).with_write_counter(&writes).run())
+    }
+
+    #[test]
+    fn a_correct_provider_passes() {
+        let (a, b) = (
+            set(&["192.0.2.0/24"]),
+            set(&["198.51.100.7", "203.0.113.0/25"]),
+        );
+        run(&Memory::default(), &a, &b).unwrap();
+        block_on(assert_conforms(&Memory::default(), &a, &b));
+    }
+
+    #[test]
+    fn each_bug_is_caught_and_names_the_provider_and_step() {
+        let (a, b) = (set(&["192.0.2.0/24"]), set(&["198.51.100.7"]));
+        for (bug, step) in [
+            (Bug::AlwaysChanged, "step `apply(A) again`"),
+            (Bug::AcceptsEmpty, "step `apply(empty set)`"),
+            (Bug::DisableKeepsRanges, "step `current after disable()`"),
+            (Bug::EmptyName, "step `capabilities`"),
+        ] {
+            let err = run(&Memory::with(bug), &a, &b).unwrap_err();
+            assert!(err.contains(step), "{err}");
+            let name = if bug == Bug::EmptyName {
+                "<unnamed>"
+            } else {
+                "memory"
+            };
+            assert!(err.contains(&format!("provider `{name}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn sets_the_provider_cannot_hold_are_setup_errors() {
+        let a = set(&["192.0.2.0/24"]);
+        for (b, want) in [
+            (set(&["2001:db8::/32"]), "ipv6 is false"),
+            (a.clone(), "must differ"),
+            (RangeSet::new(), "set B is empty"),
+            (
+                set(&["1.0.0.1", "1.0.0.3", "1.0.0.5", "1.0.0.7", "1.0.0.9"]),
+                "max_ranges is 4",
+            ),
+        ] {
+            let err = run(&Memory::default(), &a, &b).unwrap_err();
+            assert!(
+                err.contains("step `capabilities`") && err.contains(want),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_target_already_holding_a_is_refused() {
+        let (a, b) = (set(&["192.0.2.0/24"]), set(&["198.51.100.7"]));
+        let p = Memory::default();
+        *p.held.lock().unwrap() = Some(a.clone());
+        let err = run(&p, &a, &b).unwrap_err();
+        assert!(err.contains("already holds set A"), "{err}");
+    }
+}
