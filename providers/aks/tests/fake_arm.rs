@@ -829,3 +829,19 @@ async fn disable_sends_an_empty_list_once() {
     );
     assert!(fake.puts().is_empty());
 }
+
+#[tokio::test]
+async fn passes_the_conformance_suite() {
+    let fake = fake_with(None).await;
+    let p = provider(&fake);
+    let a = with_egress(&["52.1.2.0/24"]);
+    let b = with_egress(&["20.33.4.0/23", "52.1.2.0/24", "13.64.0.1"]);
+    let puts = || fake.puts().len();
+    rangekeeper_provider::conformance::Suite::new(&p, &a, &b)
+        .with_write_counter(&puts)
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held(&fake), Restriction::Ranges(a));
+    assert_eq!(fake.puts().len(), 4, "A, B, disable, A");
+}
