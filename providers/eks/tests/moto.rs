@@ -500,3 +500,21 @@ async fn factory_child() {
         }
     }
 }
+
+#[tokio::test]
+async fn passes_the_conformance_suite_against_moto() {
+    let Some(moto) = start_moto() else { return };
+    let wire = Wire::default();
+    let c = client(&moto, &wire);
+    create_cluster(&c, "conformance", &["0.0.0.0/0"], false).await;
+    let p = provider(&c, "conformance");
+    let a = set(&["140.82.112.0/20", "185.199.108.153"]);
+    let b = set(&["151.101.0.0/16", "140.82.112.0/21", "20.33.4.0/23"]);
+    let updates = || wire.updates();
+    rangekeeper_provider::conformance::Suite::new(&p, &a, &b)
+        .with_write_counter(&updates)
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(wire.updates(), 4, "A, B, disable, A");
+}
