@@ -241,6 +241,13 @@ impl Provider for HostFw {
         desired: &RangeSet,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
+        // An empty allow-list would drop every client on the restricted ports (the API server
+        // included); the binary never asks for one, and neither may anything else.
+        if desired.is_empty() {
+            return Err(ProviderError::Invalid(
+                "refusing to write an empty allow-list: it would shut every client out".into(),
+            ));
+        }
         let _guard = self.write_lock.lock().await;
         let backend = self.backend().await?;
         let before = self.live(backend).await?;
@@ -330,5 +337,24 @@ mod tests {
         let mut t3 = t;
         t3.fields.insert("bogus".into(), serde_json::json!(1));
         assert!(factory(&t3).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_empty_allow_list_is_refused_before_any_command_runs() {
+        let mut fields = serde_json::Map::new();
+        fields.insert("ports".into(), serde_json::json!([6443]));
+        // A namespace that does not exist: any command run would fail as NotFound.
+        fields.insert("netns".into(), serde_json::json!("rk-never-created"));
+        let t = TargetConfig {
+            name: "cp".into(),
+            base_dir: PathBuf::from("/etc/rk"),
+            fields,
+        };
+        let p = factory(&t).unwrap();
+        let err = p
+            .apply(&RangeSet::new(), &ApplyOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Invalid(_)), "{err:?}");
     }
 }
