@@ -973,3 +973,21 @@ async fn large_lists_round_trip_on_both_backends() {
         assert!(p.disable(&opts).await.unwrap().changed);
     }
 }
+
+/// The shared conformance suite on both backends, inside a fresh namespace each.
+#[tokio::test]
+async fn both_backends_pass_the_conformance_suite() {
+    if !ready() {
+        return;
+    }
+    let b = set(&[D4, "203.0.113.0/24", "2001:db8:100::1:0/112"]);
+    for backend in ["nftables", "iptables"] {
+        let lab = Lab::new();
+        let p = lab.provider(serde_json::json!({ "backend": backend }));
+        rangekeeper_provider::conformance::Suite::new(p.as_ref(), &allowed(), &b)
+            .run()
+            .await
+            .unwrap_or_else(|e| panic!("backend {backend}: {e}"));
+        lab.expect("after the suite, A is enforced", &reject_matrix());
+    }
+}
