@@ -167,28 +167,12 @@ fn render_all(d: &[Diagnostic]) -> String {
 }
 
 impl Declaration {
-    /// Read, parse and resolve a declaration file. `known_providers` names the providers
-    /// the binary has, so a typo is reported with a suggestion.
-    // Commands load through `sources::load_live` (live sources); kept as the plain entry point.
-    #[allow(dead_code)]
-    pub fn load(
-        path: &Path,
-        opts: LoadOptions,
-        known_providers: &[&str],
-    ) -> Result<Declaration, LoadError> {
-        let (decl, diags) = Self::load_partial(path, opts, known_providers);
-        match decl {
-            Some(mut d) if !has_errors(&diags) => {
-                d.warnings = diags;
-                Ok(d)
-            }
-            _ => Err(LoadError(diags)),
-        }
-    }
-
-    /// Like [`Declaration::load`], but also returns what did resolve when there are errors
-    /// (the targets without errors), so `validate` can check those too and report every
-    /// problem at once. Diagnostics hold errors and warnings, in file order.
+    /// Read, parse and resolve a declaration file without live-source values, returning
+    /// what did resolve even when there are errors (the targets without errors), so
+    /// `validate` can check those too and report every problem at once. Diagnostics hold
+    /// errors and warnings, in file order. Commands that need a complete declaration go
+    /// through [`DeclText::resolve`] (via `sources::load_live`). `known_providers` names the
+    /// providers the binary has, so a typo is reported with a suggestion.
     pub fn load_partial(
         path: &Path,
         opts: LoadOptions,
