@@ -1,0 +1,4 @@
+//! Test peers for rangekeeper's own tests, kept out of the shipped crates: fake servers that
+//! honour the real cloud APIs' contracts (status codes, headers, long-running operations,
+//! error bodies), a real kube-apiserver + etcd control plane for the Kubernetes providers, and
+//! probes for the host-firewall tests. Used only as a dev-dependency; never published.
