@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{Scratch, seen};
-use rangekeeper_provider_aks::fake::{FakeArm, example_cluster};
+use rangekeeper_test_support::fake_arm::{FakeArm, example_cluster};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-token-not-a-secret";

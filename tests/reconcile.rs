@@ -1165,7 +1165,7 @@ fn a_source_added_to_the_declaration_mid_run_is_fetched_before_its_target_is_rec
 #[cfg(feature = "aks")]
 #[test]
 fn the_loop_keeps_an_aks_cluster_converged_through_faults_and_drift() {
-    use rangekeeper_provider_aks::fake::{FakeArm, Fault, example_cluster};
+    use rangekeeper_test_support::fake_arm::{FakeArm, Fault, example_cluster};
 
     const TOKEN: &str = "test-token-not-a-secret";
     const SUB: &str = "00000000-0000-0000-0000-000000000000";

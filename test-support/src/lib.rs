@@ -2,3 +2,6 @@
 //! honour the real cloud APIs' contracts (status codes, headers, long-running operations,
 //! error bodies), a real kube-apiserver + etcd control plane for the Kubernetes providers, and
 //! probes for the host-firewall tests. Used only as a dev-dependency; never published.
+
+pub mod fake_arm;
+pub mod netns_probe;

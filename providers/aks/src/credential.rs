@@ -54,8 +54,9 @@ impl BearerToken {
         Ok(v)
     }
 
-    /// The raw token, for comparisons in the fake server and tests.
-    pub fn expose(&self) -> &str {
+    /// The raw token, for this crate's own tests.
+    #[cfg(test)]
+    fn expose(&self) -> &str {
         &self.0
     }
 }

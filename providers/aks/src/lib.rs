@@ -11,8 +11,6 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod credential;
-#[cfg(feature = "fake-arm")]
-pub mod fake;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -11,8 +11,8 @@ use rangekeeper_provider::cidr::IpNet;
 use rangekeeper_provider::{
     ApplyOptions, Progress, Provider, ProviderError, RangeSet, Restriction, TargetConfig,
 };
-use rangekeeper_provider_aks::fake::{FakeArm, Fault, LroStyle, example_cluster};
 use rangekeeper_provider_aks::{AksProvider, AksTarget, BearerToken, RetryPolicy, StaticToken};
+use rangekeeper_test_support::fake_arm::{FakeArm, Fault, LroStyle, example_cluster};
 use reqwest::Method;
 use serde_json::{Value, json};
 

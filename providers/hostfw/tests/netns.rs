@@ -6,16 +6,15 @@
 //! Needs root and `ip`, `nft`, `iptables-restore`, `ip6tables-restore` (scripts/setup/50-hostfw.sh).
 //! Without them the tests skip with a message, except under `CI=true`, where they fail.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use rangekeeper_provider::cidr::IpNet;
 use rangekeeper_provider::{ApplyOptions, Provider, RangeSet, Restriction, TargetConfig};
-
-const PROBE: &str = env!("CARGO_BIN_EXE_hostfw-probe");
+use rangekeeper_test_support::netns_probe::{self, Listener, Loop};
 
 /// Restricted ports and one that stays open.
 const P1: u16 = 7001;
@@ -36,7 +35,7 @@ const N4: &str = "198.51.100.30";
 const N6: &str = "2001:db8:100::30";
 
 /// Connect timeout for single probes (a denied `drop` source must take exactly this long).
-const CONNECT_MS: &str = "300";
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -99,7 +98,7 @@ struct Lab {
     srv: String,
     cli: String,
     table: String,
-    listener: Option<Child>,
+    listener: Option<Listener>,
 }
 
 impl Lab {
@@ -209,19 +208,8 @@ impl Lab {
             ]);
         }
 
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &srv, PROBE, "listen"])
-            .args([P1, OPEN, P2].map(|p| p.to_string()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        lab.listener = Some(child);
-        assert_eq!(line.trim(), "ready", "listener did not start");
+        lab.listener =
+            Some(Listener::start(&srv, &[P1, OPEN, P2]).expect("listener did not start"));
         lab
     }
 
@@ -264,19 +252,8 @@ impl Lab {
         } else {
             SRV4
         };
-        let out = run(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            PROBE,
-            "connect",
-            src,
-            dst,
-            &port.to_string(),
-            CONNECT_MS,
-        ]);
-        out.trim().to_owned()
+        let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
+        netns_probe::connect(ns, src, dst, port, CONNECT_TIMEOUT).to_string()
     }
 
     /// Check every (source, port, outcome); report all mismatches at once.
@@ -298,52 +275,29 @@ impl Lab {
     }
 
     /// Start a client that connects from `src` to P1 until stopped.
-    fn start_loop(&self, src: &str) -> Child {
+    fn start_loop(&self, src: &str) -> Loop {
         let dst = if src.contains(':') { SRV6 } else { SRV4 };
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.cli,
-                PROBE,
-                "loop",
-                src,
-                dst,
-                &P1.to_string(),
-                "2000",
-                "3000",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
+        Loop::start(
+            &self.cli,
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            P1,
+            Duration::from_millis(2000),
+            3000,
+        )
+        .unwrap()
     }
 }
 
 /// Stop a loop client and return (connected, not connected).
-fn stop_loop(mut child: Child) -> (u32, u32) {
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let counts: Vec<u32> = text
-        .split_whitespace()
-        .skip(1)
-        .step_by(2)
-        .map(|n| n.parse().unwrap())
-        .collect();
-    assert_eq!(counts.len(), 4, "unexpected loop output: {text}");
-    (counts[0], counts[1] + counts[2] + counts[3])
+fn stop_loop(l: Loop) -> (u32, u32) {
+    let c = l.stop().unwrap();
+    (c.connected, c.refused + c.timeout + c.error)
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut child) = self.listener.take() {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.flush();
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.listener.take());
         for ns in [&self.srv, &self.cli] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

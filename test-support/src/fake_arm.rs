@@ -1,4 +1,4 @@
-//! A fake Azure Resource Manager on 127.0.0.1 for tests (cargo feature `fake-arm`): serves
+//! A fake Azure Resource Manager on 127.0.0.1 for the AKS provider's tests: serves
 //! managed clusters and public IPs the way ARM does: checks `api-version` and the bearer
 //! token, enforces `If-Match` (412), answers 409 while an operation runs, runs every PUT as
 //! a long-running operation (`Azure-AsyncOperation` or `Location`, with `Retry-After`),
@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 
 /// The managed-cluster GET example from Azure/azure-rest-api-specs (2026-08-01).
 pub const MANAGED_CLUSTER_EXAMPLE: &str =
-    include_str!("../tests/data/ManagedClustersGet.2026-08-01.json");
+    include_str!("../../providers/aks/tests/data/ManagedClustersGet.2026-08-01.json");
 /// The public IP GET example from Azure/azure-rest-api-specs (Microsoft.Network 2024-05-01).
 pub const PUBLIC_IP_EXAMPLE: &str =
-    include_str!("../tests/data/PublicIpAddressGet.2024-05-01.json");
+    include_str!("../../providers/aks/tests/data/PublicIpAddressGet.2024-05-01.json");
 
 /// api-versions the fake accepts for managedClusters.
 pub const CLUSTER_API_VERSIONS: &[&str] = &["2025-10-01", "2026-04-01", "2026-06-01", "2026-08-01"];
@@ -205,7 +205,7 @@ impl FakeArm {
         );
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "fake ARM server stopped");
+                eprintln!("fake ARM server stopped: {e}");
             }
         });
         Ok(FakeArm { addr, inner, task })
