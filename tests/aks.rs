@@ -1,15 +1,12 @@
 //! The `rangekeeper` binary against a fake Azure Resource Manager on 127.0.0.1 that honours
 //! the real API contract (bearer token, api-version, eTag/If-Match, long-running PUTs,
 //! bare IPs rewritten to /32): plan, apply, re-plan in sync, show, disable, the egress guard.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::net::Ipv4Addr;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{Scratch, seen};
+use crate::common::{Scratch, seen};
 use rangekeeper_test_support::fake_arm::{FakeArm, example_cluster};
 use serde_json::{Value, json};
 
@@ -51,7 +48,7 @@ async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
-        common::rangekeeper(&dir)
+        crate::common::rangekeeper(&dir)
             .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
             .args(args)
             .timeout(Duration::from_secs(120))

@@ -1,14 +1,11 @@
 //! Integration tests of the `rangekeeper` binary on the embedded `file` provider: every
 //! command's human and JSON output (insta snapshots), exit codes, and bad input that must
 //! produce a precise error and change nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::path::Path;
 
 use assert_cmd::Command;
-use common::{Scratch, code, seen, stderr, stdout};
+use crate::common::{Scratch, code, seen, stderr, stdout};
 
 const QUICKSTART: &str = r#"version: 1
 sets:

@@ -2,9 +2,6 @@
 //! in-sync re-plan and re-apply that send nothing, show and disable, with the endpoint given
 //! the way users give it (`AWS_ENDPOINT_URL_EKS`) and fake credentials in the child's
 //! environment only. moto's request recorder proves which calls were made.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -12,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, stderr, stdout};
+use crate::common::{Scratch, stderr, stdout};
 
 /// moto's server on 127.0.0.1 with its request recorder on; killed when dropped.
 struct Moto {
@@ -169,7 +166,7 @@ impl Run {
 
     fn run(&self, args: &[&str]) -> Output {
         let dir = self.s.path();
-        let mut cmd = common::rangekeeper(dir);
+        let mut cmd = crate::common::rangekeeper(dir);
         for k in [
             "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE",

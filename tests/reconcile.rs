@@ -1,9 +1,6 @@
 //! Integration tests of `rangekeeper reconcile` and live range sources through the binary:
 //! `--once` for cron, the loop (drift, declaration changes, SIGTERM, metrics, audit log),
 //! and sources served from 127.0.0.1 that misbehave in every way a download can.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, code, seen, stderr, stdout};
+use crate::common::{Scratch, code, seen, stderr, stdout};
 use rangekeeper_cidr::RangeSet;
 
 // ---------------------------------------------------------------------------------------
@@ -32,7 +29,7 @@ impl Scratch {
 
     fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let log = std::fs::File::create(self.path().join("loop.log")).unwrap();
-        common::rangekeeper_std(self.path())
+        crate::common::rangekeeper_std(self.path())
             .envs(env.iter().copied())
             .args(args)
             .stdin(Stdio::null())

@@ -1,6 +1,5 @@
 //! The optimal cover: brute-force optimality on small inputs, invariants on random inputs,
 //! and the comparison with the greedy baseline on the GitHub Actions list.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

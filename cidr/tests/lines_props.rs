@@ -2,7 +2,6 @@
 //! against the simple reference: split lines, strip `#` comments, trim, `parse` each entry,
 //! `RangeSet::from_nets`. Inputs mix valid, near-valid (one-character mutations) and garbage
 //! lines, CRLF endings, comments and padding, fed through readers of every chunk size.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufReader, Read};
 

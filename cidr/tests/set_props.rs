@@ -1,7 +1,6 @@
 //! Property tests of the range-set algebra against simple reference models: a `BTreeSet` of
 //! addresses over small sub-spaces (at the bottom, middle and top of each family), and a
 //! critical-point sweep for arbitrary (wide) prefixes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,5 +1,4 @@
 //! Special-purpose registry lookups and the line-oriented aggregation path.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rangekeeper_cidr::{IpNet, LineError, RangeSet, aggregate_lines, special_purpose};
 

@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests of the `rangekeeper` binary: a scratch directory
 //! to run it in, the binary with a stable environment, and the pieces of its output.
-//! Each test binary uses only some of them.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Output;

@@ -1,6 +1,5 @@
 //! The AKS provider against the fake ARM server: round trips, conflicts, faults, LROs, the
 //! node egress guard and credentials hygiene.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

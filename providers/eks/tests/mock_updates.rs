@@ -1,6 +1,5 @@
 //! The update, poll and retry logic of the EKS provider against the SDK's own mock layer
 //! (aws-smithy-mocks): each test scripts EKS's answers and checks what the provider sent.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 

@@ -2,7 +2,6 @@
 //! started by each test on 127.0.0.1 on a free port and killed on drop. moto answers
 //! UpdateClusterConfig without an update id, has no DescribeUpdate and validates nothing, so
 //! these tests prove convergence by read-back and that the strictness is our own.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -364,7 +363,7 @@ fn run_child(moto: &Moto, mode: &str, env: &[(&str, &str)]) -> std::process::Out
     let mut cmd = Command::new(exe);
     cmd.args([
         "--exact",
-        "factory_child",
+        "moto::factory_child",
         "--include-ignored",
         "--nocapture",
         "--test-threads=1",

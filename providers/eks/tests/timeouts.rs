@@ -1,6 +1,5 @@
 //! Every EKS call is bounded: a server on 127.0.0.1 that accepts connections and never
 //! answers, or answers 503 forever, must end in a transient error after the bounded retries.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,6 @@
 //! EKS REST-JSON protocol): error codes as EKS sends them (`x-amzn-ErrorType`), a 409 while
 //! another update runs, DescribeUpdate polling, throttling, 5xx, and credential failures, so the
 //! mapping is proven on real responses rather than on hand-built SDK errors.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

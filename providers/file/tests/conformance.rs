@@ -1,5 +1,4 @@
 //! The shared provider conformance suite against the file provider, in every format.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rangekeeper_provider::conformance::Suite;
 use rangekeeper_provider::{RangeSet, TargetConfig, cidr};

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Real-kernel tests of the hostfw provider: real packets between network namespaces the tests
 //! create (`rkt-<pid>-<n>-srv` / `-cli`, joined by a veth pair, documentation addresses only),
 //! with the provider running nft / iptables inside the server namespace through `netns:`.

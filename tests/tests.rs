@@ -1,0 +1,14 @@
+//! Integration tests of the `rangekeeper` binary.
+//!
+//! One test binary for the whole crate (one link instead of one per file); each former
+//! integration-test file is a module, `regression` holds one test per fixed bug.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod cli;
+mod reconcile;
+#[cfg(feature = "aks")]
+mod aks;
+#[cfg(feature = "eks")]
+mod eks;
+mod regression;
