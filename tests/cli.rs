@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use crate::common::{Scratch, code, seen, stderr, stdout};
+use assert_cmd::Command;
 
 const QUICKSTART: &str = r#"version: 1
 sets:

@@ -4,11 +4,11 @@
 //! integration-test file is a module, `regression` holds one test per fixed bug.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod cli;
-mod reconcile;
 #[cfg(feature = "aks")]
 mod aks;
+mod cli;
+mod common;
 #[cfg(feature = "eks")]
 mod eks;
+mod reconcile;
 mod regression;

@@ -6,6 +6,6 @@
 
 mod cover;
 mod lines_props;
+mod regression;
 mod set_props;
 mod special_and_lines;
-mod regression;

@@ -6,6 +6,6 @@
 
 mod mock_updates;
 mod moto;
+mod regression;
 mod timeouts;
 mod wire;
-mod regression;
