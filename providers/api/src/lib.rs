@@ -14,6 +14,10 @@ use std::time::Duration;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod fs;
+pub mod secret;
+
+pub use secret::Secret;
 
 pub use rangekeeper_cidr as cidr;
 pub use rangekeeper_cidr::RangeSet;
@@ -191,6 +195,26 @@ impl ProviderError {
                 | ProviderError::Throttled { .. }
                 | ProviderError::Transient(_)
         )
+    }
+
+    /// The same error with its message rewritten (e.g. secrets scrubbed from it).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> ProviderError {
+        match self {
+            ProviderError::NotFound(m) => ProviderError::NotFound(f(m)),
+            ProviderError::Conflict(m) => ProviderError::Conflict(f(m)),
+            ProviderError::Throttled {
+                message,
+                retry_after,
+            } => ProviderError::Throttled {
+                message: f(message),
+                retry_after,
+            },
+            ProviderError::Invalid(m) => ProviderError::Invalid(f(m)),
+            ProviderError::Auth(m) => ProviderError::Auth(f(m)),
+            ProviderError::Transient(m) => ProviderError::Transient(f(m)),
+            ProviderError::Config(m) => ProviderError::Config(f(m)),
+            ProviderError::Other(m) => ProviderError::Other(f(m)),
+        }
     }
 
     /// A short stable name for metrics and JSON output.
