@@ -55,6 +55,7 @@ fn run_sync(cli: &Cli) -> Option<anyhow::Result<Outcome>> {
         Command::Validate(a) => commands::validate::run(g, a),
         Command::Normalize(a) => commands::normalize::run(g, a),
         Command::Providers => commands::providers::run(g),
+        Command::Sources(a) => commands::sources::run(g, a),
         Command::Schema => {
             commands::print_json(&declaration::schema::schema()).map(|()| Outcome::Success)
         }
@@ -84,13 +85,26 @@ async fn run_async(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Validate(_)
         | Command::Normalize(_)
         | Command::Providers
+        | Command::Sources(_)
         | Command::Schema
         | Command::Completions(_) => run_sync(cli).unwrap_or(Ok(Outcome::Failure)),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (Terraform's convention): 2 means only "changes pending" under
+    // `plan --detailed-exitcode`, so a script never reads a typo as pending changes.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(&cli.global);
     let result = match run_sync(&cli) {
         Some(result) => result,
