@@ -31,8 +31,10 @@ pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome>
     } else {
         let n = state.restriction.ranges().map_or(0, |s| s.len());
         let question = format!(
-            "Lift the restriction on `{}` ({} provider, {n} ranges now)? Anyone will be able to connect.",
-            args.target, b.target.provider
+            "Lift the restriction on `{}` ({} provider, {} now)? Anyone will be able to connect.",
+            args.target,
+            b.target.provider,
+            crate::output::count(n, "range")
         );
         if !commands::confirm(&question, args.yes, "--yes")? {
             return Err(commands::Reported("cancelled: nothing was changed".into()).into());

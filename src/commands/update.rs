@@ -30,6 +30,9 @@ fn resolve(
             }
             let parsed = rangekeeper_cidr::parse(part)
                 .map_err(|e| anyhow::anyhow!("{flag}: invalid CIDR {e}"))?;
+            if let Some(msg) = crate::declaration::bare_unspecified(part) {
+                tracing::warn!("{flag}: {msg}");
+            }
             if parsed.host_bits {
                 if strict {
                     bail!(

@@ -134,10 +134,10 @@ fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
     s.push('\n');
     for t in decl.targets.values() {
         s.push_str(&format!(
-            "  {} ({}): {} ranges{}\n",
+            "  {} ({}): {}{}\n",
             t.name,
             t.provider,
-            t.desired.len(),
+            output::count(t.desired.len(), "range"),
             if t.sources.is_empty() {
                 String::new()
             } else {

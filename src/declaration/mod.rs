@@ -296,6 +296,15 @@ fn clean_yaml_message(msg: &str) -> String {
     first.to_owned()
 }
 
+/// A bare `0.0.0.0` (no prefix length) reads as `0.0.0.0/32`, which AKS takes to mean
+/// "only the cluster's own outbound IP" and no other target can use; it is almost always a
+/// mistake for `0.0.0.0/0`. The warning says what it means and what to write instead.
+pub fn bare_unspecified(text: &str) -> Option<String> {
+    (text.trim() == "0.0.0.0").then(|| {
+        "`0.0.0.0` is read as `0.0.0.0/32`, which AKS takes to mean \"only the cluster's own outbound IP (nodes only)\" and which admits nobody elsewhere; write `0.0.0.0/32` if that is what you mean, or `0.0.0.0/0` (with `allowBroad: true`) to allow everyone".to_owned()
+    })
+}
+
 /// True when `s` is written as a set name rather than an address: a letter first, then
 /// letters, digits, `-` or `_` (no `.`, `:` or `/`, which only addresses have).
 pub fn is_set_name(s: &str) -> bool {
@@ -314,7 +323,8 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
-fn did_you_mean(name: &str, candidates: &[&str]) -> String {
+/// ` (did you mean `x`?)` when a candidate is close to `name`, else nothing.
+pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
     match suggest(name, candidates.iter().copied()) {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
@@ -646,6 +656,12 @@ impl Resolver {
             }
             match rangekeeper_cidr::parse(text) {
                 Ok(p) => {
+                    if let Some(msg) = bare_unspecified(text) {
+                        let d = self.diag(Severity::Warning, pos, target, msg);
+                        if !self.warnings.contains(&d) {
+                            self.warnings.push(d);
+                        }
+                    }
                     if p.host_bits {
                         let msg = format!(
                             "`{text}` has host bits set; using the network boundary `{}`",
@@ -903,6 +919,31 @@ fn source_deps(
     }
 }
 
+/// The largest declaration (or kube-restrict-ip) file read: far above any real allow-list,
+/// and a bound on what a wrong `-f` (a device, an endless file) can make rangekeeper read.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Read a declaration file's text, or say in words why not (with what to do when it is
+/// missing).
+fn read_text(path: &Path, what: &str) -> Result<String, String> {
+    let bytes = rangekeeper_provider::fs::read_regular(path, MAX_FILE_BYTES, what).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "cannot read {what}: it does not exist; name one with `-f FILE` or `RANGEKEEPER_FILE` (`examples/quickstart.yaml` and the other files in `examples/` are ready to copy)"
+            )
+        } else {
+            format!("cannot read {what}: {e}")
+        }
+    })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    String::from_utf8(bytes.to_vec()).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        format!("{what} is not UTF-8 text: invalid byte at line {line} (byte offset {at})")
+    })
+}
+
 /// A declaration file's text, read once, so it can be resolved again with new source
 /// values without reading the file again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -915,17 +956,18 @@ pub struct DeclText {
 }
 
 impl DeclText {
-    /// Read a declaration file (following symlinks).
+    /// Read a declaration file (following symlinks): a regular file of at most
+    /// [`MAX_FILE_BYTES`], UTF-8 (a leading byte-order mark is dropped).
     pub fn read(path: &Path) -> Result<DeclText, LoadError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_text(path, "the declaration file").map_err(|message| {
             LoadError(vec![Diagnostic {
                 severity: Severity::Error,
                 file: file.clone(),
                 line: None,
                 column: None,
                 target: None,
-                message: format!("cannot read the declaration file: {e}"),
+                message,
             }])
         })?;
         let base_dir = path
@@ -960,7 +1002,12 @@ impl DeclText {
                 message: format!("cannot read the kube-restrict-ip config: {e}"),
             }])
         };
-        let content = std::fs::read(path).map_err(unreadable)?;
+        let content = rangekeeper_provider::fs::read_regular(
+            path,
+            MAX_FILE_BYTES,
+            "the kube-restrict-ip config",
+        )
+        .map_err(unreadable)?;
         let absolute = std::path::absolute(path).map_err(unreadable)?;
         let quoted = serde_json::to_string(&absolute.display().to_string())
             .map_err(|e| unreadable(std::io::Error::other(e)))?;

@@ -298,7 +298,10 @@ struct RawKubeRestrictIp {
 /// `ipChain`). Ports may be numbers or numeric strings, as kube-restrict-ip accepts both.
 /// Networks are returned as written; the caller parses them with the strict CIDR parser.
 pub fn load_kube_restrict_ip(path: &Path) -> Result<KubeRestrictIp, ProviderError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // A regular file of bounded size: a FIFO or device named here must not hang the loop.
+    let bytes = rangekeeper_provider::fs::read_regular(path, 1 << 20, "a kube-restrict-ip config")
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+    let text = bytes.map_err(|e| {
         let msg = format!("kube-restrict-ip config {}: {e}", path.display());
         if e.kind() == std::io::ErrorKind::NotFound {
             ProviderError::NotFound(msg)
