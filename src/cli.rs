@@ -96,6 +96,8 @@ pub enum Command {
     Disable(DisableArgs),
     /// Keep every target converged: one pass (`--once`, for cron) or a loop that corrects drift
     Reconcile(ReconcileArgs),
+    /// Manage live range sources (`url`, `dns`, `self` sets)
+    Sources(SourcesArgs),
     /// List the built-in providers and what they accept
     Providers,
     /// Print the JSON Schema of the declaration file
@@ -235,6 +237,23 @@ pub struct ReconcileArgs {
     /// How often the declaration file is checked for changes
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "2s")]
     pub watch_interval: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SourcesArgs {
+    #[command(subcommand)]
+    pub command: SourcesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourcesCommand {
+    /// Accept the value held back for a source (it grew or shrank more than tenfold) as its
+    /// new last good value, in the state directory
+    Accept {
+        /// The set whose held-back value to accept
+        #[arg(value_name = "SET")]
+        set: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod providers;
 pub mod reconcile;
 pub mod show;
+pub mod sources;
 pub mod update;
 pub mod validate;
 

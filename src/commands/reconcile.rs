@@ -13,7 +13,7 @@ use crate::reconcile::{self, Settings, Summary, metrics::Metrics};
 
 /// The state directory: `--state-dir`, else systemd's `$STATE_DIRECTORY`, else
 /// `$XDG_STATE_HOME/rangekeeper`, else `~/.local/state/rangekeeper`.
-fn state_dir(global: &Global) -> anyhow::Result<PathBuf> {
+pub fn state_dir(global: &Global) -> anyhow::Result<PathBuf> {
     if let Some(d) = &global.state_dir {
         return Ok(d.clone());
     }

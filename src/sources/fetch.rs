@@ -138,7 +138,10 @@ impl Fetcher {
                 .map_err(|e| http_error(url, timeout, &e))?;
             let status = resp.status();
             if !status.is_success() {
-                return Err(FetchError::Http(format!("{url} answered {status}")));
+                return Err(FetchError::Http(format!(
+                    "{} answered {status}",
+                    spec::redact(url)
+                )));
             }
             if resp.content_length().is_some_and(|n| n > max) {
                 return Err(FetchError::TooLarge(max));
@@ -181,7 +184,7 @@ impl Fetcher {
         };
         let answers = futures::future::join_all(endpoints.iter().map(|u| async move {
             let body = self.get(u, timeout, ECHO_MAX_BYTES).await?;
-            parse_echo(&body).map_err(|e| FetchError::Egress(format!("{u}: {e}")))
+            parse_echo(&body).map_err(|e| FetchError::Egress(format!("{}: {e}", spec::redact(u))))
         }))
         .await;
         let mut ok: Vec<(&reqwest::Url, IpAddr)> = Vec::new();
@@ -189,7 +192,7 @@ impl Fetcher {
         for (u, a) in endpoints.iter().zip(answers) {
             match a {
                 Ok(ip) => ok.push((u, ip)),
-                Err(e) => failed.push(format!("{u}: {e}")),
+                Err(e) => failed.push(format!("{}: {e}", spec::redact(u))),
             }
         }
         let needed = endpoints.len().min(2);
@@ -203,7 +206,10 @@ impl Fetcher {
         }
         let first = ok[0].1;
         if ok.iter().any(|(_, ip)| *ip != first) {
-            let seen: Vec<String> = ok.iter().map(|(u, ip)| format!("{u} says {ip}")).collect();
+            let seen: Vec<String> = ok
+                .iter()
+                .map(|(u, ip)| format!("{} says {ip}", spec::redact(u)))
+                .collect();
             return Err(FetchError::Egress(format!(
                 "the echo endpoints disagree about this machine's egress IP: {}",
                 seen.join(", ")
@@ -217,14 +223,15 @@ fn http_error(url: &reqwest::Url, timeout: Duration, e: &reqwest::Error) -> Fetc
     if e.is_timeout() {
         return FetchError::Timeout(timeout);
     }
-    // The full chain says why (TLS, refused, reset); URLs of sources carry no secrets.
-    let mut msg = format!("cannot fetch {url}: {e}");
+    // The full chain says why (TLS, refused, reset); every URL in it is redacted, since a
+    // source URL may carry credentials.
+    let mut msg = format!("cannot fetch {}: {e}", spec::redact(url));
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         msg.push_str(&format!(": {s}"));
         src = s.source();
     }
-    FetchError::Http(msg)
+    FetchError::Http(spec::redact_urls_in(&msg))
 }
 
 /// An echo endpoint's answer: the address as text, or `{"ip": "..."}`.

@@ -10,7 +10,6 @@ pub mod fetch;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -112,13 +111,22 @@ impl Store {
                 next_refresh: Instant::now(),
                 failures: 0,
             };
-            if let Some((value, at)) = self.read_cache(spec) {
-                let age = SystemTime::now().duration_since(at).unwrap_or_default();
-                if age < spec.refresh {
-                    st.next_refresh = Instant::now() + (spec.refresh - age);
+            match self.read_cache(spec) {
+                Ok(Some((value, at))) => {
+                    let age = SystemTime::now().duration_since(at).unwrap_or_default();
+                    if age < spec.refresh {
+                        st.next_refresh = Instant::now() + (spec.refresh - age);
+                    }
+                    st.value = Some(value);
+                    st.fetched_at = Some(at);
                 }
-                st.value = Some(value);
-                st.fetched_at = Some(at);
+                Ok(None) => {}
+                Err(why) => {
+                    // Fetched at once instead; the reason stays visible until then.
+                    tracing::warn!(source = %name, "ignoring the cached value: {why}");
+                    st.last_error = Some(format!("the cached value was ignored: {why}"));
+                    st.last_error_kind = Some("cache");
+                }
             }
             self.states.insert(name.clone(), st);
         }
@@ -140,13 +148,32 @@ impl Store {
 
     /// Record a fetch result under the hold-back rules.
     pub fn record(&mut self, name: &str, result: Result<RangeSet, FetchError>) -> Refreshed {
+        // A value accepted with `rangekeeper sources accept` while this process runs is
+        // newer than what it holds: it becomes the last good value the new one is held to.
+        let accepted = self
+            .states
+            .get(name)
+            .and_then(|st| match self.read_cache(&st.spec) {
+                Ok(Some((v, at))) if st.fetched_at.is_none_or(|f| at > f) => Some((v, at)),
+                _ => None,
+            });
         let Some(st) = self.states.get_mut(name) else {
             return Refreshed::Failed;
+        };
+        if let Some((v, at)) = accepted {
+            st.value = Some(v);
+            st.fetched_at = Some(at);
+        }
+        let held = match &result {
+            Ok(new) => hold_back(name, st.value.as_ref(), new)
+                .is_some()
+                .then(|| new.clone()),
+            Err(_) => None,
         };
         let verdict =
             result
                 .map_err(|e| (e.kind(), e.to_string()))
-                .and_then(|new| match hold_back(st.value.as_ref(), &new) {
+                .and_then(|new| match hold_back(name, st.value.as_ref(), &new) {
                     Some(why) => Err(("held_back", why)),
                     None => Ok(new),
                 });
@@ -167,6 +194,7 @@ impl Store {
                 {
                     tracing::warn!(source = %name, "cannot cache the source's value: {e}");
                 }
+                self.remove_pending(name);
                 if changed {
                     Refreshed::Changed
                 } else {
@@ -187,6 +215,10 @@ impl Store {
                     tracing::warn!(source = %name, kind, "source not refreshed, keeping its last good value: {why}");
                 } else {
                     tracing::error!(source = %name, kind, "source has no value: {why}");
+                }
+                let spec = st.spec.clone();
+                if let Some(held) = held {
+                    self.write_pending(&spec, &held);
                 }
                 Refreshed::Failed
             }
@@ -271,33 +303,21 @@ impl Store {
         self.dir.as_ref().map(|d| d.join(format!("{name}.json")))
     }
 
-    fn read_cache(&self, spec: &SourceSpec) -> Option<(RangeSet, SystemTime)> {
-        let path = self.cache_path(&spec.name)?;
-        let text = std::fs::read_to_string(&path).ok()?;
-        let c: CacheFile = match serde_json::from_str(&text) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("ignoring the unreadable cache {}: {e}", path.display());
-                return None;
-            }
+    fn pending_path(&self, name: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{name}.held-back.json")))
+    }
+
+    /// The cached value of `spec`, checked like a fetched value: `Ok(None)` when there is
+    /// none (or it belongs to another spec), `Err` with the reason when a cache file exists
+    /// but cannot be used (it does not parse, holds a bad or empty value, is dated in the
+    /// future, or fails the hold-back rules).
+    fn read_cache(&self, spec: &SourceSpec) -> Result<Option<(RangeSet, SystemTime)>, String> {
+        let Some(path) = self.cache_path(&spec.name) else {
+            return Ok(None);
         };
-        if c.identity != spec.identity() {
-            return None;
-        }
-        let mut set = RangeSet::new();
-        for r in &c.ranges {
-            match rangekeeper_cidr::parse(r) {
-                Ok(p) => set.insert(p.net),
-                Err(e) => {
-                    tracing::warn!("ignoring the cache {}: invalid CIDR {e}", path.display());
-                    return None;
-                }
-            }
-        }
-        if set.is_empty() {
-            return None;
-        }
-        Some((set, UNIX_EPOCH + Duration::from_secs(c.fetched_at)))
+        read_value_file(&path, spec)
     }
 
     fn write_cache(
@@ -306,47 +326,225 @@ impl Store {
         value: &RangeSet,
         at: SystemTime,
     ) -> std::io::Result<()> {
-        let Some(path) = self.cache_path(&spec.name) else {
-            return Ok(());
-        };
-        let c = CacheFile {
-            source: spec.name.clone(),
-            identity: spec.identity(),
-            fetched_at: at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            ranges: value.prefixes().iter().map(ToString::to_string).collect(),
-        };
-        let mut text = serde_json::to_string_pretty(&c).map_err(std::io::Error::other)?;
-        text.push('\n');
-        write_atomic(&path, text.as_bytes())
+        match self.cache_path(&spec.name) {
+            Some(path) => write_value_file(&path, spec, value, at),
+            None => Ok(()),
+        }
+    }
+
+    /// Keep a held-back value where `rangekeeper sources accept` finds it.
+    fn write_pending(&self, spec: &SourceSpec, value: &RangeSet) {
+        if let Some(path) = self.pending_path(&spec.name)
+            && let Err(e) = write_value_file(&path, spec, value, SystemTime::now())
+        {
+            tracing::warn!(source = %spec.name, "cannot keep the held-back value: {e}");
+        }
+    }
+
+    fn remove_pending(&self, name: &str) {
+        if let Some(path) = self.pending_path(name) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Accept the value held back for `name` (written by an earlier refresh): it becomes the
+    /// last good value in the cache. Returns the value it replaces (if any) and the new one.
+    pub fn accept(&mut self, name: &str) -> Result<(Option<RangeSet>, RangeSet), String> {
+        let st = self
+            .states
+            .get(name)
+            .ok_or_else(|| format!("no live source `{name}` in the declaration"))?;
+        let spec = st.spec.clone();
+        let old = st.value.clone();
+        let path = self
+            .pending_path(name)
+            .ok_or("no state directory: pass --state-dir")?;
+        let (value, _) = read_value_file(&path, &spec)
+            .map_err(|e| format!("the held-back value of `{name}` cannot be used: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "nothing is held back for `{name}` (no {}); its last good value is in force",
+                    path.display()
+                )
+            })?;
+        // The one rule a person cannot waive: a source never yields every address.
+        if let Some(why) = hold_back(name, None, &value) {
+            return Err(format!(
+                "the held-back value of `{name}` cannot be accepted: {why}"
+            ));
+        }
+        let now = SystemTime::now();
+        self.write_cache(&spec, &value, now)
+            .map_err(|e| format!("cannot write the cache of `{name}`: {e}"))?;
+        self.remove_pending(name);
+        if let Some(st) = self.states.get_mut(name) {
+            st.value = Some(value.clone());
+            st.fetched_at = Some(now);
+            st.stale = false;
+            st.last_error = None;
+            st.last_error_kind = None;
+        }
+        Ok((old, value))
     }
 }
 
-/// Why a fetched value is held back instead of replacing `old`, if it is.
-pub fn hold_back(old: Option<&RangeSet>, new: &RangeSet) -> Option<String> {
+/// The most bytes a cache file may hold (a source's own cap is 16 MiB of JSON by default;
+/// its canonical ranges are smaller).
+const MAX_CACHE_BYTES: u64 = 64 << 20;
+
+/// Read a value file of `spec` (the cache, or a held-back value): `Ok(None)` when it does
+/// not exist or belongs to another spec (the source changed), `Err` when it exists but
+/// cannot be used. The value passes the same checks as a fetched one: strict CIDRs in
+/// canonical form, not empty, not dated in the future, no default route.
+fn read_value_file(
+    path: &Path,
+    spec: &SourceSpec,
+) -> Result<Option<(RangeSet, SystemTime)>, String> {
+    let bytes = match rangekeeper_provider::fs::read_regular(path, MAX_CACHE_BYTES, "a cache file")
+    {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let c: CacheFile = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} does not parse: {e}", path.display()))?;
+    if c.identity != spec.identity() {
+        return Ok(None);
+    }
+    let mut nets = Vec::with_capacity(c.ranges.len());
+    for r in &c.ranges {
+        match rangekeeper_cidr::parse(r) {
+            Ok(p) if !p.host_bits => nets.push(p.net),
+            Ok(p) => {
+                return Err(format!(
+                    "{}: `{r}` is not in canonical form (`{}`); rangekeeper never writes that",
+                    path.display(),
+                    p.net
+                ));
+            }
+            Err(e) => return Err(format!("{}: invalid CIDR {e}", path.display())),
+        }
+    }
+    let set = RangeSet::from_nets(nets);
+    if set.is_empty() {
+        return Err(format!("{} holds no ranges", path.display()));
+    }
+    let at = UNIX_EPOCH + Duration::from_secs(c.fetched_at);
+    if at > SystemTime::now() + Duration::from_secs(300) {
+        return Err(format!(
+            "{} is dated in the future (fetchedAt {})",
+            path.display(),
+            c.fetched_at
+        ));
+    }
+    if let Some(why) = hold_back(&spec.name, None, &set) {
+        return Err(format!("{}: {why}", path.display()));
+    }
+    Ok(Some((set, at)))
+}
+
+fn write_value_file(
+    path: &Path,
+    spec: &SourceSpec,
+    value: &RangeSet,
+    at: SystemTime,
+) -> std::io::Result<()> {
+    let c = CacheFile {
+        source: spec.name.clone(),
+        identity: spec.identity(),
+        fetched_at: at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        ranges: value.prefixes().iter().map(ToString::to_string).collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&c).map_err(std::io::Error::other)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Why a value is held back instead of replacing `old`, if it is. Every value a source can
+/// take, fetched or read from the cache, goes through this.
+///
+/// - A value holding `0.0.0.0/0` or `::/0` is never used.
+/// - Against the last good value, each family (IPv4 and IPv6 alike) may grow or shrink at
+///   most [`MAX_GROWTH`]-fold in one step, in ranges and in addresses. A family that
+///   appears or disappears is measured against one range of a /24 (IPv4) or /48 (IPv6), so
+///   growth from nothing is bounded too.
+///
+/// The last good value stays in force; `rangekeeper sources accept SET` takes the held-back
+/// value when the change is legitimate.
+pub fn hold_back(name: &str, old: Option<&RangeSet>, new: &RangeSet) -> Option<String> {
     if let Some(p) = new.prefixes().into_iter().find(|p| p.prefix_len() == 0) {
         return Some(format!(
             "it yields `{p}` (every address); held back, never applied from a source"
         ));
     }
     let old = old?;
-    let grew = |a: u128, b: u128| a > 0 && b > a.saturating_mul(MAX_GROWTH);
     let (oc, nc) = (old.address_count(), new.address_count());
-    if grew(old.len() as u128, new.len() as u128)
-        || grew(u128::from(oc.v4), u128::from(nc.v4))
-        || grew(oc.v6, nc.v6)
-    {
-        return Some(format!(
-            "it grew more than {MAX_GROWTH}-fold ({} -> {} ranges, {} -> {} IPv4 addresses); held back as suspicious, the last good value stays (delete the cached value to accept it)",
-            old.len(),
-            new.len(),
-            oc.v4,
-            nc.v4
-        ));
+    let families = [
+        (
+            "IPv4",
+            old.v4_len() as u128,
+            new.v4_len() as u128,
+            u128::from(oc.v4),
+            u128::from(nc.v4),
+            1u128 << 8,
+        ),
+        (
+            "IPv6",
+            old.v6_len() as u128,
+            new.v6_len() as u128,
+            oc.v6,
+            nc.v6,
+            1u128 << 80,
+        ),
+    ];
+    for (family, o_len, n_len, o_addrs, n_addrs, unit) in families {
+        // A family that appears or disappears is measured against one range of a typical
+        // size, so a feed cannot jump from no IPv6 to half the internet, nor drop a whole
+        // family of a large list, while a small egress or DNS source may switch families.
+        let beyond_one =
+            |len: u128, addrs: u128| len > MAX_GROWTH || addrs > unit.saturating_mul(MAX_GROWTH);
+        let (grew, from_none) = if o_len == 0 && n_len == 0 {
+            (None, false)
+        } else if o_len == 0 {
+            (beyond_one(n_len, n_addrs).then_some(true), true)
+        } else if n_len == 0 {
+            (beyond_one(o_len, o_addrs).then_some(false), true)
+        } else if sharp_change(o_len, n_len) || sharp_change(o_addrs, n_addrs) {
+            (Some(n_addrs > o_addrs || n_len > o_len), false)
+        } else {
+            (None, false)
+        };
+        if let Some(grew) = grew {
+            return Some(format!(
+                "it {} more than {MAX_GROWTH}-fold in {family} ({o_len} -> {n_len} range{}, {o_addrs} -> {n_addrs} address{}{}); held back as suspicious, the last good value stays (if the change is legitimate: `rangekeeper sources accept {name}`)",
+                if grew { "grew" } else { "shrank" },
+                plural(n_len),
+                if n_addrs == 1 { "" } else { "es" },
+                if from_none {
+                    format!(
+                        "; a family that appears or disappears is measured against one /{}",
+                        if family == "IPv4" { 24 } else { 48 }
+                    )
+                } else {
+                    String::new()
+                },
+            ));
+        }
     }
     None
+}
+
+/// Whether `new` is more than [`MAX_GROWTH`] times larger or smaller than `old` (which is
+/// not zero; a family that disappears entirely is a sharp shrink).
+fn sharp_change(old: u128, new: u128) -> bool {
+    old > 0 && (new > old.saturating_mul(MAX_GROWTH) || new.saturating_mul(MAX_GROWTH) < old)
+}
+
+fn plural(n: u128) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// Up to 10% random extra, so many instances do not refresh in lockstep.
@@ -355,29 +553,13 @@ pub fn jittered(d: Duration) -> Duration {
     d + d.mul_f64(extra)
 }
 
-/// Write a file atomically: a temp file beside it, fsync, rename, fsync the directory.
+/// Write a file atomically (see [`rangekeeper_provider::fs::write_atomic`]), creating its
+/// directory first; a new file is readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    rangekeeper_provider::fs::write_atomic(path, bytes, 0o600)
 }
 
 /// Options for resolving a declaration with live values.
@@ -468,18 +650,38 @@ mod tests {
 
     #[test]
     fn default_routes_are_held_back() {
-        assert!(hold_back(None, &set(&["0.0.0.0/0"])).is_some());
-        assert!(hold_back(Some(&set(&["192.0.2.0/24"])), &set(&["::/0"])).is_some());
-        assert!(hold_back(None, &set(&["0.0.0.0/1"])).is_none());
+        assert!(hold_back("s", None, &set(&["0.0.0.0/0"])).is_some());
+        assert!(hold_back("s", Some(&set(&["192.0.2.0/24"])), &set(&["::/0"])).is_some());
+        assert!(hold_back("s", None, &set(&["0.0.0.0/1"])).is_none());
+    }
+
+    #[test]
+    fn sharp_shrinks_are_held_back_like_growth() {
+        let old = set(&["192.0.2.0/24", "198.51.100.0/24"]);
+        assert!(hold_back("s", Some(&old), &set(&["192.0.2.1"])).is_some());
+        assert!(hold_back("s", Some(&old), &set(&["192.0.2.0/25"])).is_none());
+    }
+
+    #[test]
+    fn growth_is_bounded_per_family_and_from_none() {
+        let old = set(&["192.0.2.0/24"]);
+        // IPv6 from none: one /48 is fine, a /32 is 65536 of them.
+        assert!(hold_back("s", Some(&old), &set(&["192.0.2.0/24", "2001:db8::/48"])).is_none());
+        assert!(hold_back("s", Some(&old), &set(&["192.0.2.0/24", "2001:db8::/32"])).is_some());
+        // A big IPv6 part does not hide a sharp IPv4 change.
+        let mixed = set(&["192.0.2.0/24", "2001:db8::/32"]);
+        assert!(hold_back("s", Some(&mixed), &set(&["10.0.0.0/16", "2001:db8::/32"])).is_some());
+        // An egress IP may move from IPv4 to IPv6.
+        assert!(hold_back("s", Some(&set(&["192.0.2.1"])), &set(&["2001:db8::1"])).is_none());
     }
 
     #[test]
     fn tenfold_growth_is_held_back() {
         let old = set(&["192.0.2.0/24"]);
-        assert!(hold_back(Some(&old), &set(&["10.0.0.0/20"])).is_some());
-        assert!(hold_back(Some(&old), &set(&["10.0.0.0/22"])).is_none());
+        assert!(hold_back("s", Some(&old), &set(&["10.0.0.0/20"])).is_some());
+        assert!(hold_back("s", Some(&old), &set(&["10.0.0.0/22"])).is_none());
         let many: Vec<String> = (0..11).map(|i| format!("192.0.2.{}", i * 2)).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert!(hold_back(Some(&set(&["198.51.100.1"])), &set(&many)).is_some());
+        assert!(hold_back("s", Some(&set(&["198.51.100.1"])), &set(&many)).is_some());
     }
 }

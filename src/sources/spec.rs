@@ -101,7 +101,7 @@ impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             SourceKind::Url(u) => {
-                write!(f, "url {}", u.url)?;
+                write!(f, "url {}", redact(&u.url))?;
                 if !u.select.is_empty() {
                     write!(f, " select {}", u.select)?;
                 }
@@ -118,16 +118,64 @@ pub fn is_source<V>(map: &IndexMap<String, V>) -> bool {
     SOURCE_KIND_KEYS.iter().any(|k| map.contains_key(*k))
 }
 
+/// A URL as it may be shown or logged: user name and password replaced by `***`, every
+/// query value by `***` (keys stay, so `?access_token=***` still says what was sent).
+pub fn redact(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_password(None);
+        let _ = u.set_username("***");
+    }
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let mut q = u.query_pairs_mut();
+        q.clear();
+        for k in keys {
+            q.append_pair(&k, "***");
+        }
+    }
+    u.to_string()
+}
+
+/// `text` with every http(s) URL in it redacted like [`redact`] (for error texts of HTTP
+/// libraries, which quote the URL they were given).
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let next_url = |t: &str| {
+        [t.find("http://"), t.find("https://")]
+            .into_iter()
+            .flatten()
+            .min()
+    };
+    while let Some(at) = next_url(rest) {
+        out.push_str(&rest[..at]);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | '`'))
+            .map_or(rest.len(), |e| at + e);
+        let candidate = &rest[at..end];
+        match reqwest::Url::parse(candidate) {
+            Ok(u) => out.push_str(&redact(&u)),
+            Err(_) => out.push_str(candidate),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether a URL may be fetched: https anywhere, plain http only on loopback hosts.
 pub fn url_allowed(url: &reqwest::Url) -> Result<(), String> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback(url) => Ok(()),
         "http" => Err(format!(
-            "`{url}` is plain http: sources must use https (plain http only on loopback hosts)"
+            "`{}` is plain http: sources must use https (plain http only on loopback hosts)",
+            redact(url)
         )),
         other => Err(format!(
-            "`{url}` has scheme `{other}`: sources must use https"
+            "`{}` has scheme `{other}`: sources must use https",
+            redact(url)
         )),
     }
 }
@@ -146,10 +194,11 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
 
 /// Parse a URL of a source or echo endpoint and check its scheme.
 pub fn parse_url(s: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    let url =
+        reqwest::Url::parse(s).map_err(|e| format!("`{}` is not a URL: {e}", redact_urls_in(s)))?;
     url_allowed(&url)?;
     if url.host().is_none() {
-        return Err(format!("`{s}` has no host"));
+        return Err(format!("`{}` has no host", redact(&url)));
     }
     Ok(url)
 }
@@ -486,6 +535,20 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        let u =
+            reqwest::Url::parse("http://user:pw@127.0.0.1:8080/list?access_token=X&a=1").unwrap();
+        assert_eq!(
+            redact(&u),
+            "http://***@127.0.0.1:8080/list?access_token=***&a=***"
+        );
+        assert_eq!(
+            redact_urls_in("error sending request for url (https://u:p@h.example/x?k=v): refused"),
+            "error sending request for url (https://***@h.example/x?k=***): refused"
+        );
+    }
 
     #[test]
     fn durations() {
