@@ -44,7 +44,9 @@ pub fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, Pr
         .into_iter()
         .find(|e| (e.capabilities)().name == provider)
         .ok_or_else(|| ProviderError::Config(format!("unknown provider `{provider}`")))?;
-    (entry.factory)(cfg)
+    // Every error and note a provider reports is scrubbed of bearer tokens, whatever the
+    // provider (or the server behind it) put in them.
+    (entry.factory)(cfg).map(rangekeeper_provider::secret::scrubbed)
 }
 
 /// Ranges that providers import from their own config files, merged into the targets'

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::config::{AksTarget, PUBLIC_IP_API_VERSION};
-use crate::credential::TokenSource;
+use crate::credential::{BearerToken, TokenSource};
 
 /// Per-request timeout (ARM answers a GET or the acceptance of a PUT within seconds).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -122,7 +122,7 @@ impl ArmClient {
         url: Url,
         body: Option<&Value>,
         if_match: Option<&str>,
-    ) -> Result<reqwest::Response, ProviderError> {
+    ) -> Result<(reqwest::Response, BearerToken), ProviderError> {
         let token = self.tokens.token(&self.scope).await?;
         let mut req = self
             .http
@@ -137,9 +137,11 @@ impl ArmClient {
             req = req.header(CONTENT_TYPE, "application/json").body(bytes);
         }
         tracing::debug!(%method, url = %url, "ARM request");
-        req.send()
+        let resp = req
+            .send()
             .await
-            .map_err(|e| transport_error(&method, &url, &e))
+            .map_err(|e| transport_error(&method, &url, &e))?;
+        Ok((resp, token))
     }
 
     /// GET a JSON document and its headers. A non-success answer maps through
@@ -307,7 +309,11 @@ impl ArmClient {
     }
 }
 
-async fn read(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Vec<u8>), ProviderError> {
+/// Read an answer. The body of a failed request is scrubbed of the token it was sent with
+/// (and of anything shaped like a bearer token): some servers echo the request in errors.
+async fn read(
+    (resp, token): (reqwest::Response, BearerToken),
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), ProviderError> {
     let status = resp.status();
     let headers = resp.headers().clone();
     let url = resp.url().clone();
@@ -317,7 +323,12 @@ async fn read(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Vec<u8>
             strip_query(&url)
         ))
     })?;
-    Ok((status, headers, body.to_vec()))
+    if status.is_success() {
+        Ok((status, headers, body.to_vec()))
+    } else {
+        let text = token.scrub(&String::from_utf8_lossy(&body));
+        Ok((status, headers, text.into_bytes()))
+    }
 }
 
 fn strip_query(url: &Url) -> String {
@@ -421,7 +432,7 @@ pub fn status_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::{BearerToken, StaticToken};
+    use crate::credential::StaticToken;
 
     #[test]
     fn polling_urls_must_stay_on_the_arm_endpoint() {

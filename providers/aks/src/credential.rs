@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::cloud::CloudConfiguration;
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
 use azure_core::time::OffsetDateTime;
 use azure_identity::{
@@ -16,7 +16,7 @@ use azure_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
-use rangekeeper_provider::ProviderError;
+use rangekeeper_provider::{ProviderError, Secret};
 use tokio::sync::Mutex;
 
 use crate::config::Cloud;
@@ -32,44 +32,45 @@ const IMDS_ADDR: &str = "169.254.169.254:80";
 /// Tokens are renewed this long before they expire.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
-/// An access token. Never printed: `Debug` and `Display` show `***`.
+/// An access token, kept in the one redacting [`Secret`] type: `Debug` shows `***` and
+/// there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct BearerToken(String);
+pub struct BearerToken(Secret<String>);
 
 impl BearerToken {
     pub fn new(token: impl Into<String>) -> Self {
-        BearerToken(token.into())
+        BearerToken(Secret::from(token.into()))
     }
 
     /// The `Authorization` header value, marked sensitive so HTTP logging hides it.
     pub fn header_value(&self) -> Result<reqwest::header::HeaderValue, ProviderError> {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0)).map_err(
-            |_| {
-                ProviderError::Auth(
-                    "the access token contains characters not allowed in an HTTP header".into(),
-                )
-            },
-        )?;
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0.as_ref().expose()))
+                .map_err(|_| {
+                    ProviderError::Auth(
+                        "the access token contains characters not allowed in an HTTP header".into(),
+                    )
+                })?;
         v.set_sensitive(true);
         Ok(v)
+    }
+
+    /// `text` without this token (or anything shaped like a bearer token): for error bodies
+    /// of servers that echo the request.
+    pub fn scrub(&self, text: &str) -> String {
+        self.0.scrub_from(text)
     }
 
     /// The raw token, for this crate's own tests.
     #[cfg(test)]
     fn expose(&self) -> &str {
-        &self.0
+        self.0.as_ref().expose()
     }
 }
 
 impl fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BearerToken(***)")
-    }
-}
-
-impl fmt::Display for BearerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -222,7 +223,7 @@ impl CredentialChain {
             (Some(tenant), Some(client), Some(secret), _) => match ClientSecretCredential::new(
                 tenant,
                 client.clone(),
-                Secret::new(secret.clone()),
+                azure_core::credentials::Secret::new(secret.clone()),
                 Some(ClientSecretCredentialOptions {
                     client_options: client_options(),
                 }),
@@ -428,7 +429,7 @@ fn certificate_source(
         SecretBytes::new(bytes),
         Some(ClientCertificateCredentialOptions {
             client_options,
-            password: password.map(|p| Secret::new(p.to_owned())),
+            password: password.map(|p| azure_core::credentials::Secret::new(p.to_owned())),
         }),
     ) {
         Ok(c) => SourceKind::Azure(c),
@@ -458,7 +459,8 @@ mod tests {
     fn token_is_redacted() {
         let t = BearerToken::new("eyJsecret");
         assert_eq!(format!("{t:?}"), "BearerToken(***)");
-        assert_eq!(format!("{t}"), "***");
+        // No `Display` at all (#10 item 10); error bodies that echo it are scrubbed.
+        assert_eq!(t.scrub("echoed eyJsecret"), "echoed [REDACTED]");
         let env = CredentialEnv {
             access_token: Some("eyJsecret".into()),
             client_secret: Some("hunter2".into()),
