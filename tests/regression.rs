@@ -1,2 +1,395 @@
 //! Regression tests: one per fixed bug, each named after what it protects, each failing
 //! before its fix.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::{Scratch, code, seen, stderr, stdout};
+
+const ONE_FILE_TARGET: &str =
+    "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.txt\n    allow: [192.0.2.0/24]\n";
+
+/// #10.17: a usage error must not exit 2, which `plan --detailed-exitcode` reserves for
+/// "changes pending".
+#[test]
+fn usage_errors_exit_1_not_the_pending_changes_code() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    for args in [
+        &["plan", "--detailed-exitcod"][..],
+        &["plan", "--target"][..],
+        &["no-such-command"][..],
+        &["-o", "yaml", "plan"][..],
+    ] {
+        let o = s.run(args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", seen(&o));
+        assert!(stderr(&o).contains("error:"), "{}", seen(&o));
+    }
+    let o = s.run(&["--help"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(stdout(&o).contains("Usage:"), "{}", seen(&o));
+    let o = s.run(&["--version"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+}
+
+// ---------------------------------------------------------------------------------------
+// A tiny HTTP server on 127.0.0.1 whose answer the test changes as it goes; it hands the
+// handler the whole request head (so it can echo headers back, as some servers do).
+
+type Answer = Arc<Mutex<Box<dyn Fn(&str) -> (u16, String) + Send>>>;
+
+struct Peer {
+    addr: std::net::SocketAddr,
+    answer: Answer,
+}
+
+impl Peer {
+    fn start(answer: impl Fn(&str) -> (u16, String) + Send + 'static) -> Peer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answer: Answer = Arc::new(Mutex::new(Box::new(answer)));
+        let a = answer.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let a = a.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let (status, body) = (a.lock().unwrap())(&head);
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Peer { addr, answer }
+    }
+
+    fn answer(&self, f: impl Fn(&str) -> (u16, String) + Send + 'static) {
+        *self.answer.lock().unwrap() = Box::new(f);
+    }
+
+    fn serve_list(&self, ranges: &[&str]) {
+        let body = serde_json::json!({ "list": ranges }).to_string();
+        self.answer(move |_| (200, body.clone()));
+    }
+}
+
+/// An address on 127.0.0.1 where nothing listens.
+fn closed_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn lines_of(s: &Scratch, name: &str) -> Vec<String> {
+    s.read_or_empty(name)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn source_decl(url: &str) -> String {
+    format!(
+        "version: 1\nsets:\n  feed: {{url: \"{url}\", select: /list, refresh: 1s}}\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.1, feed]\n"
+    )
+}
+
+/// #10.6: a bare `0.0.0.0` silently became AKS's "nodes only" `0.0.0.0/32`.
+#[test]
+fn bare_unspecified_address_warns_what_it_means() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.txt\n    allow: [192.0.2.0/24, 0.0.0.0]\n",
+    );
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("bare_unspecified_validate", seen(&o));
+    let o = s.run(&["update", "-t", "t", "--add", "0.0.0.0", "--dry-run"]);
+    assert!(
+        stderr(&o).contains("--add: `0.0.0.0` is read as `0.0.0.0/32`"),
+        "{}",
+        seen(&o)
+    );
+}
+
+/// #10.13: `-f /dev/zero` read until memory ran out; a FIFO hung forever.
+#[test]
+fn declaration_file_must_be_a_bounded_regular_file() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    let o = s
+        .cmd()
+        .args(["-f", "/dev/zero", "validate"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("/dev/zero is a character device, not a regular file"),
+        "{}",
+        seen(&o)
+    );
+    let fifo = s.path().join("decl.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = s
+        .cmd()
+        .args(["-f", "decl.fifo", "plan"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("is a FIFO (named pipe), not a regular file"),
+        "{}",
+        seen(&o)
+    );
+    let big = std::fs::File::create(s.path().join("big.yaml")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    let o = s
+        .cmd()
+        .args(["-f", "big.yaml", "validate"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("is larger than 67108864 bytes"),
+        "{}",
+        seen(&o)
+    );
+    let o = s
+        .cmd()
+        .args([
+            "reconcile",
+            "--once",
+            "--state-dir",
+            "state",
+            "--kube-restrict-ip",
+            "/dev/zero",
+        ])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(stderr(&o).contains("not a regular file"), "{}", seen(&o));
+}
+
+/// #10.19: a missing `rangekeeper.yaml` said only "No such file or directory".
+#[test]
+fn missing_declaration_file_says_how_to_name_one() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    std::fs::remove_file(s.path().join("rangekeeper.yaml")).unwrap();
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("missing_declaration_file", seen(&o));
+}
+
+/// #10.19: "in sync (1 ranges)".
+#[test]
+fn counts_of_one_are_singular() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let o = s.run(&["plan"]);
+    assert!(
+        stdout(&o).contains("t (file): in sync (1 range)"),
+        "{}",
+        seen(&o)
+    );
+    let o = s.run(&["validate"]);
+    assert!(stdout(&o).contains("t (file): 1 range\n"), "{}", seen(&o));
+}
+
+/// #10.3: a cached `0.0.0.0/0, ::/0` with a fresh timestamp was applied when the URL failed.
+#[test]
+fn a_cached_value_passes_the_same_hold_back_rules() {
+    let url = format!("http://{}/list", closed_port());
+    let s = Scratch::new(&source_decl(&url));
+    std::fs::create_dir_all(s.path().join("state/sources")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cache = |ranges: &str| {
+        format!(
+            r#"{{"source": "feed", "identity": "url {url} select /list where  field -", "fetchedAt": {now}, "ranges": {ranges}}}"#
+        )
+    };
+    for (bad, why) in [
+        (cache(r#"["0.0.0.0/0", "::/0"]"#), "(every address)"),
+        (cache(r#"["192.0.2.7/24"]"#), "is not in canonical form"),
+        ("{not json".to_owned(), "does not parse"),
+        (cache("[]"), "holds no ranges"),
+    ] {
+        std::fs::write(s.path().join("state/sources/feed.json"), &bad).unwrap();
+        let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+        assert_eq!(code(&o), 1, "{}", seen(&o));
+        assert!(
+            stderr(&o).contains("ignoring the cached value"),
+            "{}",
+            seen(&o)
+        );
+        assert!(stderr(&o).contains(why), "{why}: {}", seen(&o));
+        assert!(
+            stdout(&o).contains("source `feed` has no value"),
+            "{}",
+            seen(&o)
+        );
+        assert!(!s.exists("t.txt"), "applied from a bad cache: {}", seen(&o));
+        let p = s.run(&["plan", "--state-dir", "state"]);
+        assert_eq!(code(&p), 1, "{}", seen(&p));
+        assert!(!stdout(&p).contains("0.0.0.0/0"), "{}", seen(&p));
+    }
+}
+
+/// #10.4: a feed that shrank to one /32 was applied at once, and its recovery was then held
+/// back as "grew more than tenfold" until the cache was deleted by hand.
+#[test]
+fn a_sharp_shrink_is_held_back_and_recovery_is_never_locked_out() {
+    let peer = Peer::start(|_| (503, String::new()));
+    let usual = ["198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/24"];
+    peer.serve_list(&usual);
+    let s = Scratch::new(&source_decl(&format!("http://{}/list", peer.addr)));
+    let once = || s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    let o = once();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let mut want: Vec<String> = ["192.0.2.1/32"]
+        .iter()
+        .chain(&usual)
+        .map(|s| s.to_string())
+        .collect();
+    want.sort();
+    let held = |s: &Scratch| {
+        let mut l = lines_of(s, "t.txt");
+        l.sort();
+        l
+    };
+    assert_eq!(held(&s), want);
+
+    peer.serve_list(&["198.51.100.1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = once();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(
+        stdout(&o).contains("it shrank more than 10-fold in IPv4"),
+        "{}",
+        seen(&o)
+    );
+    assert!(
+        stdout(&o).contains("rangekeeper sources accept feed"),
+        "{}",
+        seen(&o)
+    );
+    assert_eq!(held(&s), want, "the shrunk value was applied");
+
+    // The usual list comes back: accepted at once, not held back as growth.
+    peer.serve_list(&usual);
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = once();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(!stdout(&o).contains("stale"), "{}", seen(&o));
+    assert_eq!(held(&s), want);
+
+    // A legitimate sharp change is taken with `sources accept`, not by deleting files.
+    peer.serve_list(&["198.51.100.1", "2001:db8::/32"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = once();
+    assert!(
+        stdout(&o).contains("more than 10-fold in IPv"),
+        "{}",
+        seen(&o)
+    );
+    assert_eq!(held(&s), want);
+    let a = s.run(&["sources", "accept", "feed", "--state-dir", "state"]);
+    assert_eq!(code(&a), 0, "{}", seen(&a));
+    insta::assert_snapshot!("sources_accept", seen(&a));
+    let o = once();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert_eq!(
+        held(&s),
+        vec!["192.0.2.1/32", "198.51.100.1/32", "2001:db8::/32"]
+    );
+    let a = s.run(&["sources", "accept", "feed", "--state-dir", "state"]);
+    assert_eq!(code(&a), 1, "{}", seen(&a));
+    assert!(
+        stderr(&a).contains("nothing is held back for `feed`"),
+        "{}",
+        seen(&a)
+    );
+}
+
+/// #10.9: user, password and token of a source URL showed in plan output, warnings and
+/// `validate -o json`.
+#[test]
+fn source_url_credentials_are_never_shown() {
+    let peer = Peer::start(|_| (503, String::new()));
+    let url = format!(
+        "http://user:pw-s3cret@{}/list?access_token=tok-s3cret",
+        peer.addr
+    );
+    let s = Scratch::new(&source_decl(&url));
+    let mut seen_all = String::new();
+    for args in [
+        &["plan"][..],
+        &["validate", "-o", "json"][..],
+        &["reconcile", "--once", "--state-dir", "state", "-v"][..],
+        &["plan", "-o", "json"][..],
+    ] {
+        seen_all.push_str(&seen(&s.run(args)));
+    }
+    let bad = Peer::start(|_| (200, "{\"list\": [\"not-a-cidr\"]}".into()));
+    let s2 = Scratch::new(&source_decl(&format!(
+        "http://u:pw-s3cret@{}/list?k=tok-s3cret",
+        bad.addr
+    )));
+    seen_all.push_str(&seen(&s2.run(&["plan", "-v"])));
+    assert!(!seen_all.contains("s3cret"), "{seen_all}");
+    assert!(seen_all.contains("access_token=***"), "{seen_all}");
+    assert!(seen_all.contains("http://***@127.0.0.1"), "{seen_all}");
+}
+
+/// #10.10: a server that echoes the `Authorization` header in its error body made `plan`
+/// print the bearer token.
+#[cfg(feature = "aks")]
+#[test]
+fn a_server_echoed_bearer_token_is_scrubbed_from_errors() {
+    const TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOi.secret-token";
+    let peer = Peer::start(|head| {
+        let auth = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+            .unwrap_or("")
+            .to_owned();
+        let body = serde_json::json!({"error": {"code": "AuthorizationFailed", "message": format!("rejected {auth} (token {})", auth.rsplit(' ').next().unwrap_or(""))}});
+        (403, body.to_string())
+    });
+    let s = Scratch::new(&format!(
+        "version: 1\ntargets:\n  prod:\n    provider: aks\n    subscription: 00000000-0000-0000-0000-000000000000\n    resourceGroup: rg\n    cluster: c\n    armEndpoint: http://{}\n    allow: [52.160.0.0/16]\n",
+        peer.addr
+    ));
+    let o = s
+        .cmd()
+        .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
+        .args(["plan"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(stdout(&o).contains("AuthorizationFailed"), "{}", seen(&o));
+    assert!(!seen(&o).contains("secret-token"), "{}", seen(&o));
+    assert!(!seen(&o).contains("eyJ0eXAi"), "{}", seen(&o));
+    insta::assert_snapshot!("echoed_bearer_token", seen(&o));
+}
