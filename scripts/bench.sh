@@ -10,7 +10,7 @@
 #
 # Uses `target/release/rangekeeper normalize` when that binary builds, else the stand-in
 # `cidr/examples/normalize.rs` (same library call). Needs iprange, hyperfine and /usr/bin/time
-# (scripts/setup/20-bench-tools.sh installs them).
+# (scripts/bench-tools.sh, run first, installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,10 +18,10 @@ OUT=${BENCH_DIR:-$ROOT/target/bench}
 RUNS=${RUNS:-15}
 mkdir -p "$OUT"
 
-bash scripts/setup/20-bench-tools.sh
+bash scripts/bench-tools.sh
 for tool in iprange hyperfine /usr/bin/time python3; do
     command -v "$tool" >/dev/null 2>&1 || {
-        echo "bench: missing $tool (run scripts/setup/20-bench-tools.sh)" >&2
+        echo "bench: missing $tool (scripts/bench-tools.sh installs it as root)" >&2
         exit 1
     }
 done

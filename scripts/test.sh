@@ -1,14 +1,43 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run and the GitHub workflow all call this):
 # installs what the suite needs (scripts/setup/*.sh: Debian packages, a Python venv, Rust
-# components), then checks formatting, runs clippy with -D warnings and runs every test.
+# components; never the benchmark tools, which only scripts/bench.sh installs), then checks
+# formatting, runs clippy with -D warnings and runs every test.
 #
-# Tests that need root or network namespaces (the host firewall) run when this runs as root;
-# with CI=true they fail instead of skipping when a prerequisite is missing.
+# Without root, the tests that need it (network namespaces, kernel firewall rules) are left
+# out, and this says which and why; with CI=true nothing is left out, so a missing
+# prerequisite fails the run. `scripts/test.sh --left-out` only prints what would be left out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Tests that need root, as `cargo test` name filters, each with why.
+ROOT_TESTS=(
+    "netns::|the hostfw provider's real-kernel tests (network namespaces, nftables and iptables rules)"
+    "cli::reconcile_enforces_a_kube_restrict_ip_config_unchanged|runs the binary's hostfw reconcile inside a network namespace"
+)
+
+left_out=()
+if [ "$(id -u)" -ne 0 ] && [ "${CI:-}" != true ]; then
+    left_out=("${ROOT_TESTS[@]}")
+fi
+
+report_left_out() {
+    if [ "${#left_out[@]}" -eq 0 ]; then
+        echo "test: nothing left out" >&2
+        return
+    fi
+    echo "test: not root, so these tests are left out (run as root, or with CI=true to make them fail instead):" >&2
+    for t in "${left_out[@]}"; do
+        echo "  ${t%%|*}  (${t#*|})" >&2
+    done
+}
+
+if [ "${1:-}" = --left-out ]; then
+    report_left_out
+    exit 0
+fi
 
 step "rust components"
 if command -v rustup >/dev/null 2>&1; then
@@ -22,6 +51,12 @@ for setup in scripts/setup/*.sh; do
     bash "$setup"
 done
 
+# A moto_server found on PATH by the setup step is the one the tests use.
+if [ -z "${RANGEKEEPER_MOTO_SERVER:-}" ] && [ ! -x .venv/bin/moto_server ] &&
+    moto="$(command -v moto_server 2>/dev/null)"; then
+    export RANGEKEEPER_MOTO_SERVER="$moto"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -29,4 +64,14 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked "$@"
+skips=()
+for t in "${left_out[@]}"; do
+    skips+=(--skip "${t%%|*}")
+done
+report_left_out
+if [ "${#skips[@]}" -eq 0 ]; then
+    cargo test --workspace --locked "$@"
+else
+    cargo test --workspace --locked "$@" -- "${skips[@]}"
+    report_left_out
+fi

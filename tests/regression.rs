@@ -393,3 +393,106 @@ fn a_server_echoed_bearer_token_is_scrubbed_from_errors() {
     assert!(!seen(&o).contains("eyJ0eXAi"), "{}", seen(&o));
     insta::assert_snapshot!("echoed_bearer_token", seen(&o));
 }
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// #10.28: the test path installed `hyperfine` and `iprange`, which only the benchmark needs.
+#[test]
+fn the_test_command_never_installs_benchmark_tools() {
+    for entry in std::fs::read_dir(repo().join("scripts/setup")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for tool in ["hyperfine", "iprange"] {
+            assert!(!text.contains(tool), "{} installs {tool}", path.display());
+        }
+    }
+    let bench = std::fs::read_to_string(repo().join("scripts/bench.sh")).unwrap();
+    assert!(
+        bench.contains("scripts/bench-tools.sh"),
+        "bench.sh must install its own tools"
+    );
+}
+
+/// #10.28: a `moto_server` already on PATH was installed again into the venv.
+#[test]
+fn setup_steps_skip_a_moto_server_already_on_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("moto_server"), "#!/bin/sh\nexit 0\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            bin.join("moto_server"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let venv = dir.path().join("venv");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = std::process::Command::new("bash")
+        .arg(repo().join("scripts/setup/40-moto.sh"))
+        .env("PATH", path)
+        .env("RANGEKEEPER_VENV", &venv)
+        .env_remove("RANGEKEEPER_MOTO_SERVER")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("moto_server already on PATH"),
+        "{}",
+        seen(&o)
+    );
+    assert!(
+        !venv.exists(),
+        "a venv was created although moto_server is on PATH"
+    );
+}
+
+/// #10.28: without root the test command silently skipped tests (each printing its own
+/// note somewhere in the output); it must say which it leaves out and why, and leave out
+/// nothing under CI=true.
+#[test]
+fn without_root_the_test_command_says_what_it_leaves_out() {
+    let run = |ci: bool| {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        let mut c = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
+            c
+        } else {
+            std::process::Command::new("bash")
+        };
+        c.arg(repo().join("scripts/test.sh")).arg("--left-out");
+        if ci {
+            c.env("CI", "true");
+        } else {
+            c.env_remove("CI");
+        }
+        c.output().unwrap()
+    };
+    let o = run(false);
+    assert!(o.status.success(), "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("not root, so these tests are left out"),
+        "{}",
+        seen(&o)
+    );
+    assert!(
+        stderr(&o).contains("netns::  (the hostfw provider's real-kernel tests"),
+        "{}",
+        seen(&o)
+    );
+    let o = run(true);
+    assert!(o.status.success(), "{}", seen(&o));
+    assert_eq!(stderr(&o), "test: nothing left out\n", "{}", seen(&o));
+}

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Installs moto's server (a local emulator of the AWS EKS API) into <repo>/.venv for the EKS
-# provider's integration tests. Idempotent: does nothing when moto_server is already there.
+# provider's integration tests. Idempotent: does nothing when a moto_server is already there,
+# in the venv, named by RANGEKEEPER_MOTO_SERVER, or on PATH (scripts/test.sh then points the
+# tests at that one).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-venv="$repo/.venv"
+venv="${RANGEKEEPER_VENV:-$repo/.venv}"
 
+if [ -n "${RANGEKEEPER_MOTO_SERVER:-}" ] && [ -x "$RANGEKEEPER_MOTO_SERVER" ]; then
+    echo "40-moto: using RANGEKEEPER_MOTO_SERVER=$RANGEKEEPER_MOTO_SERVER" >&2
+    exit 0
+fi
 if [ -x "$venv/bin/moto_server" ]; then
     echo "40-moto: $venv/bin/moto_server already installed" >&2
+    exit 0
+fi
+if on_path="$(command -v moto_server 2>/dev/null)"; then
+    echo "40-moto: moto_server already on PATH ($on_path); not installing" >&2
     exit 0
 fi
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Tools for scripts/bench.sh (the CIDR engine's side-by-side speed comparison, issue 6):
+# Tools for scripts/bench.sh only (the CIDR engine's side-by-side speed comparison):
 # FireHOL's `iprange` (the C tool normalize is measured against), `hyperfine` (timing) and
-# GNU `time` (peak RSS). Idempotent: installs only what is missing. The test suite does not
-# need these, so a machine where they cannot be installed only gets a warning here;
-# scripts/bench.sh itself refuses to run without them.
+# GNU `time` (peak RSS). Idempotent: installs only what is missing. Run by scripts/bench.sh,
+# never by the test command (scripts/test.sh), which needs none of them; scripts/bench.sh
+# refuses to run without them.
 set -euo pipefail
 
 need=()
@@ -11,7 +11,7 @@ command -v iprange >/dev/null 2>&1 || need+=(iprange)
 command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 [ -x /usr/bin/time ] || need+=(time)
 if [ "${#need[@]}" -eq 0 ]; then
-    echo "20-bench-tools: iprange, hyperfine and time are installed" >&2
+    echo "bench-tools: iprange, hyperfine and time are installed" >&2
     exit 0
 fi
 SUDO=()
@@ -19,13 +19,13 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         SUDO=(sudo -n)
     else
-        echo "20-bench-tools: not root; not installing ${need[*]} (only scripts/bench.sh needs them)" >&2
+        echo "bench-tools: not root; not installing ${need[*]} (only scripts/bench.sh needs them)" >&2
         exit 0
     fi
 fi
-echo "20-bench-tools: installing ${need[*]}" >&2
+echo "bench-tools: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 if ! { "${SUDO[@]}" apt-get update -qq >&2 &&
     "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >&2; }; then
-    echo "20-bench-tools: could not install ${need[*]} (only scripts/bench.sh needs them)" >&2
+    echo "bench-tools: could not install ${need[*]} (only scripts/bench.sh needs them)" >&2
 fi
