@@ -384,17 +384,15 @@ fn report(
     l6: &[(u128, u8)],
 ) -> Cover {
     let dc = declared.address_count();
-    let cc = covering.address_count();
-    let extra = AddressCount {
-        v4: cc.v4 - dc.v4,
-        v6: cc.v6.saturating_sub(dc.v6),
-    };
+    // Counted on the difference, which is never the whole IPv6 space while something is
+    // declared, so it is exact even when the cover uses `::/0` (2^128 addresses).
+    let extra = covering.difference(declared).address_count();
     let mut prefixes = Vec::new();
     let mut widest_v4: Option<Ipv4Net> = None;
     let mut widest_v6: Option<Ipv6Net> = None;
     let (mut i4, mut i6) = (0usize, 0usize);
     covering.for_each_prefix(|net| {
-        let (merged, declared_in) = match net {
+        let (merged, declared_in_m1) = match net {
             IpNet::V4(n) => {
                 if widest_v4.is_none_or(|w| n.prefix_len() < w.prefix_len()) {
                     widest_v4 = Some(n);
@@ -417,7 +415,7 @@ fn report(
         prefixes.push(CoverPrefix {
             net,
             merged,
-            extra: size_m1 - declared_in.saturating_sub(1),
+            extra: size_m1 - declared_in_m1,
         });
     });
     let total_declared = u128::from(dc.v4).saturating_add(dc.v6);
@@ -437,19 +435,22 @@ fn report(
 }
 
 /// The leaves from `*i` that end at or before `end` (they are inside the current cover
-/// prefix, which contains them all); advances `*i`. Returns them and their address count.
+/// prefix, which contains them all, at least one); advances `*i`. Returns them and their
+/// address count minus one, exact even for `::/0` (the sum never exceeds the prefix's size).
 fn take_inside<T: Addr>(leaves: &[(T, u8)], i: &mut usize, end: T) -> (Vec<IpNet>, u128) {
     let mut merged = Vec::new();
-    let mut count: u128 = 0;
+    let mut count_m1: Option<u128> = None;
     while *i < leaves.len() && leaves[*i].0 <= end {
         let (a, l) = leaves[*i];
         merged.push(a.to_net(l));
-        count = count
-            .saturating_add(size_minus_one::<T>(l))
-            .saturating_add(1);
+        let m1 = size_minus_one::<T>(l);
+        count_m1 = Some(match count_m1 {
+            None => m1,
+            Some(c) => c.saturating_add(m1).saturating_add(1),
+        });
         *i += 1;
     }
-    (merged, count)
+    (merged, count_m1.unwrap_or(0))
 }
 
 /// The greedy baseline the optimum is measured against: "merge the cheapest sibling pair".

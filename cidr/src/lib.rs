@@ -16,6 +16,8 @@ mod cover;
 mod format;
 mod lines;
 mod parse;
+#[cfg(test)]
+mod regression;
 mod set;
 mod special;
 
