@@ -1,7 +1,7 @@
 //! Safety checks on a desired set before anything is applied: never an empty list, never a
 //! surprise `0.0.0.0/0`, never drop a protected range, never exceed what the target holds.
 
-use rangekeeper_cidr::{IpNet, RangeSet};
+use rangekeeper_cidr::{CoverError, CoverRules, ExtraBound, IpNet, RangeSet};
 use rangekeeper_provider::{Capabilities, Violation};
 
 use crate::declaration::{MaxExtra, OnExceed, Policy};
@@ -20,8 +20,7 @@ pub struct Checked {
 }
 
 /// The widest prefix length accepted without `allowBroad` (IPv4, IPv6).
-pub const BROADEST_V4: u8 = 8;
-pub const BROADEST_V6: u8 = 32;
+pub use rangekeeper_cidr::{BROADEST_V4, BROADEST_V6};
 
 /// The range limit in force for a target: the policy's, bounded by the provider's.
 pub fn range_limit(policy: &Policy, caps: &Capabilities) -> Option<usize> {
@@ -46,6 +45,18 @@ impl CoverReport {
     /// One line on what the cover costs, per family: extra addresses, the multiple of the
     /// declared count, and the widest prefix used.
     pub fn summary(&self) -> String {
+        format!(
+            "fit-to-limit cover: {} declared ranges covered by {} prefixes (limit {}), admitting {}",
+            self.declared_ranges,
+            self.cover.set.len(),
+            self.limit,
+            self.per_family()
+        )
+    }
+
+    /// What the cover admits, per family: extra addresses, the multiple of the family's
+    /// declared count and the widest prefix.
+    pub fn per_family(&self) -> String {
         let c = &self.cover;
         let mut parts = Vec::new();
         if c.declared.v4 > 0 {
@@ -68,13 +79,7 @@ impl CoverReport {
                     .unwrap_or_default()
             ));
         }
-        format!(
-            "fit-to-limit cover: {} declared ranges covered by {} prefixes (limit {}), admitting {}",
-            self.declared_ranges,
-            c.set.len(),
-            self.limit,
-            parts.join(" and ")
-        )
+        parts.join(" and ")
     }
 
     /// The cover prefixes that merged several declared ranges, for display.
@@ -139,7 +144,7 @@ pub fn check(
     if let Some(limit) = range_limit(policy, caps)
         && desired.len() > limit
     {
-        fit_to_limit(target, desired, limit, policy, &mut out);
+        fit_to_limit(target, desired, limit, policy, caps, &mut out);
     }
     if !policy.protect.is_empty() && !desired.is_superset(&policy.protect) {
         let missing = policy.protect.difference(desired);
@@ -150,17 +155,21 @@ pub fn check(
     let effective = out.effective.clone();
     let prefixes = effective.prefixes();
     if !policy.allow_broad {
-        for p in &prefixes {
+        for p in prefixes.iter().filter(|p| rangekeeper_cidr::is_broad(p)) {
             let (len, max) = match p {
                 IpNet::V4(n) => (n.prefix_len(), BROADEST_V4),
                 IpNet::V6(n) => (n.prefix_len(), BROADEST_V6),
             };
-            if len < max {
-                out.errors.push(format!(
-                    "`{p}` is broader than /{max}{}; set `allowBroad: true` on the target if that is really meant",
-                    if len == 0 { " (it allows every address)" } else { "" }
-                ));
-            }
+            let why = if len == 0 {
+                format!("is broader than /{max} (it allows every address)")
+            } else if len < max {
+                format!("is broader than /{max}")
+            } else {
+                "holds IPv4-mapped addresses (`::ffff:0:0/96`) as wide as an IPv4 /8 or more, which admit IPv4 clients wherever mapped addresses are matched against IPv6 rules".into()
+            };
+            out.errors.push(format!(
+                "`{p}` {why}; set `allowBroad: true` on the target if that is really meant"
+            ));
         }
     }
     if !caps.ipv6 && effective.v6_len() > 0 {
@@ -201,16 +210,73 @@ pub fn check(
     out
 }
 
-/// Over the limit: refuse with the cost of a cover, or apply the optimal cover.
+/// Whether the target must not hold non-global ranges: the provider refuses them, or the
+/// target says `allowPrivate: false`.
+fn avoids_non_global(policy: &Policy, caps: &Capabilities) -> bool {
+    !caps.private_ranges || policy.allow_private == Some(false)
+}
+
+/// What a cover for this target must respect: the provider's families and non-global rule,
+/// the target's `allowBroad`, and `maxExtra` (per family) when the cover is to be applied.
+fn cover_rules(policy: &Policy, caps: &Capabilities, with_max_extra: bool) -> CoverRules {
+    CoverRules {
+        ipv4: caps.ipv4,
+        ipv6: caps.ipv6,
+        allow_broad: policy.allow_broad,
+        avoid: if avoids_non_global(policy, caps) {
+            rangekeeper_cidr::non_global().clone()
+        } else {
+            RangeSet::new()
+        },
+        max_extra: policy
+            .max_extra
+            .filter(|_| with_max_extra)
+            .map(|m| match m {
+                MaxExtra::Addresses(n) => ExtraBound::Addresses(n),
+                MaxExtra::Multiple(x) => ExtraBound::Multiple(x),
+            }),
+    }
+}
+
+/// Over the limit: refuse with the cost of a cover, or apply the optimal cover. The cover is
+/// the optimum among those the target accepts (families, non-global blocks, `allowBroad`,
+/// `maxExtra` per family), not the plain optimum refused afterwards.
 fn fit_to_limit(
     target: &str,
     desired: &RangeSet,
     limit: usize,
     policy: &Policy,
+    caps: &Capabilities,
     out: &mut Checked,
 ) {
-    let cover = match rangekeeper_cidr::cover(desired, limit) {
+    let applying = policy.on_exceed == OnExceed::Cover;
+    let model = rangekeeper_cidr::CostModel::default();
+    let rules = cover_rules(policy, caps, applying);
+    let cover = match rangekeeper_cidr::cover_within(desired, limit, model, &rules) {
         Ok(c) => c,
+        Err(CoverError::MaxExtraExceeded { .. }) => {
+            // Show what the best cover within the other rules would admit, per family.
+            let unbounded = cover_rules(policy, caps, false);
+            let detail = match rangekeeper_cidr::cover_within(desired, limit, model, &unbounded) {
+                Ok(c) => CoverReport {
+                    declared_ranges: desired.len(),
+                    limit,
+                    cover: c,
+                }
+                .per_family(),
+                Err(e) => e.to_string(),
+            };
+            let bound = match policy.max_extra {
+                Some(MaxExtra::Addresses(n)) => format!("{n} extra addresses in each family"),
+                Some(MaxExtra::Multiple(m)) => format!("{m}x the declared count of each family"),
+                None => String::new(),
+            };
+            out.errors.push(format!(
+                "{} ranges after aggregation, but `{target}` takes at most {limit}, and every cover within {limit} prefixes admits more than `maxExtra` allows ({bound}); the optimal cover admits {detail}",
+                desired.len()
+            ));
+            return;
+        }
         Err(e) => {
             out.errors.push(format!(
                 "{} ranges after aggregation, but `{target}` takes at most {limit}, and no cover fits: {e}",
@@ -226,30 +292,11 @@ fn fit_to_limit(
     };
     match policy.on_exceed {
         OnExceed::Error => out.errors.push(format!(
-            "{} ranges after aggregation, but `{target}` takes at most {limit}. Set `onExceed: cover` to apply the optimal cover instead; it would admit {} extra addresses ({:.2}x the declared count){}",
+            "{} ranges after aggregation, but `{target}` takes at most {limit}. Set `onExceed: cover` to apply the optimal cover instead; it would admit {}",
             desired.len(),
-            report.cover.extra_total(),
-            report.cover.extra_multiple,
-            report
-                .cover
-                .widest()
-                .map(|w| format!(", widest prefix {w}"))
-                .unwrap_or_default()
+            report.per_family()
         )),
         OnExceed::Cover => {
-            if let Some(max) = policy.max_extra {
-                let (over, bound) = match max {
-                    MaxExtra::Addresses(n) => (report.cover.extra_total() > n, format!("{n} addresses")),
-                    MaxExtra::Multiple(m) => (report.cover.extra_multiple > m, format!("{m}x the declared count")),
-                };
-                if over {
-                    out.errors.push(format!(
-                        "the optimal cover within {limit} prefixes admits {} extra addresses ({:.2}x the declared count), more than `maxExtra` allows ({bound})",
-                        report.cover.extra_total(),
-                        report.cover.extra_multiple
-                    ));
-                }
-            }
             out.effective = report.cover.set.clone();
             out.cover = Some(report);
         }
@@ -340,5 +387,132 @@ mod lockout_tests {
     fn a_target_we_cannot_reach_now_passes() {
         let cur = Restriction::Ranges(set(&["192.0.2.0/24"]));
         assert!(lockout("t", &guard(), &cur, &set(&["198.51.100.0/24"])).is_none());
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    use super::*;
+    use rangekeeper_provider::UnrestrictedForm;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(
+            items
+                .iter()
+                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+        )
+    }
+
+    fn caps(max_ranges: usize, ipv6: bool, private_ranges: bool) -> Capabilities {
+        Capabilities {
+            name: "test",
+            description: "a test target",
+            max_ranges: Some(max_ranges),
+            ipv4: true,
+            ipv6,
+            private_ranges,
+            unrestricted: UnrestrictedForm::EmptyList,
+            async_apply: false,
+        }
+    }
+
+    fn policy(allow_broad: bool, on_exceed: OnExceed, max_extra: Option<MaxExtra>) -> Policy {
+        Policy {
+            strict: false,
+            max_ranges: None,
+            allow_private: None,
+            allow_broad,
+            protect: RangeSet::new(),
+            on_exceed,
+            max_extra,
+        }
+    }
+
+    /// #10 item 2: `maxExtra: 2x` holds for each family; an IPv6 range does not dilute the
+    /// IPv4 multiple, and the refusal gives the per-family figures.
+    #[test]
+    fn max_extra_multiple_holds_for_each_family() {
+        let desired = set(&["1.0.0.0/24", "100.0.0.0/24", "2001:db8::/48"]);
+        let p = policy(true, OnExceed::Cover, Some(MaxExtra::Multiple(2.0)));
+        let c = check("t", &desired, &p, &caps(2, true, true), &|_| Vec::new());
+        assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+        let e = &c.errors[0];
+        assert!(e.contains("2x the declared count of each family"), "{e}");
+        assert!(e.contains("extra IPv4 addresses"), "{e}");
+        assert!(e.contains("extra IPv6 addresses"), "{e}");
+        assert!(c.cover.is_none());
+    }
+
+    /// #10 item 2: a count bound holds for each family too.
+    #[test]
+    fn max_extra_count_holds_for_each_family() {
+        // Merging the IPv4 pair costs 2 extra; the IPv6 pair 2^80 - 2.
+        let desired = set(&["8.8.4.4", "8.8.4.7", "2001:db8::1", "2001:db8:1::"]);
+        let p = policy(true, OnExceed::Cover, Some(MaxExtra::Addresses(2)));
+        let c = check("t", &desired, &p, &caps(3, true, true), &|_| Vec::new());
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.cover.as_ref().unwrap().cover.extra.v4, 2);
+        let c = check("t", &desired, &p, &caps(2, true, true), &|_| Vec::new());
+        assert!(
+            c.errors[0].contains("2 extra addresses in each family"),
+            "{:?}",
+            c.errors
+        );
+    }
+
+    /// #10 item 5: prefixes holding `::ffff:0:0/96` need `allowBroad`.
+    #[test]
+    fn prefixes_holding_the_ipv4_mapped_block_need_allow_broad() {
+        for s in ["::/80", "::fffe:0:0/95"] {
+            let desired = RangeSet::from_nets([s.parse().unwrap()]);
+            let c = check(
+                "t",
+                &desired,
+                &policy(false, OnExceed::Error, None),
+                &caps(10, true, true),
+                &|_| Vec::new(),
+            );
+            assert_eq!(c.errors.len(), 1, "{s}: {:?}", c.errors);
+            assert!(c.errors[0].contains("allowBroad"), "{:?}", c.errors);
+            let c = check(
+                "t",
+                &desired,
+                &policy(true, OnExceed::Error, None),
+                &caps(10, true, true),
+                &|_| Vec::new(),
+            );
+            assert!(c.errors.is_empty(), "{s}: {:?}", c.errors);
+        }
+    }
+
+    /// #10 item 8: the cover respects the provider's rules: a target that refuses non-global
+    /// blocks gets the best cover that avoids them (here 6 extra addresses), not the plain
+    /// optimum `192.0.0.8/30` refused afterwards.
+    #[test]
+    fn cover_respects_the_targets_non_global_rule() {
+        let mut items: Vec<String> = (0..197).map(|i| format!("20.{i}.7.1")).collect();
+        items.extend(["8.8.4.1", "8.8.4.6", "192.0.0.9", "192.0.0.10"].map(String::from));
+        let refs: Vec<&str> = items.iter().map(String::as_str).collect();
+        let desired = set(&refs);
+        let non_global = |s: &RangeSet| -> Vec<Violation> {
+            s.prefixes()
+                .iter()
+                .filter_map(|p| rangekeeper_cidr::special_purpose(p))
+                .map(|(b, why)| Violation {
+                    range: Some(b.to_string()),
+                    message: why.into(),
+                })
+                .collect()
+        };
+        let c = check(
+            "t",
+            &desired,
+            &policy(false, OnExceed::Cover, None),
+            &caps(200, false, false),
+            &non_global,
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(c.effective.len(), 200);
+        assert_eq!(c.cover.unwrap().cover.extra.v4, 6);
     }
 }

@@ -45,6 +45,86 @@ pub enum CoverError {
         "the set has both IPv4 and IPv6 addresses, which need at least 2 prefixes; the budget is {k}"
     )]
     BothFamilies { k: usize },
+    #[error("the set has {family} addresses, which the target does not accept")]
+    FamilyNotAccepted { family: &'static str },
+    #[error(
+        "no cover by at most {k} prefixes stays clear of {avoiding}; every way to merge the declared ranges that far would admit them"
+    )]
+    NoValidCover { k: usize, avoiding: String },
+    #[error(
+        "every cover by at most {k} prefixes admits more extra addresses in some family than the bound allows"
+    )]
+    MaxExtraExceeded { k: usize },
+}
+
+/// A bound on the extra addresses of a cover, applied to each family on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExtraBound {
+    /// At most this many extra addresses per family.
+    Addresses(u128),
+    /// At most this multiple of the family's declared address count.
+    Multiple(f64),
+}
+
+impl ExtraBound {
+    /// Whether `extra` extra addresses over `declared` declared ones are within the bound.
+    pub fn admits(self, extra: u128, declared: u128) -> bool {
+        match self {
+            ExtraBound::Addresses(n) => extra <= n,
+            ExtraBound::Multiple(m) => extra == 0 || ratio(extra, declared) <= m,
+        }
+    }
+}
+
+/// What a cover must respect besides the budget: a target's rules. The default allows
+/// everything (the plain optimum of [`cover`]).
+///
+/// A prefix of the cover that merges declared ranges must not admit an address of `avoid`
+/// that was not itself declared, and must not be broad ([`crate::is_broad`]) unless
+/// `allow_broad`. A declared prefix is always kept as it is (if it breaks a rule, that is
+/// for the caller's checks to refuse, not for the cover to hide).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoverRules {
+    /// The target accepts IPv4 ranges.
+    pub ipv4: bool,
+    /// The target accepts IPv6 ranges.
+    pub ipv6: bool,
+    /// Broad prefixes may be used to merge.
+    pub allow_broad: bool,
+    /// Addresses a merged prefix must not admit (e.g. [`crate::non_global`] for targets that
+    /// refuse non-global ranges).
+    pub avoid: RangeSet,
+    /// A bound on each family's extra addresses (`maxExtra`).
+    pub max_extra: Option<ExtraBound>,
+}
+
+impl Default for CoverRules {
+    fn default() -> Self {
+        CoverRules {
+            ipv4: true,
+            ipv6: true,
+            allow_broad: true,
+            avoid: RangeSet::new(),
+            max_extra: None,
+        }
+    }
+}
+
+impl CoverRules {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.avoid.is_empty() {
+            parts.push("the ranges the target refuses (non-global blocks)");
+        }
+        if !self.allow_broad {
+            parts.push("broad prefixes (`allowBroad` is not set)");
+        }
+        if parts.is_empty() {
+            "the target's rules".into()
+        } else {
+            parts.join(" and ")
+        }
+    }
 }
 
 /// How extra IPv4 and IPv6 addresses compare when the two families share the budget. See the
@@ -182,7 +262,9 @@ struct Dp<T> {
 }
 
 impl<T: Addr> Dp<T> {
-    fn build(leaves: &[(T, u8)], k: usize) -> (Self, Vec<u128>) {
+    /// `allowed(net)` says whether an internal node's prefix may be one cover prefix
+    /// (declared leaves always may).
+    fn build(leaves: &[(T, u8)], k: usize, allowed: &dyn Fn(IpNet) -> bool) -> (Self, Vec<u128>) {
         let mut dp = Dp {
             nodes: Vec::with_capacity(leaves.len() * 2),
             choice: Vec::new(),
@@ -191,13 +273,15 @@ impl<T: Addr> Dp<T> {
         if leaves.is_empty() {
             return (dp, vec![0]);
         }
-        let (_, curve) = dp.node(leaves);
+        let (_, curve) = dp.node(leaves, allowed);
         (dp, curve)
     }
 
     /// Build the subtree over `leaves` (sorted, disjoint, at least one) and return its index
-    /// and its cost curve (`curve[j]` for `j` in `1..=cap`; `curve[0]` unused).
-    fn node(&mut self, leaves: &[(T, u8)]) -> (u32, Vec<u128>) {
+    /// and its cost curve (`curve[j]` for `j` in `1..=cap`; `curve[0]` unused; `u128::MAX` where
+    /// no allowed choice exists, which no real cost reaches: it would need a single declared
+    /// address below an internal node).
+    fn node(&mut self, leaves: &[(T, u8)], allowed: &dyn Fn(IpNet) -> bool) -> (u32, Vec<u128>) {
         if leaves.len() == 1 {
             let (start, len) = leaves[0];
             let idx = self.nodes.len() as u32;
@@ -216,8 +300,8 @@ impl<T: Addr> Dp<T> {
         let last = leaves[leaves.len() - 1].0;
         let cpl = first.xor(last).leading_zeros_();
         let split = leaves.partition_point(|l| !l.0.bit(cpl));
-        let (li, lc) = self.node(&leaves[..split]);
-        let (ri, rc) = self.node(&leaves[split..]);
+        let (li, lc) = self.node(&leaves[..split], allowed);
+        let (ri, rc) = self.node(&leaves[split..], allowed);
         let (ln, rn) = (&self.nodes[li as usize], &self.nodes[ri as usize]);
         let declared_m1 = ln
             .declared_m1
@@ -227,7 +311,11 @@ impl<T: Addr> Dp<T> {
         let len = cpl as u8;
         let start = first.and_prefix(len);
         // |v| - declared = (|v| - 1) - (declared - 1)
-        let self_cost = size_minus_one::<T>(len) - declared_m1;
+        let self_cost = if allowed(start.to_net(len)) {
+            size_minus_one::<T>(len) - declared_m1
+        } else {
+            u128::MAX
+        };
         let cap = (cap_l + cap_r).min(self.k);
         let choice_off = self.choice.len();
         self.choice.resize(choice_off + cap + 1, 0);
@@ -323,27 +411,73 @@ pub fn cover(set: &RangeSet, k: usize) -> Result<Cover, CoverError> {
 
 /// [`cover`] with an explicit cost model for the families' shared budget.
 pub fn cover_with(set: &RangeSet, k: usize, model: CostModel) -> Result<Cover, CoverError> {
+    cover_within(set, k, model, &CoverRules::default())
+}
+
+/// The exact optimal cover of `set` by at most `k` prefixes among the covers that respect a
+/// target's `rules`: optimal under the rules, not the plain optimum repaired afterwards.
+pub fn cover_within(
+    set: &RangeSet,
+    k: usize,
+    model: CostModel,
+    rules: &CoverRules,
+) -> Result<Cover, CoverError> {
     let l4 = leaves(&set.v4);
     let l6 = leaves(&set.v6);
+    if !rules.ipv4 && !l4.is_empty() {
+        return Err(CoverError::FamilyNotAccepted { family: "IPv4" });
+    }
+    if !rules.ipv6 && !l6.is_empty() {
+        return Err(CoverError::FamilyNotAccepted { family: "IPv6" });
+    }
     check_budget(l4.len(), l6.len(), k)?;
     if l4.len() + l6.len() <= k {
         return Ok(report(model, set, set.clone(), &l4, &l6));
     }
-    let (dp4, c4) = Dp::build(&l4, k);
-    let (dp6, c6) = Dp::build(&l6, k);
+    // Forbidden: what the rules avoid, except what was declared anyway.
+    let avoid = rules.avoid.difference(set);
+    let allowed = |net: IpNet| {
+        (rules.allow_broad || !crate::broad::is_broad(&net)) && !avoid.overlaps_net(&net)
+    };
+    let (dp4, c4) = Dp::build(&l4, k, &allowed);
+    let (dp6, c6) = Dp::build(&l6, k, &allowed);
     let (f4, f6) = (at_most(&c4, k), at_most(&c6, k));
     // Each non-empty family needs at least one prefix.
     let min4 = usize::from(!l4.is_empty());
     let min6 = usize::from(!l6.is_empty());
+    let dc = set.address_count();
+    let within = |c4: u128, c6: u128| {
+        rules
+            .max_extra
+            .is_none_or(|b| b.admits(c4, u128::from(dc.v4)) && b.admits(c6, dc.v6))
+    };
     let mut best: Option<((u128, u128), usize, usize)> = None;
+    let mut any_valid = false;
     for (j4, &c4) in f4.iter().enumerate().take(k - min6 + 1).skip(min4) {
         let j6 = k - j4;
-        let c = model.key(c4, f6[j6]);
+        let c6 = f6[j6];
+        if c4 == u128::MAX || c6 == u128::MAX {
+            continue;
+        }
+        any_valid = true;
+        if !within(c4, c6) {
+            continue;
+        }
+        let c = model.key(c4, c6);
         if best.is_none_or(|(bc, _, _)| c < bc) {
             best = Some((c, j4, j6));
         }
     }
-    let (_, j4, j6) = best.unwrap_or(((0, 0), min4, min6));
+    let Some((_, j4, j6)) = best else {
+        return Err(if any_valid {
+            CoverError::MaxExtraExceeded { k }
+        } else {
+            CoverError::NoValidCover {
+                k,
+                avoiding: rules.describe(),
+            }
+        });
+    };
     let (j4, j6) = (fewest(&f4, j4), fewest(&f6, j6));
     let mut p4 = Vec::new();
     let mut p6 = Vec::new();
@@ -471,8 +605,8 @@ pub fn greedy_cover_with(set: &RangeSet, k: usize, model: CostModel) -> Result<C
     let l4 = leaves(&set.v4);
     let l6 = leaves(&set.v6);
     check_budget(l4.len(), l6.len(), k)?;
-    let (dp4, _) = Dp::build(&l4, 1);
-    let (dp6, _) = Dp::build(&l6, 1);
+    let (dp4, _) = Dp::build(&l4, 1, &|_| true);
+    let (dp6, _) = Dp::build(&l6, 1, &|_| true);
     let mut g4 = Greedy::new(&dp4);
     let mut g6 = Greedy::new(&dp6);
     let mut heap = BinaryHeap::new();

@@ -7,11 +7,15 @@
 //!   minimal sorted prefix list (IPv4 first). [`RangeSet::write_lines`] prints that list fast
 //!   (one prefix per line, byte-identical to `Display`); use it for large outputs.
 //! - [`aggregate_lines`]: the streaming `normalize` path over one-CIDR-per-line text.
-//! - [`special_purpose`]: why a prefix is not globally routable, if it is not.
+//! - [`special_purpose`]: why a prefix is not globally routable, if it is not; [`non_global`]
+//!   all such addresses as one set.
+//! - [`is_broad`]: whether a prefix is too wide to accept without being told.
 //! - [`cover`]: the exact optimal cover of a set by at most K prefixes and what it costs
 //!   ([`cover_with`] picks the cross-family [`CostModel`]; [`greedy_cover`] is the baseline
-//!   it is measured against).
+//!   it is measured against); [`cover_within`] finds the optimum under a target's
+//!   [`CoverRules`] (families, blocks to avoid, broad prefixes).
 
+mod broad;
 mod cover;
 mod format;
 mod lines;
@@ -23,10 +27,12 @@ mod special;
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+pub use broad::{BROADEST_V4, BROADEST_V6, is_broad};
 pub use cover::{
-    CostModel, Cover, CoverError, CoverPrefix, cover, cover_with, greedy_cover, greedy_cover_with,
+    CostModel, Cover, CoverError, CoverPrefix, CoverRules, ExtraBound, cover, cover_with,
+    cover_within, greedy_cover, greedy_cover_with,
 };
 pub use lines::{Aggregated, HostBitsWarning, LineError, aggregate_lines};
 pub use parse::{ParseError, Parsed, parse};
 pub use set::{AddressCount, RangeSet};
-pub use special::{special_purpose, special_purpose_addr};
+pub use special::{non_global, special_purpose, special_purpose_addr};

@@ -246,6 +246,19 @@ fn effective() -> &'static [(IpNet, &'static str, RangeSet)] {
     })
 }
 
+/// Every address that is not globally reachable, as one set (the union of what
+/// [`special_purpose`] reports on).
+pub fn non_global() -> &'static RangeSet {
+    static CELL: OnceLock<RangeSet> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let mut all = RangeSet::new();
+        for (_, _, eff) in effective() {
+            all = all.union(eff);
+        }
+        all
+    })
+}
+
 /// If `net` overlaps a special-purpose block that is not globally routable (IANA IPv4/IPv6
 /// special-purpose registries: private, shared address space, loopback, link-local,
 /// documentation, multicast, reserved, benchmarking, unique-local, ...), the block and its

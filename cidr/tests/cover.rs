@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use rangekeeper_cidr::{
-    CostModel, Cover, CoverError, IpNet, Ipv4Net, Ipv6Net, RangeSet, aggregate_lines, cover,
-    cover_with, greedy_cover, greedy_cover_with,
+    CostModel, Cover, CoverError, CoverRules, ExtraBound, IpNet, Ipv4Net, Ipv6Net, RangeSet,
+    aggregate_lines, cover, cover_with, cover_within, greedy_cover, greedy_cover_with, is_broad,
 };
 
 /// The total cost under a model, as an exactly comparable pair (written independently of
@@ -63,6 +63,12 @@ fn union_count(bits: u32, ps: &[P]) -> u128 {
 /// each group covered by its smallest enclosing prefix, the minimum extra for each number of
 /// groups, made "at most j". Index j in 0..=n (j = 0 only for an empty family).
 fn brute_family(bits: u32, leaves: &[P]) -> Vec<u128> {
+    brute_family_within(bits, leaves, &|_, _| true)
+}
+
+/// [`brute_family`] over the partitions whose merged groups' prefixes are `allowed`
+/// (a group of one declared prefix is always allowed).
+fn brute_family_within(bits: u32, leaves: &[P], allowed: &dyn Fn(u128, u32) -> bool) -> Vec<u128> {
     let n = leaves.len();
     if n == 0 {
         return vec![0];
@@ -72,6 +78,7 @@ fn brute_family(bits: u32, leaves: &[P]) -> Vec<u128> {
     for cuts in 0u32..(1 << (n - 1)) {
         let mut groups: Vec<P> = Vec::new();
         let mut first = 0;
+        let mut valid = true;
         for i in 0..n {
             let last_of_group = i == n - 1 || cuts & (1 << i) != 0;
             if last_of_group {
@@ -82,9 +89,15 @@ fn brute_family(bits: u32, leaves: &[P]) -> Vec<u128> {
                     len += 1;
                 }
                 let start = a & !mask(bits, len);
+                if i > first && !allowed(start, len) {
+                    valid = false;
+                }
                 groups.push((start, len));
                 first = i + 1;
             }
+        }
+        if !valid {
+            continue;
         }
         let extra = union_count(bits, &groups) - declared;
         let g = groups.len();
@@ -126,6 +139,55 @@ fn brute(set: &RangeSet, k: usize, model: CostModel) -> Option<(u128, u128)> {
     best
 }
 
+/// The brute-force optimum under `rules`: the broad test is the library's (tested on its
+/// own); what to avoid is checked on plain intervals.
+fn brute_within(
+    set: &RangeSet,
+    k: usize,
+    model: CostModel,
+    rules: &CoverRules,
+) -> Option<(u128, u128)> {
+    let (l4, l6) = leaves_of(set);
+    if (!rules.ipv4 && !l4.is_empty()) || (!rules.ipv6 && !l6.is_empty()) {
+        return None;
+    }
+    let avoid = rules.avoid.difference(set);
+    let av4: Vec<(u128, u128)> = avoid
+        .v4_intervals()
+        .iter()
+        .map(|&(a, b)| (u128::from(a), u128::from(b)))
+        .collect();
+    let av6: Vec<(u128, u128)> = avoid.v6_intervals().to_vec();
+    let allowed = |bits: u32, av: &[(u128, u128)], start: u128, len: u32| {
+        let end = start | mask(bits, len);
+        let net = if bits == 32 {
+            v4net(start as u32, (32 - len) as u8)
+        } else {
+            v6net(start, (128 - len) as u8)
+        };
+        (rules.allow_broad || !is_broad(&net)) && !av.iter().any(|&(a, b)| a <= end && start <= b)
+    };
+    let b4 = brute_family_within(32, &l4, &|a, l| allowed(32, &av4, a, l));
+    let b6 = brute_family_within(128, &l6, &|a, l| allowed(128, &av6, a, l));
+    let dc = set.address_count();
+    let mut best: Option<(u128, u128)> = None;
+    for (j4, &c4) in b4.iter().enumerate() {
+        for (j6, &c6) in b6.iter().enumerate() {
+            if j4 + j6 > k || c4 == u128::MAX || c6 == u128::MAX {
+                continue;
+            }
+            if let Some(bound) = rules.max_extra
+                && !(bound.admits(c4, u128::from(dc.v4)) && bound.admits(c6, dc.v6))
+            {
+                continue;
+            }
+            let c = key(model, c4, c6);
+            best = Some(best.map_or(c, |b| b.min(c)));
+        }
+    }
+    best
+}
+
 /// Every invariant a cover must satisfy, checked independently of how it was computed.
 fn check_cover(set: &RangeSet, k: usize, c: &Cover) {
     assert!(c.set.is_superset(set), "covers every declared address");
@@ -141,7 +203,11 @@ fn check_cover(set: &RangeSet, k: usize, c: &Cover) {
     let cc = c.set.address_count();
     assert_eq!(c.declared, dc);
     assert_eq!(c.extra.v4, cc.v4 - dc.v4, "extra v4 exact");
-    assert_eq!(c.extra.v6, cc.v6 - dc.v6, "extra v6 exact");
+    // Sizes counted naively as (end - start) + 1 per interval, without the library's counts
+    // (the cover may be `::/0`, 2^128 addresses, one more than a u128 holds).
+    let naive = |iv: &[(u128, u128)]| iv.iter().map(|&(a, b)| b - a + 1).sum::<u128>();
+    let extra6 = c.set.difference(set);
+    assert_eq!(c.extra.v6, naive(extra6.v6_intervals()), "extra v6 exact");
     // Each cover prefix lists exactly the declared canonical prefixes inside it.
     let mut all_merged = Vec::new();
     for p in &c.prefixes {
@@ -152,9 +218,17 @@ fn check_cover(set: &RangeSet, k: usize, c: &Cover) {
             IpNet::V4(n) => mask(32, u32::from(n.prefix_len())),
             IpNet::V6(n) => mask(128, u32::from(n.prefix_len())),
         };
-        let ins = inside.address_count();
-        let ins = u128::from(ins.v4) + ins.v6;
-        assert_eq!(p.extra, size_m1 - (ins - 1));
+        // |inside| - 1, exact even for ::/0: the sum of (end - start) plus one per extra interval.
+        let ins_m1 = inside
+            .v4_intervals()
+            .iter()
+            .map(|&(a, b)| u128::from(b - a))
+            .chain(inside.v6_intervals().iter().map(|&(a, b)| b - a))
+            .fold(None, |acc: Option<u128>, d| {
+                Some(acc.map_or(d, |t| t + d + 1))
+            })
+            .unwrap();
+        assert_eq!(p.extra, size_m1 - ins_m1);
         all_merged.extend(p.merged.iter().copied());
     }
     assert_eq!(
@@ -202,8 +276,75 @@ fn small_set() -> impl Strategy<Value = RangeSet> {
         })
 }
 
+/// Small random sets where the rules bite: IPv4 inside one /5 (merges reach broad /7s),
+/// IPv6 inside `::ffff:0:0/96` or one /28 (merges reach broad mapped or /31 prefixes), and
+/// blocks to avoid nearby.
+fn ruled_case() -> impl Strategy<Value = (RangeSet, CoverRules)> {
+    (
+        any::<u32>(),
+        prop::bool::ANY,
+        any::<u128>(),
+        prop::collection::vec((any::<u32>(), 0u8..=24), 0..6),
+        prop::collection::vec((any::<u128>(), 0u8..=100), 0..5),
+        prop::collection::vec((any::<u32>(), 0u8..=26), 0..4),
+        prop::collection::vec((any::<u128>(), 0u8..=100), 0..3),
+        (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+        prop::option::of(prop_oneof![
+            (0u128..4096).prop_map(ExtraBound::Addresses),
+            (0u32..40).prop_map(|m| ExtraBound::Multiple(f64::from(m) / 4.0)),
+        ]),
+    )
+        .prop_map(
+            |(b4, mapped, b6, s4, s6, a4, a6, (ipv4, ipv6, allow_broad), max_extra)| {
+                let b4 = b4 & !0x07ff_ffff;
+                let (b6, m6) = if mapped {
+                    (0xffff_0000_0000u128, 0xffff_ffffu128)
+                } else {
+                    (b6 & !((1u128 << 100) - 1), (1u128 << 100) - 1)
+                };
+                let n4 = |&(o, h): &(u32, u8)| v4net(b4 | (o & 0x07ff_ffff), h);
+                let n6 = |&(o, h): &(u128, u8)| {
+                    v6net(b6 | (o & m6), h.min(if mapped { 32 } else { 100 }))
+                };
+                let set = RangeSet::from_nets(s4.iter().map(n4).chain(s6.iter().map(n6)));
+                let avoid = RangeSet::from_nets(a4.iter().map(n4).chain(a6.iter().map(n6)));
+                let rules = CoverRules {
+                    ipv4: ipv4 || set.v4_len() > 0,
+                    ipv6: ipv6 || set.v6_len() > 0,
+                    allow_broad,
+                    avoid,
+                    max_extra,
+                };
+                (set, rules)
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn optimal_under_rules_matches_brute_force((set, rules) in ruled_case()) {
+        let n = set.len();
+        for model in [CostModel::Ipv6Per64, CostModel::Addresses] {
+            for k in 0..=n + 1 {
+                let b = brute_within(&set, k, model, &rules);
+                match cover_within(&set, k, model, &rules) {
+                    Ok(c) => {
+                        check_cover(&set, k, &c);
+                        prop_assert_eq!(Some(cover_key(&c)), b, "k = {}, {:?}", k, model);
+                        // Every merged prefix obeys the rules.
+                        let avoid = rules.avoid.difference(&set);
+                        for p in c.prefixes.iter().filter(|p| p.merged.len() > 1) {
+                            prop_assert!(rules.allow_broad || !is_broad(&p.net), "{} is broad", p.net);
+                            prop_assert!(!avoid.overlaps_net(&p.net), "{} admits an avoided block", p.net);
+                        }
+                    }
+                    Err(e) => prop_assert!(b.is_none(), "k = {}, {:?}: {} but brute force found {:?}", k, model, e, b),
+                }
+            }
+        }
+    }
 
     #[test]
     fn optimal_matches_brute_force(set in small_set()) {
