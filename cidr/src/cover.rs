@@ -82,7 +82,9 @@ impl ExtraBound {
 /// A prefix of the cover that merges declared ranges must not admit an address of `avoid`
 /// that was not itself declared, and must not be broad ([`crate::is_broad`]) unless
 /// `allow_broad`. A declared prefix is always kept as it is (if it breaks a rule, that is
-/// for the caller's checks to refuse, not for the cover to hide).
+/// for the caller's checks to refuse, not for the cover to hide). Known limit: the broad
+/// rule is applied to each merged prefix, so two adjacent allowed prefixes (two /8s) can
+/// still aggregate into a broad one (a /7); callers must check the result, as the guard does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoverRules {
     /// The target accepts IPv4 ranges.
