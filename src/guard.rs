@@ -325,6 +325,8 @@ pub fn lockout(
     let reachable_now = match current {
         rangekeeper_provider::Restriction::Unrestricted => true,
         rangekeeper_provider::Restriction::Ranges(s) => s.contains_addr(guard.ip),
+        // Not understood (readers refuse it before planning): assume reachable, the safe side.
+        _ => true,
     };
     if !reachable_now || new.contains_addr(guard.ip) {
         return None;

@@ -56,6 +56,9 @@ impl TargetPlan {
         let (current_set, unrestricted) = match current {
             Restriction::Unrestricted => (None, true),
             Restriction::Ranges(s) => (Some(s.clone()), false),
+            // Readers refuse a restriction they do not understand before planning; should one
+            // get here, plan as from unrestricted, which restricts to exactly the declared set.
+            _ => (None, true),
         };
         let empty = RangeSet::new();
         let cur = current_set.as_ref().unwrap_or(&empty);

@@ -4,6 +4,8 @@ use rangekeeper_provider::{Capabilities, Provider, ProviderError, ProviderFactor
 
 /// A built-in provider: its static capabilities and its factory.
 pub struct Entry {
+    /// The name in `provider:` (the same as `capabilities().name`).
+    pub name: &'static str,
     pub capabilities: fn() -> Capabilities,
     pub factory: ProviderFactory,
 }
@@ -12,21 +14,25 @@ pub struct Entry {
 pub fn entries() -> Vec<Entry> {
     vec![
         Entry {
+            name: "file",
             capabilities: rangekeeper_provider_file::capabilities,
             factory: rangekeeper_provider_file::factory,
         },
         #[cfg(feature = "aks")]
         Entry {
+            name: "aks",
             capabilities: rangekeeper_provider_aks::capabilities,
             factory: rangekeeper_provider_aks::factory,
         },
         #[cfg(feature = "eks")]
         Entry {
+            name: "eks",
             capabilities: rangekeeper_provider_eks::capabilities,
             factory: rangekeeper_provider_eks::factory,
         },
         #[cfg(feature = "hostfw")]
         Entry {
+            name: "hostfw",
             capabilities: rangekeeper_provider_hostfw::capabilities,
             factory: rangekeeper_provider_hostfw::factory,
         },
@@ -35,14 +41,14 @@ pub fn entries() -> Vec<Entry> {
 
 /// The names of every built-in provider.
 pub fn names() -> Vec<&'static str> {
-    entries().iter().map(|e| (e.capabilities)().name).collect()
+    entries().iter().map(|e| e.name).collect()
 }
 
 /// Build the provider for one target.
 pub fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     let entry = entries()
         .into_iter()
-        .find(|e| (e.capabilities)().name == provider)
+        .find(|e| e.name == provider)
         .ok_or_else(|| ProviderError::Config(format!("unknown provider `{provider}`")))?;
     // Every error and note a provider reports is scrubbed of bearer tokens, whatever the
     // provider (or the server behind it) put in them.

@@ -184,10 +184,21 @@ pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<
             ),
             None,
         ),
-        Ok(state) => {
-            let plan = plan_with_state(b, desired, &state);
-            (plan, Some(state))
-        }
+        Ok(state) => match state.restriction.known() {
+            Err(e) => (
+                TargetPlan::failed(
+                    &b.target.name,
+                    &b.target.provider,
+                    check(b, desired).effective,
+                    format!("cannot read the current ranges: {e}"),
+                ),
+                None,
+            ),
+            Ok(_) => {
+                let plan = plan_with_state(b, desired, &state);
+                (plan, Some(state))
+            }
+        },
     }
 }
 

@@ -2,7 +2,6 @@
 
 use anyhow::{Context as _, bail};
 use rangekeeper_cidr::RangeSet;
-use rangekeeper_provider::Restriction;
 
 use crate::cli::{Global, UpdateArgs};
 use crate::commands::{self, Outcome};
@@ -74,9 +73,9 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
     let desired = if !args.set.is_empty() {
         set
     } else {
-        let current = match &state.restriction {
-            Restriction::Ranges(s) => s.clone(),
-            Restriction::Unrestricted => {
+        let current = match state.restriction.known()? {
+            Some(s) => s.clone(),
+            None => {
                 if add.is_empty() {
                     bail!(
                         "`{}` is unrestricted: there is nothing to remove; use --add or --set to restrict it",

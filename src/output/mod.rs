@@ -154,6 +154,7 @@ fn unrestricted_form(u: UnrestrictedForm) -> &'static str {
         UnrestrictedForm::EmptyList => "empty list",
         UnrestrictedForm::AllAddresses => "0.0.0.0/0, ::/0",
         UnrestrictedForm::Removed => "rules removed",
+        _ => "unknown",
     }
 }
 

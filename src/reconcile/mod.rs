@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::bail;
 use rangekeeper_cidr::RangeSet;
-use rangekeeper_provider::{ApplyOptions, Progress, Restriction};
+use rangekeeper_provider::{ApplyOptions, Progress};
 use tokio::task::JoinSet;
 
 use crate::commands::{self, Bound};
@@ -183,9 +183,12 @@ pub async fn reconcile_with(
             return pass;
         }
     };
-    let current = match &state.restriction {
-        Restriction::Ranges(s) => Some(s.clone()),
-        Restriction::Unrestricted => None,
+    let current = match state.restriction.known() {
+        Ok(c) => c.cloned(),
+        Err(e) => {
+            pass.result = Err(ReconcileError::Read(e));
+            return pass;
+        }
     };
     if let Some(seen) = &last_seen {
         let drift = match &current {
@@ -869,7 +872,7 @@ mod tests {
     use std::sync::Mutex;
 
     use rangekeeper_provider::{
-        Applied, Capabilities, Provider, ProviderError, State, UnrestrictedForm,
+        Applied, Capabilities, Provider, ProviderError, Restriction, State, UnrestrictedForm,
     };
 
     use super::*;
@@ -896,16 +899,11 @@ mod tests {
     #[async_trait::async_trait]
     impl Provider for Handle {
         fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                name: "scripted",
-                description: "test",
-                max_ranges: Some(10),
-                ipv4: true,
-                ipv6: true,
-                private_ranges: true,
-                unrestricted: UnrestrictedForm::EmptyList,
-                async_apply: false,
-            }
+            Capabilities::new("scripted", "test")
+                .with_max_ranges(Some(10))
+                .with_ipv6(true)
+                .with_private_ranges(true)
+                .with_unrestricted(UnrestrictedForm::EmptyList)
         }
         async fn current(&self) -> Result<State, ProviderError> {
             if let Some(e) = self.0.read_error.lock().unwrap().take() {
@@ -926,10 +924,7 @@ mod tests {
             }
             self.0.applies.lock().unwrap().push(desired.clone());
             *self.0.holds.lock().unwrap() = Some(desired.clone());
-            Ok(Applied {
-                changed: true,
-                ..Applied::default()
-            })
+            Ok(Applied::changed())
         }
         async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {
             *self.0.holds.lock().unwrap() = None;

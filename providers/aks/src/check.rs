@@ -14,26 +14,20 @@ pub fn violations(desired: &RangeSet) -> Vec<Violation> {
     for net in &prefixes {
         let text = net.to_string();
         if matches!(net, IpNet::V6(_)) {
-            out.push(Violation {
-                range: Some(text),
-                message: "AKS authorized IP ranges accept IPv4 only".into(),
-            });
+            out.push(Violation::at(
+                text,
+                "AKS authorized IP ranges accept IPv4 only",
+            ));
             continue;
         }
         if text == OWN_OUTBOUND_IP {
             if !own_ip_only {
-                out.push(Violation {
-                    range: Some(text),
-                    message: "0.0.0.0/32 (only the cluster's own outbound IP) must be the only range; AKS rejects it together with others".into(),
-                });
+                out.push(Violation::at(text, "0.0.0.0/32 (only the cluster's own outbound IP) must be the only range; AKS rejects it together with others"));
             }
             continue;
         }
         if net.prefix_len() == 0 {
-            out.push(Violation {
-                range: Some(text),
-                message: "allowing every address is not a restriction; AKS lifts the restriction with an empty list (`rangekeeper disable`)".into(),
-            });
+            out.push(Violation::at(text, "allowing every address is not a restriction; AKS lifts the restriction with an empty list (`rangekeeper disable`)"));
             continue;
         }
         if let Some((block, why)) = cidr::special_purpose(net) {
@@ -42,10 +36,10 @@ pub fn violations(desired: &RangeSet) -> Vec<Violation> {
             } else {
                 format!("overlaps {block}, {why}")
             };
-            out.push(Violation {
-                range: Some(text),
-                message: format!("{relation}; AKS accepts only globally routable ranges"),
-            });
+            out.push(Violation::at(
+                text,
+                format!("{relation}; AKS accepts only globally routable ranges"),
+            ));
         }
     }
     out

@@ -35,16 +35,13 @@ pub const MAX_RANGES: usize = 200;
 
 /// The static capabilities of the AKS provider.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        name: NAME,
-        description: "Azure Kubernetes Service: apiServerAccessProfile.authorizedIPRanges via Azure Resource Manager",
-        max_ranges: Some(MAX_RANGES),
-        ipv4: true,
-        ipv6: false,
-        private_ranges: false,
-        unrestricted: UnrestrictedForm::EmptyList,
-        async_apply: true,
-    }
+    Capabilities::new(
+        NAME,
+        "Azure Kubernetes Service: apiServerAccessProfile.authorizedIPRanges via Azure Resource Manager",
+    )
+    .with_max_ranges(Some(MAX_RANGES))
+    .with_unrestricted(UnrestrictedForm::EmptyList)
+    .with_async_apply(true)
 }
 
 /// Build the provider for one target, with credentials from the environment (see
@@ -420,19 +417,11 @@ impl AksProvider {
             if goal.is_met_by(&current) {
                 if !maybe_sent {
                     tracing::debug!(cluster = %self.target.cluster, "already in sync: nothing sent");
-                    return Ok(Applied {
-                        changed: false,
-                        pending: false,
-                        notes,
-                    });
+                    return Ok(Applied::unchanged().with_notes(notes));
                 }
                 // Our earlier PUT got through although its answer was lost.
                 if !opts.wait {
-                    return Ok(Applied {
-                        changed: true,
-                        pending: true,
-                        notes,
-                    });
+                    return Ok(Applied::pending().with_notes(notes));
                 }
                 let settled = self.wait_settled(opts).await?;
                 return self.confirm(&goal, &settled.body, &[], notes);
@@ -461,11 +450,7 @@ impl AksProvider {
                 Ok(accepted) => {
                     maybe_sent = true;
                     if !opts.wait {
-                        return Ok(Applied {
-                            changed: true,
-                            pending: true,
-                            notes,
-                        });
+                        return Ok(Applied::pending().with_notes(notes));
                     }
                     self.wait_operation(&accepted, opts).await
                 }
@@ -505,11 +490,7 @@ impl AksProvider {
     ) -> Result<Applied, ProviderError> {
         let back = cluster::restriction_of(body)?;
         if goal.is_met_by(&back) {
-            return Ok(Applied {
-                changed: true,
-                pending: false,
-                notes,
-            });
+            return Ok(Applied::changed().with_notes(notes));
         }
         // Whether AKS adds the load balancer's outbound IPs itself is not documented; accept
         // exactly that difference and say so.
@@ -524,16 +505,13 @@ impl AksProvider {
                 notes.push(format!(
                     "Azure added the cluster's outbound IPs to the list: it now holds {held}"
                 ));
-                return Ok(Applied {
-                    changed: true,
-                    pending: false,
-                    notes,
-                });
+                return Ok(Applied::changed().with_notes(notes));
             }
         }
         let held = match back {
             Restriction::Unrestricted => "no ranges (unrestricted)".to_owned(),
             Restriction::Ranges(s) => s.to_string(),
+            other => format!("{other:?}"),
         };
         Err(ProviderError::Conflict(format!(
             "cluster `{}` was changed by someone else after our update succeeded: it now holds {held}",
@@ -571,7 +549,7 @@ impl Provider for AksProvider {
                         .into(),
                 );
             }
-            Restriction::Ranges(_) => {}
+            _ => {}
         }
         if cluster::is_private_cluster(&res.body) {
             state.warnings.push(

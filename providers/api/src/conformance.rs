@@ -64,7 +64,7 @@ impl<'a> Suite<'a> {
     /// Run every check; the first failure is returned, naming the provider and the step.
     pub async fn run(&self) -> Result<(), String> {
         let name = self.provider.capabilities().name;
-        let label = if name.is_empty() { "<unnamed>" } else { name };
+        let label = if name.is_empty() { "<unnamed>" } else { &name };
         self.steps().await.map_err(|(step, msg)| {
             format!("conformance of provider `{label}`, step `{step}`: {msg}")
         })
@@ -293,6 +293,7 @@ fn show(r: &Restriction) -> String {
     match r {
         Restriction::Unrestricted => "Unrestricted".into(),
         Restriction::Ranges(set) => format!("Ranges([{set}])"),
+        Restriction::Unknown(kind) => format!("Unknown({kind})"),
     }
 }
 
@@ -360,20 +361,17 @@ mod tests {
     #[async_trait::async_trait]
     impl Provider for Memory {
         fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                name: if self.bug == Bug::EmptyName {
+            Capabilities::new(
+                if self.bug == Bug::EmptyName {
                     ""
                 } else {
                     "memory"
                 },
-                description: "test",
-                max_ranges: Some(4),
-                ipv4: true,
-                ipv6: false,
-                private_ranges: true,
-                unrestricted: UnrestrictedForm::Removed,
-                async_apply: false,
-            }
+                "test",
+            )
+            .with_max_ranges(Some(4))
+            .with_private_ranges(true)
+            .with_unrestricted(UnrestrictedForm::Removed)
         }
         async fn current(&self) -> Result<State, ProviderError> {
             Ok(State::new(match self.held.lock().unwrap().clone() {

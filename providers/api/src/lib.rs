@@ -18,13 +18,17 @@ pub mod fs;
 pub mod secret;
 
 pub use secret::Secret;
+mod wire;
+
+pub use wire::parse_wire_ranges;
 
 pub use rangekeeper_cidr as cidr;
 pub use rangekeeper_cidr::RangeSet;
 
 /// What "no restriction" looks like on a target, so `disable` and `current` agree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum UnrestrictedForm {
     /// An empty list lifts the restriction (AKS). Applying an empty list by accident opens
     /// the target to the whole internet, so the binary never does it outside `disable`.
@@ -33,54 +37,170 @@ pub enum UnrestrictedForm {
     AllAddresses,
     /// The restriction is lifted by removing the rules, file or object altogether.
     Removed,
+    /// A form a newer provider knows and this rangekeeper does not (read off the wire).
+    #[serde(other)]
+    Unknown,
 }
 
 /// What a provider can hold. The binary checks a desired set against these before any call.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+///
+/// Build one with [`Capabilities::new`] and the `with_*` methods; fields a newer version adds
+/// get defaults, so an older plugin's reply still reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Capabilities {
     /// The provider's name as written in `provider:` of a target.
-    pub name: &'static str,
+    pub name: String,
     /// One line for `rangekeeper providers`.
-    pub description: &'static str,
+    pub description: String,
     /// Most prefixes the target accepts (`None`: no fixed limit).
+    #[serde(default)]
     pub max_ranges: Option<usize>,
+    #[serde(default = "yes")]
     pub ipv4: bool,
+    #[serde(default)]
     pub ipv6: bool,
+    /// Whether IPv6 support depends on the target (a dual-stack cluster, a netpol-capable
+    /// CNI): `ipv6` is then what the provider can do at best, and the provider refuses IPv6
+    /// ranges itself (in `check` or `apply`) for a target that has no IPv6.
+    #[serde(default)]
+    pub ipv6_depends_on_target: bool,
     /// Whether private, shared, loopback, link-local and other non-global ranges are accepted.
+    /// When false, the provider's [`Provider::check`] refuses them (it knows its exceptions,
+    /// such as AKS's `0.0.0.0/32`); the binary adds only the target's `allowPrivate: false`.
+    #[serde(default)]
     pub private_ranges: bool,
+    #[serde(default = "removed")]
     pub unrestricted: UnrestrictedForm,
     /// Whether an apply finishes asynchronously on the target's side (a long-running operation).
+    #[serde(default)]
     pub async_apply: bool,
+    /// Whether the target can store small metadata beside the list (an owner, a lease, the
+    /// declaration's hash: Kubernetes annotations, tags). When false, rangekeeper keeps such
+    /// facts on its own side.
+    #[serde(default)]
+    pub stores_metadata: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn removed() -> UnrestrictedForm {
+    UnrestrictedForm::Removed
+}
+
+impl Capabilities {
+    /// IPv4 only, no range limit, no private ranges, lifted by removal, synchronous, no
+    /// metadata: change what differs with the `with_*` methods.
+    pub fn new(name: impl Into<String>, description: impl Into<String>) -> Self {
+        Capabilities {
+            name: name.into(),
+            description: description.into(),
+            max_ranges: None,
+            ipv4: true,
+            ipv6: false,
+            ipv6_depends_on_target: false,
+            private_ranges: false,
+            unrestricted: UnrestrictedForm::Removed,
+            async_apply: false,
+            stores_metadata: false,
+        }
+    }
+
+    pub fn with_max_ranges(mut self, max: Option<usize>) -> Self {
+        self.max_ranges = max;
+        self
+    }
+
+    pub fn with_ipv4(mut self, yes: bool) -> Self {
+        self.ipv4 = yes;
+        self
+    }
+
+    pub fn with_ipv6(mut self, yes: bool) -> Self {
+        self.ipv6 = yes;
+        self
+    }
+
+    pub fn with_ipv6_depends_on_target(mut self, yes: bool) -> Self {
+        self.ipv6_depends_on_target = yes;
+        self
+    }
+
+    pub fn with_private_ranges(mut self, yes: bool) -> Self {
+        self.private_ranges = yes;
+        self
+    }
+
+    pub fn with_unrestricted(mut self, form: UnrestrictedForm) -> Self {
+        self.unrestricted = form;
+        self
+    }
+
+    pub fn with_async_apply(mut self, yes: bool) -> Self {
+        self.async_apply = yes;
+        self
+    }
+
+    pub fn with_stores_metadata(mut self, yes: bool) -> Self {
+        self.stores_metadata = yes;
+        self
+    }
 }
 
 /// The restriction a target holds now.
+///
+/// On the wire: `{"kind":"unrestricted"}` or `{"kind":"ranges","ranges":["192.0.2.0/24"]}`;
+/// every range must be a canonical CIDR string, parsed by the strict parser on the way in.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Restriction {
     /// Anyone may connect (AKS: empty list; EKS: `0.0.0.0/0`; file: no file yet).
     Unrestricted,
     /// Only these ranges may connect.
     Ranges(RangeSet),
+    /// A kind of restriction a newer provider reported that this rangekeeper does not know;
+    /// the binary refuses to plan against it.
+    Unknown(String),
 }
 
 impl Restriction {
-    /// The ranges of a restricted target, `None` when unrestricted.
+    /// The ranges of a restricted target, `None` when unrestricted (or unknown).
     pub fn ranges(&self) -> Option<&RangeSet> {
         match self {
-            Restriction::Unrestricted => None,
             Restriction::Ranges(set) => Some(set),
+            Restriction::Unrestricted | Restriction::Unknown(_) => None,
+        }
+    }
+
+    /// The restriction as `Some(ranges)` or `None` (unrestricted); an unknown kind is an
+    /// error naming it, so nothing is planned against a state that was not understood.
+    pub fn known(&self) -> Result<Option<&RangeSet>, ProviderError> {
+        match self {
+            Restriction::Ranges(set) => Ok(Some(set)),
+            Restriction::Unrestricted => Ok(None),
+            Restriction::Unknown(kind) => Err(ProviderError::Other(format!(
+                "the provider reported a restriction of kind `{kind}`, which this rangekeeper \
+                 does not know; upgrade rangekeeper"
+            ))),
         }
     }
 }
 
 /// What `current` reports: the restriction plus provider-specific facts for `show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct State {
     pub restriction: Restriction,
     /// Facts worth showing, in display order: e.g. `("provisioningState", "Succeeded")`.
+    #[serde(default)]
     pub details: Vec<(String, String)>,
     /// Things the user should know about this state (e.g. "public access is off: the list
     /// has no effect").
+    #[serde(default)]
     pub warnings: Vec<String>,
 }
 
@@ -91,6 +211,18 @@ impl State {
             details: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Add a fact for `show`.
+    pub fn with_detail(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.details.push((key.into(), value.into()));
+        self
+    }
+
+    /// Add a warning.
+    pub fn with_warning(mut self, warning: impl Into<String>) -> Self {
+        self.warnings.push(warning.into());
+        self
     }
 }
 
@@ -135,27 +267,95 @@ impl fmt::Debug for ApplyOptions {
 }
 
 /// The outcome of an apply or disable that the target accepted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Applied {
     /// False when the target already held the desired state and nothing was sent.
+    #[serde(default)]
     pub changed: bool,
     /// True when the change was accepted but not yet confirmed (`wait == false`).
+    #[serde(default)]
     pub pending: bool,
     /// Things the user should know (e.g. "the reload command failed: ...").
+    #[serde(default)]
     pub notes: Vec<String>,
+}
+
+impl Applied {
+    /// The target already held the desired state; nothing was sent.
+    pub fn unchanged() -> Self {
+        Applied::default()
+    }
+
+    /// The change was made and confirmed.
+    pub fn changed() -> Self {
+        Applied {
+            changed: true,
+            ..Applied::default()
+        }
+    }
+
+    /// The change was accepted and not yet confirmed (`wait == false`).
+    pub fn pending() -> Self {
+        Applied {
+            changed: true,
+            pending: true,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Add a note for the user.
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// Add notes for the user.
+    pub fn with_notes(mut self, notes: impl IntoIterator<Item = String>) -> Self {
+        self.notes.extend(notes);
+        self
+    }
 }
 
 /// A problem a provider finds in a desired set without any network call (e.g. AKS rejects
 /// private ranges). The binary reports all of them before it applies anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Violation {
     /// The offending range, if one range is at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
     pub message: String,
 }
 
+impl Violation {
+    /// A problem with the set as a whole.
+    pub fn new(message: impl Into<String>) -> Self {
+        Violation {
+            range: None,
+            message: message.into(),
+        }
+    }
+
+    /// A problem with one range.
+    pub fn at(range: impl fmt::Display, message: impl Into<String>) -> Self {
+        Violation {
+            range: Some(range.to_string()),
+            message: message.into(),
+        }
+    }
+}
+
 /// Typed provider errors, so one retry policy decides for every provider.
-#[derive(Debug, thiserror::Error)]
+///
+/// Messages are text, and carry the whole source chain of the error that caused them (build
+/// them with [`error_chain`]), so an error that crossed a process boundary reads the same.
+/// On the wire: `{"kind":"throttled","message":"...","retryAfterMs":2000}`; a kind this
+/// version does not know reads as [`ProviderError::Unknown`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProviderError {
     /// The target (cluster, file directory, ...) does not exist.
     #[error("not found: {0}")]
@@ -184,6 +384,10 @@ pub enum ProviderError {
     /// Anything else.
     #[error("{0}")]
     Other(String),
+    /// An error of a kind a newer provider knows and this rangekeeper does not (read off the
+    /// wire). Not retried.
+    #[error("{kind}: {message}")]
+    Unknown { kind: String, message: String },
 }
 
 impl ProviderError {
@@ -218,6 +422,7 @@ impl ProviderError {
     }
 
     /// A short stable name for metrics and JSON output.
+    /// A short stable name for metrics, JSON output and the plugin protocol.
     pub fn kind(&self) -> &'static str {
         match self {
             ProviderError::NotFound(_) => "not_found",
@@ -228,8 +433,41 @@ impl ProviderError {
             ProviderError::Transient(_) => "transient",
             ProviderError::Config(_) => "config",
             ProviderError::Other(_) => "other",
+            ProviderError::Unknown { .. } => "unknown",
         }
     }
+
+    /// The message without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            ProviderError::NotFound(m)
+            | ProviderError::Conflict(m)
+            | ProviderError::Invalid(m)
+            | ProviderError::Auth(m)
+            | ProviderError::Transient(m)
+            | ProviderError::Config(m)
+            | ProviderError::Other(m)
+            | ProviderError::Throttled { message: m, .. }
+            | ProviderError::Unknown { message: m, .. } => m,
+        }
+    }
+}
+
+/// An error and every source under it, joined with `: ` (`connect failed: tls handshake:
+/// certificate expired`), for the message of a [`ProviderError`].
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        // Some errors repeat their source in their own message; say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }
 
 /// The provider-specific part of a target declaration, handed to a [`ProviderFactory`].
@@ -258,8 +496,10 @@ impl TargetConfig {
 pub trait Provider: Send + Sync {
     fn capabilities(&self) -> Capabilities;
 
-    /// Provider-specific checks of a desired set that need no network call, beyond what
-    /// [`Capabilities`] already says (the binary checks max ranges, IPv6 and private ranges).
+    /// Provider-specific checks of a desired set that need no network call. The binary checks
+    /// `max_ranges`, `ipv4` and `ipv6` of [`Capabilities`] itself; non-global ranges are
+    /// refused here when `private_ranges` is false (the provider knows its exceptions), and
+    /// the binary adds only a target's explicit `allowPrivate: false`.
     fn check(&self, _desired: &RangeSet) -> Vec<Violation> {
         Vec::new()
     }

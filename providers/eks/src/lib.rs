@@ -36,17 +36,16 @@ pub const MAX_RANGES: usize = 40;
 
 /// The static capabilities row of the EKS provider.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        name: NAME,
-        description: "AWS EKS API-server endpoint: resourcesVpcConfig.publicAccessCidrs (IPv6 ranges only on \
-                      clusters whose ipFamily is ipv6)",
-        max_ranges: Some(MAX_RANGES),
-        ipv4: true,
-        ipv6: true,
-        private_ranges: false,
-        unrestricted: UnrestrictedForm::AllAddresses,
-        async_apply: true,
-    }
+    Capabilities::new(
+        NAME,
+        "AWS EKS API-server endpoint: resourcesVpcConfig.publicAccessCidrs (IPv6 ranges only on \
+         clusters whose ipFamily is ipv6)",
+    )
+    .with_max_ranges(Some(MAX_RANGES))
+    .with_ipv6(true)
+    .with_ipv6_depends_on_target(true)
+    .with_unrestricted(UnrestrictedForm::AllAddresses)
+    .with_async_apply(true)
 }
 
 /// Build the provider for one `eks` target. No network call happens here: AWS configuration
@@ -194,31 +193,22 @@ pub(crate) fn violations(
         if let Some((block, why)) = cidr::special_purpose(net)
             && block.contains(net)
         {
-            out.push(Violation {
-                range: Some(net.to_string()),
-                message: format!(
+            out.push(Violation::at(net.to_string(), format!(
                     "{net} lies in {block} ({why}); EKS rejects reserved and non-public ranges in publicAccessCidrs"
-                ),
-            });
+                )));
         }
         if net.addr().is_ipv6() && ipv6_allowed == Some(false) {
-            out.push(Violation {
-                range: Some(net.to_string()),
-                message: format!(
+            out.push(Violation::at(net.to_string(), format!(
                     "cluster `{cluster}` has ipFamily ipv4: EKS accepts IPv6 ranges in publicAccessCidrs only on \
                      IPv6 clusters"
-                ),
-            });
+                )));
         }
     }
     if prefixes.len() > MAX_RANGES {
-        out.push(Violation {
-            range: None,
-            message: format!(
+        out.push(Violation::new(format!(
                 "{} ranges: EKS allows at most {MAX_RANGES} publicAccessCidrs (a hard limit that cannot be raised)",
                 prefixes.len()
-            ),
-        });
+            )));
     }
     out
 }

@@ -154,11 +154,7 @@ impl EksProvider {
                     Some(id) => format!("EKS update {id} accepted; not waiting for it to finish"),
                     None => "EKS accepted the update; not waiting to confirm it".to_owned(),
                 };
-                return Ok(Applied {
-                    changed: true,
-                    pending: true,
-                    notes: vec![note],
-                });
+                return Ok(Applied::pending().with_note(note));
             }
             let Some(id) = id else {
                 // No update to poll (local emulators): the cluster itself must show the list.
@@ -395,9 +391,5 @@ impl EksProvider {
 }
 
 fn changed() -> Applied {
-    Applied {
-        changed: true,
-        pending: false,
-        notes: Vec::new(),
-    }
+    Applied::changed()
 }

@@ -20,16 +20,13 @@ const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The static capabilities of the file provider.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        name: "file",
-        description: "an allow-list file for a reverse proxy (plain, nginx, haproxy, json)",
-        max_ranges: None,
-        ipv4: true,
-        ipv6: true,
-        private_ranges: true,
-        unrestricted: UnrestrictedForm::AllAddresses,
-        async_apply: false,
-    }
+    Capabilities::new(
+        "file",
+        "an allow-list file for a reverse proxy (plain, nginx, haproxy, json)",
+    )
+    .with_ipv6(true)
+    .with_private_ranges(true)
+    .with_unrestricted(UnrestrictedForm::AllAddresses)
 }
 
 /// Build a file provider for one target.
@@ -309,10 +306,7 @@ impl FileProvider {
         disabled: bool,
     ) -> Result<Applied, ProviderError> {
         self.write_atomic(&self.render(set, disabled))?;
-        let mut applied = Applied {
-            changed: true,
-            ..Applied::default()
-        };
+        let mut applied = Applied::changed();
         if let Some(note) = self.reload().await {
             applied.notes.push(note);
         }

@@ -38,16 +38,13 @@ pub use config::{
 
 /// The static capabilities row of `hostfw`.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        name: "hostfw",
-        description: "Host firewall: an nftables table (iptables fallback) limiting who may open TCP connections to this host's ports",
-        max_ranges: None,
-        ipv4: true,
-        ipv6: true,
-        private_ranges: true,
-        unrestricted: UnrestrictedForm::Removed,
-        async_apply: false,
-    }
+    Capabilities::new(
+        "hostfw",
+        "Host firewall: an nftables table (iptables fallback) limiting who may open TCP connections to this host's ports",
+    )
+    .with_ipv6(true)
+    .with_private_ranges(true)
+    .with_unrestricted(UnrestrictedForm::Removed)
 }
 
 /// Build the provider for one target.
@@ -263,10 +260,7 @@ impl Provider for HostFw {
             Backend::Nftables => nft::write(&self.runner, &self.cfg, desired).await?,
             Backend::Iptables => iptables::write(&self.runner, &self.cfg, desired).await?,
         }
-        let mut applied = Applied {
-            changed: true,
-            ..Applied::default()
-        };
+        let mut applied = Applied::changed();
         if !before.problems.is_empty() {
             applied.notes.push(format!(
                 "rewrote rules that were missing, modified or declared differently: {}",
@@ -296,9 +290,10 @@ impl Provider for HostFw {
             Backend::Nftables => nft::remove(&self.runner, &self.cfg).await?,
             Backend::Iptables => iptables::remove(&self.runner, &self.cfg).await?,
         };
-        Ok(Applied {
-            changed,
-            ..Applied::default()
+        Ok(if changed {
+            Applied::changed()
+        } else {
+            Applied::unchanged()
         })
     }
 }
