@@ -418,10 +418,13 @@ impl ProviderError {
             ProviderError::Transient(m) => ProviderError::Transient(f(m)),
             ProviderError::Config(m) => ProviderError::Config(f(m)),
             ProviderError::Other(m) => ProviderError::Other(f(m)),
+            ProviderError::Unknown { kind, message } => ProviderError::Unknown {
+                kind,
+                message: f(message),
+            },
         }
     }
 
-    /// A short stable name for metrics and JSON output.
     /// A short stable name for metrics, JSON output and the plugin protocol.
     pub fn kind(&self) -> &'static str {
         match self {
