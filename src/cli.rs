@@ -10,28 +10,32 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "rangekeeper", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
+    pub top: TopFlags,
+    #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Flags given before the subcommand (`rangekeeper -f FILE plan`), as older versions and
+/// scripts write them. Each subcommand also takes the ones that apply to it, and its
+/// `--help` shows only those; a flag after the subcommand wins.
+#[derive(Debug, Args)]
+pub struct TopFlags {
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+}
+
+/// The settings every command reads: the logging flags (given anywhere), and the resolved
+/// values of the per-command flags (filled by [`Cli::resolve`]).
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The declaration file (YAML, or JSON by extension)
-    #[arg(
-        short = 'f',
-        long = "file",
-        global = true,
-        env = "RANGEKEEPER_FILE",
-        default_value = "rangekeeper.yaml"
-    )]
-    pub file: PathBuf,
-    /// Output format of data on stdout
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
-    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning
-    #[arg(long, global = true)]
-    pub strict: bool,
     /// More log output on stderr (-v: debug, -vv: trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -41,17 +45,172 @@ pub struct Global {
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Where live-source values are cached (and, for `reconcile`, the audit log is kept)
-    #[arg(long, global = true, env = "RANGEKEEPER_STATE_DIR", value_name = "DIR")]
+    /// The declaration file.
+    #[arg(skip)]
+    pub file: PathBuf,
+    /// Output format of data on stdout.
+    #[arg(skip)]
+    pub output: OutputFormat,
+    /// Host bits set are errors.
+    #[arg(skip)]
+    pub strict: bool,
+    /// Where live-source values are cached (and the audit log is kept).
+    #[arg(skip)]
     pub state_dir: Option<PathBuf>,
+    /// Echo endpoints for this machine's egress IP.
+    #[arg(skip)]
+    pub self_echo: Vec<reqwest::Url>,
+    /// Apply even when a change locks this machine out.
+    #[arg(skip)]
+    pub allow_lockout: bool,
+}
+
+/// `-f FILE`.
+#[derive(Debug, Args, Default)]
+pub struct FileFlag {
+    /// The declaration file (YAML, or JSON by extension) [env: RANGEKEEPER_FILE] [default:
+    /// rangekeeper.yaml]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+/// `-o FORMAT`.
+#[derive(Debug, Args, Default)]
+pub struct OutputFlag {
+    /// Output format of data on stdout [default: human]
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+}
+
+/// `--strict`.
+#[derive(Debug, Args, Default)]
+pub struct StrictFlag {
+    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `--state-dir DIR`.
+#[derive(Debug, Args, Default)]
+pub struct StateDirFlag {
+    /// Where live-source values are cached (and, for `reconcile`, the audit log is kept)
+    /// [env: RANGEKEEPER_STATE_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What commands that fetch live sources and change targets take.
+#[derive(Debug, Args, Default)]
+pub struct LiveFlags {
+    #[command(flatten)]
+    pub state: StateDirFlag,
     /// An echo endpoint that answers with this machine's egress IP (repeatable; all must
     /// agree). Enables the lockout guard; also used by sets with `self: true`
-    #[arg(long = "self-echo", global = true, value_name = "URL", value_parser = parse_echo_url)]
+    #[arg(long = "self-echo", value_name = "URL", value_parser = parse_echo_url)]
     pub self_echo: Vec<reqwest::Url>,
     /// Apply even when a change would leave this machine's egress IP outside a target it
     /// can reach now
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub allow_lockout: bool,
+}
+
+/// The per-command flags of one subcommand, for [`Cli::resolve`].
+#[derive(Default)]
+struct CommandFlags<'a> {
+    file: Option<&'a FileFlag>,
+    output: Option<&'a OutputFlag>,
+    strict: Option<&'a StrictFlag>,
+    state: Option<&'a StateDirFlag>,
+    live: Option<&'a LiveFlags>,
+}
+
+impl Cli {
+    /// Fill [`Global`] from the flags given before and after the subcommand (after wins),
+    /// then the environment, then the defaults.
+    pub fn resolve(mut self) -> Cli {
+        let f = self.command.flags();
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let g = &mut self.global;
+        let top = &self.top;
+        g.file = f
+            .file
+            .and_then(|x| x.file.clone())
+            .or_else(|| top.file.file.clone())
+            .or_else(|| env("RANGEKEEPER_FILE"))
+            .unwrap_or_else(|| PathBuf::from("rangekeeper.yaml"));
+        g.output = f
+            .output
+            .and_then(|x| x.output)
+            .or(top.output.output)
+            .unwrap_or_default();
+        g.strict = f.strict.is_some_and(|x| x.strict) || top.strict.strict;
+        let state = f.state.or(f.live.map(|l| &l.state));
+        g.state_dir = state
+            .and_then(|x| x.state_dir.clone())
+            .or_else(|| top.live.state.state_dir.clone())
+            .or_else(|| env("RANGEKEEPER_STATE_DIR"));
+        g.self_echo = match f.live {
+            Some(l) if !l.self_echo.is_empty() => l.self_echo.clone(),
+            _ => top.live.self_echo.clone(),
+        };
+        g.allow_lockout = f.live.is_some_and(|l| l.allow_lockout) || top.live.allow_lockout;
+        self
+    }
+}
+
+impl Command {
+    fn flags(&self) -> CommandFlags<'_> {
+        let c = |file, output, strict| CommandFlags {
+            file: Some(file),
+            output: Some(output),
+            strict: Some(strict),
+            ..CommandFlags::default()
+        };
+        match self {
+            Command::Validate(a) => c(&a.file, &a.output, &a.strict),
+            Command::Normalize(a) => CommandFlags {
+                output: Some(&a.output),
+                strict: Some(&a.strict),
+                ..CommandFlags::default()
+            },
+            Command::Plan(a) => CommandFlags {
+                live: Some(&a.live),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Apply(a) => CommandFlags {
+                live: Some(&a.live),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Show(a) => c(&a.file, &a.output, &a.strict),
+            Command::Update(a) => CommandFlags {
+                live: Some(&a.live),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Disable(a) => CommandFlags {
+                state: Some(&a.state),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Reconcile(a) => CommandFlags {
+                live: Some(&a.live),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Sources(SourcesArgs {
+                command: SourcesCommand::Accept(a),
+            }) => CommandFlags {
+                state: Some(&a.state),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Providers(a) => CommandFlags {
+                output: Some(&a.output),
+                ..CommandFlags::default()
+            },
+            Command::Schema | Command::Completions(_) => CommandFlags::default(),
+        }
+    }
 }
 
 fn parse_echo_url(s: &str) -> Result<reqwest::Url, String> {
@@ -62,9 +221,10 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::sources::spec::parse_duration(s)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum OutputFormat {
     /// Tables and text for people
+    #[default]
     Human,
     /// One JSON document
     Json,
@@ -99,7 +259,7 @@ pub enum Command {
     /// Manage live range sources (`url`, `dns`, `self` sets)
     Sources(SourcesArgs),
     /// List the built-in providers and what they accept
-    Providers,
+    Providers(ProvidersArgs),
     /// Print the JSON Schema of the declaration file
     Schema,
     /// Print shell completions
@@ -107,7 +267,20 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {}
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvidersArgs {
+    #[command(flatten)]
+    pub output: OutputFlag,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
@@ -124,12 +297,16 @@ pub struct NormalizeArgs {
     /// Read CIDRs from these files ("-" is stdin), one per line, `#` comments
     #[arg(short, long = "input")]
     pub inputs: Vec<PathBuf>,
-    /// Output format of the list
-    #[arg(long, value_enum, default_value_t = ListFormat::Plain)]
-    pub format: ListFormat,
+    /// Output format of the list (`-o json` is the same as `--format json`)
+    #[arg(long, value_enum)]
+    pub format: Option<ListFormat>,
     /// At most this many prefixes: print the optimal cover and its cost
     #[arg(long, value_name = "K")]
     pub max_ranges: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +320,14 @@ pub struct TargetSelect {
 pub struct PlanArgs {
     #[command(flatten)]
     pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -152,6 +337,14 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
     #[command(flatten)]
     pub change: ChangeArgs,
 }
@@ -174,6 +367,12 @@ pub struct ChangeArgs {
 pub struct ShowArgs {
     #[command(flatten)]
     pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
 }
 
 #[derive(Debug, Args)]
@@ -190,8 +389,20 @@ pub struct UpdateArgs {
     /// Replace what the target holds with exactly these CIDRs or sets
     #[arg(long, value_name = "CIDR|SET")]
     pub set: Vec<String>,
+    /// Let --remove drop ranges the declaration requires for this target (until the next
+    /// apply or reconcile puts them back)
+    #[arg(long, requires = "remove")]
+    pub drop_declared: bool,
     #[command(flatten)]
     pub change: ChangeArgs,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
 }
 
 #[derive(Debug, Args)]
@@ -205,12 +416,28 @@ pub struct DisableArgs {
     /// Return once the target accepted the change, without waiting for it to finish
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub state: StateDirFlag,
 }
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
     #[command(flatten)]
     pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
     /// One pass over every target, then exit: 0 when all converged, 1 naming the failed ones
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
@@ -249,11 +476,22 @@ pub struct SourcesArgs {
 pub enum SourcesCommand {
     /// Accept the value held back for a source (it grew or shrank more than tenfold) as its
     /// new last good value, in the state directory
-    Accept {
-        /// The set whose held-back value to accept
-        #[arg(value_name = "SET")]
-        set: String,
-    },
+    Accept(AcceptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AcceptArgs {
+    /// The set whose held-back value to accept
+    #[arg(value_name = "SET")]
+    pub set: String,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub state: StateDirFlag,
 }
 
 #[derive(Debug, Args)]

@@ -54,7 +54,7 @@ fn run_sync(cli: &Cli) -> Option<anyhow::Result<Outcome>> {
     Some(match &cli.command {
         Command::Validate(a) => commands::validate::run(g, a),
         Command::Normalize(a) => commands::normalize::run(g, a),
-        Command::Providers => commands::providers::run(g),
+        Command::Providers(_) => commands::providers::run(g),
         Command::Sources(a) => commands::sources::run(g, a),
         Command::Schema => {
             commands::print_json(&declaration::schema::schema()).map(|()| Outcome::Success)
@@ -84,7 +84,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Reconcile(a) => commands::reconcile::run(g, a).await,
         Command::Validate(_)
         | Command::Normalize(_)
-        | Command::Providers
+        | Command::Providers(_)
         | Command::Sources(_)
         | Command::Schema
         | Command::Completions(_) => run_sync(cli).unwrap_or(Ok(Outcome::Failure)),
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
     // Usage errors exit 1 (Terraform's convention): 2 means only "changes pending" under
     // `plan --detailed-exitcode`, so a script never reads a typo as pending changes.
     let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+        Ok(cli) => cli.resolve(),
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {

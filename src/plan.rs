@@ -62,9 +62,15 @@ impl TargetPlan {
         };
         let empty = RangeSet::new();
         let cur = current_set.as_ref().unwrap_or(&empty);
-        let add = desired.difference(cur);
-        let remove = cur.difference(&desired);
-        let unchanged = desired.intersection(cur);
+        // Shown as the lists are written: whole prefixes in and out, not split pieces.
+        let (add, remove) = prefix_diff(cur, &desired);
+        let (add, remove) = (RangeSet::from_nets(add), RangeSet::from_nets(remove));
+        let unchanged = RangeSet::from_nets(
+            desired
+                .prefixes()
+                .into_iter()
+                .filter(|p| !add.contains_net(p)),
+        );
         let in_sync = !unrestricted && add.is_empty() && remove.is_empty();
         if unrestricted && errors.is_empty() {
             warnings.push(format!(
@@ -114,6 +120,22 @@ impl TargetPlan {
             cover: None,
         }
     }
+}
+
+/// The change from `old` to `new` as a person wrote the lists: the aggregated prefixes of
+/// `new` that `old` does not have, and those of `old` that `new` does not have (adding
+/// `198.51.100.0/24` over a held `198.51.100.7/32` shows `+ 198.51.100.0/24` and
+/// `- 198.51.100.7/32`, not eight split prefixes).
+pub fn prefix_diff(
+    old: &RangeSet,
+    new: &RangeSet,
+) -> (Vec<rangekeeper_cidr::IpNet>, Vec<rangekeeper_cidr::IpNet>) {
+    let (o, n) = (old.prefixes(), new.prefixes());
+    let os: std::collections::HashSet<_> = o.iter().collect();
+    let ns: std::collections::HashSet<_> = n.iter().collect();
+    let added = n.iter().filter(|p| !os.contains(p)).copied().collect();
+    let removed = o.iter().filter(|p| !ns.contains(p)).copied().collect();
+    (added, removed)
 }
 
 #[cfg(test)]

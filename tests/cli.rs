@@ -153,7 +153,16 @@ targets:
     );
     assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
     let before = s.read("t.txt");
-    let o = s.run(&["update", "-t", "t", "--remove", "198.51.100.7", "--yes"]);
+    // (--drop-declared: past the refusal to drop a declared range, to reach the guard.)
+    let o = s.run(&[
+        "update",
+        "-t",
+        "t",
+        "--remove",
+        "198.51.100.7",
+        "--drop-declared",
+        "--yes",
+    ]);
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(stderr(&o).contains("nothing was applied"));
     assert_eq!(s.read("t.txt"), before);
@@ -198,6 +207,7 @@ fn update_add_remove_set() {
         "192.0.2.11",
         "--remove",
         "vpn",
+        "--drop-declared",
         "--yes",
     ]);
     assert_eq!(code(&o), 0, "{}", seen(&o));

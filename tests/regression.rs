@@ -496,3 +496,162 @@ fn without_root_the_test_command_says_what_it_leaves_out() {
     assert!(o.status.success(), "{}", seen(&o));
     assert_eq!(stderr(&o), "test: nothing left out\n", "{}", seen(&o));
 }
+
+/// #10.20: `-o json` on `normalize` was ignored.
+#[test]
+fn normalize_honours_output_json() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    for args in [
+        &["normalize", "-o", "json"][..],
+        &["-o", "json", "normalize"][..],
+    ] {
+        let o = s.run_stdin(args, "10.0.0.1\n10.0.0.0/31\n");
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+        assert_eq!(stdout(&o), "[\"10.0.0.0/31\"]\n", "{}", seen(&o));
+    }
+    // `--format` stays as an alias, and wins when given.
+    let o = s.run_stdin(
+        &["normalize", "-o", "json", "--format", "plain"],
+        "10.0.0.1\n",
+    );
+    assert_eq!(stdout(&o), "10.0.0.1/32\n", "{}", seen(&o));
+}
+
+/// #10.20: `apply -o json` without `--yes` printed nothing at all.
+#[test]
+fn apply_json_without_yes_still_prints_the_plan() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    let o = s.run(&["apply", "-o", "json"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["plans"][0]["status"], "changes", "{v}");
+    assert_eq!(v["results"], serde_json::json!([]), "{v}");
+    assert!(stderr(&o).contains("pass --yes to confirm"), "{}", seen(&o));
+    assert!(!s.exists("a.txt"));
+}
+
+/// #10.20: `update --add 198.51.100.0/24` over a held `.7/32` showed "8 to add" of split
+/// prefixes, `--remove` of the /24 also dropped the declared `.7/32`, and a refused update
+/// said it "will differ from its declaration".
+#[test]
+fn update_shows_diffs_as_written_and_keeps_declared_ranges() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.txt\n    allow: [198.51.100.7, 192.0.2.0/24]\n",
+    );
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let o = s.run(&["update", "-t", "t", "--add", "198.51.100.0/24", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("update_add_as_written", seen(&o));
+    let before = s.read("a.txt");
+    let o = s.run(&["update", "-t", "t", "--remove", "198.51.100.0/24", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("--remove would drop 1 range that `t` declares"),
+        "{}",
+        seen(&o)
+    );
+    assert_eq!(s.read("a.txt"), before, "changed although refused");
+    let o = s.run(&[
+        "update",
+        "-t",
+        "t",
+        "--remove",
+        "198.51.100.0/24",
+        "--drop-declared",
+        "--yes",
+    ]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert_eq!(lines_of(&s, "a.txt"), vec!["192.0.2.0/24"]);
+    let o = s.run(&["update", "-t", "t", "--set", "0.0.0.0/0", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        !stderr(&o).contains("will differ from its declaration"),
+        "{}",
+        seen(&o)
+    );
+}
+
+/// #10.20: every subcommand's `--help` listed every global flag (`--self-echo` on
+/// `normalize`, `--state-dir` on `schema`, ...).
+#[test]
+fn each_subcommand_help_shows_only_its_flags() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    let help = |cmd: &str| stdout(&s.run(&[cmd, "--help"]));
+    for (cmd, absent) in [
+        (
+            "normalize",
+            &["--file", "--state-dir", "--self-echo", "--allow-lockout"][..],
+        ),
+        (
+            "schema",
+            &["--file", "--output", "--strict", "--state-dir"][..],
+        ),
+        ("completions", &["--file", "--output", "--state-dir"][..]),
+        ("providers", &["--file", "--strict", "--state-dir"][..]),
+        ("show", &["--self-echo", "--allow-lockout"][..]),
+        ("validate", &["--state-dir", "--self-echo"][..]),
+    ] {
+        let h = help(cmd);
+        for flag in absent {
+            assert!(!h.contains(flag), "`{cmd} --help` shows {flag}:\n{h}");
+        }
+    }
+    for (cmd, present) in [
+        (
+            "plan",
+            &[
+                "--file",
+                "--output",
+                "--strict",
+                "--state-dir",
+                "--self-echo",
+            ][..],
+        ),
+        ("normalize", &["--output", "--strict", "--format"][..]),
+    ] {
+        let h = help(cmd);
+        for flag in present {
+            assert!(h.contains(flag), "`{cmd} --help` lacks {flag}:\n{h}");
+        }
+    }
+    insta::assert_snapshot!("normalize_help", help("normalize"));
+    // Flags before the subcommand keep working, as older scripts write them.
+    let o = s.run(&[
+        "--strict",
+        "-f",
+        "rangekeeper.yaml",
+        "--state-dir",
+        "st",
+        "validate",
+    ]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+}
+
+/// #10.20: the README said `disable` writes `allow all;` for nginx; it writes the two
+/// every-address rules.
+#[test]
+fn readme_disable_text_matches_what_the_nginx_file_gets() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.conf\n    format: nginx\n    allow: [192.0.2.0/24]\n",
+    );
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    assert_eq!(code(&s.run(&["disable", "-t", "t", "--yes"])), 0);
+    let written = s.read("a.conf");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("`disable` writes"))
+        .expect("the README describes what `disable` writes");
+    for quoted in line
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|q| q.ends_with(';'))
+    {
+        assert!(
+            written.contains(quoted),
+            "README says `{quoted}`, the file has:\n{written}"
+        );
+    }
+    assert!(line.contains("allow 0.0.0.0/0;"), "{line}");
+}

@@ -123,9 +123,17 @@ pub async fn execute(
         changing.len(),
         if changing.len() == 1 { "" } else { "s" }
     );
-    if !commands::confirm(&question, yes, "--yes")? {
-        finish(Vec::new())?;
-        return Err(commands::Reported("cancelled: nothing was applied".into()).into());
+    // The plan is printed (as JSON too) before a refusal to go on without `--yes`.
+    match commands::confirm(&question, yes, "--yes") {
+        Ok(true) => {}
+        Ok(false) => {
+            finish(Vec::new())?;
+            return Err(commands::Reported("cancelled: nothing was applied".into()).into());
+        }
+        Err(e) => {
+            finish(Vec::new())?;
+            return Err(e);
+        }
     }
     let jobs = changing.iter().filter_map(|p| {
         bound

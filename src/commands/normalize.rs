@@ -82,7 +82,11 @@ pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
             set = report.cover.set;
         }
     }
-    write_list(&set, args.format)?;
+    let format = args.format.unwrap_or(match global.output {
+        crate::cli::OutputFormat::Json => ListFormat::Json,
+        _ => ListFormat::Plain,
+    });
+    write_list(&set, format)?;
     Ok(Outcome::Success)
 }
 

@@ -14,7 +14,7 @@ use crate::sources::{Store, tracked_specs};
 pub fn run(global: &Global, args: &SourcesArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "sources")?;
     match &args.command {
-        SourcesCommand::Accept { set } => accept(global, set),
+        SourcesCommand::Accept(a) => accept(global, &a.set),
     }
 }
 
@@ -49,7 +49,7 @@ fn accept(global: &Global, set: &str) -> anyhow::Result<Outcome> {
     store.sync(&specs);
     let (old, new) = store.accept(set).map_err(|e| anyhow!(e))?;
     let old = old.unwrap_or_default();
-    let (added, removed) = crate::output::prefix_diff(&old, &new);
+    let (added, removed) = crate::plan::prefix_diff(&old, &new);
     match global.output {
         OutputFormat::Json => commands::print_json(&serde_json::json!({
             "source": set,

@@ -89,6 +89,17 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
                 RangeSet::new()
             }
         };
+        // The declaration itself requires these: dropping them by hand is refused unless
+        // told, since the next apply or reconcile would put them back anyway.
+        let declared = remove.intersection(&b.target.desired);
+        if !declared.is_empty() && !args.drop_declared {
+            bail!(
+                "--remove would drop {} that `{}` declares in {} ({declared}); nothing was changed. Remove it from the declaration, or pass --drop-declared to take it out until the next apply",
+                crate::output::count(declared.len(), "range"),
+                args.target,
+                decl.file
+            );
+        }
         let missing = remove.difference(&current);
         if !missing.is_empty() {
             warnings.push(format!(
@@ -100,7 +111,10 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
     };
     let mut plan = commands::plan_with_state(b, &desired, &state);
     plan.warnings.extend(warnings);
-    if !b.target.desired.is_empty() && plan.desired != b.target.desired {
+    if plan.status == crate::plan::Status::Changes
+        && !b.target.desired.is_empty()
+        && plan.desired != b.target.desired
+    {
         tracing::warn!(
             "`{}` will differ from its declaration in {}: the next `apply` or reconcile reverts this change",
             args.target,

@@ -16,22 +16,6 @@ const RED: Style = AnsiColor::Red.on_default();
 const YELLOW: Style = AnsiColor::Yellow.on_default();
 const DIM: Style = Style::new().dimmed();
 
-/// The change from `old` to `new` as a person wrote the lists: the aggregated prefixes of
-/// `new` that `old` does not have, and those of `old` that `new` does not have (adding
-/// `198.51.100.0/24` over a held `198.51.100.7/32` shows `+ 198.51.100.0/24` and
-/// `- 198.51.100.7/32`, not eight split prefixes).
-pub fn prefix_diff(
-    old: &rangekeeper_cidr::RangeSet,
-    new: &rangekeeper_cidr::RangeSet,
-) -> (Vec<rangekeeper_cidr::IpNet>, Vec<rangekeeper_cidr::IpNet>) {
-    let (o, n) = (old.prefixes(), new.prefixes());
-    let os: std::collections::HashSet<_> = o.iter().collect();
-    let ns: std::collections::HashSet<_> = n.iter().collect();
-    let added = n.iter().filter(|p| !os.contains(p)).copied().collect();
-    let removed = o.iter().filter(|p| !ns.contains(p)).copied().collect();
-    (added, removed)
-}
-
 /// `1 range`, `3 ranges`: a count with its noun in the right number.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
