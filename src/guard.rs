@@ -406,16 +406,11 @@ mod regression {
     }
 
     fn caps(max_ranges: usize, ipv6: bool, private_ranges: bool) -> Capabilities {
-        Capabilities {
-            name: "test",
-            description: "a test target",
-            max_ranges: Some(max_ranges),
-            ipv4: true,
-            ipv6,
-            private_ranges,
-            unrestricted: UnrestrictedForm::EmptyList,
-            async_apply: false,
-        }
+        Capabilities::new("test", "a test target")
+            .with_max_ranges(Some(max_ranges))
+            .with_ipv6(ipv6)
+            .with_private_ranges(private_ranges)
+            .with_unrestricted(UnrestrictedForm::EmptyList)
     }
 
     fn policy(allow_broad: bool, on_exceed: OnExceed, max_extra: Option<MaxExtra>) -> Policy {
@@ -500,10 +495,7 @@ mod regression {
             s.prefixes()
                 .iter()
                 .filter_map(|p| rangekeeper_cidr::special_purpose(p))
-                .map(|(b, why)| Violation {
-                    range: Some(b.to_string()),
-                    message: why.into(),
-                })
+                .map(|(b, why)| Violation::at(b, why))
                 .collect()
         };
         let c = check(
