@@ -30,6 +30,11 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_eks::capabilities,
             factory: rangekeeper_provider_eks::factory,
         },
+        #[cfg(feature = "gke")]
+        Entry {
+            capabilities: rangekeeper_provider_gke::capabilities,
+            factory: rangekeeper_provider_gke::factory,
+        },
         #[cfg(feature = "hostfw")]
         Entry {
             name: "hostfw",

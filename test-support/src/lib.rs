@@ -5,3 +5,5 @@
 
 pub mod fake_arm;
 pub mod netns_probe;
+#[cfg(feature = "gke")]
+pub mod gke;
