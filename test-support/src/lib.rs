@@ -4,6 +4,6 @@
 //! probes for the host-firewall tests. Used only as a dev-dependency; never published.
 
 pub mod fake_arm;
-pub mod netns_probe;
 #[cfg(feature = "gke")]
 pub mod gke;
+pub mod netns_probe;
