@@ -2,14 +2,11 @@
 //! Operations, Google error bodies, fake token endpoints): plan, apply, re-plan in sync,
 //! show, disable, limits refused before any call, and a service-account key found through
 //! GOOGLE_APPLICATION_CREDENTIALS.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::process::Output;
 use std::time::Duration;
 
-use common::{Scratch, seen};
+use crate::common::{self, Scratch, seen};
 use rangekeeper_test_support::gke::{FakeGke, example_cluster};
 use serde_json::{Value, json};
 

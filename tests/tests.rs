@@ -10,5 +10,7 @@ mod cli;
 mod common;
 #[cfg(feature = "eks")]
 mod eks;
+#[cfg(feature = "gke")]
+mod gke;
 mod reconcile;
 mod regression;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use rangekeeper_provider::ProviderError;
+use rangekeeper_provider::{ProviderError, Secret};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,44 +35,31 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 /// The lifetime asked for when impersonating a service account.
 const IMPERSONATION_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// A secret string (token, private key, refresh token): `Debug` and `Display` show `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// Secret text (a token, a private key, a refresh token), redacted by the shared type.
+pub type SecretText = Secret<String>;
 
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Wrap text as a secret.
+pub fn secret(s: impl Into<String>) -> SecretText {
+    Secret::from(s.into())
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
+/// Read a secret's text, for the one place that sends it.
+fn reveal(s: &SecretText) -> &str {
+    s.as_ref().expose().as_str()
 }
 
 /// An OAuth access token.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct AccessToken(Secret);
+pub struct AccessToken(SecretText);
 
 impl AccessToken {
     pub fn new(token: impl Into<String>) -> Self {
-        AccessToken(Secret::new(token))
+        AccessToken(secret(token))
     }
 
     /// The `Authorization` header value, marked sensitive so HTTP logging hides it.
     pub fn header_value(&self) -> Result<reqwest::header::HeaderValue, ProviderError> {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.0.expose()))
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", reveal(&self.0)))
             .map_err(|_| {
                 ProviderError::Auth(
                     "the access token contains characters not allowed in an HTTP header".into(),
@@ -83,7 +70,7 @@ impl AccessToken {
     }
 
     pub fn expose(&self) -> &str {
-        self.0.expose()
+        reveal(&self.0)
     }
 }
 
@@ -114,7 +101,7 @@ impl TokenSource for StaticToken {
 /// process environment).
 #[derive(Default, Clone)]
 pub struct CredentialEnv {
-    pub access_token: Option<Secret>,
+    pub access_token: Option<SecretText>,
     /// `GOOGLE_APPLICATION_CREDENTIALS`
     pub application_credentials: Option<PathBuf>,
     /// gcloud's config directory: `CLOUDSDK_CONFIG`, else `~/.config/gcloud`.
@@ -149,7 +136,7 @@ impl CredentialEnv {
             }
         });
         CredentialEnv {
-            access_token: var(ACCESS_TOKEN_VAR).map(|t| Secret::new(t.trim())),
+            access_token: var(ACCESS_TOKEN_VAR).map(|t| secret(t.trim())),
             application_credentials: var("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
             gcloud_config_dir,
             metadata_host: var("GCE_METADATA_HOST"),
@@ -164,8 +151,8 @@ pub enum CredentialFile {
     ServiceAccount(ServiceAccountKey),
     AuthorizedUser {
         client_id: String,
-        client_secret: Secret,
-        refresh_token: Secret,
+        client_secret: SecretText,
+        refresh_token: SecretText,
         token_uri: Url,
     },
     ExternalAccount(ExternalAccount),
@@ -177,17 +164,8 @@ pub struct ServiceAccountKey {
     pub client_email: String,
     pub private_key_id: Option<String>,
     /// PKCS#8 DER.
-    private_key: SecretBytes,
+    private_key: Secret<Vec<u8>>,
     pub token_uri: Url,
-}
-
-#[derive(Clone)]
-struct SecretBytes(Vec<u8>);
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// Where an external account's subject token comes from.
@@ -196,7 +174,7 @@ pub enum SubjectSource {
     File(PathBuf),
     Url {
         url: Url,
-        headers: Vec<(String, Secret)>,
+        headers: Vec<(String, SecretText)>,
     },
 }
 
@@ -282,7 +260,7 @@ impl CredentialFile {
                 Ok(CredentialFile::ServiceAccount(ServiceAccountKey {
                     client_email: need(raw.client_email, "client_email")?,
                     private_key_id: raw.private_key_id.filter(|s| !s.is_empty()),
-                    private_key: SecretBytes(der),
+                    private_key: Secret::from(der),
                     token_uri: url(
                         raw.token_uri.as_deref().unwrap_or(DEFAULT_TOKEN_URI),
                         "token_uri",
@@ -291,8 +269,8 @@ impl CredentialFile {
             }
             Some("authorized_user") => Ok(CredentialFile::AuthorizedUser {
                 client_id: need(raw.client_id, "client_id")?,
-                client_secret: Secret::new(need(raw.client_secret, "client_secret")?),
-                refresh_token: Secret::new(need(raw.refresh_token, "refresh_token")?),
+                client_secret: secret(need(raw.client_secret, "client_secret")?),
+                refresh_token: secret(need(raw.refresh_token, "refresh_token")?),
                 token_uri: url(
                     raw.token_uri.as_deref().unwrap_or(DEFAULT_TOKEN_URI),
                     "token_uri",
@@ -370,7 +348,7 @@ fn subject_source(v: &Value) -> Result<(SubjectSource, SubjectFormat), String> {
             .and_then(Value::as_object)
             .map(|h| {
                 h.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), Secret::new(s))))
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), secret(s))))
                     .collect()
             })
             .unwrap_or_default();
@@ -397,7 +375,7 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A signed JWT for the service-account bearer grant (RFC 7523), RS256.
-pub fn signed_assertion(key: &ServiceAccountKey, now: u64) -> Result<Secret, ProviderError> {
+pub fn signed_assertion(key: &ServiceAccountKey, now: u64) -> Result<SecretText, ProviderError> {
     let mut header = json!({"alg": "RS256", "typ": "JWT"});
     if let Some(kid) = &key.private_key_id {
         header["kid"] = Value::String(kid.clone());
@@ -414,7 +392,7 @@ pub fn signed_assertion(key: &ServiceAccountKey, now: u64) -> Result<Secret, Pro
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&key.private_key.0)
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(key.private_key.as_ref().expose())
         .map_err(|e| ProviderError::Auth(format!("the service account key is not usable: {e}")))?;
     let mut sig = vec![0u8; pair.public_modulus_len()];
     pair.sign(
@@ -424,7 +402,7 @@ pub fn signed_assertion(key: &ServiceAccountKey, now: u64) -> Result<Secret, Pro
         &mut sig,
     )
     .map_err(|_| ProviderError::Auth("signing the token request failed".into()))?;
-    Ok(Secret::new(format!(
+    Ok(secret(format!(
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(sig)
     )))
@@ -588,7 +566,7 @@ impl CredentialChain {
                     let assertion = signed_assertion(key, unix_now())?;
                     let form = [
                         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                        ("assertion", assertion.expose()),
+                        ("assertion", reveal(&assertion)),
                     ];
                     let req = self.http.post(key.token_uri.clone()).form(&form);
                     self.token_response(
@@ -608,8 +586,8 @@ impl CredentialChain {
                     let form = [
                         ("grant_type", "refresh_token"),
                         ("client_id", client_id.as_str()),
-                        ("client_secret", client_secret.expose()),
-                        ("refresh_token", refresh_token.expose()),
+                        ("client_secret", reveal(client_secret)),
+                        ("refresh_token", reveal(refresh_token)),
                     ];
                     let req = self.http.post(token_uri.clone()).form(&form);
                     self.token_response(req, Method::POST, token_uri, "the refresh token grant")
@@ -635,7 +613,7 @@ impl CredentialChain {
                 "urn:ietf:params:oauth:token-type:access_token",
             ),
             ("subject_token_type", ext.subject_token_type.as_str()),
-            ("subject_token", subject.expose()),
+            ("subject_token", reveal(&subject)),
         ];
         let req = self.http.post(ext.token_url.clone()).form(&form);
         let federated = self
@@ -674,7 +652,7 @@ impl CredentialChain {
         })
     }
 
-    async fn subject_token(&self, ext: &ExternalAccount) -> Result<Secret, ProviderError> {
+    async fn subject_token(&self, ext: &ExternalAccount) -> Result<SecretText, ProviderError> {
         let raw = match &ext.source {
             SubjectSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
                 ProviderError::Auth(format!(
@@ -685,7 +663,7 @@ impl CredentialChain {
             SubjectSource::Url { url, headers } => {
                 let mut req = self.http.get(url.clone());
                 for (k, v) in headers {
-                    req = req.header(k.as_str(), v.expose());
+                    req = req.header(k.as_str(), reveal(v));
                 }
                 let resp = req
                     .send()
@@ -718,7 +696,7 @@ impl CredentialChain {
         if token.is_empty() {
             return Err(ProviderError::Auth("the subject token is empty".into()));
         }
-        Ok(Secret::new(token))
+        Ok(secret(token))
     }
 
     /// Send a token request and read `{access_token, expires_in}`.
@@ -828,7 +806,7 @@ mod tests {
         let t = AccessToken::new("ya29.secret");
         assert!(!format!("{t:?}").contains("ya29"));
         let env = CredentialEnv {
-            access_token: Some(Secret::new("ya29.secret")),
+            access_token: Some(secret("ya29.secret")),
             ..CredentialEnv::default()
         };
         assert!(!format!("{env:?}").contains("ya29"));

@@ -1,7 +1,6 @@
 //! The GKE provider against the fake GKE API of `rangekeeper-test-support`: the conformance
 //! suite, the one-field update with the etag, Operations, typed errors (one attempt per
 //! call), limits before any call, notes as display names, and every credential kind.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
