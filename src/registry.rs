@@ -32,6 +32,7 @@ pub fn entries() -> Vec<Entry> {
         },
         #[cfg(feature = "gke")]
         Entry {
+            name: rangekeeper_provider_gke::NAME,
             capabilities: rangekeeper_provider_gke::capabilities,
             factory: rangekeeper_provider_gke::factory,
         },

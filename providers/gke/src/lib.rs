@@ -39,17 +39,17 @@ pub const MAX_RANGES: usize = 50;
 
 /// The static capabilities of the GKE provider.
 pub fn capabilities() -> Capabilities {
-    Capabilities {
-        name: NAME,
-        description: "Google Kubernetes Engine: control-plane authorized networks via the GKE API",
-        max_ranges: Some(MAX_RANGES),
-        ipv4: true,
-        ipv6: true,
-        // Private ranges reach a private endpoint (VPC, on-premises over VPN/Interconnect).
-        private_ranges: true,
-        unrestricted: UnrestrictedForm::Removed,
-        async_apply: true,
-    }
+    Capabilities::new(
+        NAME,
+        "Google Kubernetes Engine: control-plane authorized networks via the GKE API",
+    )
+    .with_max_ranges(Some(MAX_RANGES))
+    .with_ipv4(true)
+    .with_ipv6(true)
+    // Private ranges reach a private endpoint (VPC, on-premises over VPN/Interconnect).
+    .with_private_ranges(true)
+    .with_unrestricted(UnrestrictedForm::Removed)
+    .with_async_apply(true)
 }
 
 /// Build the provider for one target, with credentials as Google's tools find them (see
@@ -160,7 +160,7 @@ impl GkeProvider {
         let nets = cluster::networks(&read.body)?;
         if goal.is_met_by(&nets.restriction()?) {
             tracing::debug!(cluster = %self.target.cluster, "already in sync: nothing sent");
-            return Ok(Applied::default());
+            return Ok(Applied::unchanged());
         }
         let config = cluster::desired_config(&nets, goal, &self.target.notes);
         let body = cluster::update_body(&self.target.resource_name(), config, read.etag.as_deref());
@@ -170,29 +170,22 @@ impl GkeProvider {
         ));
         let op = self.client.update_cluster(&body).await?;
         if !opts.wait {
-            return Ok(Applied {
-                changed: true,
-                pending: true,
-                notes: vec![format!(
-                    "GKE accepted the update as operation {}; it finishes in the background",
-                    op.name
-                )],
-            });
+            return Ok(Applied::pending().with_note(format!(
+                "GKE accepted the update as operation {}; it finishes in the background",
+                op.name
+            )));
         }
         self.wait(op, opts).await?;
         let back = self.client.get_cluster().await?;
         let held = cluster::networks(&back.body)?.restriction()?;
         if goal.is_met_by(&held) {
-            return Ok(Applied {
-                changed: true,
-                pending: false,
-                notes: Vec::new(),
-            });
+            return Ok(Applied::changed());
         }
         let held = match held {
             Restriction::Unrestricted => "no restriction".to_owned(),
             Restriction::Ranges(s) if s.is_empty() => "an empty list".to_owned(),
             Restriction::Ranges(s) => s.to_string(),
+            other => format!("{other:?}"),
         };
         Err(ProviderError::Conflict(format!(
             "cluster `{}` was changed by someone else after our update finished: it now holds {held}",
@@ -207,9 +200,11 @@ pub fn violations(desired: &RangeSet) -> Vec<Violation> {
         .prefixes()
         .iter()
         .filter(|n| n.prefix_len() == 0)
-        .map(|n| Violation {
-            range: Some(n.to_string()),
-            message: "allowing every address is not a restriction; lift it with `rangekeeper disable` (authorized networks disabled)".into(),
+        .map(|n| {
+            Violation::at(
+                n,
+                "allowing every address is not a restriction; lift it with `rangekeeper disable` (authorized networks disabled)",
+            )
         })
         .collect()
 }
