@@ -1,12 +1,14 @@
 //! The embedded default provider: an allow-list file that a reverse proxy in front of an API
 //! server consumes (`plain`, `nginx`, `haproxy` or `json`), written atomically, with an
-//! optional reload command.
+//! optional reload command. The file is read back as what it enforces ([`enforced`]) and
+//! only regular files are read or written, through symlinks ([`fsio`]).
 
-use std::io::Write;
+pub mod enforced;
+pub mod fsio;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rangekeeper_provider::cidr::{self, IpNet};
 use rangekeeper_provider::{
     Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
     TargetConfig, UnrestrictedForm,
@@ -154,115 +156,36 @@ impl FileProvider {
         }
     }
 
-    /// Parse a file's content back into the ranges it allows.
-    pub fn parse_content(&self, text: &str) -> Result<RangeSet, ProviderError> {
-        let bad = |line: usize, msg: String| {
-            ProviderError::Other(format!("{}:{line}: {msg}", self.path.display()))
-        };
-        let mut nets: Vec<IpNet> = Vec::new();
-        match self.format {
-            Format::Json => {
-                let v: serde_json::Value = serde_json::from_str(text)
-                    .map_err(|e| bad(e.line(), format!("not valid JSON: {e}")))?;
-                let ranges = v
-                    .get("ranges")
-                    .and_then(|r| r.as_array())
-                    .ok_or_else(|| bad(1, "expected an object with a `ranges` list".to_owned()))?;
-                for r in ranges {
-                    let s = r
-                        .as_str()
-                        .ok_or_else(|| bad(1, format!("range {r} is not a string")))?;
-                    nets.push(cidr::parse(s).map_err(|e| bad(1, e.to_string()))?.net);
-                }
-            }
-            Format::Plain | Format::Haproxy | Format::Nginx => {
-                for (i, line) in text.lines().enumerate() {
-                    let line_no = i + 1;
-                    let line = line.split('#').next().unwrap_or("").trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let entry = if self.format == Format::Nginx {
-                        if line == "deny all;" {
-                            continue;
-                        }
-                        match line
-                            .strip_prefix("allow ")
-                            .and_then(|l| l.strip_suffix(';'))
-                        {
-                            Some("all") => {
-                                nets.push(all_v4());
-                                nets.push(all_v6());
-                                continue;
-                            }
-                            Some(c) => c.trim(),
-                            None => {
-                                return Err(bad(
-                                    line_no,
-                                    format!(
-                                        "expected `allow CIDR;` or `deny all;`, found `{line}`"
-                                    ),
-                                ));
-                            }
-                        }
-                    } else {
-                        line
-                    };
-                    nets.push(
-                        cidr::parse(entry)
-                            .map_err(|e| bad(line_no, e.to_string()))?
-                            .net,
-                    );
-                }
-            }
-        }
-        Ok(RangeSet::from_nets(nets))
+    /// What a file's content enforces, as the proxy reading it would apply it.
+    pub fn parse_content(&self, text: &str) -> Result<enforced::Enforced, ProviderError> {
+        enforced::read(self.format, text).map_err(|e| {
+            ProviderError::Other(format!("{}:{}: {}", self.path.display(), e.line, e.message))
+        })
     }
 
-    /// Write `content` atomically: a temp file in the same directory, fsync, rename, fsync
-    /// the directory. An existing file's permissions are kept.
-    fn write_atomic(&self, content: &str) -> Result<(), ProviderError> {
-        let io = |what: &str, e: std::io::Error| {
-            let msg = format!("{what} {}: {e}", self.path.display());
-            match e.kind() {
+    fn fs_error(&self, e: fsio::FsError) -> ProviderError {
+        let msg = e.describe(&self.path);
+        match e {
+            fsio::FsError::Io(_, io) => match io.kind() {
                 std::io::ErrorKind::PermissionDenied => ProviderError::Auth(msg),
                 std::io::ErrorKind::NotFound => ProviderError::NotFound(msg),
                 _ => ProviderError::Other(msg),
-            }
-        };
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if !dir.is_dir() {
-            return Err(ProviderError::NotFound(format!(
-                "the directory of {} does not exist",
-                self.path.display()
-            )));
+            },
+            fsio::FsError::NotRegular(_) => ProviderError::Config(msg),
+            _ => ProviderError::Other(msg),
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".rangekeeper-")
-            .tempfile_in(&dir)
-            .map_err(|e| io("cannot create a temporary file beside", e))?;
-        tmp.write_all(content.as_bytes())
-            .map_err(|e| io("cannot write", e))?;
-        #[cfg(unix)]
-        {
-            let perms = match std::fs::metadata(&self.path) {
-                Ok(m) => m.permissions(),
-                Err(_) => default_permissions(),
-            };
-            std::fs::set_permissions(tmp.path(), perms)
-                .map_err(|e| io("cannot set permissions for", e))?;
-        }
-        tmp.as_file().sync_all().map_err(|e| io("cannot sync", e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| io("cannot replace", e.error))?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            // Make the rename durable; not every filesystem supports syncing a directory.
-            let _ = d.sync_all();
-        }
-        Ok(())
+    }
+
+    /// The file's text, `None` when it does not exist yet.
+    fn read_text(&self) -> Result<Option<String>, ProviderError> {
+        fsio::read_regular(&self.path).map_err(|e| self.fs_error(e))
+    }
+
+    /// Write `content` atomically through symlinks, keeping owner, group and mode.
+    fn write_atomic(&self, content: &str) -> Result<(), ProviderError> {
+        fsio::write_atomic(&self.path, content)
+            .map(|_| ())
+            .map_err(|e| self.fs_error(e))
     }
 
     /// Run the reload command, if any; a failure is returned as a note, not an error: the
@@ -314,22 +237,8 @@ impl FileProvider {
     }
 }
 
-fn all_v4() -> IpNet {
-    IpNet::V4(cidr::Ipv4Net::default())
-}
-
-fn all_v6() -> IpNet {
-    IpNet::V6(cidr::Ipv6Net::default())
-}
-
 fn everything() -> RangeSet {
-    RangeSet::from_nets([all_v4(), all_v6()])
-}
-
-#[cfg(unix)]
-fn default_permissions() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(0o644)
+    enforced::everything()
 }
 
 #[async_trait::async_trait]
@@ -339,30 +248,26 @@ impl Provider for FileProvider {
     }
 
     async fn current(&self) -> Result<State, ProviderError> {
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut s = State::new(Restriction::Unrestricted);
-                s.details
-                    .push(("path".into(), self.path.display().to_string()));
-                s.warnings.push(format!(
-                    "{} does not exist yet: nothing is restricted",
-                    self.path.display()
-                ));
-                return Ok(s);
-            }
-            Err(e) => {
-                return Err(ProviderError::Other(format!(
-                    "cannot read {}: {e}",
-                    self.path.display()
-                )));
-            }
+        let this = self.clone();
+        let text = tokio::task::spawn_blocking(move || this.read_text())
+            .await
+            .map_err(|e| ProviderError::Other(format!("reading {}: {e}", self.path.display())))??;
+        let Some(text) = text else {
+            let mut s = State::new(Restriction::Unrestricted);
+            s.details
+                .push(("path".into(), self.path.display().to_string()));
+            s.warnings.push(format!(
+                "{} does not exist yet: nothing is restricted",
+                self.path.display()
+            ));
+            return Ok(s);
         };
-        let set = self.parse_content(&text)?;
-        let restriction = if set.is_superset(&everything()) {
+        let enforced = self.parse_content(&text)?;
+        let admitted = enforced.admitted;
+        let restriction = if admitted.is_superset(&everything()) {
             Restriction::Unrestricted
         } else {
-            Restriction::Ranges(set)
+            Restriction::Ranges(admitted.clone())
         };
         let mut s = State::new(restriction);
         s.details
@@ -372,6 +277,15 @@ impl Provider for FileProvider {
                 "{} was not written by rangekeeper; applying replaces it",
                 self.path.display()
             ));
+        } else if text != self.render(&admitted, false) && text != self.render(&everything(), true)
+        {
+            s.warnings.push(format!(
+                "{} differs from what rangekeeper writes for the addresses it admits (edited by hand?); the next apply rewrites it",
+                self.path.display()
+            ));
+        }
+        for n in enforced.notes {
+            s.warnings.push(format!("{}: {n}", self.path.display()));
         }
         Ok(s)
     }
@@ -386,9 +300,8 @@ impl Provider for FileProvider {
                 "refusing to write an empty allow-list".into(),
             ));
         }
-        if let Restriction::Ranges(cur) = self.current().await?.restriction
-            && &cur == desired
-        {
+        // A no-op only when the file is exactly what would be written.
+        if self.read_text()?.as_deref() == Some(self.render(desired, false).as_str()) {
             return Ok(Applied::default());
         }
         self.write_and_reload(desired, false).await
@@ -404,6 +317,8 @@ impl Provider for FileProvider {
 
 #[cfg(test)]
 mod tests {
+    use rangekeeper_provider::cidr;
+
     use super::*;
 
     fn provider(dir: &Path, format: &str, extra: serde_json::Value) -> FileProvider {
