@@ -208,6 +208,10 @@ impl Command {
                 output: Some(&a.output),
                 ..CommandFlags::default()
             },
+            Command::Import(a) => CommandFlags {
+                file: Some(&a.file),
+                ..CommandFlags::default()
+            },
             Command::Schema | Command::Completions(_) => CommandFlags::default(),
         }
     }
@@ -254,6 +258,9 @@ pub enum Command {
     Update(UpdateArgs),
     /// Lift a target's restriction (anyone may connect afterwards)
     Disable(DisableArgs),
+    /// Read what each target of a skeleton declaration holds now and print the complete
+    /// declaration, with shared ranges factored into named sets
+    Import(ImportArgs),
     /// Keep every target converged: one pass (`--once`, for cron) or a loop that corrects drift
     Reconcile(ReconcileArgs),
     /// Manage live range sources (`url`, `dns`, `self` sets)
@@ -373,6 +380,26 @@ pub struct ShowArgs {
     pub output: OutputFlag,
     #[command(flatten)]
     pub strict: StrictFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    /// Output format of the declaration on stdout [default: yaml]
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    pub output: Option<ImportFormat>,
+}
+
+/// What `import` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// The skeleton's YAML with `sets` and `allow` filled in (comments kept)
+    Yaml,
+    /// A JSON declaration
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod declaration;
 mod guard;
+mod import;
 mod output;
 mod plan;
 mod reconcile;
@@ -81,6 +82,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Show(a) => commands::show::run(g, a).await,
         Command::Update(a) => commands::update::run(g, a).await,
         Command::Disable(a) => commands::disable::run(g, a).await,
+        Command::Import(a) => commands::import::run(g, a).await,
         Command::Reconcile(a) => commands::reconcile::run(g, a).await,
         Command::Validate(_)
         | Command::Normalize(_)

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod disable;
+pub mod import;
 pub mod normalize;
 pub mod plan;
 pub mod providers;
