@@ -12,5 +12,6 @@ mod common;
 mod eks;
 #[cfg(feature = "gke")]
 mod gke;
+mod import;
 mod reconcile;
 mod regression;

@@ -254,8 +254,12 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
         },
     };
     self_check(&body, is_json, &text, &reads, &bound)?;
+    tracing::debug!(
+        "factored and written in {} ms",
+        started.elapsed().as_millis()
+    );
     for i in &rep.infos {
-        tracing::info!(target: "rangekeeper::progress", "{i} (in {} ms)", started.elapsed().as_millis());
+        tracing::info!(target: "rangekeeper::progress", "{i}");
     }
     commands::print_human(&body)?;
     Ok(Outcome::Success)

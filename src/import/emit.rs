@@ -163,12 +163,12 @@ pub fn splice_yaml(text: &str, target_names: &[String], out: &Output) -> Option<
     let first = (t_line + 1..t_end).find(|&i| is_content(lines[i]))?;
     let key_indent = indent_of(lines[first]);
     let mut keys: Vec<(usize, String)> = Vec::new();
-    for i in first..t_end {
-        if is_content(lines[i]) && indent_of(lines[i]) <= key_indent {
-            if indent_of(lines[i]) < key_indent {
+    for (i, l) in lines.iter().enumerate().take(t_end).skip(first) {
+        if is_content(l) && indent_of(l) <= key_indent {
+            if indent_of(l) < key_indent {
                 return None;
             }
-            keys.push((i, block_key(lines[i])?));
+            keys.push((i, block_key(l)?));
         }
     }
     if keys.iter().map(|(_, k)| k).ne(target_names.iter()) {
@@ -209,8 +209,7 @@ pub fn splice_yaml(text: &str, target_names: &[String], out: &Output) -> Option<
                         if is_content(l) && indent_of(l) == field_indent && any_key(l) == Some(key)
                         {
                             let mut end = i;
-                            for j in i + 1..=last {
-                                let m = lines[j];
+                            for (j, m) in lines.iter().enumerate().take(last + 1).skip(i + 1) {
                                 if !is_content(m) {
                                     continue;
                                 }
@@ -289,7 +288,7 @@ pub fn splice_yaml(text: &str, target_names: &[String], out: &Output) -> Option<
                     at -= 1;
                 }
                 let prev = replaced[at].take();
-                let mut s = format!("sets:\n{sets_text}");
+                let mut s = format!("sets:\n{sets_text}\n");
                 match prev {
                     Some(p) => s.push_str(&p),
                     None if dropped[at] => {}
@@ -412,7 +411,7 @@ mod tests {
         let got = splice_yaml(text, &["a".into(), "b".into()], &sample()).unwrap();
         assert_eq!(
             got,
-            "# fleet\nversion: 1\n\nsets:\n  office:\n    - {cidr: 203.0.113.0/24, note: \"HQ\"}\n# the targets\ntargets:\n  # first\n  a:\n    provider: file   # here\n    path: a.conf\n    # imported\n    allowBroad: true\n    allow:\n      - office\n      - 2001:db8::/32\n\n  # b is open\n  # b:\n  #   provider: file\n  #   path: b.conf\n# end\n"
+            "# fleet\nversion: 1\n\nsets:\n  office:\n    - {cidr: 203.0.113.0/24, note: \"HQ\"}\n\n# the targets\ntargets:\n  # first\n  a:\n    provider: file   # here\n    path: a.conf\n    # imported\n    allowBroad: true\n    allow:\n      - office\n      - 2001:db8::/32\n\n  # b is open\n  # b:\n  #   provider: file\n  #   path: b.conf\n# end\n"
         );
     }
 

@@ -88,6 +88,7 @@ pub fn plan(
                     .filter_map(|a| notes.get(a).map(String::as_str))
                     .collect(),
                 users: users.clone(),
+                ranges: g.atoms.len(),
             })
             .collect::<Vec<_>>(),
         &all,

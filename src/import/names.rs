@@ -9,6 +9,8 @@ pub struct SetFacts<'a> {
     pub notes: Vec<&'a str>,
     /// The targets that reference it, in declaration order.
     pub users: Vec<&'a str>,
+    /// How many ranges it holds.
+    pub ranges: usize,
 }
 
 /// A set name from free text: lowercase letters, digits and `-`, a letter first.
@@ -60,30 +62,46 @@ fn common_prefix(names: &[&str]) -> String {
     cut.trim_end_matches(['-', '_', '.']).to_owned()
 }
 
-/// One base name for a set, before collisions are resolved.
-fn base_name(facts: &SetFacts<'_>, all: &[&str]) -> String {
+/// One base name for a set, before collisions are resolved: the note most of its ranges
+/// carry, else the targets that share it (their common name prefix, "all" when every
+/// imported target does, the first words of their names when few, "common" when most do).
+fn base_name(facts: &SetFacts<'_>, all: &[&str], atoms: usize) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for n in &facts.notes {
         *counts.entry(n).or_default() += 1;
     }
-    // The most common note (ties: the first in alphabetical order).
-    if let Some((note, _)) = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) {
+    // The most common note (ties: the first in alphabetical order), if most ranges carry it.
+    if let Some((note, &count)) = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        && 2 * count >= atoms
+    {
         let s = slug(note);
-        if s.len() > 4 || !s.starts_with("set-") {
+        if s != "set-" {
             return s;
         }
     }
-    if facts.users.len() == all.len() && all.len() > 2 {
-        return "all-targets".into();
-    }
     let prefix = common_prefix(&facts.users);
-    if prefix.len() >= 2 {
-        return slug(&format!("{prefix}-shared"));
-    }
-    match facts.users.as_slice() {
-        [a, b] => slug(&format!("{a}-{b}")),
-        [a, rest @ ..] => slug(&format!("{a}-and-{}-more", rest.len())),
-        [] => "shared".into(),
+    let everyone = facts.users.len() == all.len() && all.len() > 2;
+    match (everyone, prefix.len() >= 2) {
+        (true, true) => slug(&format!("{prefix}-all")),
+        (true, false) => "all-targets".into(),
+        (false, true) => slug(&format!("{prefix}-shared")),
+        (false, false) => {
+            // The distinct first words of the users' names, when there are few.
+            let mut stems: Vec<&str> = Vec::new();
+            for u in &facts.users {
+                let stem = u.split(['-', '_', '.']).next().unwrap_or(u);
+                if !stems.contains(&stem) {
+                    stems.push(stem);
+                }
+            }
+            match facts.users.as_slice() {
+                [a, b] => slug(&format!("{a}-{b}")),
+                _ if stems.len() <= 3 => slug(&stems.join("-")),
+                _ if 2 * facts.users.len() > all.len() => "common".into(),
+                [a, rest @ ..] => slug(&format!("{a}-and-{}-more", rest.len())),
+                [] => "shared".into(),
+            }
+        }
     }
 }
 
@@ -93,7 +111,7 @@ pub fn name_sets(sets: &[SetFacts<'_>], all: &[&str], taken: &[String]) -> Vec<S
     let mut used: HashSet<String> = taken.iter().cloned().collect();
     sets.iter()
         .map(|f| {
-            let base = base_name(f, all);
+            let base = base_name(f, all, f.ranges);
             let mut name = base.clone();
             let mut n = 2;
             while used.contains(&name) {
@@ -114,6 +132,7 @@ mod tests {
         SetFacts {
             notes: notes.to_vec(),
             users: users.to_vec(),
+            ranges: 3,
         }
     }
 
@@ -137,7 +156,7 @@ mod tests {
                 "prod-eu-shared",
                 "prod-shared-2",
                 "prod-eu-1-lab",
-                "prod-eu-2-and-2-more",
+                "prod-lab",
                 "prod-eu-shared-2"
             ]
         );

@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests of the `rangekeeper` binary: a scratch directory
 //! to run it in, the binary with a stable environment, and the pieces of its output.
 
+#[cfg(feature = "eks")]
+pub mod moto;
+
 use std::path::Path;
 use std::process::Output;
 
