@@ -191,6 +191,17 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
         match s {
             Ok(state) => {
                 tracing::debug!("{}: {}", b.known.name, import::describe(&state.restriction));
+                use rangekeeper_provider::Restriction;
+                if !matches!(
+                    state.restriction,
+                    Restriction::Unrestricted | Restriction::Ranges(_)
+                ) {
+                    failed.push(format!(
+                        "{}: the provider reports {}, which cannot be imported faithfully",
+                        b.known.name,
+                        import::describe(&state.restriction)
+                    ));
+                }
                 ok.push(state);
             }
             Err(e) => failed.push(format!(

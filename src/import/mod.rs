@@ -189,26 +189,28 @@ pub fn plan(
             })
             .map(ToString::to_string)
             .collect();
-        // Providers that accept non-global ranges refuse them only with `allowPrivate: false`;
-        // the others refuse them unless the target says `allowPrivate: true`.
-        let refused = if r.caps.private_ranges {
-            r.known.allow_private == Some(false)
-        } else {
-            r.known.allow_private != Some(true)
-        };
-        if !private.is_empty() && refused {
-            flags.push(("allowPrivate", true));
-            let msg = format!(
-                "holds non-global ranges {}; kept, with `allowPrivate: true`{}",
-                private.join(", "),
-                if r.caps.private_ranges {
-                    ""
-                } else {
-                    " (the provider refuses them for new changes)"
-                }
-            );
-            comments.push(format!("import: {msg}"));
-            report.warnings.push(format!("{name}: {msg}"));
+        // Where the provider accepts non-global ranges, only `allowPrivate: false` refuses
+        // them, and setting it to true allows them again. Where the provider itself refuses
+        // them (AKS), no flag can allow them: they are kept, and the user is told.
+        if !private.is_empty() {
+            let list = private.join(", ");
+            let msg = if !r.caps.private_ranges {
+                Some(format!(
+                    "holds non-global ranges {list}, which {} refuses in any change; kept as held, but plan refuses this target until they are removed (no policy flag allows them)",
+                    r.caps.name
+                ))
+            } else if r.known.allow_private == Some(false) {
+                flags.push(("allowPrivate", true));
+                Some(format!(
+                    "holds non-global ranges {list}; kept, with `allowPrivate: true` instead of the skeleton's `false`"
+                ))
+            } else {
+                None
+            };
+            if let Some(msg) = msg {
+                comments.push(format!("import: {msg}"));
+                report.warnings.push(format!("{name}: {msg}"));
+            }
         }
         targets.push((
             name.clone(),
@@ -229,5 +231,123 @@ pub fn describe(r: &Restriction) -> String {
         Restriction::Ranges(s) => {
             format!("{} range{}", s.len(), if s.len() == 1 { "" } else { "s" })
         }
+        Restriction::Unknown(kind) => format!("an unknown kind of restriction ({kind})"),
+        _ => "an unknown kind of restriction".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(ranges: &[&str]) -> State {
+        if ranges.is_empty() {
+            return State::new(Restriction::Unrestricted);
+        }
+        State::new(Restriction::Ranges(RangeSet::from_nets(
+            ranges.iter().map(|r| r.parse::<IpNet>().unwrap()),
+        )))
+    }
+
+    fn read<'a>(
+        name: &str,
+        caps: &Capabilities,
+        state: &'a State,
+        allow_private: Option<bool>,
+    ) -> Read<'a> {
+        Read {
+            known: Known {
+                name: name.into(),
+                allow_private,
+                allow_broad: false,
+            },
+            caps: caps.clone(),
+            state,
+        }
+    }
+
+    fn allow(out: &Output, name: &str) -> TargetOut {
+        out.targets
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .clone()
+    }
+
+    #[test]
+    fn what_cannot_be_said_is_said_as_comments_and_flags() {
+        let file = Capabilities::new("file", "")
+            .with_ipv6(true)
+            .with_private_ranges(true);
+        let aks = Capabilities::new("aks", "");
+        let office = ["81.2.69.160/28", "140.82.112.0/20"];
+        let s_a = state(&[&office[..], &["16.0.0.0/6"]].concat());
+        let s_b = state(&[&office[..], &["10.0.0.0/8"]].concat());
+        let s_c = state(&[&office[..], &["10.0.0.0/8"]].concat());
+        let s_own = state(&["0.0.0.0/32"]);
+        let s_open = state(&[]);
+        let s_priv = state(&["10.1.0.0/16", "81.2.69.160/28"]);
+        let reads = [
+            read("a", &file, &s_a, None),
+            read("b", &file, &s_b, None),
+            read("c", &file, &s_c, Some(false)),
+            read("own", &aks, &s_own, None),
+            read("open", &aks, &s_open, None),
+            read("priv", &aks, &s_priv, None),
+        ];
+        let (out, report) = plan(&reads, &BTreeMap::new(), &[]);
+        assert!(report.optimal);
+        let TargetOut::Allow { flags, .. } = allow(&out, "a") else {
+            panic!()
+        };
+        assert_eq!(flags, [("allowBroad", true)]);
+        let TargetOut::Allow { flags, .. } = allow(&out, "b") else {
+            panic!()
+        };
+        assert!(flags.is_empty(), "file accepts private ranges");
+        let TargetOut::Allow { flags, .. } = allow(&out, "c") else {
+            panic!()
+        };
+        assert_eq!(
+            flags,
+            [("allowPrivate", true)],
+            "the skeleton's false would refuse them"
+        );
+        let TargetOut::Allow {
+            entries, comments, ..
+        } = allow(&out, "own")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            entries,
+            [Entry::Cidr {
+                net: "0.0.0.0/32".parse().unwrap(),
+                note: Some("only the cluster's own outbound IP".into())
+            }]
+        );
+        assert!(comments[0].contains("own outbound IP"));
+        assert!(matches!(
+            allow(&out, "open"),
+            TargetOut::Unrestricted { .. }
+        ));
+        let TargetOut::Allow {
+            flags, comments, ..
+        } = allow(&out, "priv")
+        else {
+            panic!()
+        };
+        assert!(flags.is_empty(), "no flag allows private ranges on AKS");
+        assert!(
+            comments[0].contains("no policy flag allows them"),
+            "{comments:?}"
+        );
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("open: no restriction"))
+        );
     }
 }
