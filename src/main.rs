@@ -48,11 +48,13 @@ fn init_logging(global: &cli::Global) {
     }
 }
 
-/// Commands that need no async runtime run without one: `normalize` is a Unix filter whose
-/// whole-process time matters, and starting runtime worker threads is a measurable part of it.
-fn run_sync(cli: &Cli) -> Option<anyhow::Result<Outcome>> {
+/// The one dispatch table. Commands that talk to targets run on a multi-threaded runtime,
+/// started only for them; the others (`normalize` is a Unix filter whose whole-process time
+/// matters) run without one, since starting runtime worker threads is a measurable part of a
+/// short command.
+fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
     let g = &cli.global;
-    Some(match &cli.command {
+    match &cli.command {
         Command::Validate(a) => commands::validate::run(g, a),
         Command::Normalize(a) => commands::normalize::run(g, a),
         Command::Providers(_) => commands::providers::run(g),
@@ -69,28 +71,25 @@ fn run_sync(cli: &Cli) -> Option<anyhow::Result<Outcome>> {
             );
             Ok(Outcome::Success)
         }
-        _ => return None,
-    })
+        Command::Plan(a) => block_on(commands::plan::run(g, a)),
+        Command::Apply(a) => block_on(commands::apply::run(g, a)),
+        Command::Show(a) => block_on(commands::show::run(g, a)),
+        Command::Update(a) => block_on(commands::update::run(g, a)),
+        Command::Disable(a) => block_on(commands::disable::run(g, a)),
+        Command::Import(a) => block_on(commands::import::run(g, a)),
+        Command::Reconcile(a) => block_on(commands::reconcile::run(g, a)),
+    }
 }
 
-/// Commands that talk to targets, on a multi-threaded runtime.
-async fn run_async(cli: &Cli) -> anyhow::Result<Outcome> {
-    let g = &cli.global;
-    match &cli.command {
-        Command::Plan(a) => commands::plan::run(g, a).await,
-        Command::Apply(a) => commands::apply::run(g, a).await,
-        Command::Show(a) => commands::show::run(g, a).await,
-        Command::Update(a) => commands::update::run(g, a).await,
-        Command::Disable(a) => commands::disable::run(g, a).await,
-        Command::Import(a) => commands::import::run(g, a).await,
-        Command::Reconcile(a) => commands::reconcile::run(g, a).await,
-        Command::Validate(_)
-        | Command::Normalize(_)
-        | Command::Providers(_)
-        | Command::Sources(_)
-        | Command::Schema
-        | Command::Completions(_) => run_sync(cli).unwrap_or(Ok(Outcome::Failure)),
-    }
+/// Run one async command to completion on a multi-threaded runtime.
+fn block_on(
+    command: impl std::future::Future<Output = anyhow::Result<Outcome>>,
+) -> anyhow::Result<Outcome> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(command)
 }
 
 fn main() -> ExitCode {
@@ -108,17 +107,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
-    let result = match run_sync(&cli) {
-        Some(result) => result,
-        None => match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime.block_on(run_async(&cli)),
-            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
-        },
-    };
-    match result {
+    match dispatch(&cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failure) => ExitCode::FAILURE,

@@ -166,7 +166,7 @@ pub async fn execute(
 
 pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "apply")?;
-    let decl = commands::load(global)?;
+    let decl = commands::load(global).await?;
     let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
     let plans = commands::plan_all(&bound).await;
     execute(global, &bound, plans, &args.change).await

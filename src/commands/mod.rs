@@ -45,28 +45,39 @@ pub struct Reported(pub String);
 /// Load the declaration, printing every diagnostic to stderr on failure and warnings always.
 /// Live sources (`url`, `dns`, `self` sets) are fetched (fresh cached values in
 /// `--state-dir` are used), and the egress IP is determined for the lockout guard.
-pub fn load(global: &Global) -> anyhow::Result<Declaration> {
-    load_with(global, true)
+pub async fn load(global: &Global) -> anyhow::Result<Declaration> {
+    let (names, opts) = load_settings(global);
+    let loaded = match crate::declaration::DeclText::read(&global.file) {
+        Ok(text) => crate::sources::load_live(&text, opts, &names, &live_options(global)).await,
+        Err(e) => Err(e),
+    };
+    report_loaded(global, loaded)
 }
 
 /// Load the declaration without fetching live sources, for commands that do not need the
 /// desired sets (`show`, `disable`): an emergency `disable` never waits on a download.
 pub fn load_offline(global: &Global) -> anyhow::Result<Declaration> {
-    load_with(global, false)
+    let (names, opts) = load_settings(global);
+    let loaded = crate::declaration::DeclText::read(&global.file)
+        .and_then(|text| text.resolve(opts, &names, &std::collections::HashMap::new()));
+    report_loaded(global, loaded)
 }
 
-fn load_with(global: &Global, fetch: bool) -> anyhow::Result<Declaration> {
-    let names = registry::names();
-    let opts = LoadOptions {
-        strict: global.strict,
-    };
-    let loaded = crate::declaration::DeclText::read(&global.file).and_then(|text| {
-        if fetch {
-            crate::sources::load_live(&text, opts, &names, &live_options(global))
-        } else {
-            text.resolve(opts, &names, &std::collections::HashMap::new())
-        }
-    });
+fn load_settings(global: &Global) -> (Vec<&'static str>, LoadOptions) {
+    (
+        registry::names(),
+        LoadOptions {
+            strict: global.strict,
+        },
+    )
+}
+
+/// Warnings of a loaded declaration go to the log; a declaration that did not load prints
+/// every diagnostic to stderr and is one reported error.
+fn report_loaded(
+    global: &Global,
+    loaded: Result<Declaration, LoadError>,
+) -> anyhow::Result<Declaration> {
     match loaded {
         Ok(decl) => {
             for w in &decl.warnings {

@@ -6,7 +6,7 @@ use crate::plan::Status;
 
 pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "plan")?;
-    let decl = commands::load(global)?;
+    let decl = commands::load(global).await?;
     let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
     let plans = commands::plan_all(&bound).await;
     match global.output {

@@ -55,7 +55,7 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
     if args.add.is_empty() && args.remove.is_empty() && args.set.is_empty() {
         bail!("nothing to do: give --add, --remove or --set");
     }
-    let decl = commands::load(global)?;
+    let decl = commands::load(global).await?;
     let bound = commands::bind(
         &decl,
         commands::select(&decl, std::slice::from_ref(&args.target))?,

@@ -601,7 +601,7 @@ pub fn tracked_specs(
 /// values in the state dir are used while fresh), resolve it again with their values, and
 /// mark source problems and the egress IP. Runs on its own thread and runtime, so it can be
 /// called from synchronous code inside or outside a runtime.
-pub fn load_live(
+pub async fn load_live(
     text: &crate::declaration::DeclText,
     opts: crate::declaration::LoadOptions,
     known: &[&str],
@@ -614,22 +614,13 @@ pub fn load_live(
     }
     let mut store = Store::new(live.state_dir.as_deref());
     store.sync(&specs);
-    let fetched = std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let fetcher = Fetcher::new(live.self_echo.clone())?;
-                rt.block_on(store.refresh_due(&fetcher));
-                Ok(())
-            })
-            .join()
-    });
-    match fetched {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("cannot fetch the sources: {e:#}"),
-        Err(_) => tracing::error!("fetching the sources failed"),
+    match Fetcher::new(live.self_echo.clone()) {
+        Ok(fetcher) => {
+            // Whether a value changed does not matter here: the declaration is resolved
+            // from the store's values either way.
+            store.refresh_due(&fetcher).await;
+        }
+        Err(e) => tracing::error!("cannot fetch the sources: {e:#}"),
     }
     let mut decl = text.resolve(opts, known, &store.values())?;
     store.annotate(&mut decl, live.allow_lockout);
