@@ -4,7 +4,6 @@
 //! overlap.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -70,16 +69,6 @@ fn office_set(decl: &serde_json::Value) -> String {
         .find(|(_, v)| v.as_array().unwrap().iter().any(|e| e == "81.2.69.142/32"))
         .map(|(k, _)| k.clone())
         .unwrap()
-}
-
-/// How many targets reference set `name`.
-fn users_of(decl: &serde_json::Value, name: &str) -> usize {
-    decl["targets"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|t| t["allow"].as_array().unwrap().iter().any(|e| e == name))
-        .count()
 }
 
 fn run(s: &Scratch, args: &[&str]) -> Output {
@@ -293,172 +282,187 @@ fn import_errors_name_the_target_and_print_nothing() {
 }
 
 // --- every built-in provider in one fleet -------------------------------------------------
-
-const TOKEN: &str = "test-token-not-a-secret";
-const SUB: &str = "00000000-0000-0000-0000-000000000000";
-const EGRESS1: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip1";
-const EGRESS2: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip2";
-
-fn root_with_nft() -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
-    root && std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
-/// 50 file targets, four AKS clusters on the fake ARM server (one allowing only its own
-/// outbound IP, one unrestricted), three EKS clusters on moto (one with host bits set in a
-/// stored CIDR) and three hostfw tables in a network namespace (one not created yet), all
-/// sharing the office ranges: import, validate, plan in sync.
 #[cfg(all(feature = "aks", feature = "eks", feature = "hostfw"))]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_of_every_builtin_provider_imports_in_sync() {
-    use crate::common::moto::Moto;
-    use rangekeeper_test_support::fake_arm::{FakeArm, example_cluster};
+mod every_builtin_provider {
+    use std::net::Ipv4Addr;
 
-    if !root_with_nft() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run this test as root with nft installed"
-        );
-        eprintln!("SKIP: needs root and nft for the hostfw targets");
-        return;
-    }
-    let Some(moto) = Moto::start() else { return };
-    let arm = FakeArm::start(TOKEN).await.unwrap();
-    arm.insert_public_ip(EGRESS1, Some(Ipv4Addr::new(20, 1, 2, 3)));
-    arm.insert_public_ip(EGRESS2, Some(Ipv4Addr::new(20, 1, 2, 4)));
-    let aks: [(&str, Vec<&str>); 4] = [
-        (
-            "aks-prod-1",
-            [
-                &OFFICE[..],
-                &["20.1.2.3/32", "20.1.2.4/32", "52.160.0.0/16"],
-            ]
-            .concat(),
-        ),
-        (
-            "aks-prod-2",
-            [
-                &OFFICE[..],
-                &["20.1.2.3/32", "20.1.2.4/32", "52.161.0.0/16"],
-            ]
-            .concat(),
-        ),
-        ("aks-own", vec!["0.0.0.0/32"]),
-        ("aks-open", vec![]),
-    ];
-    for (name, ranges) in &aks {
-        let mut body = example_cluster();
-        body["properties"]["apiServerAccessProfile"]["authorizedIPRanges"] =
-            serde_json::json!(ranges);
-        arm.insert_cluster(&FakeArm::cluster_path(SUB, "rg1", name), body);
-    }
-    moto.create_cluster_with("eks-a", &[&OFFICE[..], &["3.120.0.0/14"]].concat());
-    moto.create_cluster_with(
-        "eks-b",
-        &[&OFFICE[..], &["3.120.0.0/14", "18.184.0.1/15"]].concat(),
-    );
-    moto.create_cluster_with("eks-open", &["0.0.0.0/0"]);
+    use super::*;
 
-    let ns = format!("rk-import-{}", std::process::id());
-    assert!(
-        std::process::Command::new("ip")
-            .args(["netns", "add", &ns])
-            .status()
+    /// How many targets reference set `name`.
+    fn users_of(decl: &serde_json::Value, name: &str) -> usize {
+        decl["targets"]
+            .as_object()
             .unwrap()
-            .success()
-    );
-    let _ns = Netns(ns.clone());
+            .values()
+            .filter(|t| t["allow"].as_array().unwrap().iter().any(|e| e == name))
+            .count()
+    }
 
-    let s = Scratch::new("");
-    // Seed the host firewall tables through the binary itself.
-    let hostfw = |name: &str| {
-        format!(
-            "    provider: hostfw\n    netns: {ns}\n    table: rk{}\n    ports: [6443]\n",
-            name.replace('-', "")
-        )
-    };
-    let mut seed = "version: 1\ntargets:\n".to_owned();
-    for (name, extra) in [("fw-a", "10.0.0.0/8"), ("fw-b", "172.16.0.0/12")] {
-        let _ = write!(
-            seed,
-            "  {name}:\n{}    allow: [{}, {extra}]\n",
-            hostfw(name),
-            OFFICE.join(", ")
-        );
-    }
-    s.write("seed.yaml", &seed);
-    let o = run(&s, &["-f", "seed.yaml", "apply", "--yes"]);
-    assert_eq!(code(&o), 0, "{}", seen(&o));
+    const TOKEN: &str = "test-token-not-a-secret";
+    const SUB: &str = "00000000-0000-0000-0000-000000000000";
+    const EGRESS1: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip1";
+    const EGRESS2: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip2";
 
-    let mut skeleton = "# every built-in provider\nversion: 1\ntargets:\n".to_owned();
-    file_fleet(&s, 50, &mut skeleton);
-    for (name, _) in &aks {
-        let _ = write!(
-            skeleton,
-            "  {name}:\n    provider: aks\n    subscription: {SUB}\n    resourceGroup: rg1\n    cluster: {name}\n    armEndpoint: {}\n",
-            arm.endpoint()
-        );
+    fn root_with_nft() -> bool {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        root && std::process::Command::new("nft")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
-    for name in ["eks-a", "eks-b", "eks-open"] {
-        let _ = write!(
-            skeleton,
-            "  {name}:\n    provider: eks\n    region: eu-west-1\n    cluster: {name}\n"
-        );
-    }
-    for name in ["fw-a", "fw-b", "fw-new"] {
-        let _ = write!(skeleton, "  {name}:\n{}", hostfw(name));
-    }
-    s.write("rangekeeper.yaml", &skeleton);
 
-    let dir = s.path().to_path_buf();
-    let endpoint = moto.endpoint();
-    let text = tokio::task::spawn_blocking(move || {
-        let runner = |args: &[&str]| -> Output {
-            let mut cmd = crate::common::rangekeeper(&dir);
-            crate::common::moto::aws_env(&mut cmd, &dir, &endpoint)
-                .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
-                .args(args)
-                .timeout(Duration::from_secs(300))
-                .output()
-                .unwrap()
-        };
-        import_and_plan(&dir, &runner)
-    })
-    .await
-    .unwrap();
-    let decl: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
-    let targets = decl["targets"].as_object().unwrap();
-    for gone in ["aks-open", "eks-open", "fw-new", "edge-sa-2"] {
+    struct Netns(String);
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+
+    /// 50 file targets, four AKS clusters on the fake ARM server (one allowing only its own
+    /// outbound IP, one unrestricted), three EKS clusters on moto (one with host bits set in a
+    /// stored CIDR) and three hostfw tables in a network namespace (one not created yet), all
+    /// sharing the office ranges: import, validate, plan in sync.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_of_every_builtin_provider_imports_in_sync() {
+        use crate::common::moto::Moto;
+        use rangekeeper_test_support::fake_arm::{FakeArm, example_cluster};
+
+        if !root_with_nft() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run this test as root with nft installed"
+            );
+            eprintln!("SKIP: needs root and nft for the hostfw targets");
+            return;
+        }
+        let Some(moto) = Moto::start() else { return };
+        let arm = FakeArm::start(TOKEN).await.unwrap();
+        arm.insert_public_ip(EGRESS1, Some(Ipv4Addr::new(20, 1, 2, 3)));
+        arm.insert_public_ip(EGRESS2, Some(Ipv4Addr::new(20, 1, 2, 4)));
+        let aks: [(&str, Vec<&str>); 4] = [
+            (
+                "aks-prod-1",
+                [
+                    &OFFICE[..],
+                    &["20.1.2.3/32", "20.1.2.4/32", "52.160.0.0/16"],
+                ]
+                .concat(),
+            ),
+            (
+                "aks-prod-2",
+                [
+                    &OFFICE[..],
+                    &["20.1.2.3/32", "20.1.2.4/32", "52.161.0.0/16"],
+                ]
+                .concat(),
+            ),
+            ("aks-own", vec!["0.0.0.0/32"]),
+            ("aks-open", vec![]),
+        ];
+        for (name, ranges) in &aks {
+            let mut body = example_cluster();
+            body["properties"]["apiServerAccessProfile"]["authorizedIPRanges"] =
+                serde_json::json!(ranges);
+            arm.insert_cluster(&FakeArm::cluster_path(SUB, "rg1", name), body);
+        }
+        moto.create_cluster_with("eks-a", &[&OFFICE[..], &["3.120.0.0/14"]].concat());
+        moto.create_cluster_with(
+            "eks-b",
+            &[&OFFICE[..], &["3.120.0.0/14", "18.184.0.1/15"]].concat(),
+        );
+        moto.create_cluster_with("eks-open", &["0.0.0.0/0"]);
+
+        let ns = format!("rk-import-{}", std::process::id());
         assert!(
-            !targets.contains_key(gone),
-            "{gone} should be a comment:\n{text}"
+            std::process::Command::new("ip")
+                .args(["netns", "add", &ns])
+                .status()
+                .unwrap()
+                .success()
         );
-        assert!(text.contains(&format!("  # {gone}:\n")), "{text}");
+        let _ns = Netns(ns.clone());
+
+        let s = Scratch::new("");
+        // Seed the host firewall tables through the binary itself.
+        let hostfw = |name: &str| {
+            format!(
+                "    provider: hostfw\n    netns: {ns}\n    table: rk{}\n    ports: [6443]\n",
+                name.replace('-', "")
+            )
+        };
+        let mut seed = "version: 1\ntargets:\n".to_owned();
+        for (name, extra) in [("fw-a", "10.0.0.0/8"), ("fw-b", "172.16.0.0/12")] {
+            let _ = write!(
+                seed,
+                "  {name}:\n{}    allow: [{}, {extra}]\n",
+                hostfw(name),
+                OFFICE.join(", ")
+            );
+        }
+        s.write("seed.yaml", &seed);
+        let o = run(&s, &["-f", "seed.yaml", "apply", "--yes"]);
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+
+        let mut skeleton = "# every built-in provider\nversion: 1\ntargets:\n".to_owned();
+        file_fleet(&s, 50, &mut skeleton);
+        for (name, _) in &aks {
+            let _ = write!(
+                skeleton,
+                "  {name}:\n    provider: aks\n    subscription: {SUB}\n    resourceGroup: rg1\n    cluster: {name}\n    armEndpoint: {}\n",
+                arm.endpoint()
+            );
+        }
+        for name in ["eks-a", "eks-b", "eks-open"] {
+            let _ = write!(
+                skeleton,
+                "  {name}:\n    provider: eks\n    region: eu-west-1\n    cluster: {name}\n"
+            );
+        }
+        for name in ["fw-a", "fw-b", "fw-new"] {
+            let _ = write!(skeleton, "  {name}:\n{}", hostfw(name));
+        }
+        s.write("rangekeeper.yaml", &skeleton);
+
+        let dir = s.path().to_path_buf();
+        let endpoint = moto.endpoint();
+        let text = tokio::task::spawn_blocking(move || {
+            let runner = |args: &[&str]| -> Output {
+                let mut cmd = crate::common::rangekeeper(&dir);
+                crate::common::moto::aws_env(&mut cmd, &dir, &endpoint)
+                    .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
+                    .args(args)
+                    .timeout(Duration::from_secs(300))
+                    .output()
+                    .unwrap()
+            };
+            import_and_plan(&dir, &runner)
+        })
+        .await
+        .unwrap();
+        let decl: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let targets = decl["targets"].as_object().unwrap();
+        for gone in ["aks-open", "eks-open", "fw-new", "edge-sa-2"] {
+            assert!(
+                !targets.contains_key(gone),
+                "{gone} should be a comment:\n{text}"
+            );
+            assert!(text.contains(&format!("  # {gone}:\n")), "{text}");
+        }
+        // One office set across providers; AKS keeps 0.0.0.0/32; the EKS host bits are noted.
+        // 49 files, 2 AKS, 2 EKS, 2 hostfw.
+        assert_eq!(users_of(&decl, &office_set(&decl)), 55, "{text}");
+        assert!(text.contains("0.0.0.0/32"), "{text}");
+        assert!(text.contains("18.184.0.1/15 has host bits set"), "{text}");
+        assert_eq!(
+            targets["fw-a"]["allow"].as_array().unwrap().len(),
+            2,
+            "{text}"
+        );
     }
-    // One office set across providers; AKS keeps 0.0.0.0/32; the EKS host bits are noted.
-    // 49 files, 2 AKS, 2 EKS, 2 hostfw.
-    assert_eq!(users_of(&decl, &office_set(&decl)), 55, "{text}");
-    assert!(text.contains("0.0.0.0/32"), "{text}");
-    assert!(text.contains("18.184.0.1/15 has host bits set"), "{text}");
-    assert_eq!(
-        targets["fw-a"]["allow"].as_array().unwrap().len(),
-        2,
-        "{text}"
-    );
 }
