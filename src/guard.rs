@@ -510,3 +510,283 @@ mod regression {
         assert_eq!(c.cover.unwrap().cover.extra.v4, 6);
     }
 }
+
+/// Unit tests of [`check`], one rule at a time: what refuses, what only warns, and what the
+/// effective set is.
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+    use rangekeeper_provider::UnrestrictedForm;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(
+            items
+                .iter()
+                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+        )
+    }
+
+    fn caps() -> Capabilities {
+        Capabilities::new("test", "a test target")
+            .with_max_ranges(Some(3))
+            .with_private_ranges(true)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            strict: false,
+            max_ranges: None,
+            allow_private: None,
+            allow_broad: false,
+            protect: RangeSet::new(),
+            on_exceed: OnExceed::Error,
+            max_extra: None,
+        }
+    }
+
+    fn run(desired: &RangeSet, policy: &Policy, caps: &Capabilities) -> Checked {
+        check("t", desired, policy, caps, &|_| Vec::new())
+    }
+
+    #[test]
+    fn a_valid_set_passes_unchanged() {
+        let desired = set(&["192.0.2.0/24", "198.51.100.7"]);
+        let c = run(&desired, &policy(), &caps());
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.effective, desired);
+        assert!(c.cover.is_none());
+    }
+
+    #[test]
+    fn an_empty_set_is_refused_and_says_what_empty_means_where_it_opens_the_target() {
+        let c = run(&RangeSet::new(), &policy(), &caps());
+        assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+        assert!(
+            c.errors[0].contains("rangekeeper disable --target t"),
+            "{:?}",
+            c.errors
+        );
+        assert!(!c.errors[0].contains("whole internet"), "{:?}", c.errors);
+        let open = caps().with_unrestricted(UnrestrictedForm::EmptyList);
+        let c = run(&RangeSet::new(), &policy(), &open);
+        assert!(
+            c.errors[0].contains("open to the whole internet"),
+            "{:?}",
+            c.errors
+        );
+    }
+
+    #[test]
+    fn max_ranges_above_the_providers_limit_is_refused() {
+        let p = Policy {
+            max_ranges: Some(10),
+            ..policy()
+        };
+        let c = run(&set(&["192.0.2.0/24"]), &p, &caps());
+        assert_eq!(
+            c.errors,
+            vec!["`maxRanges: 10` is more than test accepts (3)"]
+        );
+    }
+
+    #[test]
+    fn the_policys_limit_applies_below_the_providers() {
+        let p = Policy {
+            max_ranges: Some(1),
+            ..policy()
+        };
+        assert_eq!(range_limit(&p, &caps()), Some(1));
+        assert_eq!(range_limit(&policy(), &caps()), Some(3));
+        assert_eq!(range_limit(&policy(), &Capabilities::new("x", "x")), None);
+        let c = run(&set(&["192.0.2.0/24", "198.51.100.0/24"]), &p, &caps());
+        assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+        assert!(c.errors[0].contains("takes at most 1"), "{:?}", c.errors);
+    }
+
+    #[test]
+    fn over_the_limit_refuses_with_the_cost_of_a_cover() {
+        let desired = set(&[
+            "192.0.2.0/26",
+            "192.0.2.128/26",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+        ]);
+        let c = run(&desired, &policy(), &caps());
+        assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+        assert!(
+            c.errors[0].contains("Set `onExceed: cover`"),
+            "{:?}",
+            c.errors
+        );
+        assert!(
+            c.errors[0].contains("128 extra IPv4 addresses"),
+            "{:?}",
+            c.errors
+        );
+        assert_eq!(c.effective, desired, "nothing is covered when refusing");
+        assert!(c.cover.is_none());
+    }
+
+    #[test]
+    fn over_the_limit_with_cover_applies_the_optimal_cover() {
+        let desired = set(&[
+            "192.0.2.0/26",
+            "192.0.2.128/26",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+        ]);
+        let p = Policy {
+            on_exceed: OnExceed::Cover,
+            ..policy()
+        };
+        let c = run(&desired, &p, &caps());
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+        assert_eq!(
+            c.effective,
+            set(&["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"])
+        );
+        let report = c.cover.expect("a cover report");
+        assert_eq!((report.declared_ranges, report.limit), (4, 3));
+        assert_eq!(report.cover.extra.v4, 128);
+        assert!(
+            desired.difference(&c.effective).is_empty(),
+            "the cover covers every address"
+        );
+    }
+
+    #[test]
+    fn dropping_a_protected_range_is_refused_naming_it() {
+        let p = Policy {
+            protect: set(&["198.51.100.7"]),
+            ..policy()
+        };
+        let c = run(&set(&["192.0.2.0/24"]), &p, &caps());
+        assert_eq!(c.errors.len(), 1, "{:?}", c.errors);
+        assert!(c.errors[0].contains("198.51.100.7/32"), "{:?}", c.errors);
+        let c = run(&set(&["192.0.2.0/24", "198.51.100.0/24"]), &p, &caps());
+        assert!(
+            c.errors.is_empty(),
+            "a protected range inside a wider one stays: {:?}",
+            c.errors
+        );
+    }
+
+    #[test]
+    fn broad_ranges_need_allow_broad() {
+        for (range, why) in [
+            ("0.0.0.0/0", "it allows every address"),
+            ("10.0.0.0/7", "broader than /8"),
+            ("2000::/3", "broader than /32"),
+        ] {
+            let caps = caps().with_ipv6(true);
+            let c = run(&set(&[range]), &policy(), &caps);
+            assert_eq!(c.errors.len(), 1, "{range}: {:?}", c.errors);
+            assert!(c.errors[0].contains(why), "{range}: {:?}", c.errors);
+            assert!(
+                c.errors[0].contains("allowBroad: true"),
+                "{range}: {:?}",
+                c.errors
+            );
+            let p = Policy {
+                allow_broad: true,
+                ..policy()
+            };
+            assert!(run(&set(&[range]), &p, &caps).errors.is_empty(), "{range}");
+        }
+        // /8 and /32 are the widest accepted without it.
+        let c = run(
+            &set(&["11.0.0.0/8", "2001:db8::/32"]),
+            &policy(),
+            &caps().with_ipv6(true),
+        );
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+    }
+
+    #[test]
+    fn families_the_provider_does_not_take_are_refused() {
+        let c = run(&set(&["192.0.2.0/24", "2001:db8::/48"]), &policy(), &caps());
+        assert_eq!(
+            c.errors,
+            vec!["test accepts IPv4 ranges only; remove the IPv6 ranges 2001:db8::/48"]
+        );
+        let v6_only = caps().with_ipv4(false).with_ipv6(true);
+        let c = run(
+            &set(&["192.0.2.0/24", "2001:db8::/48"]),
+            &policy(),
+            &v6_only,
+        );
+        assert_eq!(
+            c.errors,
+            vec!["test accepts IPv6 ranges only; remove the IPv4 ranges"]
+        );
+    }
+
+    #[test]
+    fn allow_private_false_refuses_non_global_ranges_where_the_provider_takes_them() {
+        let desired = set(&["10.1.0.0/16", "192.0.2.0/24"]);
+        // The provider accepts private ranges and the target says nothing: accepted.
+        assert!(run(&desired, &policy(), &caps()).errors.is_empty());
+        // `allowPrivate: true` changes nothing on such a provider.
+        let yes = Policy {
+            allow_private: Some(true),
+            ..policy()
+        };
+        assert!(run(&desired, &yes, &caps()).errors.is_empty());
+        // `allowPrivate: false`: each non-global range is refused, naming its block.
+        let no = Policy {
+            allow_private: Some(false),
+            ..policy()
+        };
+        let c = run(&desired, &no, &caps());
+        assert_eq!(c.errors.len(), 2, "{:?}", c.errors);
+        assert!(
+            c.errors
+                .iter()
+                .any(|e| e.contains("`10.1.0.0/16` is not globally routable"))
+        );
+        assert!(
+            c.errors
+                .iter()
+                .any(|e| e.contains("`192.0.2.0/24` is not globally routable"))
+        );
+        assert!(c.errors.iter().all(|e| e.contains("allowPrivate: false")));
+    }
+
+    #[test]
+    fn where_the_provider_refuses_private_ranges_its_own_check_decides() {
+        // The binary adds nothing of its own: the provider knows its exceptions.
+        let strict = caps().with_private_ranges(false);
+        let desired = set(&["10.1.0.0/16"]);
+        assert!(run(&desired, &policy(), &strict).errors.is_empty());
+        let c = check("t", &desired, &policy(), &strict, &|s| {
+            s.prefixes()
+                .iter()
+                .map(|p| Violation::at(p, "is private"))
+                .collect()
+        });
+        assert_eq!(c.errors, vec!["`10.1.0.0/16`: is private"]);
+    }
+
+    #[test]
+    fn provider_checks_run_on_the_effective_set_after_a_cover() {
+        let desired = set(&[
+            "192.0.2.0/26",
+            "192.0.2.128/26",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+        ]);
+        let p = Policy {
+            on_exceed: OnExceed::Cover,
+            ..policy()
+        };
+        let seen = std::cell::RefCell::new(Vec::new());
+        let c = check("t", &desired, &p, &caps(), &|s| {
+            seen.borrow_mut().push(s.clone());
+            vec![Violation::new("the whole set is wrong")]
+        });
+        assert_eq!(c.errors, vec!["the whole set is wrong"]);
+        assert_eq!(seen.into_inner(), vec![c.effective.clone()]);
+        assert_eq!(c.effective.len(), 3);
+    }
+}

@@ -3,6 +3,8 @@
 
 pub mod raw;
 pub mod schema;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;

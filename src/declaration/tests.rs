@@ -1,0 +1,288 @@
+//! Unit tests of the declaration loader: sets and references, literals, policy knobs,
+//! provider fields, and that every problem is reported once, located.
+
+use std::path::PathBuf;
+
+use super::*;
+
+const KNOWN: &[&str] = &["file", "aks"];
+
+fn load_with(text: &str, opts: LoadOptions) -> (Option<Declaration>, Vec<Diagnostic>) {
+    Declaration::parse(text, "t.yaml", PathBuf::from("."), false, opts, KNOWN)
+}
+
+fn load(text: &str) -> (Option<Declaration>, Vec<Diagnostic>) {
+    load_with(text, LoadOptions::default())
+}
+
+/// A declaration that must load without errors.
+fn ok(text: &str) -> Declaration {
+    let (decl, diags) = load(text);
+    assert!(!has_errors(&diags), "{diags:#?}");
+    decl.expect("a declaration")
+}
+
+fn errors(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
+    diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect()
+}
+
+fn set(items: &[&str]) -> RangeSet {
+    RangeSet::from_nets(
+        items
+            .iter()
+            .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+    )
+}
+
+fn file_target(allow: &str) -> String {
+    format!(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.conf\n    allow: {allow}\n"
+    )
+}
+
+#[test]
+fn sets_resolve_through_include_except_and_references() {
+    let d = ok("\
+version: 1
+sets:
+  office: [203.0.113.0/24, 198.51.100.7]
+  vpn: [2001:db8:1234::/48]
+  staff: [office, vpn]
+  most:
+    include: [staff]
+    except: [203.0.113.128/25]
+targets:
+  t:
+    provider: file
+    path: a.conf
+    allow: [most, 192.0.2.0/26, 192.0.2.64/26]
+");
+    let t = &d.targets["t"];
+    assert_eq!(
+        t.desired,
+        set(&[
+            "203.0.113.0/25",
+            "198.51.100.7/32",
+            "2001:db8:1234::/48",
+            "192.0.2.0/25"
+        ])
+    );
+    assert_eq!(t.allow_items, vec!["most", "192.0.2.0/26", "192.0.2.64/26"]);
+    assert_eq!(d.sets.len(), 4);
+    assert_eq!(d.sets["staff"].set.len(), 3);
+}
+
+#[test]
+fn a_bare_address_is_a_single_host() {
+    let d = ok(&file_target("[198.51.100.7, 2001:db8::1]"));
+    assert_eq!(
+        d.targets["t"].desired,
+        set(&["198.51.100.7/32", "2001:db8::1/128"])
+    );
+}
+
+#[test]
+fn host_bits_warn_at_the_entry_and_strict_makes_them_errors() {
+    let text = file_target("[137.117.106.90/29]");
+    let (decl, diags) = load(&text);
+    assert!(!has_errors(&diags), "{diags:#?}");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].severity, Severity::Warning);
+    assert_eq!(diags[0].line, Some(6), "{diags:#?}");
+    assert!(diags[0].message.contains("137.117.106.88/29"), "{diags:#?}");
+    assert_eq!(
+        decl.unwrap().targets["t"].desired,
+        set(&["137.117.106.88/29"])
+    );
+
+    let (_, diags) = load_with(&text, LoadOptions { strict: true });
+    assert_eq!(errors(&diags).len(), 1, "{diags:#?}");
+    // `strict: true` on the target does the same for that target alone.
+    let (_, diags) = load(&format!("{text}    strict: true\n"));
+    assert_eq!(errors(&diags).len(), 1, "{diags:#?}");
+}
+
+#[test]
+fn an_unknown_set_is_an_error_with_a_suggestion_at_its_line() {
+    let (_, diags) = load(
+        "\
+version: 1
+sets:
+  office: [203.0.113.0/24]
+targets:
+  t:
+    provider: file
+    path: a.conf
+    allow: [ofice]
+",
+    );
+    let e = errors(&diags);
+    assert_eq!(e.len(), 1, "{diags:#?}");
+    assert_eq!(e[0].line, Some(8), "{diags:#?}");
+    assert!(e[0].message.contains("`office`"), "{diags:#?}");
+}
+
+#[test]
+fn a_cycle_of_sets_is_an_error() {
+    let (_, diags) = load(
+        "\
+version: 1
+sets:
+  a: [b]
+  b: [a]
+targets:
+  t:
+    provider: file
+    path: a.conf
+    allow: [a]
+",
+    );
+    assert!(
+        errors(&diags).iter().any(|d| d.message.contains("cycle")),
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn an_unknown_provider_is_an_error_with_a_suggestion() {
+    let (_, diags) =
+        load("version: 1\ntargets:\n  t:\n    provider: fiel\n    allow: [192.0.2.0/24]\n");
+    let e = errors(&diags);
+    assert_eq!(e.len(), 1, "{diags:#?}");
+    assert!(e[0].message.contains("`file`"), "{diags:#?}");
+    assert_eq!(e[0].target.as_deref(), Some("t"));
+}
+
+#[test]
+fn every_bad_cidr_is_reported_once_in_one_pass_each_at_its_line() {
+    let (_, diags) = load(
+        "\
+version: 1
+sets:
+  a: [1.2.3.4/33]
+targets:
+  t:
+    provider: file
+    path: a.conf
+    allow:
+      - a
+      - 010.0.0.1
+      - 192.0.2.0/24
+      - 300.1.1.1
+",
+    );
+    let e = errors(&diags);
+    let lines: Vec<Option<u64>> = e.iter().map(|d| d.line).collect();
+    assert_eq!(lines, vec![Some(3), Some(10), Some(12)], "{diags:#?}");
+}
+
+#[test]
+fn policy_knobs_are_read_and_protect_resolves_sets() {
+    let d = ok("\
+version: 1
+sets:
+  gw: [198.51.100.7]
+targets:
+  t:
+    provider: file
+    path: a.conf
+    allow: [gw, 192.0.2.0/24]
+    protect: [gw]
+    maxRanges: 20
+    onExceed: cover
+    maxExtra: 4x
+    allowBroad: true
+    allowPrivate: false
+  u:
+    provider: file
+    path: b.conf
+    allow: [192.0.2.0/24]
+    maxExtra: 1000
+");
+    let p = &d.targets["t"].policy;
+    assert_eq!(p.protect, set(&["198.51.100.7/32"]));
+    assert_eq!(p.max_ranges, Some(20));
+    assert_eq!(p.on_exceed, OnExceed::Cover);
+    assert_eq!(p.max_extra, Some(MaxExtra::Multiple(4.0)));
+    assert!(p.allow_broad);
+    assert_eq!(p.allow_private, Some(false));
+    let q = &d.targets["u"].policy;
+    assert_eq!(q.max_extra, Some(MaxExtra::Addresses(1000)));
+    assert_eq!(
+        (q.max_ranges, q.on_exceed, q.allow_broad, q.allow_private),
+        (None, OnExceed::Error, false, None),
+        "defaults"
+    );
+}
+
+#[test]
+fn provider_fields_reach_the_provider_and_common_fields_do_not() {
+    let d = ok("\
+version: 1
+targets:
+  t:
+    provider: file
+    description: the proxy
+    path: a.conf
+    format: nginx
+    allow: [192.0.2.0/24]
+    maxRanges: 5
+");
+    let t = &d.targets["t"];
+    let mut keys: Vec<&str> = t.config.fields.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, vec!["format", "path"]);
+    assert_eq!(t.config.name, "t");
+    assert_eq!(t.description.as_deref(), Some("the proxy"));
+    assert!(t.field_pos.contains_key("path"));
+}
+
+#[test]
+fn the_version_must_be_1() {
+    for text in ["targets: {}\n", "version: 2\ntargets: {}\n"] {
+        let (_, diags) = load(text);
+        assert!(
+            errors(&diags).iter().any(|d| d.message.contains("version")),
+            "{text}: {diags:#?}"
+        );
+    }
+}
+
+#[test]
+fn json_declarations_are_located_too() {
+    let text = "{\n  \"version\": 1,\n  \"targets\": {\n    \"t\": {\n      \"provider\": \"file\",\n      \"path\": \"a.conf\",\n      \"allow\": [\"1.2.3.4/33\"]\n    }\n  }\n}\n";
+    let (_, diags) = Declaration::parse(
+        text,
+        "t.json",
+        PathBuf::from("."),
+        true,
+        LoadOptions::default(),
+        KNOWN,
+    );
+    let e = errors(&diags);
+    assert_eq!(e.len(), 1, "{diags:#?}");
+    assert_eq!(e[0].line, Some(7), "{diags:#?}");
+    let (_, diags) = Declaration::parse(
+        "{\"version\": 1,",
+        "t.json",
+        PathBuf::from("."),
+        true,
+        LoadOptions::default(),
+        KNOWN,
+    );
+    assert!(
+        errors(&diags)[0].message.starts_with("invalid JSON"),
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn a_target_without_allow_is_an_error_naming_it() {
+    let (_, diags) = load("version: 1\ntargets:\n  t:\n    provider: file\n    path: a.conf\n");
+    let e = errors(&diags);
+    assert_eq!(e.len(), 1, "{diags:#?}");
+    assert!(e[0].message.contains("`t`"), "{diags:#?}");
+}
