@@ -11,7 +11,7 @@ use rangekeeper_provider::{Provider, TargetConfig};
 use crate::cli::{Global, ImportArgs, ImportFormat, OutputFormat};
 use crate::commands::{self, Outcome, Reported};
 use crate::declaration::raw::{Pos, RawDeclaration};
-use crate::declaration::{DeclText, Diagnostic, LoadOptions, Severity, suggest};
+use crate::declaration::{DeclText, Diagnostic, LoadOptions, Severity, did_you_mean};
 use crate::import::{self, Known, Read, emit};
 use crate::registry;
 
@@ -120,9 +120,7 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
     }
     for n in &args.select.targets {
         if !raw.targets.contains_key(n) {
-            let hint = suggest(n, raw.targets.keys().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean(n, raw.targets.keys().map(String::as_str));
             bail!(
                 "no target `{n}` in {file}{hint}; targets: {}",
                 raw.targets.keys().cloned().collect::<Vec<_>>().join(", ")

@@ -21,7 +21,7 @@ use rangekeeper_cidr::RangeSet;
 use rangekeeper_provider::{ApplyOptions, Progress, Provider, State};
 
 use crate::cli::{Global, OutputFormat};
-use crate::declaration::{Declaration, LoadError, LoadOptions, Target, suggest};
+use crate::declaration::{Declaration, LoadError, LoadOptions, Target, did_you_mean};
 use crate::guard;
 use crate::plan::TargetPlan;
 use crate::registry;
@@ -117,9 +117,7 @@ pub fn live_options(global: &Global) -> crate::sources::LiveOptions {
 pub fn select<'a>(decl: &'a Declaration, names: &[String]) -> anyhow::Result<Vec<&'a Target>> {
     for n in names {
         if !decl.targets.contains_key(n) {
-            let hint = suggest(n, decl.targets.keys().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean(n, decl.targets.keys().map(String::as_str));
             bail!(
                 "no target `{n}` in {}{hint}; targets: {}",
                 decl.file,

@@ -36,7 +36,7 @@ fn accept(global: &Global, set: &str) -> anyhow::Result<Outcome> {
         return Err(anyhow!(
             "no live source `{set}` in {}{}{}",
             decl.file,
-            crate::declaration::did_you_mean(set, &known),
+            crate::declaration::did_you_mean(set, known.iter().copied()),
             if known.is_empty() {
                 String::new()
             } else {

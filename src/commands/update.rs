@@ -5,7 +5,7 @@ use rangekeeper_cidr::RangeSet;
 
 use crate::cli::{Global, UpdateArgs};
 use crate::commands::{self, Outcome};
-use crate::declaration::{Declaration, is_set_name, suggest};
+use crate::declaration::{Declaration, did_you_mean, is_set_name};
 
 /// Resolve `--add/--remove/--set` values: CIDRs, or names of sets in the declaration.
 fn resolve(
@@ -19,9 +19,7 @@ fn resolve(
         for part in item.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if is_set_name(part) {
                 let named = decl.sets.get(part).with_context(|| {
-                    let hint = suggest(part, decl.sets.keys().map(String::as_str))
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
+                    let hint = did_you_mean(part, decl.sets.keys().map(String::as_str));
                     format!("{flag} {part}: no set `{part}` in {}{hint}", decl.file)
                 })?;
                 set = set.union(&named.set);

@@ -326,8 +326,8 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// ` (did you mean `x`?)` when a candidate is close to `name`, else nothing.
-pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
-    match suggest(name, candidates.iter().copied()) {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    match suggest(name, candidates) {
         Some(s) => format!(" (did you mean `{s}`?)"),
         None => String::new(),
     }
@@ -512,7 +512,10 @@ impl Resolver {
                                 "set `{name}`: unknown key `{key}`{} (a set is a list, a map with {}, or a live source with url, dns or self)",
                                 did_you_mean(
                                     key,
-                                    &[raw::SET_KEYS, source_spec::SOURCE_KEYS].concat()
+                                    raw::SET_KEYS
+                                        .iter()
+                                        .chain(source_spec::SOURCE_KEYS)
+                                        .copied()
                                 ),
                                 raw::SET_KEYS.join(", ")
                             ),
@@ -620,11 +623,11 @@ impl Resolver {
             let pos = Some(Pos::of(&entry.value));
             if is_set_name(text) {
                 if !raw.contains_key(text) {
-                    let names: Vec<&str> = raw.keys().map(String::as_str).collect();
+                    let names = raw.keys().map(String::as_str);
                     self.error(
                         pos,
                         target,
-                        format!("unknown set `{text}`{}", did_you_mean(text, &names)),
+                        format!("unknown set `{text}`{}", did_you_mean(text, names)),
                     );
                     ok = false;
                     continue;
@@ -730,7 +733,7 @@ impl Resolver {
                     format!(
                         "target `{name}`: unknown provider `{}`{} (known: {})",
                         p.value,
-                        did_you_mean(&p.value, known_providers),
+                        did_you_mean(&p.value, known_providers.iter().copied()),
                         known_providers.join(", ")
                     ),
                 );
@@ -1090,9 +1093,11 @@ impl Target {
             .field_pos
             .keys()
             .find(|k| message.contains(&format!("unknown field `{k}`")))
-            && let Some(s) = suggest(unknown, raw::TARGET_COMMON_KEYS.iter().copied())
         {
-            message.push_str(&format!(" (did you mean `{s}`?)"));
+            message.push_str(&did_you_mean(
+                unknown,
+                raw::TARGET_COMMON_KEYS.iter().copied(),
+            ));
         }
         // The field the message names first (serde lists the expected fields after it).
         let pos = self

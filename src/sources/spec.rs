@@ -284,9 +284,7 @@ pub fn parse(
     let at = |k: &str| map.get(k).map(Pos::of).unwrap_or(set_pos);
     for (key, value) in map {
         if !SOURCE_KEYS.contains(&key.as_str()) {
-            let hint = crate::declaration::suggest(key, SOURCE_KEYS.iter().copied())
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
+            let hint = crate::declaration::did_you_mean(key, SOURCE_KEYS.iter().copied());
             let extra = if key == "include" || key == "except" {
                 "; a live source cannot also have include/except: make a separate set that includes it".to_owned()
             } else {
