@@ -571,11 +571,10 @@ impl Provider for AksProvider {
         desired: &RangeSet,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        if desired.is_empty() {
-            return Err(ProviderError::Invalid(
-                "refusing to apply an empty list: on AKS it opens the API server to the whole internet (use disable)".into(),
-            ));
-        }
+        rangekeeper_provider::refuse_empty(
+            desired,
+            "on AKS an empty list opens the API server to the whole internet",
+        )?;
         let violations = check::violations(desired);
         if !violations.is_empty() {
             let text: Vec<String> = violations

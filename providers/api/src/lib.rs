@@ -522,5 +522,18 @@ pub trait Provider: Send + Sync {
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError>;
 }
 
+/// The one refusal of an empty desired set, for the top of every [`Provider::apply`]: an empty
+/// list is never applied (depending on the target it lifts the restriction or shuts every
+/// client out); [`Provider::disable`] is how a restriction is lifted on purpose.
+/// `consequence` says what an empty list would do on this target.
+pub fn refuse_empty(desired: &RangeSet, consequence: &str) -> Result<(), ProviderError> {
+    if desired.is_empty() {
+        return Err(ProviderError::Invalid(format!(
+            "refusing to apply an empty allow-list: {consequence}; use `rangekeeper disable` to lift a restriction on purpose"
+        )));
+    }
+    Ok(())
+}
+
 /// Builds a provider bound to one target.
 pub type ProviderFactory = fn(&TargetConfig) -> Result<Box<dyn Provider>, ProviderError>;

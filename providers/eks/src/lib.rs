@@ -239,12 +239,10 @@ impl Provider for EksProvider {
         desired: &RangeSet,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        if desired.is_empty() {
-            return Err(ProviderError::Invalid(format!(
-                "cluster `{}`: refusing to apply an empty publicAccessCidrs list",
-                self.cluster
-            )));
-        }
+        rangekeeper_provider::refuse_empty(
+            desired,
+            "EKS rejects an empty publicAccessCidrs list (`0.0.0.0/0` is what lifts the restriction)",
+        )?;
         let view = self.describe().await?;
         let found = violations(desired, Some(view.ipv6), &self.cluster);
         if !found.is_empty() {

@@ -295,11 +295,7 @@ impl Provider for FileProvider {
         desired: &RangeSet,
         _opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        if desired.is_empty() {
-            return Err(ProviderError::Invalid(
-                "refusing to write an empty allow-list".into(),
-            ));
-        }
+        rangekeeper_provider::refuse_empty(desired, "the file would admit no client")?;
         // A no-op only when the file is exactly what would be written.
         if self.read_text()?.as_deref() == Some(self.render(desired, false).as_str()) {
             return Ok(Applied::default());

@@ -238,11 +238,10 @@ impl Provider for GkeProvider {
         desired: &RangeSet,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        if desired.is_empty() {
-            return Err(ProviderError::Invalid(
-                "refusing to apply an empty list: it would lock everyone but Google out of the control plane (use disable to lift the restriction)".into(),
-            ));
-        }
+        rangekeeper_provider::refuse_empty(
+            desired,
+            "it would lock everyone but Google out of the control plane",
+        )?;
         let mut problems: Vec<String> = violations(desired)
             .into_iter()
             .map(|v| match v.range {

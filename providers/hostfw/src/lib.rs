@@ -240,11 +240,10 @@ impl Provider for HostFw {
     ) -> Result<Applied, ProviderError> {
         // An empty allow-list would drop every client on the restricted ports (the API server
         // included); the binary never asks for one, and neither may anything else.
-        if desired.is_empty() {
-            return Err(ProviderError::Invalid(
-                "refusing to write an empty allow-list: it would shut every client out".into(),
-            ));
-        }
+        rangekeeper_provider::refuse_empty(
+            desired,
+            "it would shut every client out of the restricted ports",
+        )?;
         let _guard = self.write_lock.lock().await;
         let backend = self.backend().await?;
         let before = self.live(backend).await?;
