@@ -167,11 +167,7 @@ fn declaration_file_must_be_a_bounded_regular_file() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 1, "{}", seen(&o));
-    assert!(
-        stderr(&o).contains("is larger than 67108864 bytes"),
-        "{}",
-        seen(&o)
-    );
+    assert!(stderr(&o).contains("is larger than 64 MiB"), "{}", seen(&o));
     let o = s
         .cmd()
         .args([

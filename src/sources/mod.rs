@@ -559,7 +559,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    rangekeeper_provider::fs::write_atomic(path, bytes, 0o600)
+    rangekeeper_provider::fs::write_atomic(path, bytes, 0o600).map(|_| ())
 }
 
 /// Options for resolving a declaration with live values.

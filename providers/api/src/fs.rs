@@ -15,7 +15,7 @@ pub fn read_regular(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<
     if !meta.is_file() {
         return Err(not_regular(path, &meta, what));
     }
-    let file = std::fs::File::open(path)?;
+    let file = open_nonblocking(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(not_regular(path, &meta, what));
@@ -34,22 +34,42 @@ pub fn read_regular(path: &Path, max_bytes: u64, what: &str) -> std::io::Result<
     Ok(bytes)
 }
 
+/// Open for reading without ever blocking in open(2), should a FIFO have been swapped in
+/// after the caller's check.
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+    }
+    opts.open(path)
+}
+
+/// `ErrorKind::InvalidInput`: `path` names a FIFO, device, directory or socket.
 fn not_regular(path: &Path, meta: &std::fs::Metadata, what: &str) -> std::io::Error {
     let kind = file_kind(meta);
     std::io::Error::new(
         std::io::ErrorKind::InvalidInput,
         format!(
-            "{} is {kind}, not a regular file; {what} must be a regular file",
+            "{} is {kind}, not a regular file; {what} must be a regular file (or a symlink to one)",
             path.display()
         ),
     )
 }
 
+/// `ErrorKind::InvalidData`: larger than the bound.
 fn too_large(path: &Path, max_bytes: u64, what: &str) -> std::io::Error {
+    let limit = if max_bytes >= 1 << 20 && max_bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", max_bytes >> 20)
+    } else {
+        format!("{max_bytes} bytes")
+    };
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
         format!(
-            "{} is larger than {max_bytes} bytes, the most {what} may hold",
+            "{} is larger than {limit}, the most {what} may hold; refusing to read it",
             path.display()
         ),
     )
@@ -83,8 +103,9 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 /// Replace the file at `path` atomically with `bytes`: a temp file in the directory of the
 /// file's resolved path (a symlink is written through, never replaced by a regular file),
 /// fsync, rename, fsync the directory. An existing file keeps its permissions, owner and
-/// group; a new one gets `new_mode` (unix). A failure leaves the old file as it was.
-pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result<()> {
+/// group (when they cannot be kept, nothing is changed); a new one gets `new_mode` (unix).
+/// A failure leaves the old file as it was. Returns the path of the file written.
+pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result<PathBuf> {
     let path = resolve_symlinks(path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -103,6 +124,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result
             ),
         ));
     }
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("the directory of {} does not exist", path.display()),
+        ));
+    }
     let (tmp, mut file) = create_temp(&dir, &path)?;
     let result = (|| {
         file.write_all(bytes)?;
@@ -119,11 +146,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result.map(|()| path)
 }
 
 /// Follow `path` through symlinks to the file they name (which need not exist yet).
-fn resolve_symlinks(path: &Path) -> std::io::Result<PathBuf> {
+pub fn resolve_symlinks(path: &Path) -> std::io::Result<PathBuf> {
     let mut current = path.to_path_buf();
     for _ in 0..40 {
         match std::fs::symlink_metadata(&current) {
@@ -173,12 +200,15 @@ fn keep_metadata(
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     match existing {
         Some(m) => {
-            // Owner and group first: chown clears set-id bits, the mode restores them.
-            if let Err(e) = std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid()))
-                && e.kind() != std::io::ErrorKind::PermissionDenied
-            {
-                return Err(e);
-            }
+            // Owner and group first: chown clears set-id bits, the mode restores them. A file
+            // that would change hands (a proxy running unprivileged could no longer read it)
+            // is not replaced.
+            std::os::unix::fs::fchown(file, Some(m.uid()), Some(m.gid())).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot keep the owner and group (nothing was changed): {e}"),
+                )
+            })?;
             file.set_permissions(m.permissions())
         }
         None => file.set_permissions(std::fs::Permissions::from_mode(new_mode)),

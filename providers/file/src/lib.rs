@@ -165,13 +165,12 @@ impl FileProvider {
 
     fn fs_error(&self, e: fsio::FsError) -> ProviderError {
         let msg = e.describe(&self.path);
-        match e {
-            fsio::FsError::Io(_, io) => match io.kind() {
-                std::io::ErrorKind::PermissionDenied => ProviderError::Auth(msg),
-                std::io::ErrorKind::NotFound => ProviderError::NotFound(msg),
-                _ => ProviderError::Other(msg),
-            },
-            fsio::FsError::NotRegular(_) => ProviderError::Config(msg),
+        if e.not_regular() {
+            return ProviderError::Config(msg);
+        }
+        match e.error.kind() {
+            std::io::ErrorKind::PermissionDenied => ProviderError::Auth(msg),
+            std::io::ErrorKind::NotFound => ProviderError::NotFound(msg),
             _ => ProviderError::Other(msg),
         }
     }
