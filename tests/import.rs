@@ -282,7 +282,7 @@ fn import_errors_name_the_target_and_print_nothing() {
 }
 
 // --- every built-in provider in one fleet -------------------------------------------------
-#[cfg(all(feature = "aks", feature = "eks", feature = "hostfw"))]
+#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
 mod every_builtin_provider {
     use std::net::Ipv4Addr;
 
@@ -324,9 +324,14 @@ mod every_builtin_provider {
         }
     }
 
+    const GKE_TOKEN: &str = "ya29.import-test-token";
+    const GKE_PROJECT: &str = "test-project";
+    const GKE_LOCATION: &str = "europe-west1";
+
     /// 50 file targets, four AKS clusters on the fake ARM server (one allowing only its own
     /// outbound IP, one unrestricted), three EKS clusters on moto (one with host bits set in a
-    /// stored CIDR) and three hostfw tables in a network namespace (one not created yet), all
+    /// stored CIDR), three GKE clusters on the fake GKE API (one with authorized networks
+    /// disabled) and three hostfw tables in a network namespace (one not created yet), all
     /// sharing the office ranges: import, validate, plan in sync.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fleet_of_every_builtin_provider_imports_in_sync() {
@@ -377,6 +382,29 @@ mod every_builtin_provider {
             &[&OFFICE[..], &["3.120.0.0/14", "18.184.0.1/15"]].concat(),
         );
         moto.create_cluster_with("eks-open", &["0.0.0.0/0"]);
+        let gke = rangekeeper_test_support::gke::FakeGke::start()
+            .await
+            .unwrap();
+        gke.accept_token(GKE_TOKEN);
+        let blocks = |extra: &[&str]| -> serde_json::Value {
+            OFFICE
+                .iter()
+                .chain(extra)
+                .map(|c| serde_json::json!({"displayName": "office", "cidrBlock": c}))
+                .collect()
+        };
+        for (name, enabled, networks) in [
+            ("gke-a", true, blocks(&["35.187.0.0/17"])),
+            ("gke-b", true, blocks(&["35.187.0.0/17", "2600:1900::/28"])),
+            ("gke-open", false, blocks(&[])),
+        ] {
+            let mut body =
+                rangekeeper_test_support::gke::example_cluster(GKE_PROJECT, GKE_LOCATION, name);
+            let config = &mut body["controlPlaneEndpointsConfig"]["ipEndpointsConfig"]["authorizedNetworksConfig"];
+            config["enabled"] = serde_json::json!(enabled);
+            config["cidrBlocks"] = networks;
+            gke.insert_cluster(GKE_PROJECT, GKE_LOCATION, name, body);
+        }
 
         let ns = format!("rk-import-{}", std::process::id());
         assert!(
@@ -424,6 +452,13 @@ mod every_builtin_provider {
                 "  {name}:\n    provider: eks\n    region: eu-west-1\n    cluster: {name}\n"
             );
         }
+        for name in ["gke-a", "gke-b", "gke-open"] {
+            let _ = write!(
+                skeleton,
+                "  {name}:\n    provider: gke\n    project: {GKE_PROJECT}\n    location: {GKE_LOCATION}\n    cluster: {name}\n    endpoint: {}\n",
+                gke.endpoint()
+            );
+        }
         for name in ["fw-a", "fw-b", "fw-new"] {
             let _ = write!(skeleton, "  {name}:\n{}", hostfw(name));
         }
@@ -436,6 +471,9 @@ mod every_builtin_provider {
                 let mut cmd = crate::common::rangekeeper(&dir);
                 crate::common::moto::aws_env(&mut cmd, &dir, &endpoint)
                     .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
+                    .env("GOOGLE_OAUTH_ACCESS_TOKEN", GKE_TOKEN)
+                    .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+                    .env("NO_GCE_CHECK", "true")
                     .args(args)
                     .timeout(Duration::from_secs(300))
                     .output()
@@ -447,7 +485,7 @@ mod every_builtin_provider {
         .unwrap();
         let decl: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         let targets = decl["targets"].as_object().unwrap();
-        for gone in ["aks-open", "eks-open", "fw-new", "edge-sa-2"] {
+        for gone in ["aks-open", "eks-open", "gke-open", "fw-new", "edge-sa-2"] {
             assert!(
                 !targets.contains_key(gone),
                 "{gone} should be a comment:\n{text}"
@@ -455,8 +493,12 @@ mod every_builtin_provider {
             assert!(text.contains(&format!("  # {gone}:\n")), "{text}");
         }
         // One office set across providers; AKS keeps 0.0.0.0/32; the EKS host bits are noted.
-        // 49 files, 2 AKS, 2 EKS, 2 hostfw.
-        assert_eq!(users_of(&decl, &office_set(&decl)), 55, "{text}");
+        // 49 files, 2 AKS, 2 EKS, 2 GKE, 2 hostfw.
+        assert_eq!(users_of(&decl, &office_set(&decl)), 57, "{text}");
+        assert!(
+            targets["gke-b"]["allow"].as_array().unwrap().len() <= 3,
+            "{text}"
+        );
         assert!(text.contains("0.0.0.0/32"), "{text}");
         assert!(text.contains("18.184.0.1/15 has host bits set"), "{text}");
         assert_eq!(
