@@ -348,7 +348,21 @@ impl Violation {
     }
 }
 
+/// The longest delay a server may ask for (`Retry-After`, AWS throttling, gRPC `RetryInfo`)
+/// that rangekeeper honours: longer values, up to `u64::MAX` seconds, are capped here rather
+/// than overflow a [`Duration`]. Providers cap what they parse; the binary's retry policy caps
+/// again whatever crossed a process boundary.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// A server-supplied delay in whole seconds, capped at [`MAX_RETRY_AFTER`] (never overflows).
+pub fn retry_after_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs()))
+}
+
 /// Typed provider errors, so one retry policy decides for every provider.
+///
+/// Providers make one attempt per call and return these; the binary's retry policy alone
+/// decides whether, when and how often a call is made again.
 ///
 /// Messages are text, and carry the whole source chain of the error that caused them (build
 /// them with [`error_chain`]), so an error that crossed a process boundary reads the same.
@@ -422,6 +436,17 @@ impl ProviderError {
                 kind,
                 message: f(message),
             },
+        }
+    }
+
+    /// The delay the server asked for before the next attempt, capped at [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Throttled {
+                retry_after: Some(d),
+                ..
+            } => Some((*d).min(MAX_RETRY_AFTER)),
+            _ => None,
         }
     }
 
