@@ -63,6 +63,9 @@ pub struct Global {
     /// Apply even when a change locks this machine out.
     #[arg(skip)]
     pub allow_lockout: bool,
+    /// Retries and deadlines of provider calls (`--read-deadline`, `--write-deadline`).
+    #[arg(skip)]
+    pub retry: crate::retry::Policy,
 }
 
 /// `-f FILE`.
@@ -99,6 +102,19 @@ pub struct StateDirFlag {
     pub state_dir: Option<PathBuf>,
 }
 
+/// `--read-deadline`, `--write-deadline`: bounds on every call to a target, retries included.
+#[derive(Debug, Args, Default)]
+pub struct DeadlineFlags {
+    /// Give up reading a target after this long, retries included, e.g. 30s, 2m [default:
+    /// 60s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
+    pub read_deadline: Option<std::time::Duration>,
+    /// Give up changing a target after this long, retries and waiting for the target's own
+    /// operation included [default: 30m]
+    #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
+    pub write_deadline: Option<std::time::Duration>,
+}
+
 /// What commands that fetch live sources and change targets take.
 #[derive(Debug, Args, Default)]
 pub struct LiveFlags {
@@ -122,6 +138,7 @@ struct CommandFlags<'a> {
     strict: Option<&'a StrictFlag>,
     state: Option<&'a StateDirFlag>,
     live: Option<&'a LiveFlags>,
+    deadline: Option<&'a DeadlineFlags>,
 }
 
 impl Cli {
@@ -158,6 +175,14 @@ impl Cli {
             _ => top.live.self_echo.clone(),
         };
         g.allow_lockout = f.live.is_some_and(|l| l.allow_lockout) || top.live.allow_lockout;
+        if let Some(d) = f.deadline {
+            if let Some(r) = d.read_deadline {
+                g.retry.read_deadline = r;
+            }
+            if let Some(w) = d.write_deadline {
+                g.retry.write_deadline = w;
+            }
+        }
         self
     }
 }
@@ -179,23 +204,31 @@ impl Command {
             },
             Command::Plan(a) => CommandFlags {
                 live: Some(&a.live),
+                deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
             Command::Apply(a) => CommandFlags {
                 live: Some(&a.live),
+                deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
-            Command::Show(a) => c(&a.file, &a.output, &a.strict),
+            Command::Show(a) => CommandFlags {
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
             Command::Update(a) => CommandFlags {
                 live: Some(&a.live),
+                deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
             Command::Disable(a) => CommandFlags {
                 state: Some(&a.state),
+                deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
             Command::Reconcile(a) => CommandFlags {
                 live: Some(&a.live),
+                deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
             Command::Sources(SourcesArgs {
@@ -219,6 +252,15 @@ impl Command {
 
 fn parse_echo_url(s: &str) -> Result<reqwest::Url, String> {
     crate::sources::spec::parse_url(s)
+}
+
+/// A deadline: a duration of at least one second.
+fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::sources::spec::parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("a deadline must be at least 1s, not `{s}`"));
+    }
+    Ok(d)
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -338,6 +380,8 @@ pub struct PlanArgs {
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error
     #[arg(long)]
     pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +398,8 @@ pub struct ApplyArgs {
     pub live: LiveFlags,
     #[command(flatten)]
     pub change: ChangeArgs,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 /// How a change is confirmed and waited for (`apply`, `update`).
@@ -380,6 +426,8 @@ pub struct ShowArgs {
     pub output: OutputFlag,
     #[command(flatten)]
     pub strict: StrictFlag,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]
@@ -430,6 +478,8 @@ pub struct UpdateArgs {
     pub strict: StrictFlag,
     #[command(flatten)]
     pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]
@@ -451,6 +501,8 @@ pub struct DisableArgs {
     pub strict: StrictFlag,
     #[command(flatten)]
     pub state: StateDirFlag,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]
@@ -491,6 +543,8 @@ pub struct ReconcileArgs {
     /// How often the declaration file is checked for changes
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "2s")]
     pub watch_interval: std::time::Duration,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]

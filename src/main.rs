@@ -12,6 +12,7 @@ mod output;
 mod plan;
 mod reconcile;
 mod registry;
+mod retry;
 mod sources;
 
 use std::process::ExitCode;

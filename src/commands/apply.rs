@@ -167,7 +167,11 @@ pub async fn execute(
 pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "apply")?;
     let decl = commands::load(global).await?;
-    let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
+    let bound = commands::bind(
+        global,
+        &decl,
+        commands::select(&decl, &args.select.targets)?,
+    )?;
     let plans = commands::plan_all(&bound).await;
     execute(global, &bound, plans, &args.change).await
 }

@@ -11,6 +11,7 @@ pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome>
     commands::reject_github(global, "disable")?;
     let decl = commands::load_offline(global)?;
     let bound = commands::bind(
+        global,
         &decl,
         commands::select(&decl, std::slice::from_ref(&args.target))?,
     )?;

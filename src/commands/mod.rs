@@ -140,15 +140,20 @@ pub struct Bound<'a> {
     pub lockout: Option<guard::Lockout>,
 }
 
-/// Build the provider of every selected target; config errors are located and all reported.
-pub fn bind<'a>(decl: &Declaration, targets: Vec<&'a Target>) -> anyhow::Result<Vec<Bound<'a>>> {
+/// Build the provider of every selected target, its calls under the retry policy of the
+/// command's flags; config errors are located and all reported.
+pub fn bind<'a>(
+    global: &Global,
+    decl: &Declaration,
+    targets: Vec<&'a Target>,
+) -> anyhow::Result<Vec<Bound<'a>>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for t in targets {
         match registry::build(&t.provider, &t.config) {
             Ok(provider) => out.push(Bound {
                 target: t,
-                provider,
+                provider: crate::retry::wrap(provider, &t.name, global.retry),
                 lockout: decl.lockout.clone(),
             }),
             Err(e) => errors.push(t.config_error(&decl.file, e.to_string())),

@@ -7,7 +7,11 @@ use crate::plan::Status;
 pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "plan")?;
     let decl = commands::load(global).await?;
-    let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
+    let bound = commands::bind(
+        global,
+        &decl,
+        commands::select(&decl, &args.select.targets)?,
+    )?;
     let plans = commands::plan_all(&bound).await;
     match global.output {
         OutputFormat::Json => commands::print_json(&serde_json::json!({ "plans": plans }))?,

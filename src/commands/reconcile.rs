@@ -129,6 +129,8 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         concurrency: usize::from(args.concurrency),
         grace: args.grace,
         watch_interval: args.watch_interval,
+        retry: global.retry,
+        build: crate::registry::build,
     };
     let metrics = Arc::new(Metrics::default());
     let server = match args.metrics_addr {

@@ -7,7 +7,11 @@ use crate::output;
 pub async fn run(global: &Global, args: &ShowArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "show")?;
     let decl = commands::load_offline(global)?;
-    let bound = commands::bind(&decl, commands::select(&decl, &args.select.targets)?)?;
+    let bound = commands::bind(
+        global,
+        &decl,
+        commands::select(&decl, &args.select.targets)?,
+    )?;
     let states = futures::future::join_all(bound.iter().map(|b| b.provider.current())).await;
     let mut json = Vec::new();
     let mut human = String::new();

@@ -55,6 +55,7 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
     }
     let decl = commands::load(global).await?;
     let bound = commands::bind(
+        global,
         &decl,
         commands::select(&decl, std::slice::from_ref(&args.target))?,
     )?;

@@ -1,5 +1,6 @@
 //! What to do after a reconcile: requeue after a delay. Successes requeue at the interval
-//! with jitter; [`error_policy`] alone decides backoff after a failure.
+//! with jitter; [`error_policy`] alone decides backoff after a failure, with the delays of
+//! the one retry policy ([`crate::retry`]).
 
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub enum ReconcileError {
     /// The provider rejected or failed the change.
     #[error("apply failed: {0}")]
     Apply(ProviderError),
+    /// The reconcile task panicked (a bug): counted as a failure of the target.
+    #[error("internal error (a bug, please report it): the reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 impl ReconcileError {
@@ -33,6 +37,7 @@ impl ReconcileError {
             ReconcileError::Config(_) => "config",
             ReconcileError::Read(e) | ReconcileError::Apply(e) => e.kind(),
             ReconcileError::Refused(_) => "refused",
+            ReconcileError::Panicked(_) => "panic",
         }
     }
 
@@ -44,10 +49,9 @@ impl ReconcileError {
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    fn provider_error(&self) -> Option<&ProviderError> {
         match self {
-            ReconcileError::Read(ProviderError::Throttled { retry_after, .. })
-            | ReconcileError::Apply(ProviderError::Throttled { retry_after, .. }) => *retry_after,
+            ReconcileError::Read(e) | ReconcileError::Apply(e) => Some(e),
             _ => None,
         }
     }
@@ -71,19 +75,12 @@ pub fn requeue(interval: Duration) -> Action {
 }
 
 /// After the `failures`-th consecutive failure: exponential backoff from [`BASE_BACKOFF`]
-/// up to `cap`, with equal jitter (half fixed, half random). A throttled target's
-/// `retry_after` is honoured: never retried sooner than it asked.
+/// up to `cap`, with full jitter (`random(0, min(cap, base * 2^n))`). A throttled target's
+/// `retry_after` is honoured (capped at [`rangekeeper_provider::MAX_RETRY_AFTER`]): never retried
+/// sooner than it asked.
 pub fn error_policy(err: &ReconcileError, failures: u32, cap: Duration) -> Action {
-    let exp = BASE_BACKOFF
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-        .min(cap);
-    let half = exp / 2;
-    let mut delay = half + half.mul_f64(rand::random::<f64>());
-    if let Some(ra) = err.retry_after() {
-        delay = delay.max(ra + ra.mul_f64(rand::random::<f64>() * 0.1));
-    }
     Action {
-        requeue_after: delay,
+        requeue_after: crate::retry::delay_after(err.provider_error(), BASE_BACKOFF, cap, failures),
     }
 }
 
@@ -102,7 +99,8 @@ mod tests {
         for n in 1..=12 {
             let d = error_policy(&transient(), n, cap).requeue_after;
             let exp = (BASE_BACKOFF * 2u32.pow(n - 1)).min(cap);
-            assert!(d >= exp / 2 && d <= exp, "attempt {n}: {d:?} vs {exp:?}");
+            // Full jitter: anywhere from zero up to the capped exponential.
+            assert!(d <= exp, "attempt {n}: {d:?} vs {exp:?}");
             assert!(exp >= last_max);
             last_max = exp;
         }

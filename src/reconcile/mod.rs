@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::bail;
 use rangekeeper_cidr::RangeSet;
 use rangekeeper_provider::{ApplyOptions, Progress};
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 
 use crate::commands::{self, Bound};
 use crate::declaration::{DeclText, Declaration, LoadError, LoadOptions, Target};
@@ -50,7 +50,19 @@ pub struct Settings {
     pub concurrency: usize,
     pub grace: Duration,
     pub watch_interval: Duration,
+    /// Deadlines of each read and apply, and (`--once`) how many passes a failing target
+    /// gets; each pass makes one attempt, the requeue is the retry.
+    pub retry: crate::retry::Policy,
+    /// Builds a target's provider ([`registry::build`]; tests script their own).
+    pub build: Builder,
 }
+
+/// Builds the provider of a target from its `provider:` name and fields.
+pub type Builder =
+    fn(
+        &str,
+        &rangekeeper_provider::TargetConfig,
+    ) -> Result<Box<dyn rangekeeper_provider::Provider>, rangekeeper_provider::ProviderError>;
 
 impl Settings {
     /// Read what the reconciler enforces: the declaration file, or the declaration built
@@ -64,8 +76,6 @@ impl Settings {
     }
 }
 
-/// In `--once` mode, retryable failures are tried again at most this often.
-const ONCE_ATTEMPTS: u32 = 3;
 /// In `--once` mode, the longest wait between attempts.
 const ONCE_MAX_DELAY: Duration = Duration::from_secs(10);
 
@@ -125,15 +135,21 @@ impl Progress for LogProgress {
     }
 }
 
-/// Reconcile one target: read, plan under the guards, detect drift, apply.
+/// Reconcile one target: read, plan under the guards, detect drift, apply. One attempt of
+/// each call, bounded by the policy's deadlines.
 pub async fn reconcile(
     target: Arc<Target>,
     lockout: Option<Lockout>,
     last_seen: Option<RangeSet>,
     hint: Trigger,
+    retry: crate::retry::Policy,
+    build: Builder,
 ) -> Pass {
-    match registry::build(&target.provider, &target.config) {
-        Ok(provider) => reconcile_with(target, provider, lockout, last_seen, hint).await,
+    match build(&target.provider, &target.config) {
+        Ok(provider) => {
+            let provider = crate::retry::wrap(provider, &target.name, retry.single_attempt());
+            reconcile_with(target, provider, lockout, last_seen, hint).await
+        }
         Err(e) => Pass {
             target: target.name.clone(),
             drift: None,
@@ -475,8 +491,9 @@ impl Controller {
             .collect()
     }
 
-    /// Start a reconcile of `name`.
-    fn spawn(&mut self, name: &str, tasks: &mut JoinSet<Pass>) {
+    /// Start a reconcile of `name`; `running` maps the task to its target, so a task that
+    /// panics is still accounted to it.
+    fn spawn(&mut self, name: &str, tasks: &mut JoinSet<Pass>, running: &mut HashMap<Id, String>) {
         let Some(t) = self.decl.targets.get(name) else {
             return;
         };
@@ -488,7 +505,30 @@ impl Controller {
         let lockout = self.decl.lockout.clone();
         let last_seen = slot.last_seen.clone();
         let hint = slot.hint;
-        tasks.spawn(reconcile(target, lockout, last_seen, hint));
+        let retry = self.settings.retry;
+        let build = self.settings.build;
+        let task = tasks.spawn(reconcile(target, lockout, last_seen, hint, retry, build));
+        running.insert(task.id(), name.to_owned());
+    }
+
+    /// A reconcile task that ended without a pass (it panicked, or was cancelled): a
+    /// failure of its target, whose slot is freed.
+    fn task_failed(&mut self, name: String, e: &tokio::task::JoinError) {
+        let why = if e.is_panic() {
+            "the task panicked".to_owned()
+        } else {
+            e.to_string()
+        };
+        tracing::error!(target = %name, "the reconcile of `{name}` ended abnormally: {why}");
+        self.finished(Pass {
+            target: name,
+            drift: None,
+            holds: None,
+            change: None,
+            notes: Vec::new(),
+            pending: false,
+            result: Err(ReconcileError::Panicked(why)),
+        });
     }
 
     /// Record a finished reconcile: logs, metrics, audit, and when to come back.
@@ -619,9 +659,10 @@ impl Controller {
                     slot.last_refusal = Some(message);
                 }
                 if settings.once {
-                    // A throttled target asking for a longer pause is left for the next run.
+                    // As many passes as the retry policy allows attempts; a throttled target
+                    // asking for a longer pause is left for the next run.
                     slot.done = !e.is_retryable()
-                        || slot.failures >= ONCE_ATTEMPTS
+                        || slot.failures >= settings.retry.attempts
                         || requeue_after > ONCE_MAX_DELAY;
                     slot.due = Instant::now() + requeue_after;
                 } else {
@@ -676,9 +717,17 @@ pub async fn run(
     // meanwhile stops at once: nothing was applied yet).
     tokio::pin!(shutdown);
     let due = store.due(Instant::now());
+    // Each fetch is a task of its own: one that panics is a failed fetch of its source.
     let first_fetch = futures::future::join_all(due.iter().map(|s| {
         let f = fetcher.clone();
-        async move { (s.name.clone(), f.fetch(s).await) }
+        let spec = s.clone();
+        let task = tokio::spawn(async move { f.fetch(&spec).await });
+        async move {
+            let r = task
+                .await
+                .unwrap_or_else(|e| Err(FetchError::Panicked(e.to_string())));
+            (s.name.clone(), r)
+        }
     }));
     let results = tokio::select! {
         r = first_fetch => r,
@@ -739,8 +788,9 @@ pub async fn run(
     );
 
     let mut tasks: JoinSet<Pass> = JoinSet::new();
+    let mut running: HashMap<Id, String> = HashMap::new();
     let mut fetches: JoinSet<(String, Result<RangeSet, FetchError>)> = JoinSet::new();
-    let mut fetching: Vec<String> = Vec::new();
+    let mut fetching: HashMap<Id, String> = HashMap::new();
     let mut next_watch = Instant::now() + settings.watch_interval;
     let mut stopped = false;
     loop {
@@ -766,17 +816,18 @@ pub async fn run(
             if tasks.len() >= settings.concurrency {
                 break;
             }
-            ctl.spawn(&name, &mut tasks);
+            ctl.spawn(&name, &mut tasks, &mut running);
         }
         // Refresh due sources in the background (loop mode).
         if !settings.once {
             for spec in ctl.store.due(now) {
-                if fetching.contains(&spec.name) {
+                if fetching.values().any(|n| n == &spec.name) {
                     continue;
                 }
-                fetching.push(spec.name.clone());
+                let name = spec.name.clone();
                 let f = ctl.fetcher.clone();
-                fetches.spawn(async move { (spec.name.clone(), f.fetch(&spec).await) });
+                let task = fetches.spawn(async move { (spec.name.clone(), f.fetch(&spec).await) });
+                fetching.insert(task.id(), name);
             }
         }
         let mut wake = ctl
@@ -800,16 +851,32 @@ pub async fn run(
                 stopped = true;
                 break;
             }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 match done {
-                    Ok(pass) => ctl.finished(pass),
-                    Err(e) => tracing::error!("a reconcile task failed: {e}"),
+                    Ok((id, pass)) => {
+                        running.remove(&id);
+                        ctl.finished(pass);
+                    }
+                    Err(e) => match running.remove(&e.id()) {
+                        Some(name) => ctl.task_failed(name, &e),
+                        None => tracing::error!("a reconcile task failed: {e}"),
+                    },
                 }
             }
-            Some(done) = fetches.join_next(), if !fetches.is_empty() => {
-                if let Ok((name, r)) = done {
-                    fetching.retain(|n| n != &name);
-                    ctl.source_done(&name, r);
+            Some(done) = fetches.join_next_with_id(), if !fetches.is_empty() => {
+                match done {
+                    Ok((id, (name, r))) => {
+                        fetching.remove(&id);
+                        ctl.source_done(&name, r);
+                    }
+                    // A fetch that panicked is a failed refresh: the source keeps its last
+                    // value and is fetched again on the failure schedule.
+                    Err(e) => {
+                        if let Some(name) = fetching.remove(&e.id()) {
+                            tracing::error!(source = %name, "the refresh of source `{name}` ended abnormally: {e}");
+                            ctl.source_done(&name, Err(FetchError::Panicked(e.to_string())));
+                        }
+                    }
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {}
@@ -833,9 +900,14 @@ pub async fn run(
             tracing::info!("stopping");
         }
         let drain = async {
-            while let Some(done) = tasks.join_next().await {
-                if let Ok(pass) = done {
-                    ctl.finished(pass);
+            while let Some(done) = tasks.join_next_with_id().await {
+                match done {
+                    Ok((_, pass)) => ctl.finished(pass),
+                    Err(e) => {
+                        if let Some(name) = running.remove(&e.id()) {
+                            ctl.task_failed(name, &e);
+                        }
+                    }
                 }
             }
         };
@@ -1067,5 +1139,110 @@ mod tests {
             p.read_error.lock().unwrap().is_some(),
             "current() was called"
         );
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    //! Regression tests of the reconciler: one per fixed bug, each named after what it
+    //! protects.
+
+    use rangekeeper_provider::{
+        Applied, Capabilities, Provider, ProviderError, State, TargetConfig,
+    };
+
+    use super::*;
+
+    /// A provider whose every call panics.
+    struct Panics;
+
+    #[async_trait::async_trait]
+    impl Provider for Panics {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::new("file", "panics").with_private_ranges(true)
+        }
+        async fn current(&self) -> Result<State, ProviderError> {
+            panic!("scripted panic in current")
+        }
+        async fn apply(
+            &self,
+            _desired: &RangeSet,
+            _opts: &ApplyOptions,
+        ) -> Result<Applied, ProviderError> {
+            panic!("scripted panic in apply")
+        }
+        async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+            panic!("scripted panic in disable")
+        }
+    }
+
+    /// The target `boom` gets the panicking provider, every other one its real provider.
+    fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
+        if cfg.name == "boom" {
+            Ok(Box::new(Panics))
+        } else {
+            registry::build(provider, cfg)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_fails_its_target_frees_its_slot_and_once_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rangekeeper.yaml");
+        std::fs::write(
+            &file,
+            "version: 1\ntargets:\n  boom:\n    provider: file\n    path: boom.txt\n    allow: [192.0.2.0/24]\n  fine:\n    provider: file\n    path: fine.txt\n    allow: [192.0.2.0/24]\n",
+        )
+        .unwrap();
+        let state_dir = dir.path().join("state");
+        let settings = Settings {
+            file,
+            kube_restrict_ip: false,
+            load: LoadOptions::default(),
+            live: LiveOptions {
+                state_dir: Some(state_dir.clone()),
+                self_echo: Vec::new(),
+                allow_lockout: false,
+            },
+            state_dir,
+            targets: Vec::new(),
+            once: true,
+            interval: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(1),
+            // One slot: `fine` runs only once the panicked task's slot is freed.
+            concurrency: 1,
+            grace: Duration::from_secs(1),
+            watch_interval: Duration::from_secs(1),
+            retry: crate::retry::Policy::default(),
+            build,
+        };
+        let run = run(
+            settings,
+            Arc::new(Metrics::default()),
+            std::future::pending(),
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("`--once` exits although a reconcile panicked")
+            .unwrap();
+        let by_name = |n: &str| {
+            outcome
+                .summaries
+                .iter()
+                .find(|s| s.target == n)
+                .unwrap_or_else(|| panic!("no summary for {n}: {:?}", outcome.summaries))
+                .clone()
+        };
+        let boom = by_name("boom");
+        assert_eq!(boom.result, "failed", "{boom:?}");
+        assert_eq!(boom.kind, Some("panic"), "{boom:?}");
+        assert!(
+            boom.error.as_deref().unwrap_or("").contains("panicked"),
+            "{boom:?}"
+        );
+        let fine = by_name("fine");
+        assert_eq!(fine.result, "applied", "{fine:?}");
+        assert!(dir.path().join("fine.txt").exists());
+        assert!(!outcome.aborted);
     }
 }

@@ -27,6 +27,9 @@ pub enum FetchError {
     Dns(String),
     #[error("{0}")]
     Egress(String),
+    /// The fetch task panicked (a bug); the source is refreshed again later.
+    #[error("internal error (a bug, please report it): the fetch panicked: {0}")]
+    Panicked(String),
 }
 
 impl FetchError {
@@ -40,6 +43,7 @@ impl FetchError {
             FetchError::Empty => "empty",
             FetchError::Dns(_) => "dns",
             FetchError::Egress(_) => "egress",
+            FetchError::Panicked(_) => "panic",
         }
     }
 }
