@@ -17,8 +17,9 @@ use crate::credential::{BearerToken, TokenSource};
 /// Per-request timeout (ARM answers a GET or the acceptance of a PUT within seconds).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest Retry-After we honour; longer values are capped.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+/// Longest Retry-After passed on; longer values (up to any number of digits) are capped, so
+/// nothing overflows. The binary's retry policy decides what to do with it.
+pub const MAX_RETRY_AFTER: Duration = rangekeeper_provider::MAX_RETRY_AFTER;
 
 /// A resource as read: the whole JSON body (field order and unknown fields preserved) and
 /// its eTag.
@@ -370,9 +371,15 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `Retry-After` in seconds (the form ARM uses), capped at [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    header_str(headers, "retry-after")
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+    let raw = header_str(headers, "retry-after")?;
+    let s = raw.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: a number too large for u64 is as good as u64::MAX.
+    Some(rangekeeper_provider::retry_after_secs(
+        s.parse::<u64>().unwrap_or(u64::MAX),
+    ))
 }
 
 /// `{"error": {"code", "message"}}` (also accepts the fields at the top level).
@@ -513,6 +520,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         h.insert("retry-after", "100000".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        // Beyond u64: capped, never an overflow or a panic.
+        h.insert("retry-after", "18446744073709551616000".parse().unwrap());
         assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! A change is a GET of the whole cluster, a change of that one field, and a PUT of the
 //! whole object back with `If-Match: <eTag>`, followed by polling the long-running
-//! operation and reading the cluster back. Conflicts (409/412), throttling and transient
-//! failures are retried after re-reading, bounded and jittered.
+//! operation and reading the cluster back. Each call makes one attempt: conflicts (409/412,
+//! another operation in progress, a canceled operation), throttling (with ARM's Retry-After)
+//! and transient failures come back typed, and the binary's retry policy decides whether to
+//! run the whole read-modify-write again. Waiting for the operation our PUT started is not a
+//! retry: it stays here, bounded by [`Polling::operation_timeout`].
 
 pub mod arm;
 pub mod check;
@@ -13,10 +16,9 @@ pub mod config;
 pub mod credential;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use rangekeeper_provider::{
     Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
     TargetConfig, UnrestrictedForm, Violation,
@@ -55,14 +57,10 @@ pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     Ok(Box::new(AksProvider::new(target, tokens)?))
 }
 
-/// Bounds of every wait and retry the provider does.
+/// Bounds of the provider's wait for a long-running operation it started (not a retry:
+/// retries belong to the binary's policy).
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Most retries of one apply or read (conflicts, throttling, transient errors together).
-    pub attempts: u32,
-    /// First backoff; doubles per retry, with jitter, up to `max_backoff`.
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
+pub struct Polling {
     /// Longest wait for a long-running operation.
     pub operation_timeout: Duration,
     /// Poll interval when the server sends no Retry-After.
@@ -71,12 +69,9 @@ pub struct RetryPolicy {
     pub min_poll: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for Polling {
     fn default() -> Self {
-        RetryPolicy {
-            attempts: 10,
-            base_backoff: Duration::from_secs(2),
-            max_backoff: Duration::from_secs(60),
+        Polling {
             operation_timeout: Duration::from_secs(30 * 60),
             default_poll: Duration::from_secs(10),
             min_poll: Duration::from_secs(1),
@@ -84,31 +79,8 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
-    /// Backoff before retry number `attempt` (0-based): equal jitter over an exponential cap.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self
-            .base_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-            .min(self.max_backoff);
-        let half = cap / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
-    }
-
-    /// How long to wait before retrying after `err`: the server's Retry-After if it gave
-    /// one (never less than our backoff), our backoff otherwise.
-    fn delay_for(&self, err: &ProviderError, attempt: u32) -> Duration {
-        let ours = self.backoff(attempt);
-        match err {
-            ProviderError::Throttled {
-                retry_after: Some(ra),
-                ..
-            } => (*ra).max(ours),
-            _ => ours,
-        }
-    }
-}
+/// Longest pause between two polls of an operation, whatever its Retry-After says.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(120);
 
 /// What an apply or disable should leave on the cluster.
 enum Goal<'a> {
@@ -138,7 +110,11 @@ impl Goal<'_> {
 pub struct AksProvider {
     target: AksTarget,
     arm: ArmClient,
-    policy: RetryPolicy,
+    polling: Polling,
+    /// The ranges of a PUT whose outcome we do not know (its answer was lost, or polling its
+    /// operation failed): when a later call finds the cluster holding them, that is our
+    /// change, to be waited for and confirmed rather than reported as "already in sync".
+    unconfirmed: Mutex<Option<Vec<String>>>,
 }
 
 impl AksProvider {
@@ -148,13 +124,14 @@ impl AksProvider {
         Ok(AksProvider {
             target,
             arm,
-            policy: RetryPolicy::default(),
+            polling: Polling::default(),
+            unconfirmed: Mutex::new(None),
         })
     }
 
-    /// Replace the retry and polling bounds (tests use short ones).
-    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.policy = policy;
+    /// Replace the polling bounds (tests use short ones).
+    pub fn with_polling(mut self, polling: Polling) -> Self {
+        self.polling = polling;
         self
     }
 
@@ -162,36 +139,8 @@ impl AksProvider {
         &self.target
     }
 
-    /// Run an idempotent read, retrying throttling and transient errors (bounded, jittered).
-    async fn read_retrying<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, ProviderError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ProviderError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(e)
-                    if matches!(
-                        e,
-                        ProviderError::Throttled { .. } | ProviderError::Transient(_)
-                    ) && attempt < self.policy.attempts =>
-                {
-                    let d = self.policy.delay_for(&e, attempt);
-                    tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "{what}: retrying");
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     async fn get_cluster(&self) -> Result<arm::Resource, ProviderError> {
-        self.read_retrying("reading the managed cluster", || self.arm.get_cluster())
-            .await
-            .map_err(|e| self.context(e))
+        self.arm.get_cluster().await.map_err(|e| self.context(e))
     }
 
     /// Name the cluster in a not-found error so the user knows which declaration is wrong.
@@ -209,19 +158,14 @@ impl AksProvider {
     async fn egress_ips(&self, body: &serde_json::Value) -> Result<Vec<IpAddr>, ProviderError> {
         let mut ips = Vec::new();
         for id in cluster::outbound_ip_ids(body) {
-            let ip = self
-                .read_retrying("reading an outbound public IP", || {
-                    self.arm.get_public_ip(&id)
-                })
-                .await
-                .map_err(|e| {
-                    let hint = "; set `allowNodeEgressLockout: true` to skip the node egress check";
-                    match e {
-                        ProviderError::Auth(m) => ProviderError::Auth(format!("{m}{hint}")),
-                        ProviderError::NotFound(m) => ProviderError::NotFound(format!("{m}{hint}")),
-                        other => other,
-                    }
-                })?;
+            let ip = self.arm.get_public_ip(&id).await.map_err(|e| {
+                let hint = "; set `allowNodeEgressLockout: true` to skip the node egress check";
+                match e {
+                    ProviderError::Auth(m) => ProviderError::Auth(format!("{m}{hint}")),
+                    ProviderError::NotFound(m) => ProviderError::NotFound(format!("{m}{hint}")),
+                    other => other,
+                }
+            })?;
             match ip {
                 Some(ip) => ips.push(ip),
                 None => {
@@ -279,8 +223,7 @@ impl AksProvider {
         opts: &ApplyOptions,
     ) -> Result<(), ProviderError> {
         let started = Instant::now();
-        let mut delay = accepted.retry_after.unwrap_or(self.policy.default_poll);
-        let mut failures = 0u32;
+        let mut delay = accepted.retry_after.unwrap_or(self.polling.default_poll);
         if accepted.async_operation.is_none() && accepted.location.is_none() {
             // A synchronous answer, or one without a polling URL: watch the cluster itself.
             if let Some(state) = accepted.body.as_ref().and_then(cluster::provisioning_state)
@@ -290,14 +233,14 @@ impl AksProvider {
             }
         }
         loop {
-            if started.elapsed() > self.policy.operation_timeout {
+            if started.elapsed() > self.polling.operation_timeout {
                 return Err(ProviderError::Transient(format!(
                     "the update of cluster `{}` did not finish within {}s; it may still complete (run plan again to see)",
                     self.target.cluster,
-                    self.policy.operation_timeout.as_secs()
+                    self.polling.operation_timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(delay.max(self.policy.min_poll)).await;
+            tokio::time::sleep(delay.min(MAX_POLL_INTERVAL).max(self.polling.min_poll)).await;
             let polled = if let Some(url) = &accepted.async_operation {
                 self.arm.poll_async_operation(url).await
             } else if let Some(url) = &accepted.location {
@@ -325,21 +268,10 @@ impl AksProvider {
                     }
                 })
             };
-            let poll = match polled {
-                Ok(p) => {
-                    failures = 0;
-                    p
-                }
-                Err(e) if e.is_retryable() && failures < self.policy.attempts => {
-                    let d = self.policy.delay_for(&e, failures);
-                    tracing::warn!(error = %e, "polling the operation: retrying");
-                    failures += 1;
-                    delay = d;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            delay = poll.retry_after.unwrap_or(self.policy.default_poll);
+            // A failed poll ends this call: the policy runs the apply again, which finds
+            // the operation's outcome by reading the cluster (`unconfirmed`).
+            let poll = polled?;
+            delay = poll.retry_after.unwrap_or(self.polling.default_poll);
             match poll.status {
                 PollStatus::Succeeded => return Ok(()),
                 PollStatus::Running { status } => {
@@ -387,7 +319,7 @@ impl AksProvider {
                 .unwrap_or("Succeeded")
                 .to_owned();
             if cluster::is_terminal_state(&state)
-                || started.elapsed() > self.policy.operation_timeout
+                || started.elapsed() > self.polling.operation_timeout
             {
                 return Ok(res);
             }
@@ -396,85 +328,96 @@ impl AksProvider {
                 self.target.cluster,
                 started.elapsed().as_secs()
             ));
-            tokio::time::sleep(self.policy.default_poll.max(self.policy.min_poll)).await;
+            tokio::time::sleep(self.polling.default_poll.max(self.polling.min_poll)).await;
         }
     }
 
-    /// GET, compare, change the one field, PUT with If-Match, wait, read back; retried on
-    /// conflicts, throttling and transient errors.
+    /// Remember (or forget) a PUT of `ranges` whose outcome is unknown.
+    fn set_unconfirmed(&self, ranges: Option<Vec<String>>) {
+        if let Ok(mut g) = self.unconfirmed.lock() {
+            *g = ranges;
+        }
+    }
+
+    /// Whether the PUT whose outcome was unknown was one of `ranges`; forgets it either way.
+    fn take_unconfirmed(&self, ranges: &[String]) -> bool {
+        self.unconfirmed
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .is_some_and(|sent| sent == ranges)
+    }
+
+    /// GET, compare, change the one field, PUT with If-Match, wait, read back. One attempt:
+    /// a conflict, throttling or transient failure comes back typed, and the retry policy
+    /// runs all of it again from the GET (so a retried PUT always carries a fresh eTag).
     async fn converge(
         &self,
         goal: Goal<'_>,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        let mut attempt = 0u32;
-        // Set once a PUT may have reached Azure (accepted, or its answer was lost).
-        let mut maybe_sent = false;
         let mut notes: Vec<String> = Vec::new();
-        loop {
-            let res = self.get_cluster().await?;
-            let current = cluster::restriction_of(&res.body)?;
-            if goal.is_met_by(&current) {
-                if !maybe_sent {
-                    tracing::debug!(cluster = %self.target.cluster, "already in sync: nothing sent");
-                    return Ok(Applied::unchanged().with_notes(notes));
-                }
-                // Our earlier PUT got through although its answer was lost.
-                if !opts.wait {
-                    return Ok(Applied::pending().with_notes(notes));
-                }
-                let settled = self.wait_settled(opts).await?;
-                return self.confirm(&goal, &settled.body, &[], notes);
+        let wanted = goal.strings();
+        let res = self.get_cluster().await?;
+        let current = cluster::restriction_of(&res.body)?;
+        if goal.is_met_by(&current) {
+            if !self.take_unconfirmed(&wanted) {
+                tracing::debug!(cluster = %self.target.cluster, "already in sync: nothing sent");
+                return Ok(Applied::unchanged());
             }
+            // Our earlier PUT got through although its outcome was not known.
+            if !opts.wait {
+                return Ok(Applied::pending());
+            }
+            let settled = self.wait_settled(opts).await.inspect_err(|_| {
+                self.set_unconfirmed(Some(wanted.clone()));
+            })?;
+            return self.confirm(&goal, &settled.body, &[], notes);
+        }
 
-            let egress = match &goal {
-                Goal::Ranges(desired) => {
-                    let (egress, guard_notes) = self.egress_guard(&res.body, desired).await?;
-                    for n in guard_notes {
-                        if !notes.contains(&n) {
-                            notes.push(n);
-                        }
-                    }
-                    egress
-                }
-                Goal::Unrestricted => Vec::new(),
-            };
+        let egress = match &goal {
+            Goal::Ranges(desired) => {
+                let (egress, guard_notes) = self.egress_guard(&res.body, desired).await?;
+                notes.extend(guard_notes);
+                egress
+            }
+            Goal::Unrestricted => Vec::new(),
+        };
 
-            let mut body = res.body;
-            cluster::set_ranges(&mut body, &goal.strings())?;
-            opts.progress.message(&format!(
-                "updating authorized IP ranges of cluster {}",
-                self.target.cluster
-            ));
-            let outcome = match self.arm.put_cluster(&body, res.etag.as_deref()).await {
-                Ok(accepted) => {
-                    maybe_sent = true;
-                    if !opts.wait {
-                        return Ok(Applied::pending().with_notes(notes));
-                    }
-                    self.wait_operation(&accepted, opts).await
+        let mut body = res.body;
+        cluster::set_ranges(&mut body, &wanted)?;
+        opts.progress.message(&format!(
+            "updating authorized IP ranges of cluster {}",
+            self.target.cluster
+        ));
+        let accepted = match self.arm.put_cluster(&body, res.etag.as_deref()).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // A lost answer: the PUT may have reached Azure.
+                if matches!(e, ProviderError::Transient(_)) {
+                    self.set_unconfirmed(Some(wanted));
                 }
-                Err(e) => {
-                    if matches!(e, ProviderError::Transient(_)) {
-                        maybe_sent = true;
-                    }
-                    Err(e)
+                return Err(self.context(e));
+            }
+        };
+        if !opts.wait {
+            return Ok(Applied::pending().with_notes(notes));
+        }
+        let finished = match self.wait_operation(&accepted, opts).await {
+            Ok(()) => self.get_cluster().await,
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(back) => self.confirm(&goal, &back.body, &egress, notes),
+            Err(e) => {
+                // Polling failed or timed out: the operation may still finish.
+                if matches!(
+                    e,
+                    ProviderError::Transient(_) | ProviderError::Throttled { .. }
+                ) {
+                    self.set_unconfirmed(Some(wanted));
                 }
-            };
-            match outcome {
-                Ok(()) => {
-                    let back = self.get_cluster().await?;
-                    return self.confirm(&goal, &back.body, &egress, notes);
-                }
-                Err(e) if e.is_retryable() && attempt < self.policy.attempts => {
-                    let d = self.policy.delay_for(&e, attempt);
-                    tracing::info!(error = %e, retry_in_ms = d.as_millis() as u64, "re-reading the cluster and retrying");
-                    opts.progress
-                        .message(&format!("{e}; retrying in {}s", d.as_secs()));
-                    tokio::time::sleep(d).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(self.context(e)),
+                Err(self.context(e))
             }
         }
     }
@@ -597,35 +540,5 @@ impl Provider for AksProvider {
 
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
         self.converge(Goal::Unrestricted, opts).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_jittered_and_bounded() {
-        let p = RetryPolicy {
-            base_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(1000),
-            ..RetryPolicy::default()
-        };
-        let mut seen = std::collections::HashSet::new();
-        for attempt in 0..20 {
-            for _ in 0..20 {
-                let d = p.backoff(attempt);
-                let cap = Duration::from_millis(100 * 2u64.pow(attempt.min(4)))
-                    .min(Duration::from_millis(1000));
-                assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?}");
-                seen.insert(d);
-            }
-        }
-        assert!(seen.len() > 20, "no jitter: {seen:?}");
-        let throttled = ProviderError::Throttled {
-            message: String::new(),
-            retry_after: Some(Duration::from_secs(7)),
-        };
-        assert_eq!(p.delay_for(&throttled, 0), Duration::from_secs(7));
     }
 }
