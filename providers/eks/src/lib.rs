@@ -4,8 +4,9 @@
 //! sync (EKS rejects a no-op update), otherwise UpdateClusterConfig with only
 //! `publicAccessCidrs` and an idempotency token, then waits for the update (DescribeUpdate) or,
 //! when the answer carries no update (local emulators), reads the cluster back until it holds
-//! the new list. Another update in the way (ResourceInUseException) is waited for; throttling
-//! and server errors are retried, bounded and jittered; every call has a timeout.
+//! the new list. Every call has a timeout and makes one attempt: another update in the way
+//! (ResourceInUseException), throttling and server errors come back typed, and the binary's
+//! retry policy decides whether to run the whole update again.
 
 mod cluster;
 mod config;
@@ -56,7 +57,7 @@ pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
 }
 
 /// Apply rangekeeper's timeouts to an EKS client configuration and turn the SDK's own retries
-/// off (the provider's bounded, jittered retry loop decides, so retries do not multiply).
+/// off (the binary's one retry policy decides, so retries do not multiply).
 pub fn configure(
     builder: aws_sdk_eks::config::Builder,
     tuning: &Tuning,
@@ -102,6 +103,9 @@ pub struct EksProvider {
     source: ClientSource,
     tuning: Tuning,
     family: AtomicU8,
+    /// The list of an update whose outcome we do not know (its answer was lost, or polling
+    /// it failed): when a later call finds the cluster holding it, that is our change.
+    unconfirmed: std::sync::Mutex<Option<RangeSet>>,
 }
 
 impl std::fmt::Debug for EksProvider {
@@ -124,6 +128,7 @@ impl EksProvider {
             },
             tuning: Tuning::default(),
             family: AtomicU8::new(FAMILY_UNKNOWN),
+            unconfirmed: std::sync::Mutex::new(None),
         }
     }
 
@@ -134,6 +139,7 @@ impl EksProvider {
             source: ClientSource::Ready(client),
             tuning: Tuning::default(),
             family: AtomicU8::new(FAMILY_UNKNOWN),
+            unconfirmed: std::sync::Mutex::new(None),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The EKS calls and the update state machine: describe, update with an idempotency token,
-//! wait out a conflicting update, poll our update, and confirm by reading the cluster back.
+//! poll our update, and confirm by reading the cluster back. One attempt of each call:
+//! another update in progress is a typed conflict, and the binary's retry policy runs the
+//! whole read-modify-write again (with the same token, so EKS runs the update once).
 
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::EksProvider;
 use crate::cluster::ClusterView;
 use crate::errors::map_sdk_error;
-use crate::retry::with_retry;
+use crate::retry::bounded;
 
 /// The idempotency token of an update of `cluster` from `from` to `to`: a retried request (same
 /// cluster, same starting list, same target list) reuses it, so EKS runs it once. `salt` is
@@ -92,7 +94,7 @@ impl EksProvider {
     /// DescribeCluster, parsed.
     pub(crate) async fn describe(&self) -> Result<ClusterView, ProviderError> {
         let client = self.client().await?;
-        let out = with_retry(&self.tuning, "DescribeCluster", || async {
+        let out = bounded(&self.tuning, "DescribeCluster", || async {
             client
                 .describe_cluster()
                 .name(&self.cluster)
@@ -122,7 +124,12 @@ impl EksProvider {
         let mut salt = 0;
         loop {
             if view.set == *desired {
-                return Ok(Applied::default());
+                // An update of ours that a failed call could not confirm has landed.
+                return Ok(if self.take_unconfirmed(desired) {
+                    changed()
+                } else {
+                    Applied::default()
+                });
             }
             if let Some(status) = view.status.as_deref()
                 && matches!(status, "DELETING" | "FAILED")
@@ -133,7 +140,7 @@ impl EksProvider {
                 )));
             }
             let token = request_token(&self.cluster, &view.set, desired, salt);
-            let update = match self.send_update(desired, &token, opts).await {
+            let update = match self.send_update(desired, &token).await {
                 Ok(update) => update,
                 // Someone else set the same list since we read it: EKS refuses the no-op.
                 Err(ProviderError::Invalid(msg))
@@ -145,7 +152,13 @@ impl EksProvider {
                     }
                     return Err(ProviderError::Invalid(msg));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if matches!(e, ProviderError::Transient(_)) {
+                        // The answer may be lost while EKS took the update.
+                        self.set_unconfirmed(Some(desired.clone()));
+                    }
+                    return Err(e);
+                }
             };
             let id = update.as_ref().and_then(|u| u.id()).map(str::to_owned);
             tracing::info!(cluster = %self.cluster, update = ?id, "EKS accepted the publicAccessCidrs update");
@@ -169,7 +182,10 @@ impl EksProvider {
                     ))),
                 };
             };
-            let done = self.wait_update(&id, opts, "update").await?;
+            let done = self
+                .wait_update(&id, opts, "update")
+                .await
+                .inspect_err(|_| self.set_unconfirmed(Some(desired.clone())))?;
             if done.status() != Some(&UpdateStatus::Successful) {
                 return Err(update_failed(&self.cluster, &done));
             }
@@ -197,114 +213,52 @@ impl EksProvider {
         }
     }
 
-    /// UpdateClusterConfig with only `publicAccessCidrs`; waits out another update in
-    /// progress (ResourceInUseException), bounded.
+    /// Remember (or forget) an update to `set` whose outcome is unknown.
+    fn set_unconfirmed(&self, set: Option<RangeSet>) {
+        if let Ok(mut g) = self.unconfirmed.lock() {
+            *g = set;
+        }
+    }
+
+    /// Whether the update whose outcome was unknown was to `set`; forgets it either way.
+    fn take_unconfirmed(&self, set: &RangeSet) -> bool {
+        self.unconfirmed
+            .lock()
+            .ok()
+            .and_then(|mut g| g.take())
+            .is_some_and(|sent| sent == *set)
+    }
+
+    /// UpdateClusterConfig with only `publicAccessCidrs`, one attempt. Another update in
+    /// progress (ResourceInUseException) comes back as a conflict for the retry policy.
     async fn send_update(
         &self,
         desired: &RangeSet,
         token: &str,
-        opts: &ApplyOptions,
     ) -> Result<Option<Update>, ProviderError> {
         let client = self.client().await?;
         let cidrs: Vec<String> = desired.prefixes().iter().map(ToString::to_string).collect();
-        let mut conflicts = 0;
-        loop {
-            let sent = with_retry(&self.tuning, "UpdateClusterConfig", || async {
-                client
-                    .update_cluster_config()
-                    .name(&self.cluster)
-                    .resources_vpc_config(
-                        VpcConfigRequest::builder()
-                            .set_public_access_cidrs(Some(cidrs.clone()))
-                            .build(),
-                    )
-                    .client_request_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("UpdateClusterConfig", &self.cluster, e))
-            })
-            .await;
-            match sent {
-                Ok(out) => return Ok(out.update().cloned()),
-                Err(ProviderError::Conflict(msg)) if conflicts < self.tuning.conflict_retries => {
-                    conflicts += 1;
-                    tracing::info!(cluster = %self.cluster, "{msg}");
-                    opts.progress.message(&format!(
-                        "cluster {} has another update in progress; waiting for it",
-                        self.cluster
-                    ));
-                    self.wait_for_in_progress(opts, conflicts).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Find the update in progress (ListUpdates + DescribeUpdate) and wait for it to end.
-    /// When none is found (it just finished, or the cluster is still being created), wait a
-    /// backoff before the caller retries.
-    async fn wait_for_in_progress(
-        &self,
-        opts: &ApplyOptions,
-        conflicts: u32,
-    ) -> Result<(), ProviderError> {
-        match self.find_in_progress().await {
-            Ok(Some(id)) => {
-                self.wait_update(&id, opts, "waiting for the other update")
-                    .await?;
-            }
-            Ok(None) => tokio::time::sleep(self.tuning.backoff(conflicts)).await,
-            Err(e @ ProviderError::Auth(_)) => return Err(e),
-            Err(e) => {
-                tracing::warn!(cluster = %self.cluster, error = %e, "could not list the cluster's updates");
-                tokio::time::sleep(self.tuning.backoff(conflicts)).await;
-            }
-        }
-        Ok(())
-    }
-
-    async fn find_in_progress(&self) -> Result<Option<String>, ProviderError> {
-        let client = self.client().await?;
-        let mut ids: Vec<String> = Vec::new();
-        let mut next: Option<String> = None;
-        // Bounded pagination: enough pages to hold `max_updates_scanned` ids.
-        for _ in 0..self.tuning.max_updates_scanned.div_ceil(100).max(1) {
-            let out = with_retry(&self.tuning, "ListUpdates", || async {
-                client
-                    .list_updates()
-                    .name(&self.cluster)
-                    .set_next_token(next.clone())
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error("ListUpdates", &self.cluster, e))
-            })
-            .await?;
-            ids.extend(out.update_ids().iter().cloned());
-            next = out.next_token().map(str::to_owned);
-            if next.is_none() {
-                break;
-            }
-        }
-        // Newest last in practice; look at those first.
-        for id in ids.iter().rev().take(self.tuning.max_updates_scanned) {
-            match self.describe_update(id).await {
-                Ok(u) if u.status() == Some(&UpdateStatus::InProgress) => {
-                    return Ok(Some(id.clone()));
-                }
-                Ok(_) => {}
-                Err(e @ ProviderError::Auth(_)) => return Err(e),
-                // An update that vanished or cannot be read is not the one in the way.
-                Err(e) => {
-                    tracing::debug!(cluster = %self.cluster, update = %id, error = %e, "skipping update")
-                }
-            }
-        }
-        Ok(None)
+        let out = bounded(&self.tuning, "UpdateClusterConfig", || async {
+            client
+                .update_cluster_config()
+                .name(&self.cluster)
+                .resources_vpc_config(
+                    VpcConfigRequest::builder()
+                        .set_public_access_cidrs(Some(cidrs.clone()))
+                        .build(),
+                )
+                .client_request_token(token)
+                .send()
+                .await
+                .map_err(|e| map_sdk_error("UpdateClusterConfig", &self.cluster, e))
+        })
+        .await?;
+        Ok(out.update().cloned())
     }
 
     async fn describe_update(&self, id: &str) -> Result<Update, ProviderError> {
         let client = self.client().await?;
-        let out = with_retry(&self.tuning, "DescribeUpdate", || async {
+        let out = bounded(&self.tuning, "DescribeUpdate", || async {
             client
                 .describe_update()
                 .name(&self.cluster)
@@ -369,7 +323,7 @@ impl EksProvider {
         let mut last = None;
         for attempt in 0..attempts.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(self.tuning.backoff(attempt - 1)).await;
+                tokio::time::sleep(self.tuning.poll_delay()).await;
             }
             opts.progress.message(&format!(
                 "confirming cluster {} holds the new list (read {} of {})",

@@ -197,11 +197,18 @@ const DESCRIBE: &str = "GET /clusters/prod";
 const UPDATE: &str = "POST /clusters/prod/update-config";
 
 #[tokio::test]
-async fn conflict_on_the_wire_waits_for_the_running_update_then_succeeds() {
+async fn conflict_on_the_wire_is_typed_and_the_rerun_succeeds() {
+    // One attempt per call: the 409 comes back as a conflict (formerly the provider waited
+    // for u0 itself); the retry policy's re-run (done here by hand) reads again and updates
+    // with the same token.
     let script = Script::default()
         .on(
             DESCRIBE,
-            vec![cluster(&["93.184.216.0/24"]), cluster(&["140.82.112.0/20"])],
+            vec![
+                cluster(&["93.184.216.0/24"]),
+                cluster(&["93.184.216.0/24"]),
+                cluster(&["140.82.112.0/20"]),
+            ],
         )
         .on(
             UPDATE,
@@ -225,13 +232,20 @@ async fn conflict_on_the_wire_waits_for_the_running_update_then_succeeds() {
         );
     let endpoint = script.serve().await;
     let p = provider(&endpoint);
-    let applied = p
-        .apply(&set(&["140.82.112.0/20"]), &ApplyOptions::default())
+    let desired = set(&["140.82.112.0/20"]);
+    let e = p
+        .apply(&desired, &ApplyOptions::default())
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Conflict(m) if m.contains("u0 in progress")),
+        "{e:?}"
+    );
+    let applied = p.apply(&desired, &ApplyOptions::default()).await.unwrap();
     assert!(applied.changed);
     assert_eq!(script.count(UPDATE), 2);
-    assert_eq!(script.count("GET /clusters/prod/updates/u0"), 3);
+    assert_eq!(script.count("GET /clusters/prod/updates"), 0);
+    assert_eq!(script.count("GET /clusters/prod/updates/u0"), 0);
     assert_eq!(script.count("GET /clusters/prod/updates/u1"), 2);
     let bodies = script.bodies(UPDATE);
     assert_eq!(
@@ -250,7 +264,8 @@ async fn conflict_on_the_wire_waits_for_the_running_update_then_succeeds() {
 
 #[tokio::test]
 async fn wire_error_codes_map_to_typed_errors() {
-    // Throttled twice, then answered.
+    // Throttled, then unavailable, then answered: one attempt per call, typed for the
+    // retry policy (which makes the calls again in the binary).
     let script = Script::default().on(
         DESCRIBE,
         vec![
@@ -260,6 +275,10 @@ async fn wire_error_codes_map_to_typed_errors() {
         ],
     );
     let p = provider(&script.serve().await);
+    let e = p.current().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Throttled { .. }), "{e:?}");
+    let e = p.current().await.unwrap_err();
+    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
     p.current().await.unwrap();
     assert_eq!(script.count(DESCRIBE), 3);
 
