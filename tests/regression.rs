@@ -651,3 +651,150 @@ fn readme_disable_text_matches_what_the_nginx_file_gets() {
     }
     assert!(line.contains("allow 0.0.0.0/0;"), "{line}");
 }
+
+// ---------------------------------------------------------------------------------------
+// #10.15 and #10.16: one retry policy with capped server delays and deadlines.
+
+#[cfg(feature = "aks")]
+fn aks_declaration(endpoint: &str) -> String {
+    format!(
+        "version: 1\ntargets:\n  prod:\n    provider: aks\n    subscription: 00000000-0000-0000-0000-000000000000\n    resourceGroup: rg1\n    cluster: clustername1\n    armEndpoint: {endpoint}\n    allow: [52.160.0.0/16]\n"
+    )
+}
+
+/// #10.16: `plan` of an AKS target whose Azure does not answer took 4.5 minutes to fail (10
+/// attempts, backoff to 60 s, and `reconcile --once` retried that again). The read deadline
+/// bounds the whole read, and the error says what was tried.
+#[cfg(feature = "aks")]
+#[test]
+fn an_unreachable_target_fails_within_the_read_deadline_saying_what_was_tried() {
+    // A loopback port nobody listens on: every connection is refused.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let s = Scratch::new(&aks_declaration(&format!("http://127.0.0.1:{port}")));
+    let started = std::time::Instant::now();
+    let o = s
+        .cmd()
+        .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", "test-token-not-a-secret")
+        .args(["plan", "--read-deadline", "3s"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}: {}",
+        seen(&o)
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("cannot read the current ranges: transient"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("127.0.0.1:{port}")),
+        "the last error: {out}"
+    );
+    assert!(out.contains("gave up after"), "{out}");
+    assert!(out.contains(" attempts in "), "{out}");
+}
+
+/// #10.16: a server that accepts the connection and never answers is cut off at the read
+/// deadline (not after the provider's own 60 s request timeout, times its retries).
+#[cfg(feature = "aks")]
+#[test]
+fn a_silent_target_is_cut_off_at_the_read_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            match conn {
+                // Hold every connection open without a word.
+                Ok(c) => held.push(c),
+                Err(_) => return,
+            }
+        }
+    });
+    let s = Scratch::new(&aks_declaration(&format!("http://{addr}")));
+    let started = std::time::Instant::now();
+    let o = s
+        .cmd()
+        .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", "test-token-not-a-secret")
+        .args(["plan", "--read-deadline", "2s"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}: {}",
+        seen(&o)
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "did not finish within the deadline of 2s (--read-deadline to change it): 1 attempt in"
+        ),
+        "{out}"
+    );
+}
+
+/// #10.15: a huge `Retry-After` overflowed `Duration` and panicked the reconcile loop (and
+/// the AKS provider slept out capped Retry-Afters ten times over). A server asking for
+/// u64::MAX seconds is capped at 15 minutes: `plan` gives up at once saying why, and
+/// `reconcile --once` reports the target throttled and exits.
+#[cfg(feature = "aks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_of_u64_max_seconds_neither_overflows_nor_hangs() {
+    use rangekeeper_test_support::fake_arm::{FakeArm, Fault, example_cluster};
+    const TOKEN: &str = "test-token-not-a-secret";
+    let fake = FakeArm::start(TOKEN).await.unwrap();
+    fake.insert_cluster(
+        &FakeArm::cluster_path(
+            "00000000-0000-0000-0000-000000000000",
+            "rg1",
+            "clustername1",
+        ),
+        example_cluster(),
+    );
+    fake.inject(Fault::Throttled(u64::MAX), None, 1000);
+    let s = Scratch::new(&aks_declaration(&fake.endpoint()));
+    let dir = s.path().to_path_buf();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let o = crate::common::rangekeeper(&dir)
+                .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
+                .args(args)
+                .timeout(Duration::from_secs(60))
+                .output()
+                .unwrap();
+            (o, started.elapsed())
+        })
+    };
+
+    let (o, took) = run(&["plan"]).await.unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let out = stdout(&o);
+    assert!(out.contains("throttled: "), "{out}");
+    assert!(
+        out.contains("another try in 15m would pass the deadline of 1m"),
+        "{out}"
+    );
+    assert!(!seen(&o).contains("panicked"), "{}", seen(&o));
+
+    let (o, took) = run(&["reconcile", "--once", "--state-dir", "state"])
+        .await
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(stdout(&o).contains("throttled"), "{}", seen(&o));
+    assert!(!seen(&o).contains("panicked"), "{}", seen(&o));
+}
