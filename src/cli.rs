@@ -243,6 +243,7 @@ impl Command {
             },
             Command::Import(a) => CommandFlags {
                 file: Some(&a.file),
+                deadline: Some(&a.deadline),
                 ..CommandFlags::default()
             },
             Command::Schema | Command::Completions(_) => CommandFlags::default(),
@@ -439,6 +440,8 @@ pub struct ImportArgs {
     /// Output format of the declaration on stdout [default: yaml]
     #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
     pub output: Option<ImportFormat>,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 /// What `import` prints.

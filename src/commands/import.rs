@@ -161,7 +161,10 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
                 .map(|(k, v)| (k.clone(), v.value.clone()))
                 .collect(),
         };
-        match registry::build(&provider.value, &config) {
+        // Reads go through the one retry policy, bounded by `--read-deadline`, like `show`.
+        match registry::build(&provider.value, &config)
+            .map(|p| crate::retry::wrap(p, name, global.retry))
+        {
             Ok(p) => bound.push(Bound {
                 known: Known {
                     name: name.clone(),
