@@ -153,6 +153,34 @@ async fn plan_apply_replan_show_disable_through_the_binary() {
     }
 }
 
+/// Another client's operation on the cluster: the update gets FAILED_PRECONDITION, which
+/// the provider reports as a conflict, and the binary's retry policy waits and re-runs the
+/// read-modify-write until the operation is over; the apply then succeeds with one update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_in_progress_is_waited_out_and_retried() {
+    let fake = fake().await;
+    // The foreign operation finishes on its own after two seconds.
+    fake.set_operation(0, 1, Duration::from_secs(2));
+    let s = Scratch::new(&declaration(&fake.endpoint(), "[office]"));
+    let cluster = rangekeeper_test_support::gke::cluster_name(PROJECT, LOCATION, CLUSTER);
+    let foreign = fake.start_foreign_operation(&cluster);
+    let apply = run(s.path(), &["apply", "--yes"]).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", seen(&apply));
+    assert!(
+        seen(&apply).contains(&foreign),
+        "the conflict is reported while waiting: {}",
+        seen(&apply)
+    );
+    // Refused while the operation ran, then accepted once it was over.
+    assert!(fake.updates().len() >= 2, "{:?}", fake.updates());
+    assert_eq!(
+        held(&fake)["cidrBlocks"],
+        json!([{"cidrBlock": "198.51.100.0/24"}, {"cidrBlock": "203.0.113.10/32"}])
+    );
+    let replan = run(s.path(), &["plan", "--detailed-exitcode"]).await;
+    assert_eq!(replan.status.code(), Some(0), "{}", seen(&replan));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_refused_before_any_call() {
     let fake = fake().await;
