@@ -798,3 +798,64 @@ async fn a_retry_after_of_u64_max_seconds_neither_overflows_nor_hangs() {
     assert!(stdout(&o).contains("throttled"), "{}", seen(&o));
     assert!(!seen(&o).contains("panicked"), "{}", seen(&o));
 }
+
+/// #10.11: an EKS target's `profile:` was overridden by environment credentials: with
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` set and the profile missing, the target quietly
+/// used the environment's account. A named profile is used, or the target fails naming it.
+#[cfg(feature = "eks")]
+#[test]
+fn a_named_aws_profile_is_used_or_the_target_fails_never_the_environment() {
+    let Some(moto) = crate::common::moto::Moto::start() else {
+        return;
+    };
+    moto.create_cluster("prod");
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  prod-eks:\n    provider: eks\n    region: eu-west-1\n    cluster: prod\n    profile: prod-admin\n    allow: [140.82.112.0/20]\n",
+    );
+    let run = |args: &[&str]| {
+        let mut cmd = s.cmd();
+        crate::common::moto::aws_env(&mut cmd, s.path(), &moto.endpoint())
+            .env("AWS_CONFIG_FILE", s.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                s.path().join("aws-credentials"),
+            )
+            .args(args)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    // The environment holds credentials; the profile is defined nowhere.
+    s.write("aws-config", "[profile other]\nregion = eu-west-1\n");
+    s.write(
+        "aws-credentials",
+        "[other]\naws_access_key_id = other\naws_secret_access_key = other\n",
+    );
+    let o = run(&["plan"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    let err = seen(&o);
+    assert!(
+        err.contains("profile `prod-admin`") && err.contains("eu-west-1"),
+        "the error names the profile and the region: {err}"
+    );
+    assert!(stdout(&o).contains("prod-eks"), "{err}");
+    assert!(
+        !err.contains("+ 140.82.112.0/20"),
+        "nothing was planned: {err}"
+    );
+    let o = run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert_eq!(
+        moto.update_calls(),
+        0,
+        "nothing was sent with another account"
+    );
+
+    // Once the profile exists, it is used.
+    s.write(
+        "aws-credentials",
+        "[prod-admin]\naws_access_key_id = prodadmin\naws_secret_access_key = prodadmin\n",
+    );
+    let o = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 2, "{}", seen(&o));
+}

@@ -15,6 +15,8 @@ struct RawEksTarget {
 /// A validated `eks` target: which cluster, in which region, with which credentials profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EksTarget {
+    /// The target's name in the declaration.
+    pub name: String,
     /// The AWS region of the cluster (e.g. `eu-west-1`).
     pub region: String,
     /// The EKS cluster name.
@@ -54,10 +56,22 @@ impl EksTarget {
             Some(p) => Some(p.trim().to_owned()),
         };
         Ok(EksTarget {
+            name: cfg.name.clone(),
             region,
             cluster,
             profile,
         })
+    }
+}
+
+impl EksTarget {
+    /// Which AWS identity the target uses, for messages: ``region `eu-west-1`, profile
+    /// `sso-admin` `` (or ``the default credential chain``).
+    pub fn identity(&self) -> String {
+        match &self.profile {
+            Some(p) => format!("region `{}`, profile `{p}`", self.region),
+            None => format!("region `{}`, the default credential chain", self.region),
+        }
     }
 }
 
@@ -105,6 +119,7 @@ mod tests {
         assert_eq!(
             t,
             EksTarget {
+                name: "prod-eks".into(),
                 region: "eu-west-1".into(),
                 cluster: "prod".into(),
                 profile: Some("sso-admin".into())

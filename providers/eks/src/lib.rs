@@ -159,24 +159,81 @@ impl EksProvider {
             ClientSource::Ready(c) => Ok(c),
             ClientSource::Lazy { target, cell } => {
                 cell.get_or_try_init(|| async {
-                    let mut loader =
-                        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(target.region.clone()));
+                    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                        .region(Region::new(target.region.clone()));
                     if let Some(profile) = &target.profile {
-                        loader = loader.profile_name(profile);
+                        // The profile's credentials only: the default chain would take
+                        // `AWS_ACCESS_KEY_ID` (or web identity, or instance metadata) first,
+                        // and a missing profile would quietly mean another account.
+                        loader = loader.profile_name(profile).credentials_provider(
+                            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                                .profile_name(profile)
+                                .build(),
+                        );
                     }
                     let sdk = tokio::time::timeout(self.tuning.call_timeout(), loader.load())
                         .await
                         .map_err(|_| {
                             ProviderError::Transient(format!(
-                                "loading the AWS configuration for cluster `{}` did not finish within {:?}",
+                                "loading the AWS configuration for cluster `{}` ({}) did not finish within {:?}",
                                 target.cluster,
+                                target.identity(),
                                 self.tuning.call_timeout()
                             ))
                         })?;
+                    if target.profile.is_some() {
+                        self.check_profile(target, &sdk).await?;
+                    }
                     Ok(client_from_sdk_config(&sdk, &self.tuning))
                 })
                 .await
             }
+        }
+    }
+
+    /// Load the named profile's credentials once, up front, so a profile that is missing or
+    /// unusable fails the target with an error naming it, before any call is made.
+    async fn check_profile(
+        &self,
+        target: &EksTarget,
+        sdk: &SdkConfig,
+    ) -> Result<(), ProviderError> {
+        use aws_sdk_eks::config::ProvideCredentials as _;
+        let profile = target.profile.as_deref().unwrap_or_default();
+        let failed = |why: String| {
+            ProviderError::Auth(format!(
+                "target `{}`: cannot load the credentials of AWS profile `{profile}` (region `{}`): {why}. Define the profile in the AWS config or credentials file (`AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`), log in to it (`aws sso login --profile {profile}`), or remove `profile:` to use the default credential chain; rangekeeper never falls back to other credentials for a named profile",
+                target.name, target.region
+            ))
+        };
+        let Some(provider) = sdk.credentials_provider() else {
+            return Err(failed("no credentials provider was configured".into()));
+        };
+        match tokio::time::timeout(self.tuning.call_timeout(), provider.provide_credentials()).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(failed(rangekeeper_provider::error_chain(&e))),
+            Err(_) => Err(failed(format!(
+                "no answer within {:?}",
+                self.tuning.call_timeout()
+            ))),
+        }
+    }
+
+    /// Name the target's AWS identity (region, profile) in errors about access or about a
+    /// cluster that is not where the declaration says: the usual cause is the wrong account.
+    fn context(&self, e: ProviderError) -> ProviderError {
+        let ClientSource::Lazy { target, .. } = &self.source else {
+            return e;
+        };
+        match e {
+            ProviderError::Auth(m) if !m.contains("AWS profile `") => {
+                ProviderError::Auth(format!("{m} ({})", target.identity()))
+            }
+            ProviderError::NotFound(m) => {
+                ProviderError::NotFound(format!("{m} ({})", target.identity()))
+            }
+            other => other,
         }
     }
 
@@ -237,7 +294,7 @@ impl Provider for EksProvider {
     }
 
     async fn current(&self) -> Result<State, ProviderError> {
-        Ok(self.describe().await?.state())
+        Ok(self.describe().await.map_err(|e| self.context(e))?.state())
     }
 
     async fn apply(
@@ -249,22 +306,26 @@ impl Provider for EksProvider {
             desired,
             "EKS rejects an empty publicAccessCidrs list (`0.0.0.0/0` is what lifts the restriction)",
         )?;
-        let view = self.describe().await?;
+        let view = self.describe().await.map_err(|e| self.context(e))?;
         let found = violations(desired, Some(view.ipv6), &self.cluster);
         if !found.is_empty() {
             let list: Vec<String> = found.into_iter().map(|v| v.message).collect();
             return Err(ProviderError::Invalid(list.join("; ")));
         }
-        self.converge(view, desired, opts).await
+        self.converge(view, desired, opts)
+            .await
+            .map_err(|e| self.context(e))
     }
 
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
-        let view = self.describe().await?;
+        let view = self.describe().await.map_err(|e| self.context(e))?;
         if view.restriction() == rangekeeper_provider::Restriction::Unrestricted {
             return Ok(Applied::default());
         }
         let all = view.unrestricted_set();
-        self.converge(view, &all, opts).await
+        self.converge(view, &all, opts)
+            .await
+            .map_err(|e| self.context(e))
     }
 }
 
