@@ -859,3 +859,80 @@ fn a_named_aws_profile_is_used_or_the_target_fails_never_the_environment() {
     let o = run(&["plan", "--detailed-exitcode"]);
     assert_eq!(code(&o), 2, "{}", seen(&o));
 }
+
+
+/// #10.7: the AKS node-egress guard ran only inside `apply`, per target: `plan` said
+/// "0 refused" (exit 2 with `--detailed-exitcode`), and `apply --yes` wrote a `file` target
+/// before refusing the AKS one. Every guard that can refuse runs while planning.
+#[cfg(feature = "aks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_guard_refuses_in_plan_and_nothing_is_written_anywhere() {
+    use rangekeeper_test_support::fake_arm::{FakeArm, example_cluster};
+    const TOKEN: &str = "test-token-not-a-secret";
+    const SUB: &str = "00000000-0000-0000-0000-000000000000";
+    let egress = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip1";
+    let egress2 = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/MC_rg1/providers/Microsoft.Network/publicIPAddresses/mgdoutboundip2";
+    let fake = FakeArm::start(TOKEN).await.unwrap();
+    fake.insert_cluster(
+        &FakeArm::cluster_path(SUB, "rg1", "clustername1"),
+        example_cluster(),
+    );
+    fake.insert_public_ip(egress, Some(std::net::Ipv4Addr::new(20, 1, 2, 3)));
+    fake.insert_public_ip(egress2, Some(std::net::Ipv4Addr::new(20, 1, 2, 4)));
+    let decl = |web: &str| {
+        format!(
+            "version: 1\ntargets:\n  web:\n    provider: file\n    path: a.txt\n    allow: [{web}]\n  prod-aks:\n    provider: aks\n    subscription: {SUB}\n    resourceGroup: rg1\n    cluster: clustername1\n    armEndpoint: {}\n    allow: [52.160.0.0/16]\n",
+            fake.endpoint()
+        )
+    };
+    let s = Scratch::new(&decl("192.0.2.0/24"));
+    let run = |args: &'static [&'static str]| {
+        let dir = s.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            crate::common::rangekeeper(&dir)
+                .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
+                .args(args)
+                .timeout(Duration::from_secs(120))
+                .output()
+                .unwrap()
+        })
+    };
+    let first = run(&["apply", "--yes", "-t", "web"]).await.unwrap();
+    assert_eq!(code(&first), 0, "{}", seen(&first));
+    let before = s.read("a.txt");
+    s.write("rangekeeper.yaml", &decl("198.51.100.0/24"));
+
+    let plan = run(&["plan", "--detailed-exitcode"]).await.unwrap();
+    assert_eq!(
+        code(&plan),
+        1,
+        "a refusal is not 'changes pending': {}",
+        seen(&plan)
+    );
+    let out = stdout(&plan);
+    assert!(out.contains("1 refused"), "{}", seen(&plan));
+    assert!(
+        out.contains("20.1.2.3") && out.contains("20.1.2.4"),
+        "the refusal names the nodes' egress IPs: {}",
+        seen(&plan)
+    );
+    let json = run(&["plan", "-o", "json"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let aks = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["target"] == "prod-aks")
+        .unwrap();
+    assert_eq!(aks["status"], "refused", "{v}");
+
+    let apply = run(&["apply", "--yes"]).await.unwrap();
+    assert_eq!(code(&apply), 1, "{}", seen(&apply));
+    assert!(
+        stderr(&apply).contains("nothing was applied"),
+        "{}",
+        seen(&apply)
+    );
+    assert_eq!(s.read("a.txt"), before, "the file target was written");
+    assert!(fake.puts().is_empty(), "nothing may be sent to Azure");
+}

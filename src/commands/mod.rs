@@ -23,7 +23,8 @@ use rangekeeper_provider::{ApplyOptions, Progress, Provider, State};
 use crate::cli::{Global, OutputFormat};
 use crate::declaration::{Declaration, LoadError, LoadOptions, Target, did_you_mean};
 use crate::guard;
-use crate::plan::TargetPlan;
+use crate::plan::{Status, TargetPlan};
+use crate::reconcile::audit::{self, AuditLog};
 use crate::registry;
 
 /// How a command ended, for the process exit code.
@@ -210,7 +211,12 @@ pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<
                 None,
             ),
             Ok(_) => {
-                let plan = plan_with_state(b, desired, &state);
+                let mut plan = plan_with_state(b, desired, &state);
+                if let Err(e) = preflight(b, &state, &mut plan).await {
+                    plan.status = Status::Error;
+                    plan.errors
+                        .push(format!("cannot check the change before applying it: {e}"));
+                }
                 (plan, Some(state))
             }
         },
@@ -240,6 +246,29 @@ pub fn plan_with_state(b: &Bound<'_>, desired: &RangeSet, state: &State) -> Targ
     plan
 }
 
+/// The provider's checks that need the target itself ([`Provider::preflight`], e.g. AKS's
+/// node egress guard), on a plan that would change it: each violation refuses the plan, so
+/// `plan` shows it and `apply` writes nothing anywhere. A check that could not be made is
+/// returned for the caller to report (the plan must not go ahead then either).
+pub async fn preflight(
+    b: &Bound<'_>,
+    state: &State,
+    plan: &mut TargetPlan,
+) -> Result<(), rangekeeper_provider::ProviderError> {
+    if plan.status != Status::Changes {
+        return Ok(());
+    }
+    let found = b.provider.preflight(&plan.desired, state).await?;
+    if !found.is_empty() {
+        plan.errors.extend(found.into_iter().map(|v| match v.range {
+            Some(r) => format!("`{r}`: {}", v.message),
+            None => v.message,
+        }));
+        plan.status = Status::Refused;
+    }
+    Ok(())
+}
+
 /// The lockout guard on a plan: refuse (or, with `--allow-lockout`, warn about) a change
 /// that leaves this machine's egress IP outside a target it can reach now.
 pub fn guard_lockout(
@@ -248,7 +277,7 @@ pub fn guard_lockout(
     plan: &mut TargetPlan,
 ) {
     let Some(l) = &b.lockout else { return };
-    if plan.status != crate::plan::Status::Changes {
+    if plan.status != Status::Changes {
         return;
     }
     if let Some(msg) = guard::lockout(&b.target.name, l, current, &plan.desired) {
@@ -256,7 +285,7 @@ pub fn guard_lockout(
             plan.warnings.push(msg);
         } else {
             plan.errors.push(msg);
-            plan.status = crate::plan::Status::Refused;
+            plan.status = Status::Refused;
         }
     }
 }

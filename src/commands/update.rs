@@ -109,6 +109,14 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
         current.union(&add).difference(&remove)
     };
     let mut plan = commands::plan_with_state(b, &desired, &state);
+    commands::preflight(b, &state, &mut plan)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot check the change to `{}` before applying it",
+                args.target
+            )
+        })?;
     plan.warnings.extend(warnings);
     if plan.status == crate::plan::Status::Changes
         && !b.target.desired.is_empty()

@@ -216,7 +216,11 @@ pub async fn reconcile_with(
         pass.drift = drift;
     }
     pass.holds = current.clone();
-    let plan = commands::plan_with_state(&b, &target.desired, &state);
+    let mut plan = commands::plan_with_state(&b, &target.desired, &state);
+    if let Err(e) = commands::preflight(&b, &state, &mut plan).await {
+        pass.result = Err(ReconcileError::Read(e));
+        return pass;
+    }
     match plan.status {
         Status::InSync => {}
         Status::Refused | Status::Error => {

@@ -105,6 +105,17 @@ impl Goal<'_> {
     }
 }
 
+/// What the node egress check found.
+#[derive(Debug, Default)]
+struct EgressCheck {
+    /// The nodes' outbound public addresses (none when the check is turned off).
+    egress: Vec<IpAddr>,
+    /// Things the user should know (egress the check cannot see).
+    notes: Vec<String>,
+    /// Set when the desired list leaves some of `egress` out.
+    violation: Option<Violation>,
+}
+
 /// The AKS provider bound to one cluster.
 #[derive(Debug)]
 pub struct AksProvider {
@@ -176,6 +187,46 @@ impl AksProvider {
         Ok(ips)
     }
 
+    /// The node egress check, one code path for `preflight` (while planning) and `apply`
+    /// (the last line): the public addresses the nodes use, notes for the user, and a
+    /// violation when `desired` would cut the nodes off their own API server.
+    async fn egress_check(
+        &self,
+        body: &serde_json::Value,
+        desired: &RangeSet,
+    ) -> Result<EgressCheck, ProviderError> {
+        let mut check = EgressCheck::default();
+        if let Some(t) = cluster::outbound_type(body)
+            && matches!(
+                t,
+                "userDefinedRouting" | "userAssignedNATGateway" | "none" | "block"
+            )
+        {
+            check.notes.push(format!(
+                "node egress goes through {t}, whose public IPs rangekeeper cannot discover: make sure they are in the list (declare them under `protect`)"
+            ));
+        }
+        if self.target.allow_node_egress_lockout {
+            return Ok(check);
+        }
+        check.egress = self.egress_ips(body).await?;
+        // 0.0.0.0/32 alone admits exactly the cluster's own outbound IP.
+        if cluster::is_own_outbound_only(desired) {
+            return Ok(check);
+        }
+        let missing = cluster::missing_egress(desired, &check.egress);
+        if !missing.is_empty() {
+            let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            check.violation = Some(Violation::new(format!(
+                "the cluster's nodes reach the API server from {} (their outbound public IP{}), which the desired list does not contain: applying it would cut the nodes off. Add {} to `allow` (or `protect`), or set `allowNodeEgressLockout: true` if the nodes reach the API server another way",
+                list.join(", "),
+                if list.len() == 1 { "" } else { "s" },
+                if list.len() == 1 { "it" } else { "them" },
+            )));
+        }
+        Ok(check)
+    }
+
     /// Refuse a list that would cut the nodes off their own API server. Returns the egress
     /// addresses found and notes for the user.
     async fn egress_guard(
@@ -183,37 +234,14 @@ impl AksProvider {
         body: &serde_json::Value,
         desired: &RangeSet,
     ) -> Result<(Vec<IpAddr>, Vec<String>), ProviderError> {
-        let mut notes = Vec::new();
-        if let Some(t) = cluster::outbound_type(body)
-            && matches!(
-                t,
-                "userDefinedRouting" | "userAssignedNATGateway" | "none" | "block"
-            )
-        {
-            notes.push(format!(
-                "node egress goes through {t}, whose public IPs rangekeeper cannot discover: make sure they are in the list (declare them under `protect`)"
-            ));
-        }
-        if self.target.allow_node_egress_lockout {
-            return Ok((Vec::new(), notes));
-        }
-        let egress = self.egress_ips(body).await?;
-        // 0.0.0.0/32 alone admits exactly the cluster's own outbound IP.
-        if cluster::is_own_outbound_only(desired) {
-            return Ok((egress, notes));
-        }
-        let missing = cluster::missing_egress(desired, &egress);
-        if !missing.is_empty() {
-            let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        let check = self.egress_check(body, desired).await?;
+        if let Some(v) = check.violation {
             return Err(ProviderError::Invalid(format!(
-                "target `{}`: the cluster's nodes reach the API server from {} (their outbound public IP{}), which the desired list does not contain: applying it would cut the nodes off. Add {} to `allow` (or `protect`), or set `allowNodeEgressLockout: true` if the nodes reach the API server another way",
-                self.target.name,
-                list.join(", "),
-                if list.len() == 1 { "" } else { "s" },
-                if list.len() == 1 { "it" } else { "them" },
+                "target `{}`: {}",
+                self.target.name, v.message
             )));
         }
-        Ok((egress, notes))
+        Ok((check.egress, check.notes))
     }
 
     /// Wait for an accepted PUT to finish.
@@ -507,6 +535,21 @@ impl Provider for AksProvider {
                 .push(format!("the cluster's provisioningState is {ps}"));
         }
         Ok(state)
+    }
+
+    /// The node egress check, while planning: a desired list that leaves out the nodes'
+    /// outbound public IPs is refused before anything is written anywhere.
+    async fn preflight(
+        &self,
+        desired: &RangeSet,
+        _current: &State,
+    ) -> Result<Vec<Violation>, ProviderError> {
+        if self.target.allow_node_egress_lockout {
+            return Ok(Vec::new());
+        }
+        let res = self.get_cluster().await?;
+        let check = self.egress_check(&res.body, desired).await?;
+        Ok(check.violation.into_iter().collect())
     }
 
     async fn apply(

@@ -535,6 +535,25 @@ pub trait Provider: Send + Sync {
     /// Read what the target holds now.
     async fn current(&self) -> Result<State, ProviderError>;
 
+    /// Checks of a desired set that need the target itself (AKS: the cluster's nodes must
+    /// keep reaching their API server from their outbound IPs), run while planning, before
+    /// anything is applied anywhere. `current` is what [`Provider::current`] just returned;
+    /// the binary calls this only for a target whose plan changes it, with the set it would
+    /// apply. Each [`Violation`] refuses the plan of this target (and so every apply of the
+    /// run: nothing is written anywhere); an error means the check could not be made, and
+    /// the plan fails the same way. The default finds nothing.
+    ///
+    /// A provider should keep the same check in `apply` as a last line only when it is the
+    /// same code, so the two can never disagree. The arguments and results are plain serde
+    /// types, so the exec-plugin protocol can carry the call.
+    async fn preflight(
+        &self,
+        _desired: &RangeSet,
+        _current: &State,
+    ) -> Result<Vec<Violation>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     /// Make the target hold exactly `desired` (never empty: the binary guarantees it).
     /// Must send nothing when the target already holds `desired`.
     async fn apply(

@@ -145,6 +145,18 @@ impl Provider for Scrubbed {
         Ok(state)
     }
 
+    async fn preflight(
+        &self,
+        desired: &RangeSet,
+        current: &State,
+    ) -> Result<Vec<Violation>, ProviderError> {
+        let mut found = self.0.preflight(desired, current).await.map_err(clean)?;
+        for v in &mut found {
+            v.message = scrub(&v.message, &[]);
+        }
+        Ok(found)
+    }
+
     async fn apply(
         &self,
         desired: &RangeSet,
