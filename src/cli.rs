@@ -96,7 +96,7 @@ pub struct StrictFlag {
 /// `--state-dir DIR`.
 #[derive(Debug, Args, Default)]
 pub struct StateDirFlag {
-    /// Where live-source values are cached (and, for `reconcile`, the audit log is kept)
+    /// Where live-source values are cached and the audit log of changes is kept
     /// [env: RANGEKEEPER_STATE_DIR]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -936,3 +936,116 @@ async fn a_provider_guard_refuses_in_plan_and_nothing_is_written_anywhere() {
     assert_eq!(s.read("a.txt"), before, "the file target was written");
     assert!(fake.puts().is_empty(), "nothing may be sent to Azure");
 }
+
+
+/// The declaration of `ONE_FILE_TARGET` with another allow-list.
+fn one_file_target(allow: &str) -> String {
+    format!(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: a.txt\n    allow: [{allow}]\n"
+    )
+}
+
+/// #10.12: with `--state-dir` on a full filesystem, `reconcile --once` applied the change,
+/// lost the audit record and exited 0. A record that cannot be written is an error, and
+/// `apply`/`update`/`disable` write (and fail on) it too. `/dev/full` fails every write with
+/// ENOSPC, as a full filesystem does.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lost_audit_record_is_an_error_that_says_what_was_applied() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    std::fs::create_dir(s.path().join("state")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", s.path().join("state/audit.jsonl")).unwrap();
+    let lost = |o: &std::process::Output, what: &str| {
+        assert_eq!(code(o), 1, "{}", seen(o));
+        let err = stderr(o);
+        assert!(
+            err.contains(what) && err.contains("audit record is lost"),
+            "says what was done ({what}) and that its record is lost: {}",
+            seen(o)
+        );
+    };
+
+    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    lost(&o, "`t`: applied +[192.0.2.0/24] -[]");
+    assert_eq!(
+        lines_of(&s, "a.txt"),
+        ["192.0.2.0/24"],
+        "the change was made"
+    );
+
+    s.write("rangekeeper.yaml", &one_file_target("198.51.100.0/24"));
+    let o = s.run(&["apply", "--yes", "--state-dir", "state"]);
+    lost(&o, "`t`: applied +[198.51.100.0/24] -[192.0.2.0/24]");
+    assert_eq!(lines_of(&s, "a.txt"), ["198.51.100.0/24"]);
+
+    let o = s.run(&[
+        "update",
+        "-t",
+        "t",
+        "--add",
+        "203.0.113.0/24",
+        "--yes",
+        "--state-dir",
+        "state",
+    ]);
+    lost(&o, "`t`: applied +[203.0.113.0/24] -[]");
+
+    let o = s.run(&["disable", "-t", "t", "--yes", "--state-dir", "state"]);
+    lost(&o, "`t`: disabled +[] -[198.51.100.0/24, 203.0.113.0/24]");
+}
+
+/// #10.12: `apply`, `update` and `disable` write the audit log when a state directory is
+/// set, and one that cannot even be opened stops them before they change anything.
+#[test]
+fn changes_by_hand_are_audited_and_refused_without_a_usable_audit_log() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    std::fs::create_dir_all(s.path().join("broken/audit.jsonl")).unwrap();
+    let o = s.run(&["apply", "--yes", "--state-dir", "broken"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("cannot open the audit log"),
+        "{}",
+        seen(&o)
+    );
+    assert!(!s.exists("a.txt"), "nothing may be changed: {}", seen(&o));
+
+    let ok = |o: std::process::Output| assert_eq!(code(&o), 0, "{}", seen(&o));
+    ok(s.run(&["apply", "--yes", "--state-dir", "state"]));
+    ok(s.run(&[
+        "update",
+        "-t",
+        "t",
+        "--add",
+        "203.0.113.0/24",
+        "--yes",
+        "--state-dir",
+        "state",
+    ]));
+    ok(s.run(&["apply", "--yes", "--state-dir", "state"]));
+    ok(s.run(&["disable", "-t", "t", "--yes", "--state-dir", "state"]));
+    let records: Vec<serde_json::Value> = s
+        .read("state/audit.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["trigger"].as_str().unwrap().to_owned(),
+                r["result"].as_str().unwrap().to_owned(),
+                format!("+{} -{}", r["added"], r["removed"]),
+            )
+        })
+        .collect();
+    let row = |t: &str, r: &str, d: &str| (t.to_owned(), r.to_owned(), d.to_owned());
+    assert_eq!(
+        summary,
+        [
+            row("apply", "applied", "+[\"192.0.2.0/24\"] -[]"),
+            row("update", "applied", "+[\"203.0.113.0/24\"] -[]"),
+            row("apply", "applied", "+[] -[\"203.0.113.0/24\"]"),
+            row("disable", "disabled", "+[] -[\"192.0.2.0/24\"]"),
+        ]
+    );
+}

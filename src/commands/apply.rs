@@ -67,11 +67,13 @@ pub fn results_human(results: &[TargetResult]) -> String {
 
 /// Print plans, refuse if any is refused, confirm, apply the changing ones, print results.
 /// Shared by `apply` and `update`.
+/// `trigger` names the command in the audit log (`apply`, `update`).
 pub async fn execute(
     global: &Global,
     bound: &[Bound<'_>],
     plans: Vec<TargetPlan>,
     change: &ChangeArgs,
+    trigger: &str,
 ) -> anyhow::Result<Outcome> {
     let ChangeArgs {
         yes,
@@ -118,6 +120,13 @@ pub async fn execute(
         tracing::info!("dry run: nothing was applied");
         return Ok(Outcome::Success);
     }
+    let audit = match commands::open_audit(global) {
+        Ok(a) => a,
+        Err(e) => {
+            finish(Vec::new())?;
+            return Err(e);
+        }
+    };
     let question = format!(
         "Apply these changes to {} target{}?",
         changing.len(),
@@ -153,7 +162,17 @@ pub async fn execute(
             tracing::warn!("{}: {n}", r.target);
         }
     }
+    let audited = commands::audit_results(audit.as_ref(), trigger, &results, &|target| {
+        let prefixes =
+            |s: &rangekeeper_cidr::RangeSet| s.prefixes().iter().map(ToString::to_string).collect();
+        plans
+            .iter()
+            .find(|p| p.target == target)
+            .map(|p| (prefixes(&p.add), prefixes(&p.remove)))
+            .unwrap_or_default()
+    });
     finish(results)?;
+    audited?;
     if failed > 0 {
         return Err(commands::Reported(format!(
             "{failed} target{} failed to apply",
@@ -173,5 +192,5 @@ pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
         commands::select(&decl, &args.select.targets)?,
     )?;
     let plans = commands::plan_all(&bound).await;
-    execute(global, &bound, plans, &args.change).await
+    execute(global, &bound, plans, &args.change, "apply").await
 }

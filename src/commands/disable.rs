@@ -21,6 +21,7 @@ pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome>
         .current()
         .await
         .with_context(|| format!("cannot read the current ranges of `{}`", args.target))?;
+    let mut audit = None;
     let result = if state.restriction == Restriction::Unrestricted {
         tracing::info!("`{}` is already unrestricted; nothing to do", args.target);
         TargetResult {
@@ -40,6 +41,7 @@ pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome>
         if !commands::confirm(&question, args.yes, "--yes")? {
             return Err(commands::Reported("cancelled: nothing was changed".into()).into());
         }
+        audit = commands::open_audit(global)?;
         let (opts, progress) = commands::apply_options(&args.target, global, args.no_wait);
         let r = b.provider.disable(&opts).await;
         progress.finish();
@@ -50,10 +52,23 @@ pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome>
         result
     };
     let failed = result.error.is_some();
+    // Everything the target held is removed.
+    let removed: Vec<String> = state
+        .restriction
+        .ranges()
+        .map(|s| s.prefixes().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    let audited = commands::audit_results(
+        audit.as_ref(),
+        "disable",
+        std::slice::from_ref(&result),
+        &|_| (Vec::new(), removed.clone()),
+    );
     match global.output {
         OutputFormat::Json => commands::print_json(&serde_json::json!({ "results": [result] }))?,
         _ => commands::print_human(&results_human(std::slice::from_ref(&result)))?,
     }
+    audited?;
     if failed {
         return Err(commands::Reported(format!("`{}` could not be disabled", args.target)).into());
     }

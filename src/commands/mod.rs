@@ -391,6 +391,67 @@ pub fn apply_options(
     )
 }
 
+/// The audit log in `--state-dir`, when one is set. Commands that change targets open it
+/// before they change anything, so a log that cannot even be opened stops them first.
+pub fn open_audit(global: &Global) -> anyhow::Result<Option<AuditLog>> {
+    let Some(dir) = &global.state_dir else {
+        return Ok(None);
+    };
+    AuditLog::open(dir).map(Some).map_err(|e| {
+        Reported(format!(
+            "cannot open the audit log in {}: {e}; nothing was changed",
+            dir.display()
+        ))
+        .into()
+    })
+}
+
+/// The prefixes a change added and removed, as the audit log records them.
+pub type AddedRemoved = (Vec<String>, Vec<String>);
+
+/// Write one audit record per target a command changed or tried to change (`result` of
+/// `applied`, `pending`, `disabled` or `failed`; `unchanged` targets are not recorded). A
+/// record that cannot be written is an error saying what was done and that its record is
+/// lost (the change itself was made).
+pub fn audit_results(
+    log: Option<&AuditLog>,
+    trigger: &str,
+    results: &[apply::TargetResult],
+    diff: &dyn Fn(&str) -> AddedRemoved,
+) -> anyhow::Result<()> {
+    let Some(log) = log else { return Ok(()) };
+    let time = audit::rfc3339(std::time::SystemTime::now());
+    let mut lost = Vec::new();
+    for r in results.iter().filter(|r| r.result != "unchanged") {
+        let (added, removed) = diff(&r.target);
+        let record = audit::Record {
+            time: time.clone(),
+            target: &r.target,
+            added,
+            removed,
+            trigger,
+            result: r.result,
+            error: r.error.clone(),
+        };
+        if let Err(e) = log.record(&record) {
+            let what = audit::describe(&record);
+            tracing::error!("{what} was done, but its audit record is lost: {e}");
+            lost.push(format!("{what} ({e})"));
+        }
+    }
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(Reported(format!(
+        "the change{} made, but {} audit record{} lost: {}",
+        if lost.len() == 1 { " was" } else { "s were" },
+        if lost.len() == 1 { "its" } else { "their" },
+        if lost.len() == 1 { " is" } else { "s are" },
+        lost.join("; ")
+    ))
+    .into())
+}
+
 /// `--output github` is only for `validate`.
 pub fn reject_github(global: &Global, command: &str) -> anyhow::Result<()> {
     if global.output == OutputFormat::Github {

@@ -81,6 +81,9 @@ fn summary_human(s: &[Summary]) -> String {
                 r.error.as_deref().unwrap_or("")
             )),
         }
+        if let Some(e) = &r.audit_error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
         for w in &r.warnings {
             out.push_str(&format!("  warning: {w}\n"));
         }
@@ -159,6 +162,20 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         .filter(|s| matches!(s.result, "failed" | "refused"))
         .map(|s| s.target.as_str())
         .collect();
+    let unrecorded: Vec<&str> = outcome
+        .summaries
+        .iter()
+        .filter(|s| s.audit_error.is_some())
+        .map(|s| s.target.as_str())
+        .collect();
+    if args.once && !unrecorded.is_empty() {
+        return Err(Reported(format!(
+            "the audit record of the change to {} could not be written (the change{} made; see above)",
+            unrecorded.join(", "),
+            if unrecorded.len() == 1 { " was" } else { "s were" }
+        ))
+        .into());
+    }
     if args.once && !failed.is_empty() {
         return Err(Reported(format!(
             "{} target{} not converged: {}",

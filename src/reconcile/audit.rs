@@ -14,9 +14,10 @@ pub struct Record<'a> {
     pub target: &'a str,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// `initial`, `drift`, `declaration` or `source`.
+    /// `initial`, `drift`, `declaration` or `source` (the reconciler), or the command that
+    /// made the change by hand: `apply`, `update` or `disable`.
     pub trigger: &'a str,
-    /// `applied`, `pending`, `failed` or `refused`.
+    /// `applied`, `pending`, `disabled`, `failed` or `refused`.
     pub result: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -48,24 +49,46 @@ impl AuditLog {
         &self.path
     }
 
-    /// Append one record and fsync it. A failure is logged: the change already happened.
-    pub fn record(&self, r: &Record<'_>) {
-        let mut line = match serde_json::to_string(r) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("cannot encode an audit record: {e}");
-                return;
-            }
-        };
+    /// Append one record and fsync it. An error means the record is lost: the change it
+    /// records already happened, so the caller reports it as a failure (exit 1, metric, log).
+    pub fn record(&self, r: &Record<'_>) -> Result<(), AuditError> {
+        let mut line = serde_json::to_string(r).map_err(|e| AuditError {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         line.push('\n');
         let mut f = match self.file.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Err(e) = f.write_all(line.as_bytes()).and_then(|()| f.sync_data()) {
-            tracing::error!("cannot write the audit log {}: {e}", self.path.display());
-        }
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|source| AuditError {
+                path: self.path.clone(),
+                source,
+            })
     }
+}
+
+/// An audit record that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the audit log {}: {source}", .path.display())]
+pub struct AuditError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The one-line account of a change, for an error that says what was done and not recorded:
+/// `` `web`: applied +[192.0.2.0/24] -[198.51.100.0/24] ``.
+pub fn describe(r: &Record<'_>) -> String {
+    format!(
+        "`{}`: {} +[{}] -[{}]",
+        r.target,
+        r.result,
+        r.added.join(", "),
+        r.removed.join(", ")
+    )
 }
 
 /// `SystemTime` as RFC 3339 UTC with whole seconds, e.g. `2026-11-22T13:20:05Z`.
@@ -130,7 +153,8 @@ mod tests {
                 trigger: "initial",
                 result,
                 error: None,
-            });
+            })
+            .unwrap();
         }
         let text = std::fs::read_to_string(log.path()).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -140,5 +164,31 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["result"], "failed");
         assert_eq!(lines[0]["added"][0], "192.0.2.0/24");
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod full_disk {
+    use super::*;
+
+    /// A write to a full disk is an error, not a log line: `/dev/full` fails every write with
+    /// ENOSPC, as a full filesystem does.
+    #[test]
+    fn a_record_that_cannot_be_written_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("audit.jsonl")).unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let e = log
+            .record(&Record {
+                time: rfc3339(SystemTime::now()),
+                target: "t",
+                added: vec![],
+                removed: vec![],
+                trigger: "initial",
+                result: "applied",
+                error: None,
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("audit.jsonl"), "{e}");
     }
 }

@@ -37,6 +37,7 @@ struct Inner {
     declaration_valid: bool,
     declaration_reloads: u64,
     declaration_errors: u64,
+    audit_errors: u64,
 }
 
 /// The reconciler's metrics and health, shared with the HTTP server.
@@ -142,6 +143,11 @@ impl Metrics {
             i.declaration_errors += 1;
             i.declaration_valid = false;
         });
+    }
+
+    /// An audit record could not be written (the change it records was made).
+    pub fn audit_error(&self) {
+        self.with(|i| i.audit_errors += 1);
     }
 
     pub fn set_first_pass_done(&self) {
@@ -274,6 +280,12 @@ impl Metrics {
                 "Changed declaration files rejected as invalid (the last valid one stays).",
                 vec![(String::new(), i.declaration_errors as f64)],
             );
+            family(
+                "rangekeeper_audit_write_errors_total",
+                "counter",
+                "Audit records that could not be written (the change they record was made; the record is lost).",
+                vec![(String::new(), i.audit_errors as f64)],
+            );
             out
         })
     }
@@ -317,6 +329,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE rangekeeper_target_drift_total counter"));
+        assert!(
+            text.contains("\nrangekeeper_audit_write_errors_total 0\n"),
+            "{text}"
+        );
+        m.audit_error();
+        assert!(
+            m.render()
+                .contains("\nrangekeeper_audit_write_errors_total 1\n"),
+            "a lost audit record is counted"
+        );
         assert!(!m.ready());
         m.declaration(true, false);
         m.set_first_pass_done();

@@ -306,6 +306,9 @@ pub struct Summary {
     pub kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the audit record of this change could not be written (it is lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_error: Option<String>,
 }
 
 /// What a run ended with.
@@ -593,6 +596,19 @@ impl Controller {
                 .unwrap_or_default(),
             kind: None,
             error: None,
+            audit_error: None,
+        };
+        // An audit record that cannot be written is an error: logged, counted, and (with
+        // `--once`) the exit status; the change it records was made all the same.
+        let audit = |r: Record<'_>, summary: &mut Summary| {
+            if let Err(e) = self.audit.record(&r) {
+                let what = audit::describe(&r);
+                tracing::error!(target = %name, "{what} was done, but its audit record is lost: {e}");
+                self.metrics.audit_error();
+                summary.audit_error = Some(format!(
+                    "{what} was done, but its audit record is lost: {e}"
+                ));
+            }
         };
         for n in &pass.notes {
             tracing::warn!(target = %name, "{n}");
@@ -612,7 +628,7 @@ impl Controller {
                         c.added,
                         c.removed
                     );
-                    self.audit.record(&record(c, summary.result, None));
+                    audit(record(c, summary.result, None), &mut summary);
                 } else {
                     tracing::debug!(target = %name, "in sync");
                 }
@@ -656,8 +672,10 @@ impl Controller {
                     _ => false,
                 };
                 if record_it && let Some(c) = &pass.change {
-                    self.audit
-                        .record(&record(c, summary.result, Some(message.clone())));
+                    audit(
+                        record(c, summary.result, Some(message.clone())),
+                        &mut summary,
+                    );
                 }
                 if matches!(e, ReconcileError::Refused(_)) {
                     slot.last_refusal = Some(message);
