@@ -13,10 +13,21 @@ pub struct Checked {
     pub effective: RangeSet,
     /// Problems that refuse the plan.
     pub errors: Vec<String>,
+    /// For each of `errors`, the range at fault when one range is (a broad or private
+    /// prefix, one a provider refuses), so it can be reported where it is written.
+    pub error_ranges: Vec<Option<IpNet>>,
     /// Things the user should know.
     pub warnings: Vec<String>,
     /// The fit-to-limit cover applied, if one was.
     pub cover: Option<CoverReport>,
+}
+
+impl Checked {
+    /// Refuse the plan, for one range at fault or for the set as a whole.
+    fn refuse(&mut self, range: Option<IpNet>, message: String) {
+        self.errors.push(message);
+        self.error_ranges.push(range);
+    }
 }
 
 /// The widest prefix length accepted without `allowBroad` (IPv4, IPv6).
@@ -123,7 +134,7 @@ pub fn check(
         ..Checked::default()
     };
     if desired.is_empty() {
-        out.errors.push(format!(
+        out.refuse(None, format!(
             "the allow-list of `{target}` resolves to no addresses at all; an empty list is never applied{}. To lift the restriction on purpose, use `rangekeeper disable --target {target}`",
             match caps.unrestricted {
                 rangekeeper_provider::UnrestrictedForm::EmptyList =>
@@ -136,10 +147,10 @@ pub fn check(
     if let (Some(p), Some(c)) = (policy.max_ranges, caps.max_ranges)
         && p > c
     {
-        out.errors.push(format!(
-            "`maxRanges: {p}` is more than {} accepts ({c})",
-            caps.name
-        ));
+        out.refuse(
+            None,
+            format!("`maxRanges: {p}` is more than {} accepts ({c})", caps.name),
+        );
     }
     if let Some(limit) = range_limit(policy, caps)
         && desired.len() > limit
@@ -148,7 +159,7 @@ pub fn check(
     }
     if !policy.protect.is_empty() && !desired.is_superset(&policy.protect) {
         let missing = policy.protect.difference(desired);
-        out.errors.push(format!(
+        out.refuse(None, format!(
             "the plan would drop protected ranges {missing}; keep them in `allow` (or remove them from `protect` if they may really go)"
         ));
     }
@@ -167,9 +178,12 @@ pub fn check(
             } else {
                 "holds IPv4-mapped addresses (`::ffff:0:0/96`) as wide as an IPv4 /8 or more, which admit IPv4 clients wherever mapped addresses are matched against IPv6 rules".into()
             };
-            out.errors.push(format!(
-                "`{p}` {why}; set `allowBroad: true` on the target if that is really meant"
-            ));
+            out.refuse(
+                Some(*p),
+                format!(
+                    "`{p}` {why}; set `allowBroad: true` on the target if that is really meant"
+                ),
+            );
         }
     }
     if !caps.ipv6 && effective.v6_len() > 0 {
@@ -178,34 +192,50 @@ pub fn check(
             .filter(|p| matches!(p, IpNet::V6(_)))
             .map(ToString::to_string)
             .collect();
-        out.errors.push(format!(
-            "{} accepts IPv4 ranges only; remove the IPv6 ranges {}",
-            caps.name,
-            v6.join(", ")
-        ));
+        let first = prefixes.iter().find(|p| matches!(p, IpNet::V6(_))).copied();
+        out.refuse(
+            first,
+            format!(
+                "{} accepts IPv4 ranges only; remove the IPv6 ranges {}",
+                caps.name,
+                v6.join(", ")
+            ),
+        );
     }
     if !caps.ipv4 && effective.v4_len() > 0 {
-        out.errors.push(format!(
-            "{} accepts IPv6 ranges only; remove the IPv4 ranges",
-            caps.name
-        ));
+        let first = prefixes.iter().find(|p| matches!(p, IpNet::V4(_))).copied();
+        out.refuse(
+            first,
+            format!(
+                "{} accepts IPv6 ranges only; remove the IPv4 ranges",
+                caps.name
+            ),
+        );
     }
     // Providers that refuse non-global ranges check them themselves (with their exceptions,
     // such as AKS's 0.0.0.0/32); here only an explicit `allowPrivate: false` is enforced.
     if caps.private_ranges && policy.allow_private == Some(false) {
         for p in &prefixes {
             if let Some((block, why)) = rangekeeper_cidr::special_purpose(p) {
-                out.errors.push(format!(
-                    "`{p}` is not globally routable (it overlaps {block}, {why}) and the target sets `allowPrivate: false`"
-                ));
+                out.refuse(
+                    Some(*p),
+                    format!(
+                        "`{p}` is not globally routable (it overlaps {block}, {why}) and the target sets `allowPrivate: false`"
+                    ),
+                );
             }
         }
     }
     for v in provider_check(&effective) {
-        out.errors.push(match v.range {
-            Some(r) => format!("`{r}`: {}", v.message),
-            None => v.message,
-        });
+        let range = v
+            .range
+            .as_deref()
+            .and_then(|r| rangekeeper_cidr::parse(r).ok())
+            .map(|p| p.net);
+        match v.range {
+            Some(r) => out.refuse(range, format!("`{r}`: {}", v.message)),
+            None => out.refuse(None, v.message),
+        }
     }
     out
 }
@@ -271,14 +301,14 @@ fn fit_to_limit(
                 Some(MaxExtra::Multiple(m)) => format!("{m}x the declared count of each family"),
                 None => String::new(),
             };
-            out.errors.push(format!(
+            out.refuse(None, format!(
                 "{} ranges after aggregation, but `{target}` takes at most {limit}, and every cover within {limit} prefixes admits more than `maxExtra` allows ({bound}); the optimal cover admits {detail}",
                 desired.len()
             ));
             return;
         }
         Err(e) => {
-            out.errors.push(format!(
+            out.refuse(None, format!(
                 "{} ranges after aggregation, but `{target}` takes at most {limit}, and no cover fits: {e}",
                 desired.len()
             ));
@@ -291,7 +321,7 @@ fn fit_to_limit(
         cover,
     };
     match policy.on_exceed {
-        OnExceed::Error => out.errors.push(format!(
+        OnExceed::Error => out.refuse(None, format!(
             "{} ranges after aggregation, but `{target}` takes at most {limit}. Set `onExceed: cover` to apply the optimal cover instead; it would admit {}",
             desired.len(),
             report.per_family()

@@ -1049,3 +1049,56 @@ fn changes_by_hand_are_audited_and_refused_without_a_usable_audit_log() {
         ]
     );
 }
+
+
+/// #10.18: `validate` reported errors in rounds (fixing bad CIDRs revealed a `format:
+/// nginix` typo in serde's "unknown variant" words, then a broad range), at the target's key.
+/// Every error shows in one pass, once, at the entry at fault, with a did-you-mean.
+#[test]
+fn validate_reports_every_error_in_one_pass_at_the_entry_at_fault() {
+    let s = Scratch::new(
+        "version: 1
+sets:
+  office: [203.0.113.0/24, 1.2.3.4/33]
+  everyone: [0.0.0.0/0]
+targets:
+  web:
+    provider: file
+    path: web.conf
+    format: nginix
+    allow: [office, 300.1.1.1, everyone]
+  api:
+    provider: file
+    path: api.conf
+    allow:
+      - 198.51.100.0/24
+      - everyone
+  lab:
+    provider: file
+    path: lab.conf
+    allow: [192.0.2.0/24, ::/0, offfice, everyone]
+",
+    );
+    let human = s.run(&["validate"]);
+    assert_eq!(code(&human), 1, "{}", seen(&human));
+    insta::assert_snapshot!("validate_every_error_in_one_pass", seen(&human));
+    let json = s.run(&["validate", "-o", "json"]);
+    assert_eq!(code(&json), 1, "{}", seen(&json));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    insta::assert_json_snapshot!("validate_every_error_in_one_pass_json", v["diagnostics"]);
+    let at: Vec<(u64, u64)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["line"].as_u64().unwrap(), d["column"].as_u64().unwrap()))
+        .collect();
+    let mut unique = at.clone();
+    unique.dedup();
+    assert_eq!(at, unique, "each error once");
+    for (line, _) in &at {
+        assert!(
+            ![6, 11, 17].contains(line),
+            "an error at a target's key instead of its entry: {at:?}"
+        );
+    }
+}

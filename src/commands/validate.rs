@@ -19,7 +19,15 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
     );
     let mut targets = Vec::new();
     if let Some(decl) = &decl {
-        for t in decl.targets.values() {
+        // Targets with errors are checked as far as they resolved, so every problem shows
+        // in one pass; of the guard's findings, only those about one range are theirs (a
+        // finding about the whole set would be about a set that is not what was meant).
+        let all = decl
+            .targets
+            .values()
+            .map(|t| (t, true))
+            .chain(decl.partial_targets.values().map(|t| (t, false)));
+        for (t, complete) in all {
             match registry::build(&t.provider, &t.config) {
                 Err(e) => diags.push(t.config_error(&decl.file, e.to_string())),
                 Ok(provider) => {
@@ -31,12 +39,20 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
                     // validate makes no network call: live sources are not fetched, so an
                     // allow-list made only of sources is empty here and not an error.
                     let unfetched_only = !t.sources.is_empty() && t.desired.is_empty();
-                    for e in checked.errors.into_iter().filter(|_| !unfetched_only) {
-                        diags.push(t.diagnostic(
+                    for (e, range) in checked.errors.into_iter().zip(checked.error_ranges) {
+                        if unfetched_only || (!complete && range.is_none()) {
+                            continue;
+                        }
+                        let pos = range.and_then(|r| t.entry_at(&r)).unwrap_or(t.pos);
+                        diags.push(t.diagnostic_at(
+                            pos,
                             &decl.file,
                             Severity::Error,
                             format!("target `{}`: {e}", t.name),
                         ));
+                    }
+                    if !complete {
+                        continue;
                     }
                     if let Some(cover) = &checked.cover {
                         diags.push(t.diagnostic(
@@ -72,6 +88,7 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
+    let mut diags = once_each(diags);
     diags.sort_by_key(|d| (d.line, d.column));
     let errors = diags
         .iter()
@@ -113,6 +130,42 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
         ))
         .into())
     }
+}
+
+/// Each problem once: the same finding at the same place (a range in a set that several
+/// targets use, say) is one diagnostic naming every target it concerns.
+fn once_each(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<(Diagnostic, Vec<String>, String)> = Vec::new();
+    for d in diags {
+        let (targets, rest) = match &d.target {
+            Some(t) => match d.message.strip_prefix(&format!("target `{t}`: ")) {
+                Some(rest) => (vec![t.clone()], rest.to_owned()),
+                None => (Vec::new(), d.message.clone()),
+            },
+            None => (Vec::new(), d.message.clone()),
+        };
+        if let Some((_, seen_targets, _)) = out.iter_mut().find(|(o, _, r)| {
+            o.severity == d.severity && o.line == d.line && o.column == d.column && *r == rest
+        }) {
+            for t in targets {
+                if !seen_targets.contains(&t) {
+                    seen_targets.push(t);
+                }
+            }
+            continue;
+        }
+        out.push((d, targets, rest));
+    }
+    out.into_iter()
+        .map(|(mut d, targets, rest)| {
+            if targets.len() > 1 {
+                let names: Vec<String> = targets.iter().map(|t| format!("`{t}`")).collect();
+                d.message = format!("targets {}: {rest}", names.join(", "));
+                d.target = None;
+            }
+            d
+        })
+        .collect()
 }
 
 fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {

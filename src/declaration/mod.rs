@@ -106,6 +106,9 @@ pub struct Target {
     pub pos: Pos,
     /// The allow list as written (set names and literals), for display.
     pub allow_items: Vec<String>,
+    /// The literal entries of the allow list (through the sets it names too), with their
+    /// locations, so a problem with a range is reported where it is written.
+    pub entries: Vec<(IpNet, Pos)>,
     /// The canonical desired set.
     pub desired: RangeSet,
     pub policy: Policy,
@@ -141,6 +144,10 @@ pub struct Declaration {
     pub file: String,
     pub sets: IndexMap<String, NamedSet>,
     pub targets: IndexMap<String, Target>,
+    /// Targets with errors, resolved as far as they could be (their good entries), so
+    /// `validate` can report every other problem of theirs in the same pass. Never planned
+    /// or applied: a declaration with errors is refused as a whole.
+    pub partial_targets: IndexMap<String, Target>,
     /// Warnings found while loading (host bits, ...).
     pub warnings: Vec<Diagnostic>,
     /// The live sources among the sets, in file order.
@@ -317,12 +324,8 @@ pub fn is_set_name(s: &str) -> bool {
 
 /// The closest candidate to `name`, if one is close enough to be a likely typo.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+    // One rule for every hint, the binary's and the providers' config errors alike.
+    rangekeeper_provider::did_you_mean(name, candidates)
 }
 
 /// ` (did you mean `x`?)` when a candidate is close to `name`, else nothing.
@@ -337,8 +340,18 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
 #[derive(Clone)]
 enum SetState {
     InProgress,
-    Done(RangeSet, Vec<Diagnostic>),
+    Done(Resolved),
     Failed,
+}
+
+/// What a list of entries resolved to.
+#[derive(Debug, Clone, Default)]
+struct Resolved {
+    set: RangeSet,
+    /// The host-bit warnings of the entries it came from.
+    host_bits: Vec<Diagnostic>,
+    /// Every literal entry it came from (through set references too), with its location.
+    entries: Vec<(IpNet, Pos)>,
 }
 
 struct Resolver {
@@ -408,7 +421,7 @@ impl Resolver {
         }
         let mut sets = IndexMap::new();
         for (name, spanned) in &raw.sets {
-            if let Some(SetState::Done(set, _)) = states.get(name) {
+            if let Some(SetState::Done(Resolved { set, .. })) = states.get(name) {
                 let description = match &spanned.value {
                     RawSet::Map(m) => m
                         .get("description")
@@ -428,6 +441,7 @@ impl Resolver {
             }
         }
         let mut targets = IndexMap::new();
+        let mut partial_targets = IndexMap::new();
         for (name, spanned) in raw.targets {
             let pos = Pos::of(&spanned);
             let mut deps = BTreeSet::new();
@@ -440,7 +454,7 @@ impl Resolver {
                     source_deps(e.value.value.trim(), &raw.sets, &mut seen, &mut deps);
                 }
             }
-            if let Some(mut t) = self.resolve_target(
+            if let Some((mut t, complete)) = self.resolve_target(
                 &name,
                 pos,
                 spanned.value,
@@ -450,16 +464,21 @@ impl Resolver {
                 known_providers,
             ) {
                 t.sources = deps.into_iter().collect();
-                targets.insert(name, t);
+                if complete {
+                    targets.insert(name, t);
+                } else {
+                    partial_targets.insert(name, t);
+                }
             }
         }
-        if targets.is_empty() && self.errors.is_empty() {
+        if targets.is_empty() && partial_targets.is_empty() && self.errors.is_empty() {
             self.error(None, None, "the declaration has no targets".to_owned());
         }
         Declaration {
             file: self.file.clone(),
             sets,
             targets,
+            partial_targets,
             warnings: Vec::new(),
             sources: std::mem::take(&mut self.source_specs),
             lockout: None,
@@ -474,9 +493,9 @@ impl Resolver {
         raw: &IndexMap<String, Spanned<RawSet>>,
         states: &mut HashMap<String, SetState>,
         stack: &mut Vec<String>,
-    ) -> Option<(RangeSet, Vec<Diagnostic>)> {
+    ) -> Option<Resolved> {
         match states.get(name) {
-            Some(SetState::Done(s, h)) => return Some((s.clone(), h.clone())),
+            Some(SetState::Done(r)) => return Some(r.clone()),
             Some(SetState::Failed) => return None,
             Some(SetState::InProgress) => return None, // reported by the caller
             None => {}
@@ -485,13 +504,19 @@ impl Resolver {
         states.insert(name.to_owned(), SetState::InProgress);
         stack.push(name.to_owned());
         let result = match &spanned.value {
-            RawSet::List(entries) => self.resolve_entries(entries, None, raw, states, stack),
+            RawSet::List(entries) => {
+                let (r, ok) = self.resolve_entries(entries, None, raw, states, stack);
+                ok.then_some(r)
+            }
             RawSet::Map(map) if source_spec::is_source(map) => {
                 match source_spec::parse(name, Pos::of(spanned), map) {
                     Ok(spec) => {
                         let value = self.source_values.get(name).cloned().unwrap_or_default();
                         self.source_specs.insert(name.to_owned(), spec);
-                        Some((value, Vec::new()))
+                        Some(Resolved {
+                            set: value,
+                            ..Resolved::default()
+                        })
                     }
                     Err(errors) => {
                         for (pos, msg) in errors {
@@ -537,15 +562,14 @@ impl Resolver {
                             );
                             None
                         } else {
-                            let i = self.resolve_entries(&inc, None, raw, states, stack);
-                            let e = self.resolve_entries(&exc, None, raw, states, stack);
-                            match (i, e) {
-                                (Some((is, mut ih)), Some((es, eh))) => {
-                                    ih.extend(eh);
-                                    Some((is.difference(&es), ih))
-                                }
-                                _ => None,
-                            }
+                            let (mut i, i_ok) =
+                                self.resolve_entries(&inc, None, raw, states, stack);
+                            let (e, e_ok) = self.resolve_entries(&exc, None, raw, states, stack);
+                            (i_ok && e_ok).then(|| {
+                                i.set = i.set.difference(&e.set);
+                                i.host_bits.extend(e.host_bits);
+                                i
+                            })
                         }
                     }
                     _ => None,
@@ -554,8 +578,8 @@ impl Resolver {
         };
         stack.pop();
         match &result {
-            Some((s, h)) => {
-                states.insert(name.to_owned(), SetState::Done(s.clone(), h.clone()));
+            Some(r) => {
+                states.insert(name.to_owned(), SetState::Done(r.clone()));
             }
             None => {
                 states.insert(name.to_owned(), SetState::Failed);
@@ -605,7 +629,9 @@ impl Resolver {
         Some(out)
     }
 
-    /// Resolve list entries (CIDRs and set references) into one set.
+    /// Resolve list entries (CIDRs and set references) into one set. Every entry is looked
+    /// at (every error reported); the flag is false when any was wrong, and the set then
+    /// holds what the good entries resolved to.
     fn resolve_entries(
         &mut self,
         entries: &[RawEntry],
@@ -613,9 +639,10 @@ impl Resolver {
         raw: &IndexMap<String, Spanned<RawSet>>,
         states: &mut HashMap<String, SetState>,
         stack: &mut Vec<String>,
-    ) -> Option<(RangeSet, Vec<Diagnostic>)> {
+    ) -> (Resolved, bool) {
         let mut nets: Vec<IpNet> = Vec::new();
         let mut host_bits = Vec::new();
+        let mut positions = Vec::new();
         let mut ok = true;
         let mut acc = RangeSet::new();
         for entry in entries {
@@ -651,9 +678,16 @@ impl Resolver {
                     continue;
                 }
                 match self.resolve_set(text, raw, states, stack) {
-                    Some((s, h)) => {
-                        acc = acc.union(&s);
-                        host_bits.extend(h);
+                    Some(r) => {
+                        acc = acc.union(&r.set);
+                        host_bits.extend(r.host_bits);
+                        if r.entries.is_empty() {
+                            // A live source: its ranges are located at the reference.
+                            if let Some(pos) = pos {
+                                positions.extend(r.set.prefixes().into_iter().map(|n| (n, pos)));
+                            }
+                        }
+                        positions.extend(r.entries);
                     }
                     None => ok = false,
                 }
@@ -688,6 +722,9 @@ impl Resolver {
                         host_bits.push(d);
                     }
                     nets.push(p.net);
+                    if let Some(pos) = pos {
+                        positions.push((p.net, pos));
+                    }
                 }
                 Err(e) => {
                     self.error(pos, target, format!("invalid CIDR {e}"));
@@ -695,10 +732,14 @@ impl Resolver {
                 }
             }
         }
-        if !ok {
-            return None;
-        }
-        Some((acc.union(&RangeSet::from_nets(nets)), host_bits))
+        (
+            Resolved {
+                set: acc.union(&RangeSet::from_nets(nets)),
+                host_bits,
+                entries: positions,
+            },
+            ok,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -711,7 +752,7 @@ impl Resolver {
         states: &mut HashMap<String, SetState>,
         base_dir: &Path,
         known_providers: &[&str],
-    ) -> Option<Target> {
+    ) -> Option<(Target, bool)> {
         let errors_before = self.errors.len();
         let tn = Some(name);
         let provider = match &t.provider {
@@ -743,6 +784,7 @@ impl Resolver {
         };
         let mut host_bits = Vec::new();
         let mut allow_items = Vec::new();
+        let mut entries = Vec::new();
         let desired = match &t.allow {
             // A hostfw target may take its whole list from a kube-restrict-ip file.
             None if t.fields.contains_key("kubeRestrictIp") => Some(RangeSet::new()),
@@ -772,22 +814,19 @@ impl Resolver {
                     .map(|e| e.value.value.trim().to_owned())
                     .collect();
                 let mut stack = Vec::new();
-                self.resolve_entries(&list.value.0, tn, raw_sets, states, &mut stack)
-                    .map(|(s, h)| {
-                        host_bits.extend(h);
-                        s
-                    })
+                let (r, _) = self.resolve_entries(&list.value.0, tn, raw_sets, states, &mut stack);
+                host_bits.extend(r.host_bits);
+                entries = r.entries;
+                Some(r.set)
             }
         };
         let protect = match &t.protect {
-            None => Some(RangeSet::new()),
+            None => RangeSet::new(),
             Some(list) => {
                 let mut stack = Vec::new();
-                self.resolve_entries(&list.value.0, tn, raw_sets, states, &mut stack)
-                    .map(|(s, h)| {
-                        host_bits.extend(h);
-                        s
-                    })
+                let (r, _) = self.resolve_entries(&list.value.0, tn, raw_sets, states, &mut stack);
+                host_bits.extend(r.host_bits);
+                r.set
             }
         };
         let on_exceed = match &t.on_exceed {
@@ -829,10 +868,11 @@ impl Resolver {
             Some(m) => Some(usize::try_from(m.value).unwrap_or(usize::MAX)),
             None => None,
         };
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        let (provider, desired, protect) = (provider?, desired?, protect?);
+        // With errors, the target is still returned (as far as it resolved: its good
+        // entries) so `validate` can check the rest of it in the same pass; it is never
+        // applied (see `Declaration::partial_targets`).
+        let provider = provider?;
+        let desired = desired.unwrap_or_default();
         let strict = t.strict.as_ref().is_some_and(|s| s.value);
         if strict {
             for h in &host_bits {
@@ -842,42 +882,44 @@ impl Resolver {
                 d.message = format!("{} (target `{name}` is strict)", d.message);
                 self.errors.push(d);
             }
-            if !host_bits.is_empty() {
-                return None;
-            }
         }
+        let complete = self.errors.len() == errors_before;
         let mut fields = serde_json::Map::new();
         let mut field_pos = HashMap::new();
         for (k, v) in t.fields {
             field_pos.insert(k.clone(), Pos::of(&v));
             fields.insert(k, v.value);
         }
-        Some(Target {
-            name: name.to_owned(),
-            provider,
-            description: t.description,
-            pos,
-            allow_items,
-            desired,
-            policy: Policy {
-                strict,
-                max_ranges,
-                allow_private: t.allow_private.map(|s| s.value),
-                allow_broad: t.allow_broad.is_some_and(|s| s.value),
-                protect,
-                on_exceed,
-                max_extra,
-            },
-            config: TargetConfig {
+        Some((
+            Target {
                 name: name.to_owned(),
-                base_dir: base_dir.to_path_buf(),
-                fields,
+                provider,
+                description: t.description,
+                pos,
+                allow_items,
+                entries,
+                desired,
+                policy: Policy {
+                    strict,
+                    max_ranges,
+                    allow_private: t.allow_private.map(|s| s.value),
+                    allow_broad: t.allow_broad.is_some_and(|s| s.value),
+                    protect,
+                    on_exceed,
+                    max_extra,
+                },
+                config: TargetConfig {
+                    name: name.to_owned(),
+                    base_dir: base_dir.to_path_buf(),
+                    fields,
+                },
+                field_pos,
+                sources: Vec::new(),
+                source_errors: Vec::new(),
+                source_warnings: Vec::new(),
             },
-            field_pos,
-            sources: Vec::new(),
-            source_errors: Vec::new(),
-            source_warnings: Vec::new(),
-        })
+            complete,
+        ))
     }
 }
 
@@ -1093,6 +1135,7 @@ impl Target {
             .field_pos
             .keys()
             .find(|k| message.contains(&format!("unknown field `{k}`")))
+            && !message.contains("did you mean")
         {
             message.push_str(&did_you_mean(
                 unknown,
@@ -1118,13 +1161,38 @@ impl Target {
 
     /// A diagnostic at the target's own location.
     pub fn diagnostic(&self, file: &str, severity: Severity, message: String) -> Diagnostic {
+        self.diagnostic_at(self.pos, file, severity, message)
+    }
+
+    /// A diagnostic at `pos` (an entry of the target, a field).
+    pub fn diagnostic_at(
+        &self,
+        pos: Pos,
+        file: &str,
+        severity: Severity,
+        message: String,
+    ) -> Diagnostic {
         Diagnostic {
             severity,
             file: file.to_owned(),
-            line: Some(self.pos.line),
-            column: Some(self.pos.column),
+            line: Some(pos.line),
+            column: Some(pos.column),
             target: Some(self.name.clone()),
             message,
         }
+    }
+
+    /// Where the entry that put `range` in the desired set is written: the entry equal to
+    /// it, else the first one (in file order) inside it or around it.
+    pub fn entry_at(&self, range: &IpNet) -> Option<Pos> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == range)
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .find(|(n, _)| range.contains(n) || n.contains(range))
+            })
+            .map(|(_, p)| *p)
     }
 }

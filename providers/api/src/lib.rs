@@ -512,10 +512,86 @@ pub struct TargetConfig {
 }
 
 impl TargetConfig {
-    /// Deserialize `fields` into a provider's typed config; errors name the target.
+    /// Deserialize `fields` into a provider's typed config; errors name the target and the
+    /// field at fault (`` `format` ``, `` `tls.ca` ``), and a value or key that is not one of
+    /// the known ones is said in words with a did-you-mean, not in serde's terms.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ProviderError> {
-        serde_json::from_value(serde_json::Value::Object(self.fields.clone()))
-            .map_err(|e| ProviderError::Config(format!("target `{}`: {e}", self.name)))
+        serde_path_to_error::deserialize(serde_json::Value::Object(self.fields.clone())).map_err(
+            |e| {
+                let path = e.path().to_string();
+                let message = explain_config_error(&path, &e.into_inner().to_string());
+                ProviderError::Config(format!("target `{}`: {message}", self.name))
+            },
+        )
+    }
+}
+
+/// The closest of `candidates` to `name`, when it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(name, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// The `` `a` `` items of a serde message, in order.
+fn backticked(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// serde's wording of a config error, for people: ``unknown variant `nginix`, expected one
+/// of `plain`, `nginx` `` at `format` becomes ``` `format` must be one of `plain`, `nginx`,
+/// not `nginix` (did you mean `nginx`?) ```.
+fn explain_config_error(path: &str, msg: &str) -> String {
+    let at = (!path.is_empty() && path != ".").then_some(path);
+    let one_of = |names: &[&str]| match names {
+        [] => "nothing".to_owned(),
+        [one] => format!("`{one}`"),
+        many => format!(
+            "one of {}",
+            many.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let hint = |given: &str, names: &[&str]| {
+        did_you_mean(given, names.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default()
+    };
+    if msg.starts_with("unknown variant `") {
+        let names = backticked(msg);
+        if let Some((given, expected)) = names.split_first() {
+            let field = at.map_or("the value".to_owned(), |p| format!("`{p}`"));
+            return format!(
+                "{field} must be {}, not `{given}`{}",
+                one_of(expected),
+                hint(given, expected)
+            );
+        }
+    }
+    if msg.starts_with("unknown field `") {
+        let names = backticked(msg);
+        if let Some((given, expected)) = names.split_first() {
+            // The path ends with the unknown key itself; name the map it is in, if nested.
+            let parent = at.and_then(|p| p.strip_suffix(given)?.strip_suffix('.'));
+            let inside = parent.map(|p| format!(" in `{p}`")).unwrap_or_default();
+            return format!(
+                "unknown field `{given}`{inside}{}; expected {}",
+                hint(given, expected),
+                one_of(expected)
+            );
+        }
+    }
+    match at {
+        Some(p) => format!("`{p}`: {msg}"),
+        None => msg.to_owned(),
     }
 }
 
@@ -581,3 +657,35 @@ pub fn refuse_empty(desired: &RangeSet, consequence: &str) -> Result<(), Provide
 
 /// Builds a provider bound to one target.
 pub type ProviderFactory = fn(&TargetConfig) -> Result<Box<dyn Provider>, ProviderError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_are_explained_with_the_field_and_a_suggestion() {
+        assert_eq!(
+            explain_config_error(
+                "format",
+                "unknown variant `nginix`, expected one of `plain`, `nginx`, `haproxy`, `json`"
+            ),
+            "`format` must be one of `plain`, `nginx`, `haproxy`, `json`, not `nginix` (did you mean `nginx`?)"
+        );
+        assert_eq!(
+            explain_config_error("pth", "unknown field `pth`, expected `path` or `format`"),
+            "unknown field `pth` (did you mean `path`?); expected one of `path`, `format`"
+        );
+        assert_eq!(
+            explain_config_error("tls.ca", "invalid type: integer `1`, expected a string"),
+            "`tls.ca`: invalid type: integer `1`, expected a string"
+        );
+        assert_eq!(
+            explain_config_error("tls.key", "unknown field `key`, expected `ca`"),
+            "unknown field `key` in `tls`; expected `ca`"
+        );
+        assert_eq!(
+            explain_config_error(".", "missing field `path`"),
+            "missing field `path`"
+        );
+    }
+}
