@@ -831,16 +831,14 @@ impl Resolver {
         };
         let on_exceed = match &t.on_exceed {
             None => OnExceed::Error,
-            Some(s) => {
-                match s.value.as_str() {
-                    "error" => OnExceed::Error,
-                    "cover" => OnExceed::Cover,
-                    other => {
-                        self.error(Some(Pos::of(s)), tn, format!("target `{name}`: `onExceed` must be `error` or `cover`, not `{other}`"));
-                        OnExceed::Error
-                    }
+            Some(s) => match s.value.as_str() {
+                "error" => OnExceed::Error,
+                "cover" => OnExceed::Cover,
+                other => {
+                    self.error(Some(Pos::of(s)), tn, format!("target `{name}`: `onExceed` must be `error` or `cover`, not `{other}`{}", did_you_mean(other, ["error", "cover"])));
+                    OnExceed::Error
                 }
-            }
+            },
         };
         let max_extra = t
             .max_extra
