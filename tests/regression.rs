@@ -860,7 +860,6 @@ fn a_named_aws_profile_is_used_or_the_target_fails_never_the_environment() {
     assert_eq!(code(&o), 2, "{}", seen(&o));
 }
 
-
 /// #10.7: the AKS node-egress guard ran only inside `apply`, per target: `plan` said
 /// "0 refused" (exit 2 with `--detailed-exitcode`), and `apply --yes` wrote a `file` target
 /// before refusing the AKS one. Every guard that can refuse runs while planning.
@@ -936,7 +935,6 @@ async fn a_provider_guard_refuses_in_plan_and_nothing_is_written_anywhere() {
     assert_eq!(s.read("a.txt"), before, "the file target was written");
     assert!(fake.puts().is_empty(), "nothing may be sent to Azure");
 }
-
 
 /// The declaration of `ONE_FILE_TARGET` with another allow-list.
 fn one_file_target(allow: &str) -> String {
@@ -1049,7 +1047,6 @@ fn changes_by_hand_are_audited_and_refused_without_a_usable_audit_log() {
         ]
     );
 }
-
 
 /// #10.18: `validate` reported errors in rounds (fixing bad CIDRs revealed a `format:
 /// nginix` typo in serde's "unknown variant" words, then a broad range), at the target's key.

@@ -516,6 +516,42 @@ async fn egress_guard_refuses_to_cut_off_the_nodes() {
     assert_eq!(held(&fake), Restriction::Ranges(set(&["20.33.4.0/23"])));
 }
 
+/// The egress guard runs in `preflight` (while planning) with the very refusal `apply`
+/// gives, and preflight writes nothing.
+#[tokio::test]
+async fn preflight_refuses_what_apply_refuses_and_writes_nothing() {
+    let fake = fake_with(Some(&["52.1.2.0/24"])).await;
+    let p = provider(&fake);
+    let current = p.current().await.unwrap();
+    let cut_off = set(&["20.33.4.0/23", "40.85.154.247"]);
+    let found = p.preflight(&cut_off, &current).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].message.contains("40.85.154.248"), "{found:?}");
+    let refused = p
+        .apply(&cut_off, &ApplyOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains(&found[0].message),
+        "apply and preflight say the same: {refused}"
+    );
+    assert!(
+        p.preflight(&with_egress(&["20.33.4.0/23"]), &current)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        p.preflight(&set(&["0.0.0.0/32"]), &current)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let lax = provider_with(&fake, json!({"allowNodeEgressLockout": true}), TOKEN);
+    assert!(lax.preflight(&cut_off, &current).await.unwrap().is_empty());
+    assert!(fake.puts().is_empty(), "preflight never writes");
+}
+
 async fn converges_after(
     fault: Fault,
     method: Option<Method>,
