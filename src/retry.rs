@@ -239,6 +239,20 @@ impl Provider for Retrying {
             .await
     }
 
+    /// The provider's checks that read the target: a read, under the read deadline.
+    async fn preflight(
+        &self,
+        desired: &RangeSet,
+        current: &State,
+    ) -> Result<Vec<Violation>, ProviderError> {
+        let what = format!("checking the change to `{}`", self.target);
+        self.policy
+            .run(Op::Read, &what, None, || {
+                self.inner.preflight(desired, current)
+            })
+            .await
+    }
+
     async fn apply(
         &self,
         desired: &RangeSet,
