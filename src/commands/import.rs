@@ -287,13 +287,17 @@ fn self_check(
     reads: &[Read<'_>],
     bound: &[Bound],
 ) -> anyhow::Result<()> {
-    let (decl, diags) = crate::declaration::Declaration::parse(
-        body,
-        "<imported>",
-        text.base_dir.clone(),
+    let (decl, diags) = DeclText {
+        text: body.to_owned(),
+        file: "<imported>".to_owned(),
+        base_dir: text.base_dir.clone(),
         is_json,
+        generated: false,
+    }
+    .load(
         LoadOptions::default(),
-        &registry::names(),
+        &registry::catalog(),
+        &Default::default(),
     );
     let imported = |t: &Option<String>| {
         t.as_deref().is_some_and(|t| {

@@ -63,9 +63,9 @@ pub fn load_offline(global: &Global) -> anyhow::Result<Declaration> {
     report_loaded(global, loaded)
 }
 
-fn load_settings(global: &Global) -> (Vec<&'static str>, LoadOptions) {
+fn load_settings(global: &Global) -> (crate::declaration::Catalog, LoadOptions) {
     (
-        registry::names(),
+        registry::catalog(),
         LoadOptions {
             strict: global.strict,
         },

@@ -9,13 +9,12 @@ use crate::output;
 use crate::registry;
 
 pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
-    let names = registry::names();
     let (decl, mut diags) = Declaration::load_partial(
         &global.file,
         LoadOptions {
             strict: global.strict,
         },
-        &names,
+        &registry::catalog(),
     );
     let mut targets = Vec::new();
     if let Some(decl) = &decl {

@@ -14,8 +14,11 @@ pub struct Record<'a> {
     pub target: &'a str,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// `initial`, `drift`, `declaration` or `source`.
+    /// `initial`, `drift`, `declaration`, `source` or `config`.
     pub trigger: &'a str,
+    /// For a `config` change: the settings that changed (`ports: [6443] -> [6443,10254]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
     /// `applied`, `pending`, `failed` or `refused`.
     pub result: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +131,7 @@ mod tests {
                 added: vec!["192.0.2.0/24".into()],
                 removed: vec![],
                 trigger: "initial",
+                config: vec![],
                 result,
                 error: None,
             });

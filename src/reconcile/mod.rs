@@ -1,13 +1,15 @@
 //! The reconciler: every target reconciled independently and concurrently (bounded), each
 //! requeued after success at the interval and after failure by [`action::error_policy`];
 //! drift is detected against what rangekeeper last applied or saw in sync, and corrected.
-//! The declaration file is watched (content hash, symlinks followed), live sources are
-//! refreshed on their own schedules, and every change attempt lands in the audit log.
+//! The declaration file and the files its targets' providers import are watched (content
+//! hash, symlinks followed), live sources are refreshed on their own schedules, and every
+//! change attempt lands in the audit log.
 //!
 //! The same plan and guards as `apply` decide each change ([`commands::plan_with_state`]).
 
 pub mod action;
 pub mod audit;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 
@@ -23,7 +25,9 @@ use rangekeeper_provider::{ApplyOptions, Progress};
 use tokio::task::{Id, JoinSet};
 
 use crate::commands::{self, Bound};
-use crate::declaration::{DeclText, Declaration, LoadError, LoadOptions, Target};
+use crate::declaration::{
+    Catalog, DeclText, Declaration, LoadError, LoadOptions, Standalone, Target,
+};
 use crate::guard::Lockout;
 use crate::plan::Status;
 use crate::registry;
@@ -36,16 +40,20 @@ use metrics::Metrics;
 /// Resolved settings of `rangekeeper reconcile`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The declaration file, or the kube-restrict-ip config with `kube_restrict_ip`.
+    /// The declaration file (with `standalone`, the file the stand-alone target imports).
     pub file: PathBuf,
-    /// `file` is a kube-restrict-ip config (`--kube-restrict-ip`), not a declaration.
-    pub kube_restrict_ip: bool,
+    /// A provider's stand-alone mode (`registry::standalone`): one target built from flags,
+    /// whose provider imports everything from `file`.
+    pub standalone: Option<Standalone>,
     pub load: LoadOptions,
     pub live: LiveOptions,
     pub state_dir: PathBuf,
     pub targets: Vec<String>,
     pub once: bool,
     pub interval: Duration,
+    /// `--interval` was given (otherwise a stand-alone target's imported check interval is
+    /// used, when it has one).
+    pub interval_given: bool,
     pub max_backoff: Duration,
     pub concurrency: usize,
     pub grace: Duration,
@@ -65,13 +73,12 @@ pub type Builder =
     ) -> Result<Box<dyn rangekeeper_provider::Provider>, rangekeeper_provider::ProviderError>;
 
 impl Settings {
-    /// Read what the reconciler enforces: the declaration file, or the declaration built
-    /// from a kube-restrict-ip config.
+    /// Read what the reconciler enforces: the declaration file, or the declaration of the
+    /// stand-alone target (whose file is read by its provider's import hook).
     fn read_text(&self) -> Result<DeclText, crate::declaration::LoadError> {
-        if self.kube_restrict_ip {
-            DeclText::from_kube_restrict_ip(&self.file)
-        } else {
-            DeclText::read(&self.file)
+        match &self.standalone {
+            Some(s) => Ok(DeclText::standalone(s)),
+            None => DeclText::read(&self.file),
         }
     }
 }
@@ -90,6 +97,9 @@ pub enum Trigger {
     Declaration,
     /// A live source's value changed.
     Source,
+    /// The target's provider settings changed (in the declaration or a file its provider
+    /// imports), e.g. the restricted ports.
+    Config,
 }
 
 impl Trigger {
@@ -99,6 +109,7 @@ impl Trigger {
             Trigger::Drift => "drift",
             Trigger::Declaration => "declaration",
             Trigger::Source => "source",
+            Trigger::Config => "config",
         }
     }
 }
@@ -109,6 +120,8 @@ pub struct Change {
     pub added: RangeSet,
     pub removed: RangeSet,
     pub trigger: Trigger,
+    /// The settings that changed (`ports: [6443] -> [6443,10254]`), for a `config` change.
+    pub config: Vec<String>,
 }
 
 /// What one reconcile of a target found and did.
@@ -226,6 +239,7 @@ pub async fn reconcile_with(
                     added: plan.add.clone(),
                     removed: plan.remove.clone(),
                     trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+                    config: Vec::new(),
                 });
             }
         }
@@ -234,6 +248,7 @@ pub async fn reconcile_with(
                 added: plan.add.clone(),
                 removed: plan.remove.clone(),
                 trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+                config: Vec::new(),
             };
             let opts = ApplyOptions {
                 wait: true,
@@ -273,6 +288,9 @@ struct Slot {
     last_seen: Option<RangeSet>,
     /// Why the next reconcile happens (initial until the first success).
     hint: Trigger,
+    /// Settings changed since the last success (each `name: old -> new`): the target's
+    /// rules are expected to differ, which is not drift.
+    config_change: Vec<String>,
     /// The last refusal recorded in the audit log (refusals repeat every pass).
     last_refusal: Option<String>,
     passes: u32,
@@ -293,6 +311,9 @@ pub struct Summary {
     pub trigger: Option<&'static str>,
     pub added: RangeSet,
     pub removed: RangeSet,
+    /// Settings changed by this change (`ports: [6443] -> [6443,10254]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Stale sources and other things to know.
@@ -318,6 +339,25 @@ fn hash_text(text: &str) -> u64 {
     h.finish()
 }
 
+/// A hash of the declaration's text and of every file its targets import (content, or why it
+/// cannot be read): any change to any of them is a change to what is enforced.
+fn hash_inputs(text: &str, imported: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    for path in imported {
+        path.hash(&mut h);
+        match rangekeeper_provider::fs::read_regular(
+            path,
+            crate::declaration::MAX_FILE_BYTES,
+            "an imported file",
+        ) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.to_string().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
 fn report_load_error(file: &str, e: &LoadError) -> String {
     let errors: Vec<String> = e.0.iter().map(ToString::to_string).collect();
     format!("{file} is not valid: {}", errors.join("; "))
@@ -334,7 +374,7 @@ fn selected<'a>(names: &[String], decl: &'a Declaration) -> Vec<&'a Target> {
 /// The reconciler's state between passes.
 struct Controller {
     settings: Settings,
-    known: Vec<&'static str>,
+    known: Catalog,
     text: DeclText,
     text_hash: u64,
     decl: Declaration,
@@ -343,6 +383,34 @@ struct Controller {
     slots: HashMap<String, Slot>,
     metrics: Arc<Metrics>,
     audit: AuditLog,
+    memory: memory::Memory,
+}
+
+/// Whether the desired list (or its policy or sources) changed, as opposed to settings alone.
+fn desired_changed(old: Option<&Target>, new: &Target) -> bool {
+    old.is_none_or(|o| {
+        o.desired != new.desired || o.source_errors != new.source_errors || o.policy != new.policy
+    })
+}
+
+/// The provider settings that differ between two versions of a target, each as
+/// `name: old -> new`.
+fn config_changes(
+    a: &serde_json::Map<String, serde_json::Value>,
+    b: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None => "(unset)".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+        .collect()
 }
 
 impl Controller {
@@ -373,21 +441,62 @@ impl Controller {
                     || o.config.fields != t.config.fields
                     || o.provider != t.provider
             });
-            let slot = self.slots.entry(t.name.clone()).or_insert_with(|| Slot {
-                due: now,
-                in_flight: false,
-                failures: 0,
-                last_seen: None,
-                hint: Trigger::Initial,
-                last_refusal: None,
-                passes: 0,
-                done: false,
-                last: None,
+            let remembered = self.memory.get(&t.name);
+            let slot = self.slots.entry(t.name.clone()).or_insert_with(|| {
+                // A target seen by an earlier run: drift is judged against what it held then,
+                // and a change is labelled with what changed since.
+                let (last_seen, hint, config_change) = match remembered {
+                    None => (None, Trigger::Initial, Vec::new()),
+                    Some(seen) => {
+                        let desired: Vec<String> = t
+                            .desired
+                            .prefixes()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        let settings = config_changes(&seen.config, &t.config.fields);
+                        if !settings.is_empty() {
+                            (Some(seen.held()), Trigger::Config, settings)
+                        } else if seen.desired != desired {
+                            (Some(seen.held()), Trigger::Declaration, Vec::new())
+                        } else {
+                            (Some(seen.held()), Trigger::Drift, Vec::new())
+                        }
+                    }
+                };
+                Slot {
+                    due: now,
+                    in_flight: false,
+                    failures: 0,
+                    last_seen,
+                    hint,
+                    config_change,
+                    last_refusal: None,
+                    passes: 0,
+                    done: false,
+                    last: None,
+                }
             });
+            let settings_changed = old
+                .map(|o| config_changes(&o.config.fields, &t.config.fields))
+                .unwrap_or_default();
+            if !settings_changed.is_empty() && slot.passes > 0 {
+                tracing::info!(
+                    target = %t.name,
+                    "the settings of `{}` changed: {}",
+                    t.name,
+                    settings_changed.join("; ")
+                );
+                slot.config_change.extend(settings_changed.iter().cloned());
+            }
             if changed && slot.passes > 0 {
                 slot.due = now;
                 slot.failures = 0;
-                slot.hint = why;
+                slot.hint = if settings_changed.is_empty() || desired_changed(old, t) {
+                    why
+                } else {
+                    Trigger::Config
+                };
             }
             self.metrics.target_ranges(&t.name, t.desired.len());
         }
@@ -412,7 +521,7 @@ impl Controller {
                 return;
             }
         };
-        let h = hash_text(&text.text);
+        let h = hash_inputs(&text.text, &self.decl.imported_files());
         if h == self.text_hash {
             return;
         }
@@ -503,7 +612,13 @@ impl Controller {
         slot.in_flight = true;
         let target = Arc::new(t.clone());
         let lockout = self.decl.lockout.clone();
-        let last_seen = slot.last_seen.clone();
+        // After a settings change the target's rules differ from what was last seen by
+        // design: not drift.
+        let last_seen = if slot.config_change.is_empty() {
+            slot.last_seen.clone()
+        } else {
+            None
+        };
         let hint = slot.hint;
         let retry = self.settings.retry;
         let build = self.settings.build;
@@ -532,7 +647,7 @@ impl Controller {
     }
 
     /// Record a finished reconcile: logs, metrics, audit, and when to come back.
-    fn finished(&mut self, pass: Pass) {
+    fn finished(&mut self, mut pass: Pass) {
         let name = pass.target.clone();
         let settings = self.settings.clone();
         let Some(slot) = self.slots.get_mut(&name) else {
@@ -549,6 +664,21 @@ impl Controller {
             );
             self.metrics.drift(&name);
         }
+        if !slot.config_change.is_empty()
+            && let Some(c) = pass.change.as_mut()
+        {
+            // A settings change: the ranges changed only as far as the list did since the
+            // last success (the rules were rewritten for the new settings).
+            c.config.clone_from(&slot.config_change);
+            let now = pass
+                .holds
+                .clone()
+                .or_else(|| self.decl.targets.get(&name).map(|t| t.desired.clone()));
+            if let (Some(prev), Some(now)) = (&slot.last_seen, now) {
+                c.added = now.difference(prev);
+                c.removed = prev.difference(&now);
+            }
+        }
         let prefixes = |s: &RangeSet| {
             s.prefixes()
                 .iter()
@@ -563,6 +693,7 @@ impl Controller {
             added: prefixes(&c.added),
             removed: prefixes(&c.removed),
             trigger: c.trigger.as_str(),
+            config: c.config.clone(),
             result,
             error,
         };
@@ -579,6 +710,11 @@ impl Controller {
                 .change
                 .as_ref()
                 .map(|c| c.removed.clone())
+                .unwrap_or_default(),
+            config: pass
+                .change
+                .as_ref()
+                .map(|c| c.config.clone())
                 .unwrap_or_default(),
             notes: pass.notes.clone(),
             warnings: self
@@ -603,16 +739,25 @@ impl Controller {
                         trigger = c.trigger.as_str(),
                         added = %c.added,
                         removed = %c.removed,
-                        "applied to `{name}` ({}): +[{}] -[{}]",
+                        "applied to `{name}` ({}): +[{}] -[{}]{}",
                         c.trigger.as_str(),
                         c.added,
-                        c.removed
+                        c.removed,
+                        if c.config.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", settings: {}", c.config.join("; "))
+                        }
                     );
                     self.audit.record(&record(c, summary.result, None));
                 } else {
                     tracing::debug!(target = %name, "in sync");
                 }
                 self.metrics.success(&name, changed);
+                slot.config_change.clear();
+                if let (Some(holds), Some(t)) = (&pass.holds, self.decl.targets.get(&name)) {
+                    self.memory.remember(&name, memory::Seen::new(t, holds));
+                }
                 slot.last_seen = pass.holds.clone();
                 slot.failures = 0;
                 slot.hint = Trigger::Drift;
@@ -683,7 +828,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunOutcome> {
-    let known = registry::names();
+    let known = registry::catalog();
+    let mut settings = settings;
     let text = settings.read_text().map_err(|e| {
         commands::Reported(report_load_error(&settings.file.display().to_string(), &e))
     })?;
@@ -692,6 +838,19 @@ pub async fn run(
         .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
     for w in &first.warnings {
         tracing::warn!("{w}");
+    }
+    if !settings.interval_given
+        && settings
+            .standalone
+            .as_ref()
+            .is_some_and(|s| s.interval_from_config)
+        && let Some(i) = first
+            .targets
+            .values()
+            .filter_map(|t| t.check_interval)
+            .min()
+    {
+        settings.interval = i;
     }
     for n in &settings.targets {
         if !first.targets.contains_key(n) {
@@ -736,7 +895,7 @@ pub async fn run(
         }
     };
     let mut ctl = Controller {
-        text_hash: hash_text(&text.text),
+        text_hash: hash_inputs(&text.text, &first.imported_files()),
         text: text.clone(),
         decl: first.clone(),
         store,
@@ -744,6 +903,7 @@ pub async fn run(
         slots: HashMap::new(),
         metrics: metrics.clone(),
         audit,
+        memory: memory::Memory::open(&settings.state_dir),
         known,
         settings: settings.clone(),
     };

@@ -15,8 +15,10 @@ use std::time::Duration;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod fs;
+pub mod import;
 pub mod secret;
 
+pub use import::{ImportHook, ImportNote, Imported, ImportedRange, Location, NoteSeverity};
 pub use secret::Secret;
 mod wire;
 

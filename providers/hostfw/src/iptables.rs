@@ -14,7 +14,7 @@ use rangekeeper_provider::{ProviderError, RangeSet};
 
 use crate::Live;
 use crate::command::Runner;
-use crate::config::{Action, Config, IptablesVariant};
+use crate::config::{Action, Config, IptablesVariant, Ipv6Mode};
 
 /// `-m multiport` takes at most 15 ports per rule.
 const MULTIPORT_MAX: usize = 15;
@@ -119,7 +119,11 @@ fn strs(list: &[&str]) -> Vec<String> {
 }
 
 /// The INPUT jumps we write (rule specs after `-A INPUT`), as iptables-save prints them.
-fn expected_jumps(cfg: &Config) -> Vec<Vec<String>> {
+/// With `ipv6: open`, ip6tables gets none: its chain holds the list but nothing jumps to it.
+fn expected_jumps(cfg: &Config, family: Family) -> Vec<Vec<String>> {
+    if family == Family::V6 && cfg.ipv6 == Ipv6Mode::Open {
+        return Vec::new();
+    }
     let ports: Vec<u16> = cfg.ports.iter().copied().collect();
     ports
         .chunks(MULTIPORT_MAX)
@@ -225,7 +229,7 @@ pub fn inspect(save: &str, cfg: &Config, family: Family) -> FamilyLive {
         live.problems
             .push(format!("{name} chain {chain} is missing"));
     }
-    if live.jumps != expected_jumps(cfg) {
+    if live.jumps != expected_jumps(cfg, family) {
         live.problems.push(format!(
             "{name} INPUT jumps to {chain} are missing or differ (want tcp ports {})",
             cfg.ports_list()
@@ -267,7 +271,7 @@ pub fn restore_input(cfg: &Config, family: Family, nets: &[IpNet], now: &FamilyL
         lines.push(format!("-A {chain} -s {net} -j RETURN"));
     }
     lines.push(format!("-A {chain} {}", join(&verdict_rule(cfg.action))));
-    let want = expected_jumps(cfg);
+    let want = expected_jumps(cfg, family);
     if now.jumps != want {
         for old in &now.jumps {
             lines.push(format!("-D INPUT {}", join(old)));
@@ -455,6 +459,7 @@ mod tests {
             action,
             netns: None,
             iptables_variant: None,
+            ipv6: Ipv6Mode::Restrict,
             kube_restrict_ip: None,
         }
     }
@@ -505,7 +510,7 @@ COMMIT
                 "192.0.2.7/32".parse().unwrap()
             ]
         );
-        assert_eq!(live.jumps, expected_jumps(&cfg(Action::Reject)));
+        assert_eq!(live.jumps, expected_jumps(&cfg(Action::Reject), Family::V4));
         // A different action or port list is drift.
         assert!(
             !inspect(SAVE, &cfg(Action::Drop), Family::V4)
@@ -614,7 +619,7 @@ COMMIT
     fn many_ports_are_split_for_multiport() {
         let mut c = cfg(Action::Reject);
         c.ports = (1000..1020).collect();
-        let jumps = expected_jumps(&c);
+        let jumps = expected_jumps(&c, Family::V4);
         assert_eq!(jumps.len(), 2);
         assert_eq!(jumps[0][5].split(',').count(), 15);
         assert_eq!(jumps[1][5].split(',').count(), 5);

@@ -226,11 +226,17 @@ impl Lab {
                 fields[k] = v.clone();
             }
         }
-        let cfg = TargetConfig {
+        let mut cfg = TargetConfig {
             name: "lab".into(),
             base_dir: std::env::temp_dir(),
             fields: fields.as_object().unwrap().clone(),
         };
+        // What the binary does while loading: the import hook's fields join the target's.
+        let imported = rangekeeper_provider_hostfw::import(&cfg);
+        assert!(!imported.has_errors(), "{:?}", imported.notes);
+        for (k, v) in imported.fields {
+            cfg.fields.entry(k).or_insert(v);
+        }
         rangekeeper_provider_hostfw::factory(&cfg).unwrap()
     }
 
@@ -745,14 +751,18 @@ async fn kube_restrict_ip_config_gives_the_same_behaviour() {
         ),
     )
     .unwrap();
-    let krip = rangekeeper_provider_hostfw::load_kube_restrict_ip(&file).unwrap();
+    let (krip, problems) = rangekeeper_provider_hostfw::parse_kube_restrict_ip(
+        &std::fs::read_to_string(&file).unwrap(),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let krip = krip.unwrap();
     assert_eq!(krip.ports, vec![P1, P2]);
     assert_eq!(krip.interval, std::time::Duration::from_secs(60));
-    assert_eq!(krip.chain, "KUBE-RESTRICT-IP");
+    assert_eq!(krip.legacy_chain(), "KUBE-RESTRICT-IP");
     let desired = RangeSet::from_nets(
         krip.networks
             .iter()
-            .map(|n| rangekeeper_provider::cidr::parse(n).unwrap().net),
+            .map(|n| rangekeeper_provider::cidr::parse(&n.value).unwrap().net),
     );
     assert_eq!(desired, allowed().union(&set(&["127.0.0.1"])));
 
