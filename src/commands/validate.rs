@@ -71,7 +71,15 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    diags.sort_by_key(|d| (d.line, d.column));
+    // The declaration's own problems first, then each imported file's, in line order.
+    diags.sort_by_key(|d| {
+        (
+            d.file != global_file_name(&decl, global),
+            d.file.clone(),
+            d.line,
+            d.column,
+        )
+    });
     let errors = diags
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -148,4 +156,10 @@ fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
         ));
     }
     s
+}
+
+/// The declaration file's name as diagnostics show it.
+fn global_file_name(decl: &Option<crate::declaration::Declaration>, global: &Global) -> String {
+    decl.as_ref()
+        .map_or_else(|| global.file.display().to_string(), |d| d.file.clone())
 }

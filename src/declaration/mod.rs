@@ -815,9 +815,6 @@ impl Resolver {
             };
             push(self, severity, place, message);
         }
-        if failed {
-            return None;
-        }
         let mut nets = Vec::new();
         let mut items = Vec::new();
         for r in &imported.ranges {

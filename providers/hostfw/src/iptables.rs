@@ -522,6 +522,36 @@ COMMIT
         assert!(!inspect(SAVE, &c, Family::V4).problems.is_empty());
     }
 
+    /// #10.24: `ipv6: open` (kube-restrict-ip's behaviour) keeps the ip6tables chain with
+    /// the list but no INPUT jump to it, and reads that back as exactly ours.
+    #[test]
+    fn ipv6_open_writes_no_ip6tables_jump_and_reads_back_in_sync() {
+        let mut c = cfg(Action::Reject);
+        c.ipv6 = Ipv6Mode::Open;
+        let nets: Vec<IpNet> = vec!["2001:db8::/32".parse().unwrap()];
+        let input = restore_input(&c, Family::V6, &nets, &FamilyLive::default());
+        assert!(!input.contains("INPUT"), "{input}");
+        assert!(
+            input.contains("-A RK-rk -s 2001:db8::/32 -j RETURN"),
+            "{input}"
+        );
+        let save = input.replace(":RK-rk - [0:0]", ":INPUT ACCEPT [0:0]\n:RK-rk - [0:0]");
+        let live = inspect(&save, &c, Family::V6);
+        assert!(live.chain_exists && live.jumps.is_empty());
+        assert!(live.problems.is_empty(), "{:?}", live.problems);
+        assert_eq!(live.nets, nets);
+        // IPv4 is restricted as always.
+        assert_eq!(expected_jumps(&c, Family::V4).len(), 1);
+        // A jump left from `ipv6: restrict` is not ours any more: rewritten.
+        c.ipv6 = Ipv6Mode::Restrict;
+        let restricted = restore_input(&c, Family::V6, &nets, &FamilyLive::default());
+        c.ipv6 = Ipv6Mode::Open;
+        let save = restricted
+            .replace(":RK-rk - [0:0]", ":INPUT ACCEPT [0:0]\n:RK-rk - [0:0]")
+            .replace("-I INPUT 1", "-A INPUT");
+        assert!(!inspect(&save, &c, Family::V6).problems.is_empty());
+    }
+
     #[test]
     fn missing_jump_or_chain_is_drift_and_absence_is_absence() {
         let no_jump: String = SAVE

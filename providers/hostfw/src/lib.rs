@@ -117,6 +117,7 @@ pub fn import(cfg: &TargetConfig) -> Imported {
         }
     };
     let (parsed, problems) = parse_kube_restrict_ip(&bytes);
+    let usable = problems.iter().all(|p| !p.error);
     for p in problems {
         let (line, column) = p.at.known();
         let at = Some(Location::new(&shown, line, column));
@@ -129,6 +130,8 @@ pub fn import(cfg: &TargetConfig) -> Imported {
     let Some(k) = parsed else {
         return out;
     };
+    // The networks go to the binary's CIDR parser even when the file has other errors, so
+    // every error is reported at once; the rest is used only from a file without errors.
     out.ranges = k
         .networks
         .iter()
@@ -140,6 +143,9 @@ pub fn import(cfg: &TargetConfig) -> Imported {
             }
         })
         .collect();
+    if !usable {
+        return out;
+    }
     out.fields
         .insert("ports".into(), serde_json::json!(k.ports));
     out.fields.insert(
@@ -445,6 +451,81 @@ mod tests {
         let mut t3 = t;
         t3.fields.insert("bogus".into(), serde_json::json!(1));
         assert!(factory(&t3).is_err());
+    }
+
+    /// #11.1, #10.21: the import hook hands the file's ports and ipChain to the factory as
+    /// fields, its networks as located ranges, and refuses what would conflict.
+    #[test]
+    fn import_hook_reads_the_kube_restrict_ip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("krip.yaml"),
+            "restrictedPorts: [10254, 9100]\nallowedNetworks:\n  - 10.0.0.0/8\nipChain: MY-CHAIN\ncheckInterval: 30s\n",
+        )
+        .unwrap();
+        let target = |fields: serde_json::Value| TargetConfig {
+            name: "cp".into(),
+            base_dir: dir.path().to_owned(),
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        };
+        assert_eq!(
+            import(&target(serde_json::json!({"ports": [1]}))),
+            Imported::default()
+        );
+
+        let t = target(serde_json::json!({"kubeRestrictIp": "krip.yaml", "ipv6": "restrict"}));
+        let got = import(&t);
+        assert!(got.notes.is_empty(), "{:?}", got.notes);
+        assert_eq!(got.files, vec![dir.path().join("krip.yaml")]);
+        assert_eq!(got.check_interval, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(got.ranges.len(), 1);
+        assert_eq!(got.ranges[0].text, "10.0.0.0/8");
+        assert_eq!(
+            (got.ranges[0].at.line, got.ranges[0].at.column),
+            (Some(3), Some(5))
+        );
+        assert_eq!(got.fields["ports"], serde_json::json!([9100, 10254]));
+        assert_eq!(got.fields["table"], serde_json::json!("MY-CHAIN"));
+        let mut merged = t.clone();
+        merged.fields.extend(got.fields);
+        let built = Config::from_target(&merged).unwrap();
+        assert_eq!(built.table.as_str(), "MY-CHAIN");
+        assert_eq!(built.table.chain(), "RK-MY-CHAIN");
+        assert_eq!(built.ports_list(), "9100,10254");
+        assert_eq!(built.kube_restrict_ip.unwrap().1, "MY-CHAIN");
+
+        // `table` written: it wins, with a warning at ipChain; no `ipv6`: the IPv6 warning.
+        let got = import(&target(
+            serde_json::json!({"kubeRestrictIp": "krip.yaml", "table": "t"}),
+        ));
+        assert!(!got.has_errors());
+        assert!(!got.fields.contains_key("table"));
+        assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
+        assert!(
+            got.notes[0]
+                .message
+                .contains("ipChain `MY-CHAIN` is not used")
+        );
+        assert_eq!(got.notes[0].at.as_ref().unwrap().line, Some(4));
+        assert!(
+            got.notes[1]
+                .message
+                .contains("kube-restrict-ip leaves IPv6 open")
+        );
+
+        // Both `ports` and `kubeRestrictIp`; a missing file (still watched).
+        let got = import(&target(
+            serde_json::json!({"kubeRestrictIp": "krip.yaml", "ports": [1]}),
+        ));
+        assert!(got.has_errors() && got.notes[0].message.contains("not both"));
+        let got = import(&target(serde_json::json!({"kubeRestrictIp": "gone.yaml"})));
+        assert!(got.has_errors(), "{got:?}");
+        assert_eq!(got.files, vec![dir.path().join("gone.yaml")]);
+        // Without the import, the factory says so instead of reading the file itself.
+        let e = factory(&target(serde_json::json!({"kubeRestrictIp": "krip.yaml"})))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("were not imported"), "{e}");
     }
 
     #[tokio::test]
