@@ -735,6 +735,67 @@ async fn iptables_drop_makes_denied_sources_time_out() {
     assert_eq!(ranges(&p.current().await.unwrap()), Some(allowed()));
 }
 
+/// #10.24: `ipv6: open` is kube-restrict-ip's behaviour (IPv6 clients unrestricted, IPv4 held
+/// to the list) on both backends; it reads back in sync, and switching back to `restrict`
+/// is a difference the next apply repairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_open_leaves_ipv6_clients_unrestricted_on_both_backends() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    for backend in ["nftables", "iptables"] {
+        let open = lab.provider(serde_json::json!({"backend": backend, "ipv6": "open"}));
+        assert!(
+            open.apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+        lab.expect(
+            &format!("{backend}, ipv6 open"),
+            &[
+                (A4, P1, "connected"),
+                (D4, P1, "refused"),
+                (A6, P1, "connected"),
+                (D6, P1, "connected"),
+                (D6, P2, "connected"),
+            ],
+        );
+        let state = open.current().await.unwrap();
+        assert_eq!(ranges(&state), Some(allowed()), "{backend}: {state:?}");
+        assert!(
+            !open
+                .apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed,
+            "{backend}: in sync"
+        );
+        let restrict = lab.provider(serde_json::json!({"backend": backend}));
+        assert_eq!(
+            restrict.current().await.unwrap().restriction,
+            Restriction::Unrestricted,
+            "{backend}: the open IPv6 side is not what `restrict` writes"
+        );
+        assert!(
+            restrict
+                .apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+        lab.expect(&format!("{backend}, ipv6 restricted"), &reject_matrix());
+        assert!(
+            restrict
+                .disable(&ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_restrict_ip_config_gives_the_same_behaviour() {
     if !ready() {
