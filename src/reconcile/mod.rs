@@ -506,6 +506,12 @@ impl Controller {
 
     /// Re-read the declaration when its content changed; keep the last valid one on error.
     fn watch(&mut self) {
+        // What the user edits: the declaration, or a stand-alone mode's config file.
+        let what = self
+            .settings
+            .standalone
+            .as_ref()
+            .map_or("declaration", |s| s.what.trim_start_matches("the "));
         let text = match self.settings.read_text() {
             Ok(t) => t,
             Err(e) => {
@@ -513,8 +519,9 @@ impl Controller {
                 if h != self.text_hash {
                     self.text_hash = h;
                     tracing::error!(
-                        "{}; the last valid declaration stays in force",
-                        report_load_error(&self.text.file, &e)
+                        "{}; the last valid {} stays in force",
+                        report_load_error(&self.text.file, &e),
+                        what
                     );
                     self.metrics.declaration_rejected();
                 }
@@ -530,7 +537,7 @@ impl Controller {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(
-                    "the changed declaration is rejected: {}; the last valid one stays in force",
+                    "the changed {what} is rejected: {}; the last valid one stays in force",
                     report_load_error(&text.file, &e)
                 );
                 self.metrics.declaration_rejected();
@@ -539,7 +546,7 @@ impl Controller {
         };
         for n in &self.settings.targets {
             if !first.targets.contains_key(n) {
-                tracing::warn!("the changed declaration has no target `{n}`");
+                tracing::warn!("the changed {what} has no target `{n}`");
             }
         }
         let specs = sources::tracked_specs(&first, &self.settings.live.self_echo);
@@ -548,14 +555,14 @@ impl Controller {
             .retain_sources(&specs.keys().cloned().collect::<Vec<_>>());
         match self.resolve(&text) {
             Ok(d) => {
-                tracing::info!("the declaration changed: loaded {}", text.file);
+                tracing::info!("the {what} changed: loaded {}", text.file);
                 self.text = text;
                 self.install(d, Trigger::Declaration);
                 self.metrics.declaration(true, true);
             }
             Err(e) => {
                 tracing::error!(
-                    "the changed declaration is rejected: {}",
+                    "the changed {what} is rejected: {}",
                     report_load_error(&text.file, &e)
                 );
                 self.metrics.declaration_rejected();
