@@ -522,6 +522,35 @@ COMMIT
         assert!(!inspect(SAVE, &c, Family::V4).problems.is_empty());
     }
 
+    /// #10.21: more than 15 ports (kube-restrict-ip's single `-m multiport` rule cannot hold
+    /// them) need no warning here: the iptables backend writes one jump per 15 ports, and
+    /// reads them back as ours.
+    #[test]
+    fn more_than_fifteen_ports_take_one_jump_per_fifteen() {
+        let mut c = cfg(Action::Reject);
+        c.ports = (7000..7031).collect();
+        let jumps = expected_jumps(&c, Family::V4);
+        assert_eq!(jumps.len(), 3);
+        assert!(
+            jumps
+                .iter()
+                .all(|j| j[4] == "--dports" && j[5].split(',').count() <= MULTIPORT_MAX)
+        );
+        let input = restore_input(&c, Family::V4, &[], &FamilyLive::default());
+        let save = input
+            .replace(":RK-rk - [0:0]", ":INPUT ACCEPT [0:0]\n:RK-rk - [0:0]")
+            .replace("-I INPUT 1", "-A INPUT");
+        // `-I INPUT 1` in reverse order is `-A INPUT` in order.
+        let mut lines: Vec<&str> = save.lines().collect();
+        let first_jump = lines
+            .iter()
+            .position(|l| l.starts_with("-A INPUT"))
+            .unwrap();
+        lines[first_jump..first_jump + 3].reverse();
+        let live = inspect(&lines.join("\n"), &c, Family::V4);
+        assert!(live.problems.is_empty(), "{:?}", live.problems);
+    }
+
     /// #10.24: `ipv6: open` (kube-restrict-ip's behaviour) keeps the ip6tables chain with
     /// the list but no INPUT jump to it, and reads that back as exactly ours.
     #[test]
