@@ -140,5 +140,9 @@ pub fn standalone(args: &StandaloneArgs) -> Result<Option<Standalone>, String> {
         fields,
         allow_broad: args.allow_broad,
         interval_from_config: true,
+        advice: vec![(
+            "set `allowBroad: true` on the target",
+            "pass `--allow-broad`",
+        )],
     }))
 }

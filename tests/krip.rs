@@ -214,7 +214,13 @@ fn kube_restrict_ip_mode_takes_allow_broad_and_leave_ipv6_open() {
     );
     let o = ns.once(&s, &[]);
     assert_eq!(code(&o), 1, "{}", seen(&o));
-    assert!(stderr(&o).contains("allowBroad"), "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("`0.0.0.0/0` ")
+            && stderr(&o).contains("pass `--allow-broad` if that is really meant"),
+        "{}",
+        seen(&o)
+    );
+    assert!(!stderr(&o).contains("allowBroad"), "{}", seen(&o));
     assert!(
         stderr(&o).contains("kube-restrict-ip leaves IPv6 open"),
         "{}",

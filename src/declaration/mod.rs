@@ -185,6 +185,18 @@ pub struct Standalone {
     pub allow_broad: bool,
     /// Whether the loop interval comes from the imported config when `--interval` is not given.
     pub interval_from_config: bool,
+    /// Advice that names what a declaration would write, and what to do instead in this mode
+    /// (`set \`allowBroad: true\` on the target` -> `pass \`--allow-broad\``).
+    pub advice: Vec<(&'static str, &'static str)>,
+}
+
+impl Standalone {
+    /// A message with its advice put in this mode's terms.
+    pub fn advise(&self, message: &str) -> String {
+        self.advice
+            .iter()
+            .fold(message.to_owned(), |m, (from, to)| m.replace(from, to))
+    }
 }
 
 /// Why a declaration could not be loaded: every error found, located.

@@ -424,7 +424,9 @@ fn a_standalone_declaration_shows_no_positions_of_its_own_text() {
         fields,
         allow_broad: true,
         interval_from_config: true,
+        advice: vec![("write `x`", "pass `--x`")],
     };
+    assert_eq!(s.advise("a; write `x` to do it"), "a; pass `--x` to do it");
     let (decl, diags) =
         DeclText::standalone(&s).load(LoadOptions::default(), &catalog(), &Default::default());
     let decl = decl.unwrap();

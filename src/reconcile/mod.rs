@@ -780,7 +780,12 @@ impl Controller {
                     "failed"
                 };
                 summary.kind = Some(kind);
-                summary.error = Some(e.to_string());
+                // Advice naming declaration keys reads as the flags of a stand-alone mode.
+                let shown = settings
+                    .standalone
+                    .as_ref()
+                    .map_or_else(|| e.to_string(), |s| s.advise(&e.to_string()));
+                summary.error = Some(shown.clone());
                 if pass.holds.is_some() && !matches!(e, ReconcileError::Apply(_)) {
                     // Seen but not changed: drift is judged against this from now on.
                     slot.last_seen = pass.holds.clone();
@@ -792,7 +797,7 @@ impl Controller {
                     target = %name,
                     kind,
                     retry_in = %crate::sources::spec::format_duration(Duration::from_secs(requeue_after.as_secs().max(1))),
-                    "`{name}` not converged: {e}"
+                    "`{name}` not converged: {shown}"
                 );
                 self.metrics.error(&name, kind);
                 let message = e.to_string();
