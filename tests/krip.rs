@@ -239,3 +239,25 @@ fn kube_restrict_ip_mode_takes_allow_broad_and_leave_ipv6_open() {
     assert_eq!(code(&o), 0, "{}", seen(&o));
     assert!(stdout(&o).contains("in-sync"), "{}", seen(&o));
 }
+
+/// #11.1: `import` reads a skeleton's `kubeRestrictIp` through the provider's import hook as
+/// the loader does (the factory no longer reads files), with problems located in the file.
+#[test]
+fn import_reads_a_kube_restrict_ip_skeleton_through_the_hook() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  cp:\n    provider: hostfw\n    kubeRestrictIp: kri.yaml\n",
+    );
+    s.write(
+        "kri.yaml",
+        "restrictedPorts: [http]\nallowedNetworks: [198.51.100.0/24]\n",
+    );
+    let o = s.run(&["import"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert_eq!(stdout(&o), "");
+    assert!(
+        stderr(&o).contains("kri.yaml:1:19: error: invalid port `http`"),
+        "{}",
+        seen(&o)
+    );
+    assert!(!stderr(&o).contains("not imported"), "{}", seen(&o));
+}
