@@ -969,12 +969,14 @@ fn a_kube_restrict_ip_file_change_takes_effect_in_the_loop_as_what_it_is() {
         terminate(&mut child);
         panic!("the file change was not applied: {}", s.read("loop.log"));
     }
-    // restrictedPorts changes: a settings change, not drift.
+    // restrictedPorts changes: a settings change, not drift; checkInterval is the new loop
+    // interval.
     s.write(
         "kri.yaml",
         &KRIP
             .replace("198.51.100.0/24", "203.0.113.0/24")
-            .replace("[6443, 10254]", "[6443, 10254, 10255]"),
+            .replace("[6443, 10254]", "[6443, 10254, 10255]")
+            .replace("checkInterval: 1s", "checkInterval: 2s"),
     );
     let ok = wait_until(Duration::from_secs(20), || table().contains("10255"));
     let audit_has_config = || {
@@ -987,6 +989,10 @@ fn a_kube_restrict_ip_file_change_takes_effect_in_the_loop_as_what_it_is() {
     let log = s.read("loop.log");
     assert!(ok, "the ports change was not applied: {log}");
     assert!(!log.contains("drift"), "{log}");
+    assert!(
+        log.contains("the interval is now 2s (the kube-restrict-ip config's check interval)"),
+        "{log}"
+    );
     assert!(
         log.contains(
             "the settings of `kube-restrict-ip` changed: ports: [6443,10254] -> [6443,10254,10255]"
@@ -1012,7 +1018,8 @@ fn a_kube_restrict_ip_file_change_takes_effect_in_the_loop_as_what_it_is() {
         "kri.yaml",
         &KRIP
             .replace("198.51.100.0/24", "203.0.113.0/24")
-            .replace("[6443, 10254]", "[6443]"),
+            .replace("[6443, 10254]", "[6443]")
+            .replace("checkInterval: 1s", "checkInterval: 2s"),
     );
     let o = ns.once(&s, &["-o", "json"]);
     assert_eq!(code(&o), 0, "{}", seen(&o));

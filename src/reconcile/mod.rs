@@ -73,6 +73,20 @@ pub type Builder =
     ) -> Result<Box<dyn rangekeeper_provider::Provider>, rangekeeper_provider::ProviderError>;
 
 impl Settings {
+    /// The loop interval a stand-alone mode's config asks for, when `--interval` was not
+    /// given (kube-restrict-ip's `checkInterval`).
+    fn imported_interval(&self, decl: &Declaration) -> Option<Duration> {
+        if self.interval_given
+            || !self
+                .standalone
+                .as_ref()
+                .is_some_and(|s| s.interval_from_config)
+        {
+            return None;
+        }
+        decl.targets.values().filter_map(|t| t.check_interval).min()
+    }
+
     /// Read what the reconciler enforces: the declaration file, or the declaration of the
     /// stand-alone target (whose file is read by its provider's import hook).
     fn read_text(&self) -> Result<DeclText, crate::declaration::LoadError> {
@@ -557,6 +571,15 @@ impl Controller {
             Ok(d) => {
                 tracing::info!("the {what} changed: loaded {}", text.file);
                 self.text = text;
+                if let Some(i) = self.settings.imported_interval(&d)
+                    && i != self.settings.interval
+                {
+                    tracing::info!(
+                        "the interval is now {} (the {what}'s check interval)",
+                        crate::sources::spec::format_duration(i)
+                    );
+                    self.settings.interval = i;
+                }
                 self.install(d, Trigger::Declaration);
                 self.metrics.declaration(true, true);
             }
@@ -851,17 +874,7 @@ pub async fn run(
     for w in &first.warnings {
         tracing::warn!("{w}");
     }
-    if !settings.interval_given
-        && settings
-            .standalone
-            .as_ref()
-            .is_some_and(|s| s.interval_from_config)
-        && let Some(i) = first
-            .targets
-            .values()
-            .filter_map(|t| t.check_interval)
-            .min()
-    {
+    if let Some(i) = settings.imported_interval(&first) {
         settings.interval = i;
     }
     for n in &settings.targets {
