@@ -140,9 +140,16 @@ pub fn standalone(args: &StandaloneArgs) -> Result<Option<Standalone>, String> {
         fields,
         allow_broad: args.allow_broad,
         interval_from_config: true,
-        advice: vec![(
-            "set `allowBroad: true` on the target",
-            "pass `--allow-broad`",
-        )],
+        advice: vec![
+            (
+                "set `allowBroad: true` on the target",
+                "pass `--allow-broad`",
+            ),
+            ("its `kubeRestrictIp` allowedNetworks", "allowedNetworks"),
+            (
+                "write `ipv6: open` on the target; write `ipv6: restrict` to keep this one and silence this warning",
+                "pass `--leave-ipv6-open`",
+            ),
+        ],
     }))
 }

@@ -222,7 +222,7 @@ fn kube_restrict_ip_mode_takes_allow_broad_and_leave_ipv6_open() {
     );
     assert!(!stderr(&o).contains("allowBroad"), "{}", seen(&o));
     assert!(
-        stderr(&o).contains("kube-restrict-ip leaves IPv6 open"),
+        stderr(&o).contains("kube-restrict-ip leaves IPv6 open, but this target restricts IPv6 clients on tcp 6443 too: only the IPv6 networks of allowedNetworks (and loopback) may connect. For kube-restrict-ip's behaviour pass `--leave-ipv6-open`\n"),
         "{}",
         seen(&o)
     );

@@ -872,7 +872,10 @@ pub async fn run(
         .resolve(settings.load, &known, &HashMap::new())
         .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
     for w in &first.warnings {
-        tracing::warn!("{w}");
+        match &settings.standalone {
+            Some(s) => tracing::warn!("{}", s.advise(&w.to_string())),
+            None => tracing::warn!("{w}"),
+        }
     }
     if let Some(i) = settings.imported_interval(&first) {
         settings.interval = i;

@@ -172,7 +172,7 @@ pub fn import(cfg: &TargetConfig) -> Imported {
         out.notes.push(ImportNote::warning(
             None,
             format!(
-                "kube-restrict-ip leaves IPv6 open; this target (`kubeRestrictIp`) restricts IPv6 clients on tcp {} too: only the IPv6 networks of allowedNetworks (and loopback) may connect. Write `ipv6: restrict` to keep that and silence this warning, or `ipv6: open` for kube-restrict-ip's behaviour (`reconcile --kube-restrict-ip FILE --leave-ipv6-open`)",
+                "kube-restrict-ip leaves IPv6 open, but this target restricts IPv6 clients on tcp {} too: only the IPv6 networks of its `kubeRestrictIp` allowedNetworks (and loopback) may connect. For kube-restrict-ip's behaviour write `ipv6: open` on the target; write `ipv6: restrict` to keep this one and silence this warning",
                 config::join_ports(&k.ports.iter().copied().collect())
             ),
         ));
