@@ -369,23 +369,8 @@ pub fn is_set_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// The closest candidate to `name`, if one is close enough to be a likely typo.
-pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
-
-/// ` (did you mean `x`?)` when a candidate is close to `name`, else nothing.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    match suggest(name, candidates) {
-        Some(s) => format!(" (did you mean `{s}`?)"),
-        None => String::new(),
-    }
-}
+// The one did-you-mean, shared with the providers.
+pub use rangekeeper_provider::hint::did_you_mean;
 
 /// Resolution state for a set during depth-first resolution (cycle detection).
 #[derive(Clone)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod fs;
+pub mod hint;
 pub mod import;
 pub mod secret;
 

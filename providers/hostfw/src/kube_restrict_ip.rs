@@ -355,19 +355,14 @@ pub fn parse_kube_restrict_ip(text: &str) -> (Option<KubeRestrictIp>, Vec<Proble
             .iter()
             .find(|k| k.eq_ignore_ascii_case(key.value.trim()))
         else {
-            let hint = KEYS
-                .iter()
-                .map(|k| {
-                    let score = strsim::jaro_winkler(
-                        &key.value.to_ascii_lowercase(),
-                        &k.to_ascii_lowercase(),
-                    );
-                    (score, k)
-                })
-                .filter(|(score, _)| *score >= 0.8)
-                .max_by(|a, b| a.0.total_cmp(&b.0))
-                .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-                .unwrap_or_default();
+            let lower = KEYS.map(str::to_ascii_lowercase);
+            let hint = rangekeeper_provider::hint::suggest(
+                &key.value.to_ascii_lowercase(),
+                lower.iter().map(String::as_str),
+            )
+            .and_then(|l| KEYS.iter().find(|k| k.eq_ignore_ascii_case(l)))
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
             problems.push(Problem {
                 error: false,
                 at: At::of(&key),
