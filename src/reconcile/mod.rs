@@ -74,7 +74,7 @@ pub type Builder =
 
 impl Settings {
     /// The loop interval a stand-alone mode's config asks for, when `--interval` was not
-    /// given (kube-restrict-ip's `checkInterval`).
+    /// given (e.g. the check interval of the imported config file).
     fn imported_interval(&self, decl: &Declaration) -> Option<Duration> {
         if self.interval_given
             || !self
