@@ -1385,7 +1385,7 @@ mod regression {
         let state_dir = dir.path().join("state");
         let settings = Settings {
             file,
-            kube_restrict_ip: false,
+            standalone: None,
             load: LoadOptions::default(),
             live: LiveOptions {
                 state_dir: Some(state_dir.clone()),
@@ -1396,6 +1396,7 @@ mod regression {
             targets: Vec::new(),
             once: true,
             interval: Duration::from_secs(60),
+            interval_given: true,
             max_backoff: Duration::from_secs(1),
             // One slot: `fine` runs only once the panicked task's slot is freed.
             concurrency: 1,
