@@ -524,13 +524,11 @@ pub struct ReconcileArgs {
     #[arg(long, conflicts_with = "interval")]
     pub once: bool,
     /// Time between passes over a converged target (loop mode), e.g. 60s, 5m [default: 60s,
-    /// or the checkInterval of --kube-restrict-ip]
+    /// or the check interval of a stand-alone mode's config file]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub interval: Option<std::time::Duration>,
-    /// Enforce a kube-restrict-ip config file (restrictedPorts, allowedNetworks,
-    /// checkInterval) with the hostfw provider instead of a declaration file
-    #[arg(long, value_name = "FILE")]
-    pub kube_restrict_ip: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub standalone: crate::registry::StandaloneArgs,
     /// Longest wait before retrying a failed target (failures back off exponentially)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "5m")]
     pub max_backoff: std::time::Duration,

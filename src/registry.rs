@@ -1,13 +1,25 @@
 //! Provider name -> factory. Each built-in provider sits behind a Cargo feature.
 
-use rangekeeper_provider::{Capabilities, Provider, ProviderError, ProviderFactory, TargetConfig};
+//! This table is the one place in the binary that names providers: everything else reaches
+//! them through it (their factories, their import hooks, their stand-alone modes).
 
-/// A built-in provider: its static capabilities and its factory.
+use std::path::PathBuf;
+
+use rangekeeper_provider::{
+    Capabilities, ImportHook, Imported, Provider, ProviderError, ProviderFactory, TargetConfig,
+    import::no_import,
+};
+
+use crate::declaration::{Catalog, Standalone};
+
+/// A built-in provider: its static capabilities, its factory and its import hook.
 pub struct Entry {
     /// The name in `provider:` (the same as `capabilities().name`).
     pub name: &'static str,
     pub capabilities: fn() -> Capabilities,
     pub factory: ProviderFactory,
+    /// Reads what a target takes from files of the provider's own format.
+    pub import: ImportHook,
 }
 
 /// Every built-in provider, in display order.
@@ -17,30 +29,35 @@ pub fn entries() -> Vec<Entry> {
             name: "file",
             capabilities: rangekeeper_provider_file::capabilities,
             factory: rangekeeper_provider_file::factory,
+            import: no_import,
         },
         #[cfg(feature = "aks")]
         Entry {
             name: "aks",
             capabilities: rangekeeper_provider_aks::capabilities,
             factory: rangekeeper_provider_aks::factory,
+            import: no_import,
         },
         #[cfg(feature = "eks")]
         Entry {
             name: "eks",
             capabilities: rangekeeper_provider_eks::capabilities,
             factory: rangekeeper_provider_eks::factory,
+            import: no_import,
         },
         #[cfg(feature = "gke")]
         Entry {
             name: rangekeeper_provider_gke::NAME,
             capabilities: rangekeeper_provider_gke::capabilities,
             factory: rangekeeper_provider_gke::factory,
+            import: no_import,
         },
         #[cfg(feature = "hostfw")]
         Entry {
             name: "hostfw",
             capabilities: rangekeeper_provider_hostfw::capabilities,
             factory: rangekeeper_provider_hostfw::factory,
+            import: rangekeeper_provider_hostfw::import,
         },
     ]
 }
@@ -61,73 +78,78 @@ pub fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, Pr
     (entry.factory)(cfg).map(rangekeeper_provider::secret::scrubbed)
 }
 
-/// Ranges that providers import from their own config files, merged into the targets'
-/// desired sets at load time: a `hostfw` target's `kubeRestrictIp` file contributes its
-/// `allowedNetworks`, so kube-restrict-ip users switch without rewriting anything. Returns
-/// the problems found, located at the field that names the file.
-pub fn import_ranges(
-    decl: &mut crate::declaration::Declaration,
-    strict: bool,
-) -> Vec<crate::declaration::Diagnostic> {
-    #[allow(unused_mut)]
-    let mut diags = Vec::new();
-    #[cfg(feature = "hostfw")]
-    for t in decl.targets.values_mut() {
-        use crate::declaration::{Diagnostic, Severity};
-        if t.provider != "hostfw" {
-            continue;
-        }
-        let Some(path) = rangekeeper_provider_hostfw::kube_restrict_ip_path(&t.config) else {
-            continue;
-        };
-        let pos = t.field_pos.get("kubeRestrictIp").copied().unwrap_or(t.pos);
-        let diag = |severity, message: String| Diagnostic {
-            severity,
-            file: decl.file.clone(),
-            line: Some(pos.line),
-            column: Some(pos.column),
-            target: Some(t.name.clone()),
-            message: format!("target `{}`: {message}", t.name),
-        };
-        let k = match rangekeeper_provider_hostfw::load_kube_restrict_ip(&path) {
-            Ok(k) => k,
-            Err(e) => {
-                diags.push(diag(Severity::Error, e.to_string()));
-                continue;
-            }
-        };
-        let mut nets = Vec::new();
-        for n in &k.networks {
-            match rangekeeper_cidr::parse(n) {
-                Ok(p) => {
-                    if p.host_bits {
-                        let msg = format!(
-                            "{}: allowedNetworks `{n}` has host bits set; using the network boundary `{}`",
-                            path.display(),
-                            p.net
-                        );
-                        if strict || t.policy.strict {
-                            diags.push(diag(
-                                Severity::Error,
-                                format!("{msg} (strict mode rejects it)"),
-                            ));
-                            continue;
-                        }
-                        diags.push(diag(Severity::Warning, msg));
-                    }
-                    nets.push(p.net);
-                }
-                Err(e) => diags.push(diag(
-                    Severity::Error,
-                    format!("{}: allowedNetworks: invalid CIDR {e}", path.display()),
-                )),
-            }
-        }
-        t.desired = t
-            .desired
-            .union(&rangekeeper_cidr::RangeSet::from_nets(nets));
-        t.allow_items.extend(k.networks.iter().cloned());
+/// Call the import hook of a target's provider (nothing for an unknown provider).
+pub fn import(provider: &str, cfg: &TargetConfig) -> Imported {
+    entries()
+        .into_iter()
+        .find(|e| e.name == provider)
+        .map_or_else(Imported::default, |e| (e.import)(cfg))
+}
+
+/// What the declaration loader needs of the providers.
+pub fn catalog() -> Catalog {
+    Catalog {
+        names: names(),
+        import,
     }
-    let _ = (&decl, strict);
-    diags
+}
+
+/// The providers' stand-alone modes of `reconcile`: each enforces one target built from
+/// another tool's config file (read through the provider's import hook) instead of a
+/// declaration file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct StandaloneArgs {
+    /// Enforce a kube-restrict-ip config file (restrictedPorts, allowedNetworks,
+    /// checkInterval, ipChain) with the hostfw provider instead of a declaration file
+    #[arg(long, value_name = "FILE")]
+    pub kube_restrict_ip: Option<PathBuf>,
+    /// With --kube-restrict-ip: accept broad allowedNetworks (wider than /8 for IPv4 or /32
+    /// for IPv6, such as 0.0.0.0/0), which are refused otherwise
+    #[arg(long, requires = "kube_restrict_ip")]
+    pub allow_broad: bool,
+    /// With --kube-restrict-ip: leave IPv6 clients unrestricted on the restricted ports, as
+    /// kube-restrict-ip does (by default IPv6 is held to allowedNetworks like IPv4)
+    #[arg(long, requires = "kube_restrict_ip")]
+    pub leave_ipv6_open: bool,
+}
+
+/// The stand-alone target the flags ask for, if any.
+pub fn standalone(args: &StandaloneArgs) -> Result<Option<Standalone>, String> {
+    let Some(file) = &args.kube_restrict_ip else {
+        return Ok(None);
+    };
+    if !names().contains(&"hostfw") {
+        return Err(
+            "--kube-restrict-ip needs the hostfw provider, which this rangekeeper was built without"
+                .into(),
+        );
+    }
+    let mut fields = serde_json::Map::new();
+    fields.insert(
+        "kubeRestrictIp".into(),
+        serde_json::Value::String(file.display().to_string()),
+    );
+    if args.leave_ipv6_open {
+        fields.insert("ipv6".into(), serde_json::Value::String("open".into()));
+    }
+    Ok(Some(Standalone {
+        file: file.clone(),
+        what: "the kube-restrict-ip config",
+        target: "kube-restrict-ip".into(),
+        provider: "hostfw".into(),
+        fields,
+        allow_broad: args.allow_broad,
+        interval_from_config: true,
+        advice: vec![
+            (
+                "set `allowBroad: true` on the target",
+                "pass `--allow-broad`",
+            ),
+            ("its `kubeRestrictIp` allowedNetworks", "allowedNetworks"),
+            (
+                "write `ipv6: open` on the target; write `ipv6: restrict` to keep this one and silence this warning",
+                "pass `--leave-ipv6-open`",
+            ),
+        ],
+    }))
 }

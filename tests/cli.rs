@@ -703,14 +703,25 @@ fn kube_restrict_ip_file_supplies_a_hostfw_targets_networks() {
         v["targets"][0]["ranges"],
         serde_json::json!(["172.17.0.0/16", "198.51.100.0/24", "2001:db8::/32"])
     );
-    assert!(
-        v["diagnostics"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("allowedNetworks `172.17.0.1/16` has host bits set"),
+    // Problems in the imported file are located in it (#10.22).
+    let host_bits = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["file"] == "kri.yaml")
+        .unwrap();
+    assert_eq!(
+        (&host_bits["line"], &host_bits["column"]),
+        (&6.into(), &5.into()),
         "{v}"
     );
-    // Errors in the imported file are located at the field that names it.
+    assert!(
+        host_bits["message"]
+            .as_str()
+            .unwrap()
+            .contains("`172.17.0.1/16` has host bits set"),
+        "{v}"
+    );
     s.write(
         "kri.yaml",
         &KUBE_RESTRICT_IP.replace("198.51.100.0/24", "198.51.100.0/33"),
@@ -718,7 +729,7 @@ fn kube_restrict_ip_file_supplies_a_hostfw_targets_networks() {
     let o = s.run(&["validate"]);
     assert_eq!(code(&o), 1);
     assert!(
-        stderr(&o).contains("rangekeeper.yaml:5:21: error: target `cp`: "),
+        stderr(&o).contains("kri.yaml:5:5: error: invalid CIDR "),
         "{}",
         seen(&o)
     );
@@ -794,8 +805,9 @@ fn reconcile_enforces_a_kube_restrict_ip_config_unchanged() {
     };
     let o = reconcile(&[]);
     assert_eq!(code(&o), 0, "{}", seen(&o));
+    // `ipChain` names the table (#10.21).
     let list = in_ns()
-        .args(["nft", "list", "table", "inet", "rangekeeper"])
+        .args(["nft", "list", "table", "inet", "KUBE-RESTRICT-IP"])
         .output()
         .unwrap();
     let rules = stdout(&list);

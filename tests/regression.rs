@@ -1100,3 +1100,236 @@ targets:
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// kube-restrict-ip configs (#10.21-25) and the providers' import hook (#11.1)
+
+/// #11.1: the core reaches providers only through the registry table; no other file of
+/// `src/` names one (the kube-restrict-ip import was wired into five core places).
+#[test]
+fn the_core_names_no_provider_outside_the_registry_table() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src.clone()];
+    let mut offenders = Vec::new();
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") || path == src.join("registry.rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap().to_ascii_lowercase();
+            for (n, line) in text.lines().enumerate() {
+                if ["hostfw", "kube-restrict", "kube_restrict", "kuberestrict"]
+                    .iter()
+                    .any(|name| line.contains(name))
+                {
+                    offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(files > 20, "src/ not found at {}", src.display());
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
+
+/// #10.22: errors in `--kube-restrict-ip` mode pointed into rangekeeper's internal
+/// declaration (`krip.yaml:6:21` for a 5-line file); they point into the user's file.
+#[test]
+fn kube_restrict_ip_errors_point_at_the_users_file() {
+    let s = Scratch::new("version: 1\ntargets: {}\n");
+    s.write(
+        "kri.yaml",
+        "restrictedPorts:\n  - 6443\n  - http\nallowedNetworks:\n  - 198.51.100.0/33\ncheckInterval: 60\n",
+    );
+    let run = || {
+        s.run(&[
+            "reconcile",
+            "--once",
+            "--kube-restrict-ip",
+            "kri.yaml",
+            "--state-dir",
+            "state",
+        ])
+    };
+    let o = run();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("krip_errors_in_the_users_file", seen(&o));
+    // A bad network alone is located at its line too (the ports being valid).
+    s.write(
+        "kri.yaml",
+        "restrictedPorts: [6443]\nallowedNetworks:\n  - 10.0.0.0/8\n  - 010.0.0.1\n",
+    );
+    let o = run();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("kri.yaml:4:5: error: invalid CIDR"),
+        "{}",
+        seen(&o)
+    );
+    assert!(!stderr(&o).contains(":6:21"), "{}", seen(&o));
+}
+
+/// #10.23: every `--once` run was labelled trigger "initial"; the state dir remembers what
+/// each target held, so a later run says what changed.
+#[test]
+fn once_runs_are_labelled_with_their_real_trigger() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    let once = || {
+        let o = s.run(&["reconcile", "--once", "--state-dir", "state", "-o", "json"]);
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["results"][0].clone()
+    };
+    assert_eq!(once()["trigger"], "initial");
+    assert_eq!(once()["result"], "in-sync");
+    // Someone edits the target.
+    s.write("a.txt", "192.0.2.0/24\n203.0.113.9\n");
+    let r = once();
+    assert_eq!(r["trigger"], "drift", "{r}");
+    assert_eq!(r["removed"], serde_json::json!(["203.0.113.9/32"]));
+    // The declaration changes.
+    s.write(
+        "rangekeeper.yaml",
+        &ONE_FILE_TARGET.replace("192.0.2.0/24", "192.0.2.0/25"),
+    );
+    let r = once();
+    assert_eq!(r["trigger"], "declaration", "{r}");
+    // The target's settings change.
+    s.write(
+        "rangekeeper.yaml",
+        &ONE_FILE_TARGET
+            .replace("192.0.2.0/24", "192.0.2.0/25")
+            .replace("path: a.txt", "path: b.txt"),
+    );
+    let r = once();
+    assert_eq!(r["trigger"], "config", "{r}");
+    assert_eq!(r["config"], serde_json::json!(["path: a.txt -> b.txt"]));
+    assert_eq!(r["added"], serde_json::json!([]), "{r}");
+    let audit: Vec<String> = s
+        .read("state/audit.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["trigger"].to_string())
+        .collect();
+    assert_eq!(
+        audit,
+        ["\"initial\"", "\"drift\"", "\"declaration\"", "\"config\""]
+    );
+}
+
+/// #11.1: the loop hashed only the declaration text, so a `kubeRestrictIp` file's
+/// allowedNetworks went stale; #10.23: a `restrictedPorts` change was logged and audited as
+/// "drift ... removed: [all]". The file is watched like the declaration and a ports change is
+/// a `config` change.
+#[test]
+fn a_kube_restrict_ip_file_change_takes_effect_in_the_loop_as_what_it_is() {
+    use crate::krip::{KRIP, Netns, can_run_netns_tests, terminate, wait_until};
+    if !can_run_netns_tests() {
+        return;
+    }
+    let ns = Netns::new("loop");
+    let s = Scratch::new("version: 1\ntargets: {}\n");
+    s.write("kri.yaml", KRIP);
+    let log = std::fs::File::create(s.path().join("loop.log")).unwrap();
+    let mut child = ns
+        .rangekeeper(&s)
+        .args([
+            "reconcile",
+            "--kube-restrict-ip",
+            "kri.yaml",
+            "--state-dir",
+            "state",
+            "--watch-interval",
+            "200ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let table = || ns.table("rangekeeper");
+    let ok = wait_until(Duration::from_secs(20), || {
+        table().contains("198.51.100.0/24")
+    });
+    if !ok {
+        terminate(&mut child);
+        panic!("never applied: {}", s.read("loop.log"));
+    }
+    // allowedNetworks changes: applied on the next pass.
+    s.write(
+        "kri.yaml",
+        &KRIP.replace("198.51.100.0/24", "203.0.113.0/24"),
+    );
+    let ok = wait_until(Duration::from_secs(20), || {
+        table().contains("203.0.113.0/24")
+    });
+    if !ok {
+        terminate(&mut child);
+        panic!("the file change was not applied: {}", s.read("loop.log"));
+    }
+    // restrictedPorts changes: a settings change, not drift; checkInterval is the new loop
+    // interval.
+    s.write(
+        "kri.yaml",
+        &KRIP
+            .replace("198.51.100.0/24", "203.0.113.0/24")
+            .replace("[6443, 10254]", "[6443, 10254, 10255]")
+            .replace("checkInterval: 1s", "checkInterval: 2s"),
+    );
+    let ok = wait_until(Duration::from_secs(20), || table().contains("10255"));
+    let audit_has_config = || {
+        crate::krip::audit(&s)
+            .iter()
+            .any(|r| r["trigger"] == "config")
+    };
+    let ok = ok && wait_until(Duration::from_secs(10), audit_has_config);
+    assert_eq!(terminate(&mut child), Some(0), "{}", s.read("loop.log"));
+    let log = s.read("loop.log");
+    assert!(ok, "the ports change was not applied: {log}");
+    assert!(!log.contains("drift"), "{log}");
+    assert!(
+        log.contains("the interval is now 2s (the kube-restrict-ip config's check interval)"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "the settings of `kube-restrict-ip` changed: ports: [6443,10254] -> [6443,10254,10255]"
+        ),
+        "{log}"
+    );
+    let audit = crate::krip::audit(&s);
+    let triggers: Vec<&str> = audit
+        .iter()
+        .map(|r| r["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(triggers, ["initial", "declaration", "config"], "{audit:?}");
+    let last = audit.last().unwrap();
+    assert_eq!(last["added"], serde_json::json!([]), "{last}");
+    assert_eq!(last["removed"], serde_json::json!([]), "{last}");
+    assert_eq!(
+        last["config"],
+        serde_json::json!(["ports: [6443,10254] -> [6443,10254,10255]"])
+    );
+
+    // And between `--once` runs: the state dir remembers the settings.
+    s.write(
+        "kri.yaml",
+        &KRIP
+            .replace("198.51.100.0/24", "203.0.113.0/24")
+            .replace("[6443, 10254]", "[6443]")
+            .replace("checkInterval: 1s", "checkInterval: 2s"),
+    );
+    let o = ns.once(&s, &["-o", "json"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["results"][0]["trigger"], "config", "{v}");
+    assert_eq!(
+        v["results"][0]["config"],
+        serde_json::json!(["ports: [6443,10254,10255] -> [6443]"])
+    );
+    assert!(!stderr(&o).contains("drift"), "{}", seen(&o));
+}

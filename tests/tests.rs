@@ -13,5 +13,6 @@ mod eks;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;
+mod krip;
 mod reconcile;
 mod regression;

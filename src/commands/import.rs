@@ -151,7 +151,7 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
             ));
             continue;
         };
-        let config = TargetConfig {
+        let mut config = TargetConfig {
             name: name.clone(),
             base_dir: text.base_dir.clone(),
             fields: t
@@ -161,6 +161,32 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
                 .map(|(k, v)| (k.clone(), v.value.clone()))
                 .collect(),
         };
+        // Settings the provider imports from its own files (as the loader merges them).
+        let imported = registry::import(&provider.value, &config);
+        if imported.has_errors() {
+            for note in imported.notes.iter().filter(|n| n.is_error()) {
+                errors.push(match &note.at {
+                    Some(at) => crate::declaration::Diagnostic {
+                        severity: crate::declaration::Severity::Error,
+                        file: at.file.display().to_string(),
+                        line: at.line,
+                        column: at.column,
+                        target: Some(name.clone()),
+                        message: note.message.clone(),
+                    },
+                    None => diag(
+                        &file,
+                        Some(Pos::of(provider)),
+                        Some(name),
+                        format!("target `{name}`: {}", note.message),
+                    ),
+                });
+            }
+            continue;
+        }
+        for (k, v) in imported.fields {
+            config.fields.entry(k).or_insert(v);
+        }
         // Reads go through the one retry policy, bounded by `--read-deadline`, like `show`.
         match registry::build(&provider.value, &config)
             .map(|p| crate::retry::wrap(p, name, global.retry))
@@ -287,13 +313,17 @@ fn self_check(
     reads: &[Read<'_>],
     bound: &[Bound],
 ) -> anyhow::Result<()> {
-    let (decl, diags) = crate::declaration::Declaration::parse(
-        body,
-        "<imported>",
-        text.base_dir.clone(),
+    let (decl, diags) = DeclText {
+        text: body.to_owned(),
+        file: "<imported>".to_owned(),
+        base_dir: text.base_dir.clone(),
         is_json,
+        generated: false,
+    }
+    .load(
         LoadOptions::default(),
-        &registry::names(),
+        &registry::catalog(),
+        &Default::default(),
     );
     let imported = |t: &Option<String>| {
         t.as_deref().is_some_and(|t| {

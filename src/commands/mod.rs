@@ -47,9 +47,9 @@ pub struct Reported(pub String);
 /// Live sources (`url`, `dns`, `self` sets) are fetched (fresh cached values in
 /// `--state-dir` are used), and the egress IP is determined for the lockout guard.
 pub async fn load(global: &Global) -> anyhow::Result<Declaration> {
-    let (names, opts) = load_settings(global);
+    let (catalog, opts) = load_settings(global);
     let loaded = match crate::declaration::DeclText::read(&global.file) {
-        Ok(text) => crate::sources::load_live(&text, opts, &names, &live_options(global)).await,
+        Ok(text) => crate::sources::load_live(&text, opts, &catalog, &live_options(global)).await,
         Err(e) => Err(e),
     };
     report_loaded(global, loaded)
@@ -58,15 +58,15 @@ pub async fn load(global: &Global) -> anyhow::Result<Declaration> {
 /// Load the declaration without fetching live sources, for commands that do not need the
 /// desired sets (`show`, `disable`): an emergency `disable` never waits on a download.
 pub fn load_offline(global: &Global) -> anyhow::Result<Declaration> {
-    let (names, opts) = load_settings(global);
+    let (catalog, opts) = load_settings(global);
     let loaded = crate::declaration::DeclText::read(&global.file)
-        .and_then(|text| text.resolve(opts, &names, &std::collections::HashMap::new()));
+        .and_then(|text| text.resolve(opts, &catalog, &std::collections::HashMap::new()));
     report_loaded(global, loaded)
 }
 
-fn load_settings(global: &Global) -> (Vec<&'static str>, LoadOptions) {
+fn load_settings(global: &Global) -> (crate::declaration::Catalog, LoadOptions) {
     (
-        registry::names(),
+        registry::catalog(),
         LoadOptions {
             strict: global.strict,
         },
@@ -430,6 +430,7 @@ pub fn audit_results(
             added,
             removed,
             trigger,
+            config: Vec::new(),
             result: r.result,
             error: r.error.clone(),
         };

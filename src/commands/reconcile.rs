@@ -10,6 +10,7 @@ use crate::cli::{Global, OutputFormat, ReconcileArgs};
 use crate::commands::{self, Outcome, Reported};
 use crate::declaration::LoadOptions;
 use crate::reconcile::{self, Settings, Summary, metrics::Metrics};
+use crate::registry;
 
 /// The state directory: `--state-dir`, else systemd's `$STATE_DIRECTORY`, else
 /// `$XDG_STATE_HOME/rangekeeper`, else `~/.local/state/rangekeeper`.
@@ -65,14 +66,19 @@ fn summary_human(s: &[Summary]) -> String {
     let mut out = String::new();
     for r in s {
         match r.result {
-            "applied" | "pending" => out.push_str(&format!(
-                "{}: {} ({}): +{} -{}\n",
-                r.target,
-                r.result,
-                r.trigger.unwrap_or("initial"),
-                r.added.len(),
-                r.removed.len()
-            )),
+            "applied" | "pending" => {
+                out.push_str(&format!(
+                    "{}: {} ({}): +{} -{}\n",
+                    r.target,
+                    r.result,
+                    r.trigger.unwrap_or("initial"),
+                    r.added.len(),
+                    r.removed.len()
+                ));
+                for c in &r.config {
+                    out.push_str(&format!("  setting: {c}\n"));
+                }
+            }
             "in-sync" => out.push_str(&format!("{}: in sync\n", r.target)),
             _ => out.push_str(&format!(
                 "{}: {}: {}\n",
@@ -94,28 +100,17 @@ fn summary_human(s: &[Summary]) -> String {
     out
 }
 
-/// The loop's interval when neither `--interval` nor a kube-restrict-ip file gives one.
+/// The loop's interval when neither `--interval` nor a stand-alone config file gives one.
 const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// kube-restrict-ip's `checkInterval`, as the loop interval (the default when unreadable:
-/// the file's errors are reported when it is loaded).
-fn kube_restrict_ip_interval(path: &std::path::Path) -> std::time::Duration {
-    #[cfg(feature = "hostfw")]
-    if let Ok(k) = rangekeeper_provider_hostfw::load_kube_restrict_ip(path) {
-        return k.interval;
-    }
-    let _ = path;
-    DEFAULT_INTERVAL
-}
 
 pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "reconcile")?;
+    let standalone = registry::standalone(&args.standalone).map_err(Reported)?;
     let settings = Settings {
-        file: args
-            .kube_restrict_ip
-            .clone()
-            .unwrap_or_else(|| global.file.clone()),
-        kube_restrict_ip: args.kube_restrict_ip.is_some(),
+        file: standalone
+            .as_ref()
+            .map_or_else(|| global.file.clone(), |s| s.file.clone()),
+        standalone,
         load: LoadOptions {
             strict: global.strict,
         },
@@ -123,11 +118,8 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         state_dir: state_dir(global)?,
         targets: args.select.targets.clone(),
         once: args.once,
-        interval: match (args.interval, &args.kube_restrict_ip) {
-            (Some(i), _) => i,
-            (None, Some(path)) => kube_restrict_ip_interval(path),
-            (None, None) => DEFAULT_INTERVAL,
-        },
+        interval: args.interval.unwrap_or(DEFAULT_INTERVAL),
+        interval_given: args.interval.is_some(),
         max_backoff: args.max_backoff,
         concurrency: usize::from(args.concurrency),
         grace: args.grace,

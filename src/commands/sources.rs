@@ -19,14 +19,14 @@ pub fn run(global: &Global, args: &SourcesArgs) -> anyhow::Result<Outcome> {
 }
 
 fn accept(global: &Global, set: &str) -> anyhow::Result<Outcome> {
-    let names = registry::names();
+    let catalog = registry::catalog();
     let text = DeclText::read(&global.file).map_err(|e| anyhow!("{e}"))?;
     let decl = text
         .resolve(
             LoadOptions {
                 strict: global.strict,
             },
-            &names,
+            &catalog,
             &HashMap::new(),
         )
         .map_err(|e| anyhow!("{e}"))?;

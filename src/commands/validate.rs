@@ -9,13 +9,12 @@ use crate::output;
 use crate::registry;
 
 pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
-    let names = registry::names();
     let (decl, mut diags) = Declaration::load_partial(
         &global.file,
         LoadOptions {
             strict: global.strict,
         },
-        &names,
+        &registry::catalog(),
     );
     let mut targets = Vec::new();
     if let Some(decl) = &decl {
@@ -89,7 +88,15 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
         }
     }
     let mut diags = once_each(diags);
-    diags.sort_by_key(|d| (d.line, d.column));
+    // The declaration's own problems first, then each imported file's, in line order.
+    diags.sort_by_key(|d| {
+        (
+            d.file != global_file_name(&decl, global),
+            d.file.clone(),
+            d.line,
+            d.column,
+        )
+    });
     let errors = diags
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -202,4 +209,10 @@ fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
         ));
     }
     s
+}
+
+/// The declaration file's name as diagnostics show it.
+fn global_file_name(decl: &Option<crate::declaration::Declaration>, global: &Global) -> String {
+    decl.as_ref()
+        .map_or_else(|| global.file.display().to_string(), |d| d.file.clone())
 }

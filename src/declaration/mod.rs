@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use rangekeeper_cidr::{IpNet, RangeSet};
-use rangekeeper_provider::TargetConfig;
+use rangekeeper_provider::{Imported, Location, TargetConfig};
 use serde_saphyr::Spanned;
 
 use raw::{Pos, RawDeclaration, RawEntry, RawSet, RawTarget};
@@ -115,6 +115,10 @@ pub struct Target {
     pub config: TargetConfig,
     /// Locations of provider-specific fields, to place provider config errors.
     pub field_pos: HashMap<String, Pos>,
+    /// Files the provider's import hook read for this target (watched like the declaration).
+    pub imports: Vec<PathBuf>,
+    /// How often the imported config asks to be checked, if it says.
+    pub check_interval: Option<std::time::Duration>,
     /// The live sources (`url`, `dns`, `self` sets) this target's allow or protect list
     /// uses, directly or through other sets.
     pub sources: Vec<String>,
@@ -163,6 +167,45 @@ pub struct LoadOptions {
     pub strict: bool,
 }
 
+/// What the loader needs to know of the providers: their names (for did-you-mean hints) and
+/// how to call a provider's import hook (`registry::catalog()` builds it).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub names: Vec<&'static str>,
+    /// `(provider, target config) -> what the target imports from its provider's own files`.
+    pub import: fn(&str, &TargetConfig) -> Imported,
+}
+
+/// A declaration of one target built from flags rather than read from a file (`reconcile
+/// --<mode> FILE`, see `registry::standalone`): the target's provider imports everything
+/// from `file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standalone {
+    /// The file the user named; messages name it in place of a declaration file.
+    pub file: PathBuf,
+    /// What the file is, for messages ("the ... config").
+    pub what: &'static str,
+    pub target: String,
+    pub provider: String,
+    /// The target's provider fields (the one naming `file`, and any flags).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub allow_broad: bool,
+    /// Whether the loop interval comes from the imported config when `--interval` is not given.
+    pub interval_from_config: bool,
+    /// Advice that names what a declaration would write, and what to do instead in this mode
+    /// (`set \`allowBroad: true\` on the target` -> `pass \`--allow-broad\``).
+    pub advice: Vec<(&'static str, &'static str)>,
+}
+
+impl Standalone {
+    /// A message with its advice put in this mode's terms.
+    pub fn advise(&self, message: &str) -> String {
+        self.advice
+            .iter()
+            .fold(message.to_owned(), |m, (from, to)| m.replace(from, to))
+    }
+}
+
 /// Why a declaration could not be loaded: every error found, located.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", render_all(.0))]
@@ -176,6 +219,18 @@ fn render_all(d: &[Diagnostic]) -> String {
 }
 
 impl Declaration {
+    /// Every file the targets' providers imported (watched by `reconcile` like the
+    /// declaration), each once.
+    pub fn imported_files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for f in self.targets.values().flat_map(|t| &t.imports) {
+            if !out.contains(f) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+
     /// Read, parse and resolve a declaration file without live-source values, returning
     /// what did resolve even when there are errors (the targets without errors), so
     /// `validate` can check those too and report every problem at once. Diagnostics hold
@@ -185,23 +240,19 @@ impl Declaration {
     pub fn load_partial(
         path: &Path,
         opts: LoadOptions,
-        known_providers: &[&str],
+        catalog: &Catalog,
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
         match DeclText::read(path) {
-            Ok(t) => Self::parse(
-                &t.text,
-                &t.file,
-                t.base_dir,
-                t.is_json,
-                opts,
-                known_providers,
-            ),
+            Ok(t) => t.load(opts, catalog, &SourceValues::new()),
             Err(LoadError(diags)) => (None, diags),
         }
     }
 
-    /// Parse and resolve declaration text (`file` is used in messages only). The declaration
-    /// is `None` only when the text could not be read as a declaration at all.
+    /// Parse and resolve declaration text alone (`file` is used in messages only): no
+    /// provider's import hook is called and no file is read, so a target that takes its list
+    /// from an imported file has none ([`DeclText::load`] calls the hooks). The declaration is
+    /// `None` only when the text could not be read as a declaration at all.
+    #[cfg(test)]
     pub fn parse(
         text: &str,
         file: &str,
@@ -210,28 +261,29 @@ impl Declaration {
         opts: LoadOptions,
         known_providers: &[&str],
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
-        Self::parse_with_sources(
-            text,
-            file,
+        let text = DeclText {
+            text: text.to_owned(),
+            file: file.to_owned(),
             base_dir,
             is_json,
-            opts,
-            known_providers,
-            &SourceValues::new(),
-        )
+            generated: false,
+        };
+        text.parse(opts, known_providers, None, &SourceValues::new())
     }
+}
 
-    /// Like [`Declaration::parse`], with the current values of live sources: a source set
-    /// resolves to its value (empty when it has none; see [`Target::source_errors`]).
-    pub fn parse_with_sources(
-        text: &str,
-        file: &str,
-        base_dir: PathBuf,
-        is_json: bool,
+impl DeclText {
+    /// Parse and resolve the text; with `import`, every target's provider import hook is
+    /// called and what it imports is merged (located in the imported files).
+    fn parse(
+        &self,
         opts: LoadOptions,
         known_providers: &[&str],
+        import: Option<fn(&str, &TargetConfig) -> Imported>,
         source_values: &SourceValues,
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
+        let (text, file, base_dir, is_json) =
+            (&self.text, &self.file, self.base_dir.clone(), self.is_json);
         let mut cx = Resolver {
             file: file.to_owned(),
             errors: Vec::new(),
@@ -239,6 +291,8 @@ impl Declaration {
             strict: opts.strict,
             source_values: source_values.clone(),
             source_specs: IndexMap::new(),
+            import,
+            generated: self.generated,
         };
         if is_json {
             // JSON's own syntax errors first, in JSON's terms; the document is then read by the
@@ -267,11 +321,11 @@ impl Declaration {
                 return (None, cx.errors);
             }
         };
-        let mut decl = cx.resolve(raw, base_dir, known_providers);
+        let decl = cx.resolve(raw, base_dir, known_providers);
         let mut diags = cx.errors;
         diags.extend(cx.warnings);
-        diags.extend(crate::registry::import_ranges(&mut decl, opts.strict));
-        diags.sort_by_key(|d| (d.line, d.column));
+        // The declaration's own problems first, then each imported file's, in line order.
+        diags.sort_by_key(|d| (d.file != *file, d.file.clone(), d.line, d.column));
         (Some(decl), diags)
     }
 }
@@ -322,19 +376,8 @@ pub fn is_set_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// The closest candidate to `name`, if one is close enough to be a likely typo.
-pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    // One rule for every hint, the binary's and the providers' config errors alike.
-    rangekeeper_provider::did_you_mean(name, candidates)
-}
-
-/// ` (did you mean `x`?)` when a candidate is close to `name`, else nothing.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    match suggest(name, candidates) {
-        Some(s) => format!(" (did you mean `{s}`?)"),
-        None => String::new(),
-    }
-}
+// The one did-you-mean, shared with the providers.
+pub use rangekeeper_provider::hint::did_you_mean;
 
 /// Resolution state for a set during depth-first resolution (cycle detection).
 #[derive(Clone)]
@@ -361,9 +404,19 @@ struct Resolver {
     strict: bool,
     source_values: SourceValues,
     source_specs: IndexMap<String, SourceSpec>,
+    /// The providers' import hook, when the loader asks for imports.
+    import: Option<fn(&str, &TargetConfig) -> Imported>,
+    /// The text was built by rangekeeper ([`Standalone`]): its positions mean nothing to the
+    /// user and are left out.
+    generated: bool,
 }
 
 impl Resolver {
+    /// A position in the declaration as shown to the user.
+    fn place(&self, pos: Option<Pos>) -> Option<Pos> {
+        pos.filter(|_| !self.generated)
+    }
+
     fn diag(
         &self,
         severity: Severity,
@@ -371,6 +424,7 @@ impl Resolver {
         target: Option<&str>,
         message: String,
     ) -> Diagnostic {
+        let pos = self.place(pos);
         Diagnostic {
             severity,
             file: self.file.clone(),
@@ -742,6 +796,121 @@ impl Resolver {
         )
     }
 
+    /// Merge what a target's provider imported from its own files: located notes, the
+    /// ranges (parsed here with the strict CIDR parser, located in their file) and the
+    /// fields. Returns the imported set and its items as written, or `None` after errors.
+    fn take_import(
+        &mut self,
+        name: &str,
+        pos: Pos,
+        field_pos: &HashMap<String, Pos>,
+        imported: Imported,
+        config: &mut TargetConfig,
+        strict: bool,
+    ) -> Option<(RangeSet, Vec<String>)> {
+        let at = |loc: &Location| (loc.file.display().to_string(), loc.line, loc.column);
+        let push = |cx: &mut Self,
+                    severity,
+                    place: (String, Option<u64>, Option<u64>),
+                    message: String| {
+            let d = Diagnostic {
+                severity,
+                file: place.0,
+                line: place.1,
+                column: place.2,
+                target: Some(name.to_owned()),
+                message,
+            };
+            match severity {
+                Severity::Error => cx.errors.push(d),
+                Severity::Warning => {
+                    if !cx.warnings.contains(&d) {
+                        cx.warnings.push(d);
+                    }
+                }
+            }
+        };
+        let mut failed = false;
+        for note in imported.notes {
+            let severity = if note.is_error() {
+                failed = true;
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            let place = match &note.at {
+                Some(loc) => at(loc),
+                None => {
+                    // About the target's own fields: at the field the message names first.
+                    let p = field_pos
+                        .iter()
+                        .filter_map(|(k, p)| note.message.find(&format!("`{k}`")).map(|i| (i, *p)))
+                        .min_by_key(|(i, _)| *i)
+                        .map_or(pos, |(_, p)| p);
+                    let p = self.place(Some(p));
+                    (self.file.clone(), p.map(|p| p.line), p.map(|p| p.column))
+                }
+            };
+            let message = match note.at {
+                Some(_) => note.message,
+                None => format!("target `{name}`: {}", note.message),
+            };
+            push(self, severity, place, message);
+        }
+        let mut nets = Vec::new();
+        let mut items = Vec::new();
+        for r in &imported.ranges {
+            let text = r.text.trim();
+            match rangekeeper_cidr::parse(text) {
+                Ok(p) => {
+                    if let Some(msg) = bare_unspecified(text) {
+                        push(self, Severity::Warning, at(&r.at), msg);
+                    }
+                    if p.host_bits {
+                        let msg = format!(
+                            "`{text}` has host bits set; using the network boundary `{}`",
+                            p.net
+                        );
+                        if strict {
+                            push(
+                                self,
+                                Severity::Error,
+                                at(&r.at),
+                                format!("{msg} (strict mode rejects it: write `{}`)", p.net),
+                            );
+                            failed = true;
+                            continue;
+                        }
+                        push(self, Severity::Warning, at(&r.at), msg);
+                    }
+                    nets.push(p.net);
+                    items.push(text.to_owned());
+                }
+                Err(e) => {
+                    push(
+                        self,
+                        Severity::Error,
+                        at(&r.at),
+                        format!("invalid CIDR {e}"),
+                    );
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            return None;
+        }
+        for (k, v) in imported.fields {
+            if config.fields.contains_key(&k) {
+                // The hook reports such conflicts itself; never let an import override what
+                // the declaration wrote.
+                continue;
+            }
+            config.fields.insert(k, v);
+        }
+        Some((RangeSet::from_nets(nets), items))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn resolve_target(
         &mut self,
@@ -784,18 +953,11 @@ impl Resolver {
         };
         let mut host_bits = Vec::new();
         let mut allow_items = Vec::new();
+        // A target may take its whole list from its provider's import hook: a missing `allow`
+        // is an error only when nothing was imported either (see below).
         let mut entries = Vec::new();
         let desired = match &t.allow {
-            // A hostfw target may take its whole list from a kube-restrict-ip file.
-            None if t.fields.contains_key("kubeRestrictIp") => Some(RangeSet::new()),
-            None => {
-                self.error(
-                    Some(pos),
-                    tn,
-                    format!("target `{name}` has no `allow` list"),
-                );
-                None
-            }
+            None => Some(RangeSet::new()),
             Some(list) if list.value.0.is_empty() => {
                 self.error(
                     Some(Pos::of(list)),
@@ -888,12 +1050,42 @@ impl Resolver {
             field_pos.insert(k.clone(), Pos::of(&v));
             fields.insert(k, v.value);
         }
+        let mut config = TargetConfig {
+            name: name.to_owned(),
+            base_dir: base_dir.to_path_buf(),
+            fields,
+        };
+        let mut desired = desired;
+        let mut imports = Vec::new();
+        let mut check_interval = None;
+        if let Some(hook) = self.import {
+            let imported = hook(&provider, &config);
+            imports.clone_from(&imported.files);
+            check_interval = imported.check_interval;
+            let strict = self.strict || strict;
+            let (set, items) =
+                self.take_import(name, pos, &field_pos, imported, &mut config, strict)?;
+            desired = desired.union(&set);
+            allow_items.extend(items);
+        }
+        if t.allow.is_none() && allow_items.is_empty() {
+            self.error(
+                Some(pos),
+                tn,
+                format!("target `{name}` has no `allow` list"),
+            );
+            return None;
+        }
+        if self.generated {
+            // Positions in text rangekeeper built mean nothing to the user.
+            field_pos.clear();
+        }
         Some((
             Target {
                 name: name.to_owned(),
                 provider,
                 description: t.description,
-                pos,
+                pos: if self.generated { Pos::default() } else { pos },
                 allow_items,
                 entries,
                 desired,
@@ -906,12 +1098,10 @@ impl Resolver {
                     on_exceed,
                     max_extra,
                 },
-                config: TargetConfig {
-                    name: name.to_owned(),
-                    base_dir: base_dir.to_path_buf(),
-                    fields,
-                },
+                config,
                 field_pos,
+                imports,
+                check_interval,
                 sources: Vec::new(),
                 source_errors: Vec::new(),
                 source_warnings: Vec::new(),
@@ -964,7 +1154,7 @@ fn source_deps(
     }
 }
 
-/// The largest declaration (or kube-restrict-ip) file read: far above any real allow-list,
+/// The largest declaration (or imported) file read: far above any real allow-list,
 /// and a bound on what a wrong `-f` (a device, an endless file) can make rangekeeper read.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
@@ -998,6 +1188,8 @@ pub struct DeclText {
     pub file: String,
     pub base_dir: PathBuf,
     pub is_json: bool,
+    /// Built by rangekeeper from flags ([`DeclText::standalone`]), not read from a file.
+    pub generated: bool,
 }
 
 impl DeclText {
@@ -1028,65 +1220,50 @@ impl DeclText {
             file,
             base_dir,
             is_json,
+            generated: false,
         })
     }
 
-    /// The declaration `reconcile --kube-restrict-ip FILE` enforces: one `hostfw` target,
-    /// `kube-restrict-ip`, whose ports and networks come from the kube-restrict-ip config
-    /// (read unchanged). The text carries a hash of the config, so a change to it is seen by
-    /// the reconciler's watch like a change to a declaration file.
-    pub fn from_kube_restrict_ip(path: &Path) -> Result<DeclText, LoadError> {
-        let file = path.display().to_string();
-        let unreadable = |e: std::io::Error| {
-            LoadError(vec![Diagnostic {
-                severity: Severity::Error,
-                file: file.clone(),
-                line: None,
-                column: None,
-                target: None,
-                message: format!("cannot read the kube-restrict-ip config: {e}"),
-            }])
-        };
-        let content = rangekeeper_provider::fs::read_regular(
-            path,
-            MAX_FILE_BYTES,
-            "the kube-restrict-ip config",
-        )
-        .map_err(unreadable)?;
-        let absolute = std::path::absolute(path).map_err(unreadable)?;
-        let quoted = serde_json::to_string(&absolute.display().to_string())
-            .map_err(|e| unreadable(std::io::Error::other(e)))?;
-        // FNV-1a: a change detector, not a security boundary.
-        let hash = content.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let text = format!(
-            "# built from the kube-restrict-ip config {file} (content {hash:016x})\nversion: 1\ntargets:\n  kube-restrict-ip:\n    provider: hostfw\n    kubeRestrictIp: {quoted}\n"
-        );
-        Ok(DeclText {
-            text,
-            file,
+    /// The declaration of a stand-alone target: built as data (serialized by serde, so no
+    /// path can break its syntax) and named after the user's file in messages. Its provider's
+    /// import hook reads that file on every load.
+    pub fn standalone(s: &Standalone) -> DeclText {
+        let mut target = s.fields.clone();
+        target.insert("provider".into(), s.provider.clone().into());
+        if s.allow_broad {
+            target.insert("allowBroad".into(), true.into());
+        }
+        let mut targets = serde_json::Map::new();
+        targets.insert(s.target.clone(), serde_json::Value::Object(target));
+        let doc = serde_json::json!({ "version": 1, "targets": targets });
+        DeclText {
+            text: doc.to_string(),
+            file: s.file.display().to_string(),
             base_dir: PathBuf::from("."),
-            is_json: false,
-        })
+            is_json: true,
+            generated: true,
+        }
+    }
+
+    /// Parse and resolve with every provider's import hook called: what `validate` shows,
+    /// including the targets that did resolve when others have errors.
+    pub fn load(
+        &self,
+        opts: LoadOptions,
+        catalog: &Catalog,
+        values: &SourceValues,
+    ) -> (Option<Declaration>, Vec<Diagnostic>) {
+        self.parse(opts, &catalog.names, Some(catalog.import), values)
     }
 
     /// Resolve the text with these source values; errors fail, warnings are kept.
     pub fn resolve(
         &self,
         opts: LoadOptions,
-        known_providers: &[&str],
+        catalog: &Catalog,
         values: &SourceValues,
     ) -> Result<Declaration, LoadError> {
-        let (decl, diags) = Declaration::parse_with_sources(
-            &self.text,
-            &self.file,
-            self.base_dir.clone(),
-            self.is_json,
-            opts,
-            known_providers,
-            values,
-        );
+        let (decl, diags) = self.load(opts, catalog, values);
         match decl {
             Some(mut d) if !has_errors(&diags) => {
                 d.warnings = diags;
@@ -1147,11 +1324,12 @@ impl Target {
             .filter_map(|(k, p)| message.find(&format!("`{k}`")).map(|at| (at, *p)))
             .min_by_key(|(at, _)| *at)
             .map_or(self.pos, |(_, p)| p);
+        let known = pos.line > 0;
         Diagnostic {
             severity: Severity::Error,
             file: file.to_owned(),
-            line: Some(pos.line),
-            column: Some(pos.column),
+            line: known.then_some(pos.line),
+            column: known.then_some(pos.column),
             target: Some(self.name.clone()),
             message,
         }
@@ -1162,7 +1340,8 @@ impl Target {
         self.diagnostic_at(self.pos, file, severity, message)
     }
 
-    /// A diagnostic at `pos` (an entry of the target, a field).
+    /// A diagnostic at `pos` (an entry of the target, a field); positions in text
+    /// rangekeeper built itself (line 0) are left out.
     pub fn diagnostic_at(
         &self,
         pos: Pos,
@@ -1170,11 +1349,12 @@ impl Target {
         severity: Severity,
         message: String,
     ) -> Diagnostic {
+        let known = pos.line > 0;
         Diagnostic {
             severity,
             file: file.to_owned(),
-            line: Some(pos.line),
-            column: Some(pos.column),
+            line: known.then_some(pos.line),
+            column: known.then_some(pos.column),
             target: Some(self.name.clone()),
             message,
         }

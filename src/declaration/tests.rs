@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use rangekeeper_provider::ImportedRange;
 
 const KNOWN: &[&str] = &["file", "aks"];
 
@@ -285,4 +286,156 @@ fn a_target_without_allow_is_an_error_naming_it() {
     let e = errors(&diags);
     assert_eq!(e.len(), 1, "{diags:#?}");
     assert!(e[0].message.contains("`t`"), "{diags:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The providers' import hook (#11.1): called by the loader, never by `Declaration::parse`.
+
+/// A hook that imports from a `from:` field: two ranges in `imported.txt` (one with host
+/// bits, one invalid when the field says `bad`), a `ports` field, and a warning.
+fn test_hook(provider: &str, cfg: &TargetConfig) -> Imported {
+    let mut out = Imported::default();
+    let Some(from) = cfg.fields.get("from").and_then(|v| v.as_str()) else {
+        return out;
+    };
+    assert_eq!(provider, "file");
+    let at = |line| Location::new("imported.txt", Some(line), Some(3));
+    out.files.push(cfg.base_dir.join("imported.txt"));
+    out.ranges.push(ImportedRange {
+        text: "198.51.100.7/24".into(),
+        at: at(2),
+    });
+    out.ranges.push(ImportedRange {
+        text: if from == "bad" {
+            "10.0.0.0/33"
+        } else {
+            "2001:db8::/32"
+        }
+        .into(),
+        at: at(3),
+    });
+    out.fields.insert("ports".into(), serde_json::json!([6443]));
+    out.fields
+        .insert("path".into(), serde_json::json!("not-this.txt"));
+    out.check_interval = Some(std::time::Duration::from_secs(5));
+    out.notes.push(rangekeeper_provider::ImportNote::warning(
+        None,
+        "`from` is read",
+    ));
+    out
+}
+
+fn catalog() -> Catalog {
+    Catalog {
+        names: KNOWN.to_vec(),
+        import: test_hook,
+    }
+}
+
+fn text(body: &str) -> DeclText {
+    DeclText {
+        text: body.to_owned(),
+        file: "t.yaml".into(),
+        base_dir: PathBuf::from("."),
+        is_json: false,
+        generated: false,
+    }
+}
+
+const IMPORTING: &str =
+    "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    from: good\n";
+
+#[test]
+fn imported_ranges_join_the_allow_list_located_in_their_file() {
+    let (decl, diags) =
+        text(IMPORTING).load(LoadOptions::default(), &catalog(), &Default::default());
+    assert!(!has_errors(&diags), "{diags:#?}");
+    let t = &decl.unwrap().targets["t"];
+    assert_eq!(t.desired, set(&["198.51.100.0/24", "2001:db8::/32"]));
+    assert_eq!(t.allow_items, vec!["198.51.100.7/24", "2001:db8::/32"]);
+    assert_eq!(t.imports, vec![PathBuf::from("./imported.txt")]);
+    assert_eq!(t.check_interval, Some(std::time::Duration::from_secs(5)));
+    // Imported fields join the config; a field the declaration wrote is never replaced.
+    assert_eq!(t.config.fields["ports"], serde_json::json!([6443]));
+    assert_eq!(t.config.fields["path"], serde_json::json!("t.txt"));
+    // The declaration's notes first (at the field the note names), then the imported file's.
+    let shown: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "t.yaml:6:11: warning: target `t`: `from` is read",
+            "imported.txt:2:3: warning: `198.51.100.7/24` has host bits set; using the network boundary `198.51.100.0/24`",
+        ]
+    );
+    // --strict: the host bits are an error at the imported line, and nothing is used.
+    let (decl, diags) = text(IMPORTING).load(
+        LoadOptions { strict: true },
+        &catalog(),
+        &Default::default(),
+    );
+    assert!(decl.unwrap().targets.is_empty());
+    assert_eq!(
+        errors(&diags)[0].to_string().split(": error").next(),
+        Some("imported.txt:2:3")
+    );
+}
+
+#[test]
+fn every_bad_imported_range_is_an_error_at_its_line() {
+    let (decl, diags) = text(&IMPORTING.replace("good", "bad")).load(
+        LoadOptions::default(),
+        &catalog(),
+        &Default::default(),
+    );
+    assert!(decl.unwrap().targets.is_empty());
+    let errs = errors(&diags);
+    assert_eq!(errs.len(), 1, "{diags:#?}");
+    assert_eq!(
+        (errs[0].file.as_str(), errs[0].line),
+        ("imported.txt", Some(3))
+    );
+    assert!(errs[0].message.starts_with("invalid CIDR"), "{}", errs[0]);
+}
+
+#[test]
+fn parse_reads_no_file_and_a_target_needs_allow_or_imports() {
+    // Without the hook, nothing is imported: the target has no list.
+    let (_, diags) = load(IMPORTING);
+    assert!(
+        errors(&diags)[0].message.contains("has no `allow` list"),
+        "{diags:#?}"
+    );
+    // With the hook but a target that imports nothing, the same error.
+    let (_, diags) = text("version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n")
+        .load(LoadOptions::default(), &catalog(), &Default::default());
+    assert!(errors(&diags)[0].message.contains("has no `allow` list"));
+}
+
+#[test]
+fn a_standalone_declaration_shows_no_positions_of_its_own_text() {
+    let mut fields = serde_json::Map::new();
+    fields.insert("path".into(), "t.txt".into());
+    fields.insert("from".into(), "it\"s: {odd} path".into());
+    let s = Standalone {
+        file: PathBuf::from("imported.txt"),
+        what: "the test config",
+        target: "t".into(),
+        provider: "file".into(),
+        fields,
+        allow_broad: true,
+        interval_from_config: true,
+        advice: vec![("write `x`", "pass `--x`")],
+    };
+    assert_eq!(s.advise("a; write `x` to do it"), "a; pass `--x` to do it");
+    let (decl, diags) =
+        DeclText::standalone(&s).load(LoadOptions::default(), &catalog(), &Default::default());
+    let decl = decl.unwrap();
+    assert!(decl.targets["t"].policy.allow_broad);
+    assert_eq!(decl.file, "imported.txt");
+    let own = diags
+        .iter()
+        .find(|d| d.message.contains("`from` is read"))
+        .unwrap();
+    assert_eq!((own.line, own.column), (None, None), "{own}");
+    assert_eq!(decl.targets["t"].config.fields["from"], "it\"s: {odd} path");
 }

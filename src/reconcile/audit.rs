@@ -14,9 +14,12 @@ pub struct Record<'a> {
     pub target: &'a str,
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// `initial`, `drift`, `declaration` or `source` (the reconciler), or the command that
-    /// made the change by hand: `apply`, `update` or `disable`.
+    /// `initial`, `drift`, `declaration`, `source` or `config` (the reconciler), or the
+    /// command that made the change by hand: `apply`, `update` or `disable`.
     pub trigger: &'a str,
+    /// For a `config` change: the settings that changed (`ports: [6443] -> [6443,10254]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
     /// `applied`, `pending`, `disabled`, `failed` or `refused`.
     pub result: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +154,7 @@ mod tests {
                 added: vec!["192.0.2.0/24".into()],
                 removed: vec![],
                 trigger: "initial",
+                config: vec![],
                 result,
                 error: None,
             })
@@ -185,6 +189,7 @@ mod full_disk {
                 added: vec![],
                 removed: vec![],
                 trigger: "initial",
+                config: vec![],
                 result: "applied",
                 error: None,
             })

@@ -1,13 +1,15 @@
 //! The reconciler: every target reconciled independently and concurrently (bounded), each
 //! requeued after success at the interval and after failure by [`action::error_policy`];
 //! drift is detected against what rangekeeper last applied or saw in sync, and corrected.
-//! The declaration file is watched (content hash, symlinks followed), live sources are
-//! refreshed on their own schedules, and every change attempt lands in the audit log.
+//! The declaration file and the files its targets' providers import are watched (content
+//! hash, symlinks followed), live sources are refreshed on their own schedules, and every
+//! change attempt lands in the audit log.
 //!
 //! The same plan and guards as `apply` decide each change ([`commands::plan_with_state`]).
 
 pub mod action;
 pub mod audit;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 
@@ -23,7 +25,9 @@ use rangekeeper_provider::{ApplyOptions, Progress};
 use tokio::task::{Id, JoinSet};
 
 use crate::commands::{self, Bound};
-use crate::declaration::{DeclText, Declaration, LoadError, LoadOptions, Target};
+use crate::declaration::{
+    Catalog, DeclText, Declaration, LoadError, LoadOptions, Standalone, Target,
+};
 use crate::guard::Lockout;
 use crate::plan::Status;
 use crate::registry;
@@ -36,16 +40,20 @@ use metrics::Metrics;
 /// Resolved settings of `rangekeeper reconcile`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The declaration file, or the kube-restrict-ip config with `kube_restrict_ip`.
+    /// The declaration file (with `standalone`, the file the stand-alone target imports).
     pub file: PathBuf,
-    /// `file` is a kube-restrict-ip config (`--kube-restrict-ip`), not a declaration.
-    pub kube_restrict_ip: bool,
+    /// A provider's stand-alone mode (`registry::standalone`): one target built from flags,
+    /// whose provider imports everything from `file`.
+    pub standalone: Option<Standalone>,
     pub load: LoadOptions,
     pub live: LiveOptions,
     pub state_dir: PathBuf,
     pub targets: Vec<String>,
     pub once: bool,
     pub interval: Duration,
+    /// `--interval` was given (otherwise a stand-alone target's imported check interval is
+    /// used, when it has one).
+    pub interval_given: bool,
     pub max_backoff: Duration,
     pub concurrency: usize,
     pub grace: Duration,
@@ -65,13 +73,26 @@ pub type Builder =
     ) -> Result<Box<dyn rangekeeper_provider::Provider>, rangekeeper_provider::ProviderError>;
 
 impl Settings {
-    /// Read what the reconciler enforces: the declaration file, or the declaration built
-    /// from a kube-restrict-ip config.
+    /// The loop interval a stand-alone mode's config asks for, when `--interval` was not
+    /// given (e.g. the check interval of the imported config file).
+    fn imported_interval(&self, decl: &Declaration) -> Option<Duration> {
+        if self.interval_given
+            || !self
+                .standalone
+                .as_ref()
+                .is_some_and(|s| s.interval_from_config)
+        {
+            return None;
+        }
+        decl.targets.values().filter_map(|t| t.check_interval).min()
+    }
+
+    /// Read what the reconciler enforces: the declaration file, or the declaration of the
+    /// stand-alone target (whose file is read by its provider's import hook).
     fn read_text(&self) -> Result<DeclText, crate::declaration::LoadError> {
-        if self.kube_restrict_ip {
-            DeclText::from_kube_restrict_ip(&self.file)
-        } else {
-            DeclText::read(&self.file)
+        match &self.standalone {
+            Some(s) => Ok(DeclText::standalone(s)),
+            None => DeclText::read(&self.file),
         }
     }
 }
@@ -90,6 +111,9 @@ pub enum Trigger {
     Declaration,
     /// A live source's value changed.
     Source,
+    /// The target's provider settings changed (in the declaration or a file its provider
+    /// imports), e.g. the restricted ports.
+    Config,
 }
 
 impl Trigger {
@@ -99,6 +123,7 @@ impl Trigger {
             Trigger::Drift => "drift",
             Trigger::Declaration => "declaration",
             Trigger::Source => "source",
+            Trigger::Config => "config",
         }
     }
 }
@@ -109,6 +134,8 @@ pub struct Change {
     pub added: RangeSet,
     pub removed: RangeSet,
     pub trigger: Trigger,
+    /// The settings that changed (`ports: [6443] -> [6443,10254]`), for a `config` change.
+    pub config: Vec<String>,
 }
 
 /// What one reconcile of a target found and did.
@@ -230,6 +257,7 @@ pub async fn reconcile_with(
                     added: plan.add.clone(),
                     removed: plan.remove.clone(),
                     trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+                    config: Vec::new(),
                 });
             }
         }
@@ -238,6 +266,7 @@ pub async fn reconcile_with(
                 added: plan.add.clone(),
                 removed: plan.remove.clone(),
                 trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+                config: Vec::new(),
             };
             let opts = ApplyOptions {
                 wait: true,
@@ -277,6 +306,9 @@ struct Slot {
     last_seen: Option<RangeSet>,
     /// Why the next reconcile happens (initial until the first success).
     hint: Trigger,
+    /// Settings changed since the last success (each `name: old -> new`): the target's
+    /// rules are expected to differ, which is not drift.
+    config_change: Vec<String>,
     /// The last refusal recorded in the audit log (refusals repeat every pass).
     last_refusal: Option<String>,
     passes: u32,
@@ -297,6 +329,9 @@ pub struct Summary {
     pub trigger: Option<&'static str>,
     pub added: RangeSet,
     pub removed: RangeSet,
+    /// Settings changed by this change (`ports: [6443] -> [6443,10254]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     /// Stale sources and other things to know.
@@ -325,6 +360,25 @@ fn hash_text(text: &str) -> u64 {
     h.finish()
 }
 
+/// A hash of the declaration's text and of every file its targets import (content, or why it
+/// cannot be read): any change to any of them is a change to what is enforced.
+fn hash_inputs(text: &str, imported: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    for path in imported {
+        path.hash(&mut h);
+        match rangekeeper_provider::fs::read_regular(
+            path,
+            crate::declaration::MAX_FILE_BYTES,
+            "an imported file",
+        ) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.to_string().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
 fn report_load_error(file: &str, e: &LoadError) -> String {
     let errors: Vec<String> = e.0.iter().map(ToString::to_string).collect();
     format!("{file} is not valid: {}", errors.join("; "))
@@ -341,7 +395,7 @@ fn selected<'a>(names: &[String], decl: &'a Declaration) -> Vec<&'a Target> {
 /// The reconciler's state between passes.
 struct Controller {
     settings: Settings,
-    known: Vec<&'static str>,
+    known: Catalog,
     text: DeclText,
     text_hash: u64,
     decl: Declaration,
@@ -350,6 +404,34 @@ struct Controller {
     slots: HashMap<String, Slot>,
     metrics: Arc<Metrics>,
     audit: AuditLog,
+    memory: memory::Memory,
+}
+
+/// Whether the desired list (or its policy or sources) changed, as opposed to settings alone.
+fn desired_changed(old: Option<&Target>, new: &Target) -> bool {
+    old.is_none_or(|o| {
+        o.desired != new.desired || o.source_errors != new.source_errors || o.policy != new.policy
+    })
+}
+
+/// The provider settings that differ between two versions of a target, each as
+/// `name: old -> new`.
+fn config_changes(
+    a: &serde_json::Map<String, serde_json::Value>,
+    b: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| match v {
+        None => "(unset)".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+        .collect()
 }
 
 impl Controller {
@@ -380,21 +462,62 @@ impl Controller {
                     || o.config.fields != t.config.fields
                     || o.provider != t.provider
             });
-            let slot = self.slots.entry(t.name.clone()).or_insert_with(|| Slot {
-                due: now,
-                in_flight: false,
-                failures: 0,
-                last_seen: None,
-                hint: Trigger::Initial,
-                last_refusal: None,
-                passes: 0,
-                done: false,
-                last: None,
+            let remembered = self.memory.get(&t.name);
+            let slot = self.slots.entry(t.name.clone()).or_insert_with(|| {
+                // A target seen by an earlier run: drift is judged against what it held then,
+                // and a change is labelled with what changed since.
+                let (last_seen, hint, config_change) = match remembered {
+                    None => (None, Trigger::Initial, Vec::new()),
+                    Some(seen) => {
+                        let desired: Vec<String> = t
+                            .desired
+                            .prefixes()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect();
+                        let settings = config_changes(&seen.config, &t.config.fields);
+                        if !settings.is_empty() {
+                            (Some(seen.held()), Trigger::Config, settings)
+                        } else if seen.desired != desired {
+                            (Some(seen.held()), Trigger::Declaration, Vec::new())
+                        } else {
+                            (Some(seen.held()), Trigger::Drift, Vec::new())
+                        }
+                    }
+                };
+                Slot {
+                    due: now,
+                    in_flight: false,
+                    failures: 0,
+                    last_seen,
+                    hint,
+                    config_change,
+                    last_refusal: None,
+                    passes: 0,
+                    done: false,
+                    last: None,
+                }
             });
+            let settings_changed = old
+                .map(|o| config_changes(&o.config.fields, &t.config.fields))
+                .unwrap_or_default();
+            if !settings_changed.is_empty() && slot.passes > 0 {
+                tracing::info!(
+                    target = %t.name,
+                    "the settings of `{}` changed: {}",
+                    t.name,
+                    settings_changed.join("; ")
+                );
+                slot.config_change.extend(settings_changed.iter().cloned());
+            }
             if changed && slot.passes > 0 {
                 slot.due = now;
                 slot.failures = 0;
-                slot.hint = why;
+                slot.hint = if settings_changed.is_empty() || desired_changed(old, t) {
+                    why
+                } else {
+                    Trigger::Config
+                };
             }
             self.metrics.target_ranges(&t.name, t.desired.len());
         }
@@ -404,6 +527,12 @@ impl Controller {
 
     /// Re-read the declaration when its content changed; keep the last valid one on error.
     fn watch(&mut self) {
+        // What the user edits: the declaration, or a stand-alone mode's config file.
+        let what = self
+            .settings
+            .standalone
+            .as_ref()
+            .map_or("declaration", |s| s.what.trim_start_matches("the "));
         let text = match self.settings.read_text() {
             Ok(t) => t,
             Err(e) => {
@@ -411,15 +540,16 @@ impl Controller {
                 if h != self.text_hash {
                     self.text_hash = h;
                     tracing::error!(
-                        "{}; the last valid declaration stays in force",
-                        report_load_error(&self.text.file, &e)
+                        "{}; the last valid {} stays in force",
+                        report_load_error(&self.text.file, &e),
+                        what
                     );
                     self.metrics.declaration_rejected();
                 }
                 return;
             }
         };
-        let h = hash_text(&text.text);
+        let h = hash_inputs(&text.text, &self.decl.imported_files());
         if h == self.text_hash {
             return;
         }
@@ -428,7 +558,7 @@ impl Controller {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(
-                    "the changed declaration is rejected: {}; the last valid one stays in force",
+                    "the changed {what} is rejected: {}; the last valid one stays in force",
                     report_load_error(&text.file, &e)
                 );
                 self.metrics.declaration_rejected();
@@ -437,7 +567,7 @@ impl Controller {
         };
         for n in &self.settings.targets {
             if !first.targets.contains_key(n) {
-                tracing::warn!("the changed declaration has no target `{n}`");
+                tracing::warn!("the changed {what} has no target `{n}`");
             }
         }
         let specs = sources::tracked_specs(&first, &self.settings.live.self_echo);
@@ -446,14 +576,23 @@ impl Controller {
             .retain_sources(&specs.keys().cloned().collect::<Vec<_>>());
         match self.resolve(&text) {
             Ok(d) => {
-                tracing::info!("the declaration changed: loaded {}", text.file);
+                tracing::info!("the {what} changed: loaded {}", text.file);
                 self.text = text;
+                if let Some(i) = self.settings.imported_interval(&d)
+                    && i != self.settings.interval
+                {
+                    tracing::info!(
+                        "the interval is now {} (the {what}'s check interval)",
+                        crate::sources::spec::format_duration(i)
+                    );
+                    self.settings.interval = i;
+                }
                 self.install(d, Trigger::Declaration);
                 self.metrics.declaration(true, true);
             }
             Err(e) => {
                 tracing::error!(
-                    "the changed declaration is rejected: {}",
+                    "the changed {what} is rejected: {}",
                     report_load_error(&text.file, &e)
                 );
                 self.metrics.declaration_rejected();
@@ -510,7 +649,13 @@ impl Controller {
         slot.in_flight = true;
         let target = Arc::new(t.clone());
         let lockout = self.decl.lockout.clone();
-        let last_seen = slot.last_seen.clone();
+        // After a settings change the target's rules differ from what was last seen by
+        // design: not drift.
+        let last_seen = if slot.config_change.is_empty() {
+            slot.last_seen.clone()
+        } else {
+            None
+        };
         let hint = slot.hint;
         let retry = self.settings.retry;
         let build = self.settings.build;
@@ -539,7 +684,7 @@ impl Controller {
     }
 
     /// Record a finished reconcile: logs, metrics, audit, and when to come back.
-    fn finished(&mut self, pass: Pass) {
+    fn finished(&mut self, mut pass: Pass) {
         let name = pass.target.clone();
         let settings = self.settings.clone();
         let Some(slot) = self.slots.get_mut(&name) else {
@@ -556,6 +701,21 @@ impl Controller {
             );
             self.metrics.drift(&name);
         }
+        if !slot.config_change.is_empty()
+            && let Some(c) = pass.change.as_mut()
+        {
+            // A settings change: the ranges changed only as far as the list did since the
+            // last success (the rules were rewritten for the new settings).
+            c.config.clone_from(&slot.config_change);
+            let now = pass
+                .holds
+                .clone()
+                .or_else(|| self.decl.targets.get(&name).map(|t| t.desired.clone()));
+            if let (Some(prev), Some(now)) = (&slot.last_seen, now) {
+                c.added = now.difference(prev);
+                c.removed = prev.difference(&now);
+            }
+        }
         let prefixes = |s: &RangeSet| {
             s.prefixes()
                 .iter()
@@ -570,6 +730,7 @@ impl Controller {
             added: prefixes(&c.added),
             removed: prefixes(&c.removed),
             trigger: c.trigger.as_str(),
+            config: c.config.clone(),
             result,
             error,
         };
@@ -586,6 +747,11 @@ impl Controller {
                 .change
                 .as_ref()
                 .map(|c| c.removed.clone())
+                .unwrap_or_default(),
+            config: pass
+                .change
+                .as_ref()
+                .map(|c| c.config.clone())
                 .unwrap_or_default(),
             notes: pass.notes.clone(),
             warnings: self
@@ -623,16 +789,25 @@ impl Controller {
                         trigger = c.trigger.as_str(),
                         added = %c.added,
                         removed = %c.removed,
-                        "applied to `{name}` ({}): +[{}] -[{}]",
+                        "applied to `{name}` ({}): +[{}] -[{}]{}",
                         c.trigger.as_str(),
                         c.added,
-                        c.removed
+                        c.removed,
+                        if c.config.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", settings: {}", c.config.join("; "))
+                        }
                     );
                     audit(record(c, summary.result, None), &mut summary);
                 } else {
                     tracing::debug!(target = %name, "in sync");
                 }
                 self.metrics.success(&name, changed);
+                slot.config_change.clear();
+                if let (Some(holds), Some(t)) = (&pass.holds, self.decl.targets.get(&name)) {
+                    self.memory.remember(&name, memory::Seen::new(t, holds));
+                }
                 slot.last_seen = pass.holds.clone();
                 slot.failures = 0;
                 slot.hint = Trigger::Drift;
@@ -648,7 +823,12 @@ impl Controller {
                     "failed"
                 };
                 summary.kind = Some(kind);
-                summary.error = Some(e.to_string());
+                // Advice naming declaration keys reads as the flags of a stand-alone mode.
+                let shown = settings
+                    .standalone
+                    .as_ref()
+                    .map_or_else(|| e.to_string(), |s| s.advise(&e.to_string()));
+                summary.error = Some(shown.clone());
                 if pass.holds.is_some() && !matches!(e, ReconcileError::Apply(_)) {
                     // Seen but not changed: drift is judged against this from now on.
                     slot.last_seen = pass.holds.clone();
@@ -660,7 +840,7 @@ impl Controller {
                     target = %name,
                     kind,
                     retry_in = %crate::sources::spec::format_duration(Duration::from_secs(requeue_after.as_secs().max(1))),
-                    "`{name}` not converged: {e}"
+                    "`{name}` not converged: {shown}"
                 );
                 self.metrics.error(&name, kind);
                 let message = e.to_string();
@@ -705,7 +885,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<RunOutcome> {
-    let known = registry::names();
+    let known = registry::catalog();
+    let mut settings = settings;
     let text = settings.read_text().map_err(|e| {
         commands::Reported(report_load_error(&settings.file.display().to_string(), &e))
     })?;
@@ -713,7 +894,13 @@ pub async fn run(
         .resolve(settings.load, &known, &HashMap::new())
         .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
     for w in &first.warnings {
-        tracing::warn!("{w}");
+        match &settings.standalone {
+            Some(s) => tracing::warn!("{}", s.advise(&w.to_string())),
+            None => tracing::warn!("{w}"),
+        }
+    }
+    if let Some(i) = settings.imported_interval(&first) {
+        settings.interval = i;
     }
     for n in &settings.targets {
         if !first.targets.contains_key(n) {
@@ -758,7 +945,7 @@ pub async fn run(
         }
     };
     let mut ctl = Controller {
-        text_hash: hash_text(&text.text),
+        text_hash: hash_inputs(&text.text, &first.imported_files()),
         text: text.clone(),
         decl: first.clone(),
         store,
@@ -766,6 +953,7 @@ pub async fn run(
         slots: HashMap::new(),
         metrics: metrics.clone(),
         audit,
+        memory: memory::Memory::open(&settings.state_dir),
         known,
         settings: settings.clone(),
     };
@@ -1219,7 +1407,7 @@ mod regression {
         let state_dir = dir.path().join("state");
         let settings = Settings {
             file,
-            kube_restrict_ip: false,
+            standalone: None,
             load: LoadOptions::default(),
             live: LiveOptions {
                 state_dir: Some(state_dir.clone()),
@@ -1230,6 +1418,7 @@ mod regression {
             targets: Vec::new(),
             once: true,
             interval: Duration::from_secs(60),
+            interval_given: true,
             max_backoff: Duration::from_secs(1),
             // One slot: `fine` runs only once the panicked task's slot is freed.
             concurrency: 1,

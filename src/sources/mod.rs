@@ -604,10 +604,10 @@ pub fn tracked_specs(
 pub async fn load_live(
     text: &crate::declaration::DeclText,
     opts: crate::declaration::LoadOptions,
-    known: &[&str],
+    catalog: &crate::declaration::Catalog,
     live: &LiveOptions,
 ) -> Result<Declaration, crate::declaration::LoadError> {
-    let first = text.resolve(opts, known, &HashMap::new())?;
+    let first = text.resolve(opts, catalog, &HashMap::new())?;
     let specs = tracked_specs(&first, &live.self_echo);
     if specs.is_empty() {
         return Ok(first);
@@ -622,7 +622,7 @@ pub async fn load_live(
         }
         Err(e) => tracing::error!("cannot fetch the sources: {e:#}"),
     }
-    let mut decl = text.resolve(opts, known, &store.values())?;
+    let mut decl = text.resolve(opts, catalog, &store.values())?;
     store.annotate(&mut decl, live.allow_lockout);
     Ok(decl)
 }

@@ -15,8 +15,11 @@ use std::time::Duration;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod fs;
+pub mod hint;
+pub mod import;
 pub mod secret;
 
+pub use import::{ImportHook, ImportNote, Imported, ImportedRange, Location, NoteSeverity};
 pub use secret::Secret;
 mod wire;
 
@@ -526,19 +529,6 @@ impl TargetConfig {
     }
 }
 
-/// The closest of `candidates` to `name`, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(name, c), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
-
 /// The `` `a` `` items of a serde message, in order.
 fn backticked(text: &str) -> Vec<&str> {
     text.split('`').skip(1).step_by(2).collect()
@@ -560,11 +550,7 @@ fn explain_config_error(path: &str, msg: &str) -> String {
                 .join(", ")
         ),
     };
-    let hint = |given: &str, names: &[&str]| {
-        did_you_mean(given, names.iter().copied())
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default()
-    };
+    let hint = |given: &str, names: &[&str]| hint::did_you_mean(given, names.iter().copied());
     if msg.starts_with("unknown variant `") {
         let names = backticked(msg);
         if let Some((given, expected)) = names.split_first() {

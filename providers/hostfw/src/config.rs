@@ -1,12 +1,15 @@
-//! The hostfw target configuration: raw serde fields parsed once into a validated [`Config`],
-//! and kube-restrict-ip's own config file ([`load_kube_restrict_ip`]).
+//! The hostfw target configuration: raw serde fields parsed once into a validated [`Config`].
+//! (kube-restrict-ip's own config file is read by `crate::kube_restrict_ip` through the import
+//! hook, which hands its ports to this config as `ports`.)
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rangekeeper_provider::{ProviderError, TargetConfig};
+
+use crate::kube_restrict_ip::KUBE_RESTRICT_IP_DEFAULT_CHAIN;
 use serde::Deserialize;
 
 /// Longest accepted `table` name: the iptables chain is `RK-<table>` and iptables chain names
@@ -55,6 +58,27 @@ pub enum IptablesVariant {
     Legacy,
     /// `iptables-nft-restore` etc. (iptables rules stored in nf_tables).
     Nft,
+}
+
+/// Whether the restricted ports are closed to IPv6 sources outside the allow-list too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Mode {
+    /// IPv6 clients are held to the allow-list like IPv4 clients (the safe default).
+    #[default]
+    Restrict,
+    /// IPv6 clients are not restricted at all (kube-restrict-ip's behaviour: it writes
+    /// iptables rules only). The allow-list's IPv6 prefixes are kept but enforce nothing.
+    Open,
+}
+
+impl fmt::Display for Ipv6Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ipv6Mode::Restrict => "restrict",
+            Ipv6Mode::Open => "open",
+        })
+    }
 }
 
 /// A validated table name: 1..=25 of `[A-Za-z0-9_-]`, starting with a letter.
@@ -120,6 +144,12 @@ struct RawConfig {
     action: Action,
     #[serde(default)]
     kube_restrict_ip: Option<PathBuf>,
+    /// Set by the import hook from the kube-restrict-ip file (never written by users): the
+    /// chain kube-restrict-ip itself used, reported while it is left behind.
+    #[serde(default)]
+    kube_restrict_ip_chain: Option<String>,
+    #[serde(default)]
+    ipv6: Ipv6Mode,
     /// Run nft/iptables inside this network namespace (`ip netns exec <netns> ...`).
     #[serde(default)]
     netns: Option<String>,
@@ -143,8 +173,11 @@ pub struct Config {
     pub netns: Option<String>,
     /// The iptables flavour (`None`: whatever `iptables-restore` is on PATH).
     pub iptables_variant: Option<IptablesVariant>,
-    /// The kube-restrict-ip config the ports came from, if any.
-    pub kube_restrict_ip: Option<KubeRestrictIp>,
+    /// IPv6 restricted like IPv4, or left open.
+    pub ipv6: Ipv6Mode,
+    /// The kube-restrict-ip config the ports came from, if any, and the chain
+    /// kube-restrict-ip itself wrote (to report it while it is left behind).
+    pub kube_restrict_ip: Option<(PathBuf, String)>,
 }
 
 impl Config {
@@ -153,33 +186,34 @@ impl Config {
         let raw: RawConfig = cfg.parse()?;
         let err = |msg: String| ProviderError::Config(format!("target `{}`: {msg}", cfg.name));
 
-        let kube = match &raw.kube_restrict_ip {
-            Some(path) => {
-                let path = if path.is_absolute() {
-                    path.clone()
-                } else {
-                    cfg.base_dir.join(path)
-                };
-                Some(load_kube_restrict_ip(&path)?)
+        // The import hook reads the kube-restrict-ip file and hands its ports over as `ports`
+        // (and refuses a declaration that writes both).
+        let ports = match (&raw.ports, &raw.kube_restrict_ip) {
+            (Some(list), _) => parse_ports(list.iter().copied()).map_err(err)?,
+            (None, Some(path)) => {
+                return Err(err(format!(
+                    "the ports of the kube-restrict-ip config {} were not imported (call the provider's import hook before building it)",
+                    path.display()
+                )));
             }
-            None => None,
-        };
-
-        let ports = match (&raw.ports, &kube) {
-            (Some(_), Some(_)) => {
-                return Err(err(
-                    "give either `ports` or `kubeRestrictIp` (whose restrictedPorts are the ports), not both"
-                        .into(),
-                ));
-            }
-            (Some(list), None) => parse_ports(list.iter().copied()).map_err(err)?,
-            (None, Some(k)) => k.ports.iter().copied().collect(),
             (None, None) => {
                 return Err(err(
                     "`ports` is required: the TCP ports to restrict, e.g. `ports: [6443]`".into(),
                 ));
             }
         };
+        let kube = raw.kube_restrict_ip.as_ref().map(|path| {
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                cfg.base_dir.join(path)
+            };
+            let chain = raw
+                .kube_restrict_ip_chain
+                .clone()
+                .unwrap_or_else(|| KUBE_RESTRICT_IP_DEFAULT_CHAIN.to_owned());
+            (path, chain)
+        });
 
         let table = TableName::parse(raw.table.as_deref().unwrap_or(DEFAULT_TABLE)).map_err(err)?;
 
@@ -196,6 +230,7 @@ impl Config {
             action: raw.action,
             netns,
             iptables_variant: raw.iptables_variant,
+            ipv6: raw.ipv6,
             kube_restrict_ip: kube,
         })
     }
@@ -244,137 +279,6 @@ fn validate_netns(ns: &str) -> Result<String, String> {
             "`netns` `{ns}` is not a network namespace name (letters, digits, `_`, `-`, `.`)"
         ))
     }
-}
-
-/// kube-restrict-ip's config file, read as kube-restrict-ip reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeRestrictIp {
-    /// The file it was read from.
-    pub path: PathBuf,
-    /// `restrictedPorts`: the TCP ports to restrict (sorted, unique, non-empty).
-    pub ports: Vec<u16>,
-    /// `allowedNetworks` exactly as written (addresses or CIDRs), for the strict CIDR parser.
-    pub networks: Vec<String>,
-    /// `checkInterval` (kube-restrict-ip's default: 10s).
-    pub interval: Duration,
-    /// `ipChain` (default `KUBE-RESTRICT-IP`): the chain kube-restrict-ip itself used. rangekeeper
-    /// never writes it; it is reported so users can remove a leftover chain after switching.
-    pub chain: String,
-}
-
-/// kube-restrict-ip's default `checkInterval` (its `--check-interval` flag default).
-pub const KUBE_RESTRICT_IP_DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// kube-restrict-ip's default `ipChain`.
-pub const KUBE_RESTRICT_IP_DEFAULT_CHAIN: &str = "KUBE-RESTRICT-IP";
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum PortValue {
-    Number(i64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum IntervalValue {
-    Text(String),
-    Number(i64),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawKubeRestrictIp {
-    #[serde(default)]
-    restricted_ports: Option<Vec<PortValue>>,
-    #[serde(default)]
-    allowed_networks: Option<Vec<String>>,
-    #[serde(default)]
-    check_interval: Option<IntervalValue>,
-    #[serde(default)]
-    ip_chain: Option<String>,
-}
-
-/// Read a kube-restrict-ip config file (`restrictedPorts`, `allowedNetworks`, `checkInterval`,
-/// `ipChain`). Ports may be numbers or numeric strings, as kube-restrict-ip accepts both.
-/// Networks are returned as written; the caller parses them with the strict CIDR parser.
-pub fn load_kube_restrict_ip(path: &Path) -> Result<KubeRestrictIp, ProviderError> {
-    // A regular file of bounded size: a FIFO or device named here must not hang the loop.
-    let bytes = rangekeeper_provider::fs::read_regular(path, 1 << 20, "a kube-restrict-ip config")
-        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
-    let text = bytes.map_err(|e| {
-        let msg = format!("kube-restrict-ip config {}: {e}", path.display());
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ProviderError::NotFound(msg)
-        } else {
-            ProviderError::Config(msg)
-        }
-    })?;
-    parse_kube_restrict_ip(&text, path)
-}
-
-pub(crate) fn parse_kube_restrict_ip(
-    text: &str,
-    path: &Path,
-) -> Result<KubeRestrictIp, ProviderError> {
-    let err = |msg: String| {
-        ProviderError::Config(format!("kube-restrict-ip config {}: {msg}", path.display()))
-    };
-    let raw: RawKubeRestrictIp = serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
-
-    let raw_ports = raw
-        .restricted_ports
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| err("no restricted ports defined (add a `restrictedPorts` list)".into()))?;
-    let mut numbers = Vec::with_capacity(raw_ports.len());
-    for p in raw_ports {
-        numbers.push(match p {
-            PortValue::Number(n) => n,
-            PortValue::Text(s) => s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| err(format!("invalid port `{s}`")))?,
-        });
-    }
-    let ports = parse_ports(numbers).map_err(err)?.into_iter().collect();
-
-    let networks: Vec<String> = raw
-        .allowed_networks
-        .unwrap_or_default()
-        .into_iter()
-        .map(|n| n.trim().to_owned())
-        .collect();
-    if networks.is_empty() {
-        return Err(err(
-            "no allowed networks defined (add an `allowedNetworks` list)".into(),
-        ));
-    }
-
-    let interval = match raw.check_interval {
-        None => KUBE_RESTRICT_IP_DEFAULT_INTERVAL,
-        Some(IntervalValue::Text(s)) => parse_go_duration(&s).map_err(err)?,
-        Some(IntervalValue::Number(n)) => {
-            return Err(err(format!(
-                "checkInterval `{n}` has no unit; write a duration such as `60s` or `1m`"
-            )));
-        }
-    };
-    if interval.is_zero() {
-        return Err(err("checkInterval can't be 0".into()));
-    }
-
-    let chain = raw
-        .ip_chain
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| KUBE_RESTRICT_IP_DEFAULT_CHAIN.to_owned());
-
-    Ok(KubeRestrictIp {
-        path: path.to_owned(),
-        ports,
-        networks,
-        interval,
-        chain,
-    })
 }
 
 /// Parse a Go `time.Duration` string such as `60s`, `1m30s`, `1.5h`, `500ms`.
@@ -479,11 +383,11 @@ mod tests {
             ),
             (
                 serde_json::json!({"ports": [1], "backend": "pf"}),
-                "unknown variant",
+                "`backend` must be one of `auto`, `nftables`, `iptables`, not `pf`",
             ),
             (
                 serde_json::json!({"ports": [1], "action": "accept"}),
-                "unknown variant",
+                "`action` must be one of",
             ),
             (
                 serde_json::json!({"ports": [1], "table": ""}),
@@ -517,70 +421,6 @@ mod tests {
     }
 
     #[test]
-    fn kube_restrict_ip_file_is_read_as_is() {
-        let text = "restrictedPorts:\n  - 9100\n  - \"10254\"\n\nallowedNetworks:\n  - 127.0.0.1\n  - 10.244.0.0/16\n  - 172.17.0.1/16\n\ncheckInterval: 1m30s\n";
-        let k = parse_kube_restrict_ip(text, Path::new("c.yaml")).unwrap();
-        assert_eq!(k.ports, vec![9100, 10254]);
-        assert_eq!(
-            k.networks,
-            vec!["127.0.0.1", "10.244.0.0/16", "172.17.0.1/16"]
-        );
-        assert_eq!(k.interval, Duration::from_secs(90));
-        assert_eq!(k.chain, "KUBE-RESTRICT-IP");
-
-        let k = parse_kube_restrict_ip(
-            "restrictedPorts: [6443]\nallowedNetworks: [10.0.0.0/8]\nipChain: MY-CHAIN\n",
-            Path::new("c.yaml"),
-        )
-        .unwrap();
-        assert_eq!(k.interval, KUBE_RESTRICT_IP_DEFAULT_INTERVAL);
-        assert_eq!(k.chain, "MY-CHAIN");
-    }
-
-    #[test]
-    fn kube_restrict_ip_errors() {
-        let cases = [
-            ("allowedNetworks: [10.0.0.0/8]\n", "no restricted ports"),
-            ("restrictedPorts: [80]\n", "no allowed networks"),
-            (
-                "restrictedPorts: [80]\nallowedNetworks: []\n",
-                "no allowed networks",
-            ),
-            (
-                "restrictedPorts: [http]\nallowedNetworks: [1.2.3.4]\n",
-                "invalid port `http`",
-            ),
-            (
-                "restrictedPorts: [70000]\nallowedNetworks: [1.2.3.4]\n",
-                "out of range",
-            ),
-            (
-                "restrictedPorts: [80]\nallowedNetworks: [1.2.3.4]\ncheckInterval: 60\n",
-                "has no unit",
-            ),
-            (
-                "restrictedPorts: [80]\nallowedNetworks: [1.2.3.4]\ncheckInterval: 0s\n",
-                "can't be 0",
-            ),
-            (
-                "restrictedPorts: [80]\nallowedNetworks: [1.2.3.4]\ncheckInterval: soon\n",
-                "not a duration",
-            ),
-            (
-                "restrictedPorts: [80]\nallowedNetworks: [1.2.3.4]\nrestrictPorts: [1]\n",
-                "unknown field",
-            ),
-        ];
-        for (text, want) in cases {
-            let e = parse_kube_restrict_ip(text, Path::new("k.yaml"))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{text}: {e}");
-            assert!(e.contains("k.yaml"), "{e}");
-        }
-    }
-
-    #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("60s").unwrap(), Duration::from_secs(60));
         assert_eq!(
@@ -599,35 +439,5 @@ mod tests {
         for bad in ["", "s", "10", "10x", "-1s", "1s2"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn config_with_kube_restrict_ip_takes_its_ports() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("krip.yaml"),
-            "restrictedPorts: [9100, 10254]\nallowedNetworks: [10.0.0.0/8]\n",
-        )
-        .unwrap();
-        let mut t = target(serde_json::json!({"kubeRestrictIp": "krip.yaml"}));
-        t.base_dir = dir.path().to_owned();
-        let c = Config::from_target(&t).unwrap();
-        assert_eq!(c.ports_list(), "9100,10254");
-        assert_eq!(
-            c.kube_restrict_ip.as_ref().unwrap().networks,
-            vec!["10.0.0.0/8"]
-        );
-
-        let mut t = target(serde_json::json!({"kubeRestrictIp": "krip.yaml", "ports": [1]}));
-        t.base_dir = dir.path().to_owned();
-        assert!(
-            Config::from_target(&t)
-                .unwrap_err()
-                .to_string()
-                .contains("not both")
-        );
-
-        let t = target(serde_json::json!({"kubeRestrictIp": "missing.yaml"}));
-        assert_eq!(Config::from_target(&t).unwrap_err().kind(), "not_found");
     }
 }

@@ -14,7 +14,7 @@ use rangekeeper_provider::{ProviderError, RangeSet};
 
 use crate::Live;
 use crate::command::Runner;
-use crate::config::{Action, Config, IptablesVariant};
+use crate::config::{Action, Config, IptablesVariant, Ipv6Mode};
 
 /// `-m multiport` takes at most 15 ports per rule.
 const MULTIPORT_MAX: usize = 15;
@@ -119,7 +119,11 @@ fn strs(list: &[&str]) -> Vec<String> {
 }
 
 /// The INPUT jumps we write (rule specs after `-A INPUT`), as iptables-save prints them.
-fn expected_jumps(cfg: &Config) -> Vec<Vec<String>> {
+/// With `ipv6: open`, ip6tables gets none: its chain holds the list but nothing jumps to it.
+fn expected_jumps(cfg: &Config, family: Family) -> Vec<Vec<String>> {
+    if family == Family::V6 && cfg.ipv6 == Ipv6Mode::Open {
+        return Vec::new();
+    }
     let ports: Vec<u16> = cfg.ports.iter().copied().collect();
     ports
         .chunks(MULTIPORT_MAX)
@@ -225,7 +229,7 @@ pub fn inspect(save: &str, cfg: &Config, family: Family) -> FamilyLive {
         live.problems
             .push(format!("{name} chain {chain} is missing"));
     }
-    if live.jumps != expected_jumps(cfg) {
+    if live.jumps != expected_jumps(cfg, family) {
         live.problems.push(format!(
             "{name} INPUT jumps to {chain} are missing or differ (want tcp ports {})",
             cfg.ports_list()
@@ -267,7 +271,7 @@ pub fn restore_input(cfg: &Config, family: Family, nets: &[IpNet], now: &FamilyL
         lines.push(format!("-A {chain} -s {net} -j RETURN"));
     }
     lines.push(format!("-A {chain} {}", join(&verdict_rule(cfg.action))));
-    let want = expected_jumps(cfg);
+    let want = expected_jumps(cfg, family);
     if now.jumps != want {
         for old in &now.jumps {
             lines.push(format!("-D INPUT {}", join(old)));
@@ -455,6 +459,7 @@ mod tests {
             action,
             netns: None,
             iptables_variant: None,
+            ipv6: Ipv6Mode::Restrict,
             kube_restrict_ip: None,
         }
     }
@@ -505,7 +510,7 @@ COMMIT
                 "192.0.2.7/32".parse().unwrap()
             ]
         );
-        assert_eq!(live.jumps, expected_jumps(&cfg(Action::Reject)));
+        assert_eq!(live.jumps, expected_jumps(&cfg(Action::Reject), Family::V4));
         // A different action or port list is drift.
         assert!(
             !inspect(SAVE, &cfg(Action::Drop), Family::V4)
@@ -515,6 +520,65 @@ COMMIT
         let mut c = cfg(Action::Reject);
         c.ports = [6443].into_iter().collect();
         assert!(!inspect(SAVE, &c, Family::V4).problems.is_empty());
+    }
+
+    /// #10.21: more than 15 ports (kube-restrict-ip's single `-m multiport` rule cannot hold
+    /// them) need no warning here: the iptables backend writes one jump per 15 ports, and
+    /// reads them back as ours.
+    #[test]
+    fn more_than_fifteen_ports_take_one_jump_per_fifteen() {
+        let mut c = cfg(Action::Reject);
+        c.ports = (7000..7031).collect();
+        let jumps = expected_jumps(&c, Family::V4);
+        assert_eq!(jumps.len(), 3);
+        assert!(
+            jumps
+                .iter()
+                .all(|j| j[4] == "--dports" && j[5].split(',').count() <= MULTIPORT_MAX)
+        );
+        let input = restore_input(&c, Family::V4, &[], &FamilyLive::default());
+        let save = input
+            .replace(":RK-rk - [0:0]", ":INPUT ACCEPT [0:0]\n:RK-rk - [0:0]")
+            .replace("-I INPUT 1", "-A INPUT");
+        // `-I INPUT 1` in reverse order is `-A INPUT` in order.
+        let mut lines: Vec<&str> = save.lines().collect();
+        let first_jump = lines
+            .iter()
+            .position(|l| l.starts_with("-A INPUT"))
+            .unwrap();
+        lines[first_jump..first_jump + 3].reverse();
+        let live = inspect(&lines.join("\n"), &c, Family::V4);
+        assert!(live.problems.is_empty(), "{:?}", live.problems);
+    }
+
+    /// #10.24: `ipv6: open` (kube-restrict-ip's behaviour) keeps the ip6tables chain with
+    /// the list but no INPUT jump to it, and reads that back as exactly ours.
+    #[test]
+    fn ipv6_open_writes_no_ip6tables_jump_and_reads_back_in_sync() {
+        let mut c = cfg(Action::Reject);
+        c.ipv6 = Ipv6Mode::Open;
+        let nets: Vec<IpNet> = vec!["2001:db8::/32".parse().unwrap()];
+        let input = restore_input(&c, Family::V6, &nets, &FamilyLive::default());
+        assert!(!input.contains("INPUT"), "{input}");
+        assert!(
+            input.contains("-A RK-rk -s 2001:db8::/32 -j RETURN"),
+            "{input}"
+        );
+        let save = input.replace(":RK-rk - [0:0]", ":INPUT ACCEPT [0:0]\n:RK-rk - [0:0]");
+        let live = inspect(&save, &c, Family::V6);
+        assert!(live.chain_exists && live.jumps.is_empty());
+        assert!(live.problems.is_empty(), "{:?}", live.problems);
+        assert_eq!(live.nets, nets);
+        // IPv4 is restricted as always.
+        assert_eq!(expected_jumps(&c, Family::V4).len(), 1);
+        // A jump left from `ipv6: restrict` is not ours any more: rewritten.
+        c.ipv6 = Ipv6Mode::Restrict;
+        let restricted = restore_input(&c, Family::V6, &nets, &FamilyLive::default());
+        c.ipv6 = Ipv6Mode::Open;
+        let save = restricted
+            .replace(":RK-rk - [0:0]", ":INPUT ACCEPT [0:0]\n:RK-rk - [0:0]")
+            .replace("-I INPUT 1", "-A INPUT");
+        assert!(!inspect(&save, &c, Family::V6).problems.is_empty());
     }
 
     #[test]
@@ -614,7 +678,7 @@ COMMIT
     fn many_ports_are_split_for_multiport() {
         let mut c = cfg(Action::Reject);
         c.ports = (1000..1020).collect();
-        let jumps = expected_jumps(&c);
+        let jumps = expected_jumps(&c, Family::V4);
         assert_eq!(jumps.len(), 2);
         assert_eq!(jumps[0][5].split(',').count(), 15);
         assert_eq!(jumps[1][5].split(',').count(), 5);

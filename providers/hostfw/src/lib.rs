@@ -1,7 +1,7 @@
 //! The host firewall provider (`provider: hostfw`): restricts new TCP connections to a host's
 //! ports (a self-managed API server, hostNetwork pods) to an allow-list, with an nftables table
 //! of its own (iptables fallback), atomically, for IPv4 and IPv6. It replaces kube-restrict-ip
-//! and reads its config file unchanged ([`load_kube_restrict_ip`]).
+//! and reads its config file unchanged through its import hook ([`import`]).
 //!
 //! Target fields (all camelCase, unknown fields rejected):
 //! - `ports: [6443, 10254]` — TCP ports to restrict (required unless `kubeRestrictIp` is given);
@@ -9,8 +9,11 @@
 //! - `table: rangekeeper` — nftables table `inet <table>`; iptables chain `RK-<table>`
 //!   (letters, digits, `_`, `-`; at most 25 characters; several tables may coexist);
 //! - `action: reject | drop` — reject answers with a TCP reset, drop stays silent;
-//! - `kubeRestrictIp: /etc/kube-restrict-ip/config.yaml` — take the ports from a
-//!   kube-restrict-ip config file (the binary adds its `allowedNetworks` to the allow-list);
+//! - `kubeRestrictIp: /etc/kube-restrict-ip/config.yaml` — take the ports (`restrictedPorts`),
+//!   the allow-list (`allowedNetworks`, added to `allow`) and the table name (`ipChain`) from a
+//!   kube-restrict-ip config file, read by [`import`];
+//! - `ipv6: restrict | open` — `open` leaves IPv6 clients unrestricted, as kube-restrict-ip
+//!   (iptables only) does; the default restricts them like IPv4 clients;
 //! - `iptablesVariant: legacy | nft` — with the iptables backend, run `iptables-legacy-*` or
 //!   `iptables-nft-*` rather than the `iptables-*` on PATH (match the host's kube-proxy);
 //! - `netns: <name>` — run nft/iptables inside this named network namespace
@@ -19,21 +22,25 @@
 mod command;
 mod config;
 mod iptables;
+pub mod kube_restrict_ip;
 mod nft;
 mod ranges;
 
 use std::path::PathBuf;
 
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
-    TargetConfig, UnrestrictedForm,
+    Applied, ApplyOptions, Capabilities, ImportNote, Imported, ImportedRange, Location, Provider,
+    ProviderError, RangeSet, Restriction, State, TargetConfig, UnrestrictedForm,
 };
 use tokio::sync::{Mutex, OnceCell};
 
 pub use config::{
-    Action, BackendChoice, Config, DEFAULT_TABLE, IptablesVariant, KUBE_RESTRICT_IP_DEFAULT_CHAIN,
-    KUBE_RESTRICT_IP_DEFAULT_INTERVAL, KubeRestrictIp, MAX_TABLE_LEN, TableName,
-    load_kube_restrict_ip,
+    Action, BackendChoice, Config, DEFAULT_TABLE, IptablesVariant, Ipv6Mode, MAX_TABLE_LEN,
+    TableName,
+};
+pub use kube_restrict_ip::{
+    KUBE_RESTRICT_IP_DEFAULT_CHAIN, KUBE_RESTRICT_IP_DEFAULT_INTERVAL, KubeRestrictIp,
+    parse_kube_restrict_ip,
 };
 
 /// The static capabilities row of `hostfw`.
@@ -53,7 +60,7 @@ pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
 }
 
 /// The kube-restrict-ip file a target points at (`kubeRestrictIp`), resolved against the
-/// declaration's directory, so the binary can add its `allowedNetworks` to the target's allow-list.
+/// declaration's directory.
 pub fn kube_restrict_ip_path(cfg: &TargetConfig) -> Option<PathBuf> {
     let path = PathBuf::from(cfg.fields.get("kubeRestrictIp")?.as_str()?);
     Some(if path.is_absolute() {
@@ -61,6 +68,116 @@ pub fn kube_restrict_ip_path(cfg: &TargetConfig) -> Option<PathBuf> {
     } else {
         cfg.base_dir.join(path)
     })
+}
+
+/// The largest kube-restrict-ip config read (a ConfigMap holds at most 1 MiB).
+const MAX_KUBE_RESTRICT_IP_BYTES: u64 = 1 << 20;
+
+/// The import hook: a target with `kubeRestrictIp: FILE` takes its ports (as `ports`), its
+/// allow-list (`allowedNetworks`) and its table name (`ipChain`, unless `table` is written)
+/// from kube-restrict-ip's config file, read as kube-restrict-ip reads it. Problems point
+/// into that file.
+pub fn import(cfg: &TargetConfig) -> Imported {
+    let mut out = Imported::default();
+    let Some(path) = kube_restrict_ip_path(cfg) else {
+        return out;
+    };
+    out.files.push(path.clone());
+    // Shown as the declaration wrote it (relative to the current directory when it is).
+    let shown = match cfg.fields.get("kubeRestrictIp").and_then(|v| v.as_str()) {
+        Some(written) if cfg.base_dir == std::path::Path::new(".") => PathBuf::from(written),
+        _ => path.clone(),
+    };
+    for field in ["ports", "kubeRestrictIpChain"] {
+        if cfg.fields.contains_key(field) {
+            out.notes.push(ImportNote::error(
+                None,
+                if field == "ports" {
+                    "give either `ports` or `kubeRestrictIp` (whose restrictedPorts are the ports), not both".to_owned()
+                } else {
+                    "`kubeRestrictIpChain` is read from the kube-restrict-ip config's ipChain; do not write it".to_owned()
+                },
+            ));
+        }
+    }
+    let bytes = match rangekeeper_provider::fs::read_regular(
+        &path,
+        MAX_KUBE_RESTRICT_IP_BYTES,
+        "a kube-restrict-ip config",
+    )
+    .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+    {
+        Ok(text) => text,
+        Err(e) => {
+            out.notes.push(ImportNote::error(
+                Some(Location::new(&shown, None, None)),
+                format!("cannot read the kube-restrict-ip config: {e}"),
+            ));
+            return out;
+        }
+    };
+    let (parsed, problems) = parse_kube_restrict_ip(&bytes);
+    let usable = problems.iter().all(|p| !p.error);
+    for p in problems {
+        let (line, column) = p.at.known();
+        let at = Some(Location::new(&shown, line, column));
+        out.notes.push(if p.error {
+            ImportNote::error(at, p.message)
+        } else {
+            ImportNote::warning(at, p.message)
+        });
+    }
+    let Some(k) = parsed else {
+        return out;
+    };
+    // The networks go to the binary's CIDR parser even when the file has other errors, so
+    // every error is reported at once; the rest is used only from a file without errors.
+    out.ranges = k
+        .networks
+        .iter()
+        .map(|n| {
+            let (line, column) = n.at.known();
+            ImportedRange {
+                text: n.value.clone(),
+                at: Location::new(&shown, line, column),
+            }
+        })
+        .collect();
+    if !usable {
+        return out;
+    }
+    out.fields
+        .insert("ports".into(), serde_json::json!(k.ports));
+    out.fields.insert(
+        "kubeRestrictIpChain".into(),
+        serde_json::json!(k.legacy_chain()),
+    );
+    if let Some(chain) = &k.chain {
+        if cfg.fields.contains_key("table") {
+            let (line, column) = chain.at.known();
+            out.notes.push(ImportNote::warning(
+                Some(Location::new(&shown, line, column)),
+                format!(
+                    "ipChain `{}` is not used: the target's `table` names rangekeeper's table",
+                    chain.value
+                ),
+            ));
+        } else {
+            out.fields
+                .insert("table".into(), serde_json::json!(chain.value.as_str()));
+        }
+    }
+    out.check_interval = Some(k.interval);
+    if !cfg.fields.contains_key("ipv6") {
+        out.notes.push(ImportNote::warning(
+            None,
+            format!(
+                "kube-restrict-ip leaves IPv6 open, but this target restricts IPv6 clients on tcp {} too: only the IPv6 networks of its `kubeRestrictIp` allowedNetworks (and loopback) may connect. For kube-restrict-ip's behaviour write `ipv6: open` on the target; write `ipv6: restrict` to keep this one and silence this warning",
+                config::join_ports(&k.ports.iter().copied().collect())
+            ),
+        ));
+    }
+    out
 }
 
 /// What a backend found of ours on the host.
@@ -187,11 +304,14 @@ impl HostFw {
             ("ports".to_owned(), format!("tcp {}", self.cfg.ports_list())),
             ("action".to_owned(), self.cfg.action.to_string()),
         ];
+        if self.cfg.ipv6 == Ipv6Mode::Open {
+            d.push(("ipv6".to_owned(), "open (not restricted)".to_owned()));
+        }
         if let Some(ns) = &self.cfg.netns {
             d.push(("netns".to_owned(), ns.clone()));
         }
-        if let Some(k) = &self.cfg.kube_restrict_ip {
-            d.push(("kubeRestrictIp".to_owned(), k.path.display().to_string()));
+        if let Some((path, _)) = &self.cfg.kube_restrict_ip {
+            d.push(("kubeRestrictIp".to_owned(), path.display().to_string()));
         }
         d
     }
@@ -221,9 +341,9 @@ impl Provider for HostFw {
             State::new(Restriction::Ranges(live.allow))
         };
         state.details = self.details(backend);
-        if let Some(k) = &self.cfg.kube_restrict_ip
+        if let Some((_, chain)) = &self.cfg.kube_restrict_ip
             && let Some(w) =
-                iptables::kube_restrict_ip_leftover(&self.runner, &self.cfg, &k.chain).await
+                iptables::kube_restrict_ip_leftover(&self.runner, &self.cfg, chain).await
         {
             state.warnings.push(w);
         }
@@ -331,6 +451,81 @@ mod tests {
         let mut t3 = t;
         t3.fields.insert("bogus".into(), serde_json::json!(1));
         assert!(factory(&t3).is_err());
+    }
+
+    /// #11.1, #10.21: the import hook hands the file's ports and ipChain to the factory as
+    /// fields, its networks as located ranges, and refuses what would conflict.
+    #[test]
+    fn import_hook_reads_the_kube_restrict_ip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("krip.yaml"),
+            "restrictedPorts: [10254, 9100]\nallowedNetworks:\n  - 10.0.0.0/8\nipChain: MY-CHAIN\ncheckInterval: 30s\n",
+        )
+        .unwrap();
+        let target = |fields: serde_json::Value| TargetConfig {
+            name: "cp".into(),
+            base_dir: dir.path().to_owned(),
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        };
+        assert_eq!(
+            import(&target(serde_json::json!({"ports": [1]}))),
+            Imported::default()
+        );
+
+        let t = target(serde_json::json!({"kubeRestrictIp": "krip.yaml", "ipv6": "restrict"}));
+        let got = import(&t);
+        assert!(got.notes.is_empty(), "{:?}", got.notes);
+        assert_eq!(got.files, vec![dir.path().join("krip.yaml")]);
+        assert_eq!(got.check_interval, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(got.ranges.len(), 1);
+        assert_eq!(got.ranges[0].text, "10.0.0.0/8");
+        assert_eq!(
+            (got.ranges[0].at.line, got.ranges[0].at.column),
+            (Some(3), Some(5))
+        );
+        assert_eq!(got.fields["ports"], serde_json::json!([9100, 10254]));
+        assert_eq!(got.fields["table"], serde_json::json!("MY-CHAIN"));
+        let mut merged = t.clone();
+        merged.fields.extend(got.fields);
+        let built = Config::from_target(&merged).unwrap();
+        assert_eq!(built.table.as_str(), "MY-CHAIN");
+        assert_eq!(built.table.chain(), "RK-MY-CHAIN");
+        assert_eq!(built.ports_list(), "9100,10254");
+        assert_eq!(built.kube_restrict_ip.unwrap().1, "MY-CHAIN");
+
+        // `table` written: it wins, with a warning at ipChain; no `ipv6`: the IPv6 warning.
+        let got = import(&target(
+            serde_json::json!({"kubeRestrictIp": "krip.yaml", "table": "t"}),
+        ));
+        assert!(!got.has_errors());
+        assert!(!got.fields.contains_key("table"));
+        assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
+        assert!(
+            got.notes[0]
+                .message
+                .contains("ipChain `MY-CHAIN` is not used")
+        );
+        assert_eq!(got.notes[0].at.as_ref().unwrap().line, Some(4));
+        assert!(
+            got.notes[1]
+                .message
+                .contains("kube-restrict-ip leaves IPv6 open")
+        );
+
+        // Both `ports` and `kubeRestrictIp`; a missing file (still watched).
+        let got = import(&target(
+            serde_json::json!({"kubeRestrictIp": "krip.yaml", "ports": [1]}),
+        ));
+        assert!(got.has_errors() && got.notes[0].message.contains("not both"));
+        let got = import(&target(serde_json::json!({"kubeRestrictIp": "gone.yaml"})));
+        assert!(got.has_errors(), "{got:?}");
+        assert_eq!(got.files, vec![dir.path().join("gone.yaml")]);
+        // Without the import, the factory says so instead of reading the file itself.
+        let e = factory(&target(serde_json::json!({"kubeRestrictIp": "krip.yaml"})))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("were not imported"), "{e}");
     }
 
     #[tokio::test]

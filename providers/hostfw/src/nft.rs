@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::Live;
 use crate::command::{Runner, command_failed};
-use crate::config::{Action, Config};
+use crate::config::{Action, Config, Ipv6Mode};
 use crate::ranges::range_to_prefixes;
 
 /// The base chain's priority: `filter - 1`, so we see packets before the usual filter chains.
@@ -95,7 +95,8 @@ fn verdict(action: Action) -> Value {
 }
 
 /// The expressions of the rules of our chain, in order, as we write them for `slot`.
-fn expected_rules(action: Action, slot: usize) -> Vec<Value> {
+/// With `ipv6: open` the IPv6 rule is left out (the `allow6` sets still hold the list).
+fn expected_rules(action: Action, ipv6: Ipv6Mode, slot: usize) -> Vec<Value> {
     let lo = json!([
         {"match": {"op": "==", "left": {"meta": {"key": "iif"}}, "right": "lo"}},
         {"accept": null}
@@ -109,15 +110,15 @@ fn expected_rules(action: Action, slot: usize) -> Vec<Value> {
             verdict(action)
         ])
     };
-    vec![
-        lo,
-        restrict("ip", set_name("allow4", slot)),
-        restrict("ip6", set_name("allow6", slot)),
-    ]
+    let mut rules = vec![lo, restrict("ip", set_name("allow4", slot))];
+    if ipv6 == Ipv6Mode::Restrict {
+        rules.push(restrict("ip6", set_name("allow6", slot)));
+    }
+    rules
 }
 
 fn rule_cmds(cfg: &Config, slot: usize) -> Vec<Value> {
-    expected_rules(cfg.action, slot)
+    expected_rules(cfg.action, cfg.ipv6, slot)
         .into_iter()
         .map(|expr| {
             json!({"add": {"rule": {
@@ -395,7 +396,7 @@ pub fn inspect(listing: &str, cfg: &Config) -> Result<Table, ProviderError> {
 
     // Which slot the rules name: exactly our rules for one slot, or nothing usable.
     let live_slot = (0..2).find(|&slot| {
-        let want: Vec<Value> = expected_rules(cfg.action, slot)
+        let want: Vec<Value> = expected_rules(cfg.action, cfg.ipv6, slot)
             .into_iter()
             .map(normalize_expr)
             .collect();
@@ -536,6 +537,7 @@ mod tests {
             action,
             netns: None,
             iptables_variant: None,
+            ipv6: Ipv6Mode::Restrict,
             kube_restrict_ip: None,
         }
     }

@@ -226,11 +226,17 @@ impl Lab {
                 fields[k] = v.clone();
             }
         }
-        let cfg = TargetConfig {
+        let mut cfg = TargetConfig {
             name: "lab".into(),
             base_dir: std::env::temp_dir(),
             fields: fields.as_object().unwrap().clone(),
         };
+        // What the binary does while loading: the import hook's fields join the target's.
+        let imported = rangekeeper_provider_hostfw::import(&cfg);
+        assert!(!imported.has_errors(), "{:?}", imported.notes);
+        for (k, v) in imported.fields {
+            cfg.fields.entry(k).or_insert(v);
+        }
         rangekeeper_provider_hostfw::factory(&cfg).unwrap()
     }
 
@@ -729,6 +735,67 @@ async fn iptables_drop_makes_denied_sources_time_out() {
     assert_eq!(ranges(&p.current().await.unwrap()), Some(allowed()));
 }
 
+/// #10.24: `ipv6: open` is kube-restrict-ip's behaviour (IPv6 clients unrestricted, IPv4 held
+/// to the list) on both backends; it reads back in sync, and switching back to `restrict`
+/// is a difference the next apply repairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_open_leaves_ipv6_clients_unrestricted_on_both_backends() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    for backend in ["nftables", "iptables"] {
+        let open = lab.provider(serde_json::json!({"backend": backend, "ipv6": "open"}));
+        assert!(
+            open.apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+        lab.expect(
+            &format!("{backend}, ipv6 open"),
+            &[
+                (A4, P1, "connected"),
+                (D4, P1, "refused"),
+                (A6, P1, "connected"),
+                (D6, P1, "connected"),
+                (D6, P2, "connected"),
+            ],
+        );
+        let state = open.current().await.unwrap();
+        assert_eq!(ranges(&state), Some(allowed()), "{backend}: {state:?}");
+        assert!(
+            !open
+                .apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed,
+            "{backend}: in sync"
+        );
+        let restrict = lab.provider(serde_json::json!({"backend": backend}));
+        assert_eq!(
+            restrict.current().await.unwrap().restriction,
+            Restriction::Unrestricted,
+            "{backend}: the open IPv6 side is not what `restrict` writes"
+        );
+        assert!(
+            restrict
+                .apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+        lab.expect(&format!("{backend}, ipv6 restricted"), &reject_matrix());
+        assert!(
+            restrict
+                .disable(&ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_restrict_ip_config_gives_the_same_behaviour() {
     if !ready() {
@@ -745,14 +812,18 @@ async fn kube_restrict_ip_config_gives_the_same_behaviour() {
         ),
     )
     .unwrap();
-    let krip = rangekeeper_provider_hostfw::load_kube_restrict_ip(&file).unwrap();
+    let (krip, problems) = rangekeeper_provider_hostfw::parse_kube_restrict_ip(
+        &std::fs::read_to_string(&file).unwrap(),
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let krip = krip.unwrap();
     assert_eq!(krip.ports, vec![P1, P2]);
     assert_eq!(krip.interval, std::time::Duration::from_secs(60));
-    assert_eq!(krip.chain, "KUBE-RESTRICT-IP");
+    assert_eq!(krip.legacy_chain(), "KUBE-RESTRICT-IP");
     let desired = RangeSet::from_nets(
         krip.networks
             .iter()
-            .map(|n| rangekeeper_provider::cidr::parse(n).unwrap().net),
+            .map(|n| rangekeeper_provider::cidr::parse(&n.value).unwrap().net),
     );
     assert_eq!(desired, allowed().union(&set(&["127.0.0.1"])));
 
