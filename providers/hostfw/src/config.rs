@@ -312,10 +312,9 @@ pub fn load_kube_restrict_ip(path: &Path) -> Result<KubeRestrictIp, ProviderErro
     parse_kube_restrict_ip(&text, path)
 }
 
-pub(crate) fn parse_kube_restrict_ip(
-    text: &str,
-    path: &Path,
-) -> Result<KubeRestrictIp, ProviderError> {
+/// Read kube-restrict-ip config text (as [`load_kube_restrict_ip`] does after reading the
+/// file; `path` is used in messages only).
+pub fn parse_kube_restrict_ip(text: &str, path: &Path) -> Result<KubeRestrictIp, ProviderError> {
     let err = |msg: String| {
         ProviderError::Config(format!("kube-restrict-ip config {}: {msg}", path.display()))
     };

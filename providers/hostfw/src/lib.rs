@@ -33,7 +33,7 @@ use tokio::sync::{Mutex, OnceCell};
 pub use config::{
     Action, BackendChoice, Config, DEFAULT_TABLE, IptablesVariant, KUBE_RESTRICT_IP_DEFAULT_CHAIN,
     KUBE_RESTRICT_IP_DEFAULT_INTERVAL, KubeRestrictIp, MAX_TABLE_LEN, TableName,
-    load_kube_restrict_ip,
+    load_kube_restrict_ip, parse_kube_restrict_ip,
 };
 
 /// The static capabilities row of `hostfw`.
