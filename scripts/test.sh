@@ -2,7 +2,7 @@
 # The one test command (README, .ci/run and the GitHub workflow all call this):
 # installs what the suite needs (scripts/setup/*.sh: Debian packages, a Python venv, Rust
 # components; never the benchmark tools, which only scripts/bench.sh installs), then checks
-# formatting, runs clippy with -D warnings and runs every test.
+# formatting, runs clippy with -D warnings, runs every test and runs every fuzz target briefly.
 #
 # Without root, the tests that need it (network namespaces, kernel firewall rules) are left
 # out, and this says which and why; with CI=true nothing is left out, so a missing
@@ -75,3 +75,8 @@ else
     cargo test --workspace --locked "$@" -- "${skips[@]}"
     report_left_out
 fi
+
+# Every fuzz target briefly (fuzz/ is a workspace of its own: formatting, lints, a few
+# seconds of fuzzing each); scripts/fuzz.sh without --smoke runs the long campaign.
+step "fuzz targets (smoke)"
+bash scripts/fuzz.sh --smoke

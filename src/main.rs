@@ -3,21 +3,10 @@
 //! `main` only sets up logging and the runtime and maps outcomes to exit codes:
 //! 0 success or in sync, 1 error or refusal, 2 changes pending (`plan --detailed-exitcode`).
 
-mod cli;
-mod commands;
-mod declaration;
-mod guard;
-mod import;
-mod output;
-mod plan;
-mod reconcile;
-mod registry;
-mod retry;
-mod sources;
-
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use rangekeeper::{cli, commands, declaration};
 
 use cli::{Cli, Command, LogFormat};
 use commands::{Outcome, Reported};

@@ -33,6 +33,22 @@ fn usage_errors_exit_1_not_the_pending_changes_code() {
     assert_eq!(code(&o), 0, "{}", seen(&o));
 }
 
+/// #10.27, found by the `declaration` fuzz target: a JSON declaration cut short after a
+/// newline was reported at column 0 (serde_json's "start of the line"); columns count from 1.
+#[test]
+fn json_syntax_errors_are_located_at_a_real_column() {
+    let s = Scratch::new(ONE_FILE_TARGET);
+    s.write("rk.json", "{\"version\": 1, \"sets\": {\"office\"\n\n\n");
+    let o = s.run(&["-f", "rk.json", "validate"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        seen(&o).contains("rk.json:4:1: error: invalid JSON"),
+        "{}",
+        seen(&o)
+    );
+    assert!(!seen(&o).contains(":4:0"), "{}", seen(&o));
+}
+
 // ---------------------------------------------------------------------------------------
 // A tiny HTTP server on 127.0.0.1 whose answer the test changes as it goes; it hands the
 // handler the whole request head (so it can echo headers back, as some servers do).

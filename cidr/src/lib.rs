@@ -6,7 +6,8 @@
 //! - [`RangeSet`]: canonical set of IPv4+IPv6 addresses, compared by content, listed as the
 //!   minimal sorted prefix list (IPv4 first). [`RangeSet::write_lines`] prints that list fast
 //!   (one prefix per line, byte-identical to `Display`); use it for large outputs.
-//! - [`aggregate_lines`]: the streaming `normalize` path over one-CIDR-per-line text.
+//! - [`aggregate_lines`]: the streaming `normalize` path over one-CIDR-per-line text
+//!   ([`aggregate_lines_tuned`] sets its block size and thresholds, for tests).
 //! - [`special_purpose`]: why a prefix is not globally routable, if it is not; [`non_global`]
 //!   all such addresses as one set.
 //! - [`is_broad`]: whether a prefix is too wide to accept without being told.
@@ -32,7 +33,9 @@ pub use cover::{
     CostModel, Cover, CoverError, CoverPrefix, CoverRules, ExtraBound, cover, cover_with,
     cover_within, greedy_cover, greedy_cover_with,
 };
-pub use lines::{Aggregated, HostBitsWarning, LineError, aggregate_lines};
-pub use parse::{ParseError, Parsed, parse};
+pub use lines::{
+    Aggregated, HostBitsWarning, LineError, LinesTuning, aggregate_lines, aggregate_lines_tuned,
+};
+pub use parse::{ParseError, ParseErrorKind, Parsed, parse};
 pub use set::{AddressCount, RangeSet};
 pub use special::{non_global, special_purpose, special_purpose_addr};

@@ -24,6 +24,29 @@ pub struct Aggregated {
     pub host_bits: Vec<HostBitsWarning>,
 }
 
+/// Sizes that decide how [`aggregate_lines_tuned`] splits its work; the result never depends
+/// on them. The defaults are what [`aggregate_lines`] uses. Tests and fuzzing set them small
+/// so that short inputs cross block, thread and sort boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinesTuning {
+    /// Bytes read per block (a line longer than the block grows it); at least 1.
+    pub block: usize,
+    /// A block of at least this many bytes is parsed on two threads.
+    pub parallel_min: usize,
+    /// A family with at least this many entries is sorted by the two-thread radix sort.
+    pub radix_min: usize,
+}
+
+impl Default for LinesTuning {
+    fn default() -> Self {
+        LinesTuning {
+            block: 1 << 20,
+            parallel_min: 256 * 1024,
+            radix_min: 4096,
+        }
+    }
+}
+
 /// An error in line-oriented input: the 1-based line and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum LineError {
@@ -126,10 +149,7 @@ impl Collector {
         }
         let raw = parse::parse_raw(s).map_err(|f| LineError::Parse {
             line,
-            error: ParseError {
-                input: String::from_utf8_lossy(s).into_owned(),
-                reason: f.reason(s),
-            },
+            error: f.error(s),
         })?;
         self.entries += 1;
         if raw.host_bits() {
@@ -154,7 +174,7 @@ impl Collector {
         Ok(())
     }
 
-    pub(crate) fn finish(self) -> Aggregated {
+    pub(crate) fn finish(self, radix_min: usize) -> Aggregated {
         // The keys stay in the pieces the parsing threads produced: the main thread's, and
         // the helper's (one per block). The radix scatter reads them where they are (no
         // concatenation copy), the main thread's and the helper's on two threads.
@@ -172,12 +192,15 @@ impl Collector {
             v6_help.push(p.v6);
             v6_long.extend_from_slice(&p.v6_long);
         }
-        let v4 = sort_and_coalesce_v4(Split {
-            main: self.keys.v4,
-            main_hist: hist4_main,
-            help: v4_help,
-            help_hist: hist4_help,
-        });
+        let v4 = sort_and_coalesce_v4(
+            Split {
+                main: self.keys.v4,
+                main_hist: hist4_main,
+                help: v4_help,
+                help_hist: hist4_help,
+            },
+            radix_min,
+        );
         let v6 = sort_and_coalesce_v6(
             Split {
                 main: self.keys.v6,
@@ -186,6 +209,7 @@ impl Collector {
                 help_hist: hist6_help,
             },
             v6_long,
+            radix_min,
         );
         Aggregated {
             set: RangeSet::from_canonical(v4, v6),
@@ -310,9 +334,9 @@ fn par_buckets<T: Send>(
 /// buffer, streaming and cache-friendly, then each bucket sorted in cache by the remaining 24
 /// bits, the buckets split between two threads) and coalesce in place into canonical
 /// intervals. Peak memory: the keys and the intervals, 16 bytes per entry.
-fn sort_and_coalesce_v4(keys: Split<u64>) -> Vec<(u32, u32)> {
+fn sort_and_coalesce_v4(keys: Split<u64>, radix_min: usize) -> Vec<(u32, u32)> {
     let unpack = |k: u64| ((k >> 32) as u32, k as u32);
-    let mut iv: Vec<(u32, u32)> = if keys.len() < 4096 {
+    let mut iv: Vec<(u32, u32)> = if keys.len() < radix_min {
         let mut keys = keys.concat();
         keys.sort_unstable();
         keys.into_iter().map(unpack).collect()
@@ -384,9 +408,13 @@ fn radix_pass(src: &[(u32, u32)], dst: &mut [(u32, u32)], shift: u32) {
 /// top 8 bits straight into the interval buffer (as `(key, 0)` pairs), each bucket sorted by
 /// key on one of two threads, then decoded and coalesced in place; the rare prefixes longer
 /// than /120 are merged in at the end. Peak memory: the keys and the intervals.
-fn sort_and_coalesce_v6(keys: Split<u128>, mut long: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+fn sort_and_coalesce_v6(
+    keys: Split<u128>,
+    mut long: Vec<(u128, u128)>,
+    radix_min: usize,
+) -> Vec<(u128, u128)> {
     const TOP6: u32 = 8;
-    let mut iv: Vec<(u128, u128)> = if keys.len() < 4096 {
+    let mut iv: Vec<(u128, u128)> = if keys.len() < radix_min {
         let mut keys = keys.concat();
         keys.sort_unstable();
         keys.into_iter().map(|k| (k, 0)).collect()
@@ -820,9 +848,13 @@ fn serial(c: &mut Collector, buf: &[u8], line: &mut usize) -> Result<(), LineErr
 
 /// Parse a block of complete lines, the second half on another thread (fast path only; the
 /// main thread finishes whatever it could not take, so errors keep their order and lines).
-fn parse_block(c: &mut Collector, buf: &[u8], line: &mut usize) -> Result<(), LineError> {
-    const PARALLEL_MIN: usize = 256 * 1024;
-    if buf.len() < PARALLEL_MIN {
+fn parse_block(
+    c: &mut Collector,
+    buf: &[u8],
+    line: &mut usize,
+    parallel_min: usize,
+) -> Result<(), LineError> {
+    if buf.len() < parallel_min {
         return serial(c, buf, line);
     }
     let mid = match buf[buf.len() / 2..].iter().position(|&b| b == b'\n') {
@@ -861,10 +893,19 @@ fn parse_block(c: &mut Collector, buf: &[u8], line: &mut usize) -> Result<(), Li
 /// Reads in 1 MiB blocks (the reader's own buffer size does not matter), parses each block
 /// on two threads without per-line allocation, and sorts with a radix sort. Memory is about
 /// 16 bytes per IPv4 entry and 32 per IPv6 entry at the peak of the sort.
-pub fn aggregate_lines<R: BufRead>(mut reader: R, strict: bool) -> Result<Aggregated, LineError> {
-    const BLOCK: usize = 1 << 20;
+pub fn aggregate_lines<R: BufRead>(reader: R, strict: bool) -> Result<Aggregated, LineError> {
+    aggregate_lines_tuned(reader, strict, LinesTuning::default())
+}
+
+/// [`aggregate_lines`] with explicit block size and thresholds (the same result for any
+/// tuning; for tests and fuzzing, which set them small to reach the boundaries).
+pub fn aggregate_lines_tuned<R: BufRead>(
+    mut reader: R,
+    strict: bool,
+    tuning: LinesTuning,
+) -> Result<Aggregated, LineError> {
     let mut c = Collector::new(strict);
-    let mut buf = vec![0u8; BLOCK];
+    let mut buf = vec![0u8; tuning.block.max(1)];
     let mut filled = 0usize;
     let mut line = 0usize;
     loop {
@@ -878,7 +919,7 @@ pub fn aggregate_lines<R: BufRead>(mut reader: R, strict: bool) -> Result<Aggreg
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            parse_block(&mut c, &buf[..filled], &mut line)?;
+            parse_block(&mut c, &buf[..filled], &mut line, tuning.parallel_min)?;
             break;
         }
         filled += n;
@@ -889,9 +930,9 @@ pub fn aggregate_lines<R: BufRead>(mut reader: R, strict: bool) -> Result<Aggreg
         let Some(last_nl) = buf[..filled].iter().rposition(|&b| b == b'\n') else {
             continue;
         };
-        parse_block(&mut c, &buf[..=last_nl], &mut line)?;
+        parse_block(&mut c, &buf[..=last_nl], &mut line, tuning.parallel_min)?;
         buf.copy_within(last_nl + 1..filled, 0);
         filled -= last_nl + 1;
     }
-    Ok(c.finish())
+    Ok(c.finish(tuning.radix_min))
 }

@@ -18,6 +18,63 @@ pub struct ParseError {
     pub input: String,
     /// What is wrong, and where possible what to write instead.
     pub reason: String,
+    /// What is wrong, as a value: compare kinds (not `reason` texts) to check that two
+    /// readers reject an entry for the same reason.
+    pub kind: ParseErrorKind,
+}
+
+/// The kind of a [`ParseError`], without the input text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParseErrorKind {
+    /// Nothing but whitespace.
+    Empty,
+    /// Whitespace inside the entry.
+    InnerSpace,
+    /// More than one `/`.
+    ExtraSlash,
+    /// Nothing before the `/`.
+    MissingAddress,
+    /// Nothing after the `/`.
+    MissingPrefixLength,
+    /// The prefix length is not plain decimal digits.
+    PrefixLengthNotDecimal,
+    /// The prefix length has a leading zero.
+    PrefixLengthLeadingZero,
+    /// The prefix length exceeds the family's maximum (32 or 128).
+    PrefixLengthOutOfRange { max: u8 },
+    /// Neither an IPv4 nor an IPv6 address.
+    NotAnAddress,
+    /// An IPv4 address without exactly 4 parts (the number found).
+    Ipv4Parts(usize),
+    /// An empty IPv4 octet.
+    Ipv4EmptyOctet,
+    /// An IPv4 octet that is not decimal.
+    Ipv4OctetNotDecimal,
+    /// An IPv4 octet with a leading zero.
+    Ipv4OctetLeadingZero,
+    /// An IPv4 octet over 255.
+    Ipv4OctetOutOfRange,
+    /// An IPv6 zone id (`%eth0`).
+    Ipv6Zone,
+    /// `::` twice.
+    Ipv6DoubleColonTwice,
+    /// An empty IPv6 group.
+    Ipv6EmptyGroup,
+    /// An IPv6 group of more than 4 hex digits.
+    Ipv6GroupTooLong,
+    /// An IPv6 group that is not hexadecimal.
+    Ipv6GroupNotHex,
+    /// An IPv6 address with the wrong number of groups (the number found).
+    Ipv6Groups(usize),
+    /// `::` in an address that already has 8 groups.
+    Ipv6DoubleColonNoGroup,
+    /// An embedded IPv4 part that is not the last part.
+    Ipv6EmbeddedIpv4NotLast,
+    /// An embedded IPv4 part that is not a valid IPv4 address.
+    Ipv6EmbeddedIpv4,
+    /// An IPv4-mapped IPv6 address or prefix.
+    Ipv6Mapped,
 }
 
 /// A parsed CIDR: the network at its boundary, and whether the input had host bits set.
@@ -90,6 +147,45 @@ fn text(s: &[u8], span: Span) -> String {
 }
 
 impl Fault {
+    pub(crate) fn kind(&self) -> ParseErrorKind {
+        use ParseErrorKind as K;
+        match self {
+            Fault::Empty => K::Empty,
+            Fault::InnerSpace => K::InnerSpace,
+            Fault::ExtraSlash => K::ExtraSlash,
+            Fault::MissingAddr => K::MissingAddress,
+            Fault::MissingLen => K::MissingPrefixLength,
+            Fault::LenNotDecimal(_) => K::PrefixLengthNotDecimal,
+            Fault::LenLeadingZero(_) => K::PrefixLengthLeadingZero,
+            Fault::LenRange { max, .. } => K::PrefixLengthOutOfRange { max: *max },
+            Fault::NotAnAddress => K::NotAnAddress,
+            Fault::V4Parts(n) => K::Ipv4Parts(*n),
+            Fault::V4EmptyOctet => K::Ipv4EmptyOctet,
+            Fault::V4NotDecimal(_) => K::Ipv4OctetNotDecimal,
+            Fault::V4LeadingZero(_) => K::Ipv4OctetLeadingZero,
+            Fault::V4OctetRange(_) => K::Ipv4OctetOutOfRange,
+            Fault::V6Zone(_) => K::Ipv6Zone,
+            Fault::V6DoubleColonTwice => K::Ipv6DoubleColonTwice,
+            Fault::V6EmptyGroup => K::Ipv6EmptyGroup,
+            Fault::V6GroupTooLong(_) => K::Ipv6GroupTooLong,
+            Fault::V6GroupNotHex(_) => K::Ipv6GroupNotHex,
+            Fault::V6Groups(n) => K::Ipv6Groups(*n),
+            Fault::V6DoubleColonNoGroup => K::Ipv6DoubleColonNoGroup,
+            Fault::V6Ipv4NotLast(_) => K::Ipv6EmbeddedIpv4NotLast,
+            Fault::V6Ipv4Tail(..) => K::Ipv6EmbeddedIpv4,
+            Fault::V6Mapped { .. } => K::Ipv6Mapped,
+        }
+    }
+
+    /// The public error for this fault in the (trimmed) entry `s`.
+    pub(crate) fn error(&self, s: &[u8]) -> ParseError {
+        ParseError {
+            input: String::from_utf8_lossy(s).into_owned(),
+            reason: self.reason(s),
+            kind: self.kind(),
+        }
+    }
+
     pub(crate) fn reason(&self, s: &[u8]) -> String {
         match self {
             Fault::Empty => "empty entry".to_owned(),
@@ -442,10 +538,7 @@ pub fn parse(input: &str) -> Result<Parsed, ParseError> {
             net: raw.net(),
             host_bits: raw.host_bits(),
         }),
-        Err(f) => Err(ParseError {
-            input: String::from_utf8_lossy(s).into_owned(),
-            reason: f.reason(s),
-        }),
+        Err(f) => Err(f.error(s)),
     }
 }
 
@@ -617,6 +710,22 @@ mod tests {
         assert!(err("1.2.3.4 /24").contains("unexpected whitespace"));
         assert!(err("1.2.3.4 5.6.7.8").contains("unexpected whitespace"));
         assert!(err("1.2.3.4,5").contains("`4,5` is not a decimal"));
+    }
+
+    #[test]
+    fn errors_carry_their_kind() {
+        let kind = |s: &str| parse(s).unwrap_err().kind;
+        assert_eq!(kind(" "), ParseErrorKind::Empty);
+        assert_eq!(kind("010.0.0.1"), ParseErrorKind::Ipv4OctetLeadingZero);
+        assert_eq!(kind("1.2.3"), ParseErrorKind::Ipv4Parts(3));
+        assert_eq!(
+            kind("1.2.3.0/33"),
+            ParseErrorKind::PrefixLengthOutOfRange { max: 32 }
+        );
+        assert_eq!(kind("::1.2.3.256"), ParseErrorKind::Ipv6EmbeddedIpv4);
+        assert_eq!(kind("::ffff:1.2.3.4"), ParseErrorKind::Ipv6Mapped);
+        assert_eq!(kind("fe80::1%eth0"), ParseErrorKind::Ipv6Zone);
+        assert_eq!(kind("1:2:3:4:5:6:7"), ParseErrorKind::Ipv6Groups(7));
     }
 
     #[test]

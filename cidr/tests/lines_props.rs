@@ -6,7 +6,9 @@
 use std::io::{BufReader, Read};
 
 use proptest::prelude::*;
-use rangekeeper_cidr::{IpNet, LineError, ParseError, RangeSet, aggregate_lines, parse};
+use rangekeeper_cidr::{
+    IpNet, LineError, LinesTuning, ParseError, RangeSet, aggregate_lines_tuned, parse,
+};
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -73,8 +75,12 @@ impl Read for Trickle<'_> {
 }
 
 fn actual(text: &[u8], strict: bool, chunk: usize) -> Outcome {
+    actual_tuned(text, strict, chunk, LinesTuning::default())
+}
+
+fn actual_tuned(text: &[u8], strict: bool, chunk: usize, tuning: LinesTuning) -> Outcome {
     let reader = BufReader::with_capacity(7, Trickle { data: text, chunk });
-    match aggregate_lines(reader, strict) {
+    match aggregate_lines_tuned(reader, strict, tuning) {
         Ok(a) => Outcome::Ok {
             set: a.set,
             entries: a.entries,
@@ -197,6 +203,7 @@ proptest! {
         trailing_newline in any::<bool>(),
         strict in any::<bool>(),
         chunk in 1usize..64,
+        (block, parallel_min, radix_min) in (1usize..96, 0usize..160, 0usize..48),
     ) {
         let mut text = lines.join("\n");
         if trailing_newline && !text.is_empty() {
@@ -205,6 +212,10 @@ proptest! {
         let text = text.into_bytes();
         prop_assert_eq!(actual(&text, strict, chunk), reference(&text, strict));
         prop_assert_eq!(actual(&text, strict, 1 << 20), reference(&text, strict));
+        // Small blocks and thresholds: the same input crosses block, thread and sort
+        // boundaries.
+        let tuning = LinesTuning { block, parallel_min, radix_min };
+        prop_assert_eq!(actual_tuned(&text, strict, chunk, tuning), reference(&text, strict));
     }
 
     /// Only valid lines (so the whole input stays on the fast paths and the parallel split).

@@ -298,10 +298,12 @@ impl DeclText {
             // JSON's own syntax errors first, in JSON's terms; the document is then read by the
             // YAML parser (JSON is YAML) so every value keeps its location.
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                // serde_json says column 0 at the start of a line (an error at the end of a
+                // file that ends in a newline); columns here count from 1.
                 cx.error(
                     Some(Pos {
                         line: e.line() as u64,
-                        column: e.column() as u64,
+                        column: (e.column() as u64).max(1),
                     }),
                     None,
                     format!("invalid JSON: {}", strip_json_position(&e.to_string())),
