@@ -1,7 +1,10 @@
 //! Current vs desired -> [`Plan`]: what an apply would add and remove, and whether it may.
 
 use rangekeeper_cidr::RangeSet;
-use rangekeeper_provider::Restriction;
+use rangekeeper_provider::{Provider, Restriction, State};
+
+use crate::declaration::Target;
+use crate::guard;
 
 /// Where a target stands against its declaration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -187,4 +190,144 @@ mod tests {
         );
         assert_eq!(p.status, Status::Refused);
     }
+}
+
+// --- planning one bound target: the same for `plan`, `apply`, `update` and `reconcile` ---
+
+/// A target with its provider built.
+pub struct Bound<'a> {
+    pub target: &'a Target,
+    pub provider: Box<dyn Provider>,
+    /// This machine's egress IP, when known: changes that lock it out are refused.
+    pub lockout: Option<guard::Lockout>,
+}
+
+/// Check `desired` for one bound target (policy, capabilities, provider checks).
+pub fn check(b: &Bound<'_>, desired: &RangeSet) -> guard::Checked {
+    let caps = b.provider.capabilities();
+    guard::check(&b.target.name, desired, &b.target.policy, &caps, &|set| {
+        b.provider.check(set)
+    })
+}
+
+/// Read a target's current state and plan the change to `desired`.
+pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<State>) {
+    if !b.target.source_errors.is_empty() {
+        let mut plan = TargetPlan::failed(
+            &b.target.name,
+            &b.target.provider,
+            desired.clone(),
+            String::new(),
+        );
+        plan.errors = b.target.source_errors.clone();
+        return (plan, None);
+    }
+    match b.provider.current().await {
+        Err(e) => (
+            TargetPlan::failed(
+                &b.target.name,
+                &b.target.provider,
+                check(b, desired).effective,
+                format!("cannot read the current ranges: {e}"),
+            ),
+            None,
+        ),
+        Ok(state) => match state.restriction.known() {
+            Err(e) => (
+                TargetPlan::failed(
+                    &b.target.name,
+                    &b.target.provider,
+                    check(b, desired).effective,
+                    format!("cannot read the current ranges: {e}"),
+                ),
+                None,
+            ),
+            Ok(_) => {
+                let mut plan = plan_with_state(b, desired, &state);
+                if let Err(e) = preflight(b, &state, &mut plan).await {
+                    plan.status = Status::Error;
+                    plan.errors
+                        .push(format!("cannot check the change before applying it: {e}"));
+                }
+                (plan, Some(state))
+            }
+        },
+    }
+}
+
+/// Plan the change of one target from a state already read: the guards (including the
+/// lockout guard) and source warnings are folded in.
+pub fn plan_with_state(b: &Bound<'_>, desired: &RangeSet, state: &State) -> TargetPlan {
+    let checked = check(b, desired);
+    let name = &b.target.name;
+    let provider = &b.target.provider;
+    let mut warnings = checked.warnings;
+    warnings.extend(state.warnings.iter().cloned());
+    warnings.extend(b.target.source_warnings.iter().cloned());
+    let mut plan = TargetPlan::new(
+        name,
+        provider,
+        &state.restriction,
+        checked.effective,
+        checked.errors,
+        warnings,
+    );
+    plan.details = state.details.clone();
+    plan.cover = checked.cover;
+    guard_lockout(b, &state.restriction, &mut plan);
+    plan
+}
+
+/// The provider's checks that need the target itself ([`Provider::preflight`], e.g. AKS's
+/// node egress guard), on a plan that would change it: each violation refuses the plan, so
+/// `plan` shows it and `apply` writes nothing anywhere. A check that could not be made is
+/// returned for the caller to report (the plan must not go ahead then either).
+pub async fn preflight(
+    b: &Bound<'_>,
+    state: &State,
+    plan: &mut TargetPlan,
+) -> Result<(), rangekeeper_provider::ProviderError> {
+    if plan.status != Status::Changes {
+        return Ok(());
+    }
+    let found = b.provider.preflight(&plan.desired, state).await?;
+    if !found.is_empty() {
+        plan.errors.extend(found.into_iter().map(|v| match v.range {
+            Some(r) => format!("`{r}`: {}", v.message),
+            None => v.message,
+        }));
+        plan.status = Status::Refused;
+    }
+    Ok(())
+}
+
+/// The lockout guard on a plan: refuse (or, with `--allow-lockout`, warn about) a change
+/// that leaves this machine's egress IP outside a target it can reach now.
+pub fn guard_lockout(
+    b: &Bound<'_>,
+    current: &rangekeeper_provider::Restriction,
+    plan: &mut TargetPlan,
+) {
+    let Some(l) = &b.lockout else { return };
+    if plan.status != Status::Changes {
+        return;
+    }
+    if let Some(msg) = guard::lockout(&b.target.name, l, current, &plan.desired) {
+        if l.allowed {
+            plan.warnings.push(msg);
+        } else {
+            plan.errors.push(msg);
+            plan.status = Status::Refused;
+        }
+    }
+}
+
+/// Plan every bound target against its declared set, concurrently.
+pub async fn plan_all(bound: &[Bound<'_>]) -> Vec<TargetPlan> {
+    futures::future::join_all(
+        bound
+            .iter()
+            .map(|b| async move { plan_one(b, &b.target.desired).await.0 }),
+    )
+    .await
 }

@@ -6,7 +6,8 @@
 use rangekeeper_provider::Applied;
 
 use crate::cli::{ApplyArgs, ChangeArgs, Global, OutputFormat};
-use crate::commands::{self, Bound, Outcome};
+use crate::commands::{self, Outcome};
+use crate::plan::Bound;
 use crate::plan::{Status, TargetPlan};
 
 /// What happened to one target.
@@ -191,6 +192,6 @@ pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
         &decl,
         commands::select(&decl, &args.select.targets)?,
     )?;
-    let plans = commands::plan_all(&bound).await;
+    let plans = crate::plan::plan_all(&bound).await;
     execute(global, &bound, plans, &args.change, "apply").await
 }

@@ -12,7 +12,7 @@ pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
         &decl,
         commands::select(&decl, &args.select.targets)?,
     )?;
-    let plans = commands::plan_all(&bound).await;
+    let plans = crate::plan::plan_all(&bound).await;
     match global.output {
         OutputFormat::Json => commands::print_json(&serde_json::json!({ "plans": plans }))?,
         _ => commands::print_human(&crate::output::plans_human(&plans))?,

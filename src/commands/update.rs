@@ -108,8 +108,8 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
         }
         current.union(&add).difference(&remove)
     };
-    let mut plan = commands::plan_with_state(b, &desired, &state);
-    commands::preflight(b, &state, &mut plan)
+    let mut plan = crate::plan::plan_with_state(b, &desired, &state);
+    crate::plan::preflight(b, &state, &mut plan)
         .await
         .with_context(|| {
             format!(

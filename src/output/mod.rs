@@ -230,3 +230,8 @@ pub fn diagnostic_human(d: &Diagnostic) -> String {
     };
     text.replacen(word, &format!(": {}", paint(style, &word[2..])), 1)
 }
+
+/// An error already reported to the user in full (diagnostics printed); exit 1 quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);

@@ -5,7 +5,7 @@
 //! hash, symlinks followed), live sources are refreshed on their own schedules, and every
 //! change attempt lands in the audit log.
 //!
-//! The same plan and guards as `apply` decide each change ([`commands::plan_with_state`]).
+//! The same plan and guards as `apply` decide each change ([`crate::plan::plan_with_state`]).
 
 pub mod action;
 pub mod audit;
@@ -24,12 +24,12 @@ use rangekeeper_cidr::RangeSet;
 use rangekeeper_provider::{ApplyOptions, Progress};
 use tokio::task::{Id, JoinSet};
 
-use crate::commands::{self, Bound};
 use crate::declaration::{
     Catalog, DeclText, Declaration, LoadError, LoadOptions, Standalone, Target,
 };
 use crate::guard::Lockout;
 use crate::plan::Status;
+use crate::plan::{self as planning, Bound};
 use crate::registry;
 use crate::sources::fetch::{FetchError, Fetcher};
 use crate::sources::{self, LiveOptions, Refreshed, Store};
@@ -243,8 +243,8 @@ pub async fn reconcile_with(
         pass.drift = drift;
     }
     pass.holds = current.clone();
-    let mut plan = commands::plan_with_state(&b, &target.desired, &state);
-    if let Err(e) = commands::preflight(&b, &state, &mut plan).await {
+    let mut plan = planning::plan_with_state(&b, &target.desired, &state);
+    if let Err(e) = planning::preflight(&b, &state, &mut plan).await {
         pass.result = Err(ReconcileError::Read(e));
         return pass;
     }
@@ -888,11 +888,11 @@ pub async fn run(
     let known = registry::catalog();
     let mut settings = settings;
     let text = settings.read_text().map_err(|e| {
-        commands::Reported(report_load_error(&settings.file.display().to_string(), &e))
+        crate::output::Reported(report_load_error(&settings.file.display().to_string(), &e))
     })?;
     let first = text
         .resolve(settings.load, &known, &HashMap::new())
-        .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
+        .map_err(|e| crate::output::Reported(report_load_error(&text.file, &e)))?;
     for w in &first.warnings {
         match &settings.standalone {
             Some(s) => tracing::warn!("{}", s.advise(&w.to_string())),
@@ -973,7 +973,7 @@ pub async fn run(
     }
     let decl = ctl
         .resolve(&text)
-        .map_err(|e| commands::Reported(report_load_error(&text.file, &e)))?;
+        .map_err(|e| crate::output::Reported(report_load_error(&text.file, &e)))?;
     ctl.decl = Declaration {
         targets: Default::default(),
         ..decl.clone()
