@@ -186,10 +186,11 @@ pub async fn execute(
 
 pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "apply")?;
-    let decl = commands::load(global).await?;
+    let (decl, lockout) = commands::load(global).await?;
     let bound = commands::bind(
         global,
         &decl,
+        lockout.as_ref(),
         commands::select(&decl, &args.select.targets)?,
     )?;
     let plans = crate::plan::plan_all(&bound).await;

@@ -13,6 +13,7 @@ pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome>
     let bound = commands::bind(
         global,
         &decl,
+        None,
         commands::select(&decl, std::slice::from_ref(&args.target))?,
     )?;
     let b = bound.first().context("no target selected")?;

@@ -22,6 +22,7 @@ use rangekeeper_provider::{ApplyOptions, Progress};
 
 use crate::cli::{Global, OutputFormat};
 use crate::declaration::{Declaration, LoadError, LoadOptions, Target, did_you_mean};
+use crate::guard::Lockout;
 use crate::plan::Bound;
 use crate::reconcile::audit::{self, AuditLog};
 use crate::registry;
@@ -42,13 +43,17 @@ pub use crate::output::Reported;
 /// Load the declaration, printing every diagnostic to stderr on failure and warnings always.
 /// Live sources (`url`, `dns`, `self` sets) are fetched (fresh cached values in
 /// `--state-dir` are used), and the egress IP is determined for the lockout guard.
-pub async fn load(global: &Global) -> anyhow::Result<Declaration> {
+pub async fn load(global: &Global) -> anyhow::Result<(Declaration, Option<Lockout>)> {
     let (catalog, opts) = load_settings(global);
     let loaded = match crate::declaration::DeclText::read(&global.file) {
         Ok(text) => crate::sources::load_live(&text, opts, &catalog, &live_options(global)).await,
         Err(e) => Err(e),
     };
-    report_loaded(global, loaded)
+    let (decl, lockout) = match loaded {
+        Ok((decl, lockout)) => (Ok(decl), lockout),
+        Err(e) => (Err(e), None),
+    };
+    Ok((report_loaded(global, decl)?, lockout))
 }
 
 /// Load the declaration without fetching live sources, for commands that do not need the
@@ -134,6 +139,7 @@ pub fn select<'a>(decl: &'a Declaration, names: &[String]) -> anyhow::Result<Vec
 pub fn bind<'a>(
     global: &Global,
     decl: &Declaration,
+    lockout: Option<&Lockout>,
     targets: Vec<&'a Target>,
 ) -> anyhow::Result<Vec<Bound<'a>>> {
     let mut out = Vec::new();
@@ -143,7 +149,7 @@ pub fn bind<'a>(
             Ok(provider) => out.push(Bound {
                 target: t,
                 provider: crate::retry::wrap(provider, &t.name, global.retry),
-                lockout: decl.lockout.clone(),
+                lockout: lockout.cloned(),
             }),
             Err(e) => errors.push(t.config_error(&decl.file, e.to_string())),
         }

@@ -6,10 +6,11 @@ use crate::plan::Status;
 
 pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "plan")?;
-    let decl = commands::load(global).await?;
+    let (decl, lockout) = commands::load(global).await?;
     let bound = commands::bind(
         global,
         &decl,
+        lockout.as_ref(),
         commands::select(&decl, &args.select.targets)?,
     )?;
     let plans = crate::plan::plan_all(&bound).await;

@@ -10,6 +10,7 @@ pub async fn run(global: &Global, args: &ShowArgs) -> anyhow::Result<Outcome> {
     let bound = commands::bind(
         global,
         &decl,
+        None,
         commands::select(&decl, &args.select.targets)?,
     )?;
     let states = futures::future::join_all(bound.iter().map(|b| b.provider.current())).await;

@@ -53,10 +53,11 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
     if args.add.is_empty() && args.remove.is_empty() && args.set.is_empty() {
         bail!("nothing to do: give --add, --remove or --set");
     }
-    let decl = commands::load(global).await?;
+    let (decl, lockout) = commands::load(global).await?;
     let bound = commands::bind(
         global,
         &decl,
+        lockout.as_ref(),
         commands::select(&decl, std::slice::from_ref(&args.target))?,
     )?;
     let b = bound.first().context("no target selected")?;

@@ -156,8 +156,6 @@ pub struct Declaration {
     pub warnings: Vec<Diagnostic>,
     /// The live sources among the sets, in file order.
     pub sources: IndexMap<String, SourceSpec>,
-    /// This machine's egress IP, when known, for the lockout guard (set after loading).
-    pub lockout: Option<crate::guard::Lockout>,
 }
 
 /// Options that change how strictly a file is read.
@@ -537,7 +535,6 @@ impl Resolver {
             partial_targets,
             warnings: Vec::new(),
             sources: std::mem::take(&mut self.source_specs),
-            lockout: None,
         }
     }
 

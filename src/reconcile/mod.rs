@@ -439,8 +439,7 @@ impl Controller {
     /// IP are marked.
     fn resolve(&self, text: &DeclText) -> Result<Declaration, LoadError> {
         let mut d = text.resolve(self.settings.load, &self.known, &self.store.values())?;
-        self.store
-            .annotate(&mut d, self.settings.live.allow_lockout);
+        self.store.annotate(&mut d);
         Ok(d)
     }
 
@@ -648,7 +647,7 @@ impl Controller {
         };
         slot.in_flight = true;
         let target = Arc::new(t.clone());
-        let lockout = self.decl.lockout.clone();
+        let lockout = self.store.lockout(self.settings.live.allow_lockout);
         // After a settings change the target's rules differ from what was last seen by
         // design: not drift.
         let last_seen = if slot.config_change.is_empty() {

@@ -251,7 +251,7 @@ impl Store {
     }
 
     /// Mark each target's source problems: no value (the target is not applied) or stale.
-    pub fn annotate(&self, decl: &mut Declaration, allow_lockout: bool) {
+    pub fn annotate(&self, decl: &mut Declaration) {
         for t in decl.targets.values_mut() {
             t.source_errors.clear();
             t.source_warnings.clear();
@@ -276,11 +276,13 @@ impl Store {
                 }
             }
         }
-        decl.lockout = self.egress().map(|(ip, via)| crate::guard::Lockout {
-            ip,
-            via,
-            allowed: allow_lockout,
-        });
+    }
+
+    /// This machine's egress IP as the lockout guard uses it, when a `self` source or the
+    /// echo endpoints found it (runtime state, kept out of the declaration).
+    pub fn lockout(&self, allowed: bool) -> Option<crate::guard::Lockout> {
+        self.egress()
+            .map(|(ip, via)| crate::guard::Lockout { ip, via, allowed })
     }
 
     /// Fetch every due source concurrently and record the results. Returns whether any
@@ -599,18 +601,18 @@ pub fn tracked_specs(
 
 /// Load a declaration for a one-shot command: resolve it, fetch the sources it uses (cached
 /// values in the state dir are used while fresh), resolve it again with their values, and
-/// mark source problems and the egress IP. Runs on its own thread and runtime, so it can be
-/// called from synchronous code inside or outside a runtime.
+/// mark source problems. Returns it with this machine's egress IP for the lockout guard,
+/// when one was found.
 pub async fn load_live(
     text: &crate::declaration::DeclText,
     opts: crate::declaration::LoadOptions,
     catalog: &crate::declaration::Catalog,
     live: &LiveOptions,
-) -> Result<Declaration, crate::declaration::LoadError> {
+) -> Result<(Declaration, Option<crate::guard::Lockout>), crate::declaration::LoadError> {
     let first = text.resolve(opts, catalog, &HashMap::new())?;
     let specs = tracked_specs(&first, &live.self_echo);
     if specs.is_empty() {
-        return Ok(first);
+        return Ok((first, None));
     }
     let mut store = Store::new(live.state_dir.as_deref());
     store.sync(&specs);
@@ -623,8 +625,8 @@ pub async fn load_live(
         Err(e) => tracing::error!("cannot fetch the sources: {e:#}"),
     }
     let mut decl = text.resolve(opts, catalog, &store.values())?;
-    store.annotate(&mut decl, live.allow_lockout);
-    Ok(decl)
+    store.annotate(&mut decl);
+    Ok((decl, store.lockout(live.allow_lockout)))
 }
 
 #[cfg(test)]
