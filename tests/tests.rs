@@ -14,5 +14,6 @@ mod eks;
 mod gke;
 mod import;
 mod krip;
+mod layering;
 mod reconcile;
 mod regression;

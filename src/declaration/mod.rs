@@ -3,6 +3,7 @@
 
 pub mod raw;
 pub mod schema;
+pub mod source;
 #[cfg(test)]
 mod tests;
 
@@ -17,7 +18,7 @@ use serde_saphyr::Spanned;
 
 use raw::{Pos, RawDeclaration, RawEntry, RawSet, RawTarget};
 
-use crate::sources::spec::{self as source_spec, SourceSpec};
+use source::{self as source_spec, SourceSpec};
 
 /// The current values of live sources, by set name (a source without a value is absent).
 pub type SourceValues = HashMap<String, RangeSet>;

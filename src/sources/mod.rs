@@ -7,7 +7,8 @@
 //! good value (marked stale). A target that uses a source without any value is not applied.
 
 pub mod fetch;
-pub mod spec;
+/// The source specs are part of the declaration; fetching them is this module's job.
+pub use crate::declaration::source as spec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
