@@ -135,7 +135,7 @@ mod tests {
                 "target key {k}"
             );
         }
-        for k in super::source::SOURCE_KEYS {
+        for k in crate::declaration::source::SOURCE_KEYS {
             assert!(
                 s["$defs"]["set"]["oneOf"][2]["properties"]
                     .get(*k)
