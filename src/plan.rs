@@ -141,57 +141,6 @@ pub fn prefix_diff(
     (added, removed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rangekeeper_cidr::parse;
-
-    fn set(items: &[&str]) -> RangeSet {
-        RangeSet::from_nets(items.iter().map(|s| parse(s).unwrap().net))
-    }
-
-    #[test]
-    fn two_halves_equal_their_whole() {
-        let p = TargetPlan::new(
-            "t",
-            "file",
-            &Restriction::Ranges(set(&["10.0.0.0/25", "10.0.0.128/25", "1.2.3.4/32"])),
-            set(&["10.0.0.0/24", "1.2.3.4"]),
-            vec![],
-            vec![],
-        );
-        assert_eq!(p.status, Status::InSync);
-    }
-
-    #[test]
-    fn unrestricted_target_always_changes() {
-        let p = TargetPlan::new(
-            "t",
-            "aks",
-            &Restriction::Unrestricted,
-            set(&["1.2.3.4"]),
-            vec![],
-            vec![],
-        );
-        assert_eq!(p.status, Status::Changes);
-        assert_eq!(p.add, set(&["1.2.3.4"]));
-        assert!(!p.warnings.is_empty());
-    }
-
-    #[test]
-    fn errors_refuse() {
-        let p = TargetPlan::new(
-            "t",
-            "x",
-            &Restriction::Unrestricted,
-            set(&["1.2.3.4"]),
-            vec!["no".into()],
-            vec![],
-        );
-        assert_eq!(p.status, Status::Refused);
-    }
-}
-
 // --- planning one bound target: the same for `plan`, `apply`, `update` and `reconcile` ---
 
 /// A target with its provider built.
@@ -330,4 +279,55 @@ pub async fn plan_all(bound: &[Bound<'_>]) -> Vec<TargetPlan> {
             .map(|b| async move { plan_one(b, &b.target.desired).await.0 }),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rangekeeper_cidr::parse;
+
+    fn set(items: &[&str]) -> RangeSet {
+        RangeSet::from_nets(items.iter().map(|s| parse(s).unwrap().net))
+    }
+
+    #[test]
+    fn two_halves_equal_their_whole() {
+        let p = TargetPlan::new(
+            "t",
+            "file",
+            &Restriction::Ranges(set(&["10.0.0.0/25", "10.0.0.128/25", "1.2.3.4/32"])),
+            set(&["10.0.0.0/24", "1.2.3.4"]),
+            vec![],
+            vec![],
+        );
+        assert_eq!(p.status, Status::InSync);
+    }
+
+    #[test]
+    fn unrestricted_target_always_changes() {
+        let p = TargetPlan::new(
+            "t",
+            "aks",
+            &Restriction::Unrestricted,
+            set(&["1.2.3.4"]),
+            vec![],
+            vec![],
+        );
+        assert_eq!(p.status, Status::Changes);
+        assert_eq!(p.add, set(&["1.2.3.4"]));
+        assert!(!p.warnings.is_empty());
+    }
+
+    #[test]
+    fn errors_refuse() {
+        let p = TargetPlan::new(
+            "t",
+            "x",
+            &Restriction::Unrestricted,
+            set(&["1.2.3.4"]),
+            vec!["no".into()],
+            vec![],
+        );
+        assert_eq!(p.status, Status::Refused);
+    }
 }
