@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
 
 use rangekeeper_cidr::{
     CostModel, Cover, CoverError, CoverRules, ExtraBound, IpNet, Ipv4Net, Ipv6Net, LineError,
@@ -1130,7 +1129,10 @@ pub fn kube_restrict_ip(data: &[u8]) {
     let (config, problems) = rangekeeper_provider_hostfw::parse_kube_restrict_ip(text);
     for p in &problems {
         assert!(!p.message.is_empty(), "{p:?}");
-        assert!(p.at.line <= lines, "{p} is outside the text's {lines} lines");
+        assert!(
+            p.at.line <= lines,
+            "{p} is outside the text's {lines} lines"
+        );
     }
     let errors = problems.iter().any(|p| p.error);
     match config {

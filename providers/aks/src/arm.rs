@@ -57,7 +57,9 @@ pub struct Poll {
 
 /// The ARM client bound to one cluster.
 pub struct ArmClient {
-    http: reqwest::Client,
+    /// Built on first use: building it loads the system's root certificates, a cost that
+    /// offline commands (`validate`) must not pay.
+    http: std::sync::OnceLock<reqwest::Client>,
     base: Url,
     cluster_path: String,
     api_version: String,
@@ -77,20 +79,28 @@ impl std::fmt::Debug for ArmClient {
 
 impl ArmClient {
     pub fn new(target: &AksTarget, tokens: Arc<dyn TokenSource>) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("rangekeeper/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Other(format!("cannot build the HTTP client: {e}")))?;
         Ok(ArmClient {
-            http,
+            http: std::sync::OnceLock::new(),
             base: target.arm_endpoint.clone(),
             cluster_path: target.resource_id(),
             api_version: target.api_version.clone(),
             scope: target.token_scope(),
             tokens,
         })
+    }
+
+    /// The HTTP client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, ProviderError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
+        let built = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("rangekeeper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::Other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| built))
     }
 
     /// `{arm}{path}?api-version=...`
@@ -126,7 +136,7 @@ impl ArmClient {
     ) -> Result<(reqwest::Response, BearerToken), ProviderError> {
         let token = self.tokens.token(&self.scope).await?;
         let mut req = self
-            .http
+            .http()?
             .request(method.clone(), url.clone())
             .header(AUTHORIZATION, token.header_value()?);
         if let Some(etag) = if_match {

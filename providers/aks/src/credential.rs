@@ -340,6 +340,44 @@ impl CredentialChain {
     }
 }
 
+/// The credential chain, assembled on the first token request: assembling it builds an HTTP
+/// pipeline per credential (each loading the system's root certificates), a cost that
+/// commands which never call ARM (`validate`) must not pay.
+pub struct LazyChain {
+    env: CredentialEnv,
+    cloud: Cloud,
+    chain: std::sync::OnceLock<CredentialChain>,
+}
+
+impl LazyChain {
+    pub fn new(env: CredentialEnv, cloud: Cloud) -> Self {
+        LazyChain {
+            env,
+            cloud,
+            chain: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl fmt::Debug for LazyChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyChain")
+            .field("env", &self.env)
+            .field("assembled", &self.chain.get().is_some())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for LazyChain {
+    async fn token(&self, scope: &str) -> Result<BearerToken, ProviderError> {
+        self.chain
+            .get_or_init(|| CredentialChain::from_env(&self.env, self.cloud))
+            .token(scope)
+            .await
+    }
+}
+
 #[async_trait::async_trait]
 impl TokenSource for CredentialChain {
     async fn token(&self, scope: &str) -> Result<BearerToken, ProviderError> {

@@ -50,8 +50,8 @@ pub fn capabilities() -> Capabilities {
 /// [`CredentialChain::from_env`]). No network call happens here.
 pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     let target = AksTarget::from_config(cfg)?;
-    let tokens = Arc::new(CredentialChain::from_env(
-        &CredentialEnv::from_process(),
+    let tokens = Arc::new(credential::LazyChain::new(
+        CredentialEnv::from_process(),
         target.cloud,
     ));
     Ok(Box::new(AksProvider::new(target, tokens)?))

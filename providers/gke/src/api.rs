@@ -106,7 +106,8 @@ fn progress_text(v: &Value) -> Option<String> {
 
 /// The GKE client bound to one cluster.
 pub struct GkeClient {
-    http: reqwest::Client,
+    /// Built on first use (see [`LazyHttp`]).
+    http: LazyHttp,
     base: Url,
     cluster_name: String,
     target: GkeTarget,
@@ -125,7 +126,7 @@ impl std::fmt::Debug for GkeClient {
 impl GkeClient {
     pub fn new(target: &GkeTarget, tokens: Arc<dyn TokenSource>) -> Result<Self, ProviderError> {
         Ok(GkeClient {
-            http: http_client()?,
+            http: LazyHttp::default(),
             base: target.endpoint.clone(),
             cluster_name: target.resource_name(),
             target: target.clone(),
@@ -153,6 +154,7 @@ impl GkeClient {
         let token = self.tokens.token().await?;
         let mut req = self
             .http
+            .get()?
             .request(method.clone(), url.clone())
             .header(AUTHORIZATION, token.header_value()?);
         if let Some(b) = body {
@@ -239,6 +241,21 @@ impl GkeClient {
 }
 
 /// The HTTP client every call of this crate uses (rustls, timeouts, our user agent).
+/// An HTTP client built on first use: building one loads the system's root certificates, a
+/// cost that offline commands (`validate`) must not pay.
+#[derive(Debug, Default)]
+pub struct LazyHttp(std::sync::OnceLock<reqwest::Client>);
+
+impl LazyHttp {
+    pub fn get(&self) -> Result<&reqwest::Client, ProviderError> {
+        if let Some(c) = self.0.get() {
+            return Ok(c);
+        }
+        let built = http_client()?;
+        Ok(self.0.get_or_init(|| built))
+    }
+}
+
 pub fn http_client() -> Result<reqwest::Client, ProviderError> {
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)

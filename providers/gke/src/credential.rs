@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::api::{google_error, http_client, transport_error};
+use crate::api::{LazyHttp, google_error, transport_error};
 
 /// A bearer token already issued to the pipeline (the variable Terraform's Google provider reads).
 pub const ACCESS_TOKEN_VAR: &str = "GOOGLE_OAUTH_ACCESS_TOKEN";
@@ -430,7 +430,8 @@ struct Cached {
 /// The Application Default Credentials chain, resolved on first use and cached.
 pub struct CredentialChain {
     env: CredentialEnv,
-    http: reqwest::Client,
+    /// Built on first use (see [`LazyHttp`]).
+    http: LazyHttp,
     found: Mutex<Option<Found>>,
     cache: Mutex<Option<Cached>>,
 }
@@ -454,7 +455,7 @@ impl CredentialChain {
     pub fn from_env(env: CredentialEnv) -> Result<Self, ProviderError> {
         Ok(CredentialChain {
             env,
-            http: http_client()?,
+            http: LazyHttp::default(),
             found: Mutex::new(None),
             cache: Mutex::new(None),
         })
@@ -527,8 +528,10 @@ impl CredentialChain {
         let Ok(url) = Url::parse(&format!("http://{host}/")) else {
             return false;
         };
-        let probe = self
-            .http
+        let Ok(http) = self.http.get() else {
+            return false;
+        };
+        let probe = http
             .get(url)
             .header("Metadata-Flavor", "Google")
             .timeout(METADATA_PROBE_TIMEOUT)
@@ -556,6 +559,7 @@ impl CredentialChain {
                 })?;
                 let req = self
                     .http
+                    .get()?
                     .get(url.clone())
                     .header("Metadata-Flavor", "Google");
                 self.token_response(req, Method::GET, &url, "the metadata server")
@@ -568,7 +572,7 @@ impl CredentialChain {
                         ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                         ("assertion", reveal(&assertion)),
                     ];
-                    let req = self.http.post(key.token_uri.clone()).form(&form);
+                    let req = self.http.get()?.post(key.token_uri.clone()).form(&form);
                     self.token_response(
                         req,
                         Method::POST,
@@ -589,7 +593,7 @@ impl CredentialChain {
                         ("client_secret", reveal(client_secret)),
                         ("refresh_token", reveal(refresh_token)),
                     ];
-                    let req = self.http.post(token_uri.clone()).form(&form);
+                    let req = self.http.get()?.post(token_uri.clone()).form(&form);
                     self.token_response(req, Method::POST, token_uri, "the refresh token grant")
                         .await
                 }
@@ -615,7 +619,7 @@ impl CredentialChain {
             ("subject_token_type", ext.subject_token_type.as_str()),
             ("subject_token", reveal(&subject)),
         ];
-        let req = self.http.post(ext.token_url.clone()).form(&form);
+        let req = self.http.get()?.post(ext.token_url.clone()).form(&form);
         let federated = self
             .token_response(req, Method::POST, &ext.token_url, "the STS token exchange")
             .await?;
@@ -627,6 +631,7 @@ impl CredentialChain {
             json!({"scope": [SCOPE], "lifetime": format!("{}s", IMPERSONATION_LIFETIME.as_secs())});
         let resp = self
             .http
+            .get()?
             .post(url.clone())
             .header(
                 reqwest::header::AUTHORIZATION,
@@ -661,7 +666,7 @@ impl CredentialChain {
                 ))
             })?,
             SubjectSource::Url { url, headers } => {
-                let mut req = self.http.get(url.clone());
+                let mut req = self.http.get()?.get(url.clone());
                 for (k, v) in headers {
                     req = req.header(k.as_str(), reveal(v));
                 }
