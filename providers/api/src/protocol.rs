@@ -1,0 +1,236 @@
+//! The exec-plugin protocol (version 1): the messages a plugin and rangekeeper exchange as
+//! JSON lines over the plugin's stdin and stdout. `docs/plugin-protocol.md` describes it for
+//! plugin authors in any language; this module is its one definition in Rust.
+//!
+//! 1. The plugin speaks first: a [`Hello`] naming the versions it supports (`{"v":[1]}`).
+//! 2. The host sends one [`Request`] per line (`{"v":1,"kind":"current","target":{...}}`) and
+//!    reads lines until the [`Reply`] (`{"Ok":...}` or `{"Err":{"kind":...}}`); while it works
+//!    on an `apply` or `disable` the plugin may send `{"progress":"..."}` lines first.
+//! 3. Closing the plugin's stdin ends the session; the plugin exits 0.
+//!
+//! Every enum has a catch-all, so a newer plugin talks to an older host and the reverse.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ProviderError, RangeSet, TargetConfig, Violation};
+
+/// The protocol versions this crate speaks, oldest first.
+pub const VERSIONS: &[u32] = &[1];
+
+/// The first line a plugin prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol versions the plugin speaks.
+    pub v: Vec<u32>,
+}
+
+/// The highest version both sides speak, or a message naming both sides' versions.
+pub fn negotiate(host: &[u32], plugin: &[u32]) -> Result<u32, String> {
+    host.iter()
+        .copied()
+        .filter(|v| plugin.contains(v))
+        .max()
+        .ok_or_else(|| {
+            format!(
+                "no common protocol version: the plugin speaks {}, this rangekeeper speaks {}",
+                list(plugin),
+                list(host)
+            )
+        })
+}
+
+fn list(vs: &[u32]) -> String {
+    if vs.is_empty() {
+        return "none".into();
+    }
+    vs.iter()
+        .map(|v| format!("v{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The target a request is about: its name, the directory of its declaration file, and its
+/// provider-specific fields exactly as declared (minus the host's own `plugin` and
+/// `pluginTimeout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WireTarget {
+    pub name: String,
+    pub base_dir: String,
+    #[serde(default)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WireTarget {
+    pub fn from_config(cfg: &TargetConfig) -> Self {
+        WireTarget {
+            name: cfg.name.clone(),
+            base_dir: cfg.base_dir.display().to_string(),
+            fields: cfg.fields.clone(),
+        }
+    }
+
+    pub fn to_config(&self) -> TargetConfig {
+        TargetConfig {
+            name: self.name.clone(),
+            base_dir: self.base_dir.clone().into(),
+            fields: self.fields.clone(),
+        }
+    }
+}
+
+/// What the host asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Operation {
+    /// Reply: [`crate::Capabilities`].
+    Capabilities,
+    /// Offline checks of a desired set. Reply: [`Checked`].
+    Check { ranges: Vec<String> },
+    /// Reply: [`crate::State`].
+    Current,
+    /// Reply: [`crate::Applied`].
+    Apply { ranges: Vec<String>, wait: bool },
+    /// Reply: [`crate::Applied`].
+    Disable { wait: bool },
+    /// An operation a newer host knows and this plugin does not; the plugin answers with an
+    /// `unsupported` error.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Operation {
+    /// The `kind` on the wire, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::Capabilities => "capabilities",
+            Operation::Check { .. } => "check",
+            Operation::Current => "current",
+            Operation::Apply { .. } => "apply",
+            Operation::Disable { .. } => "disable",
+            Operation::Unknown => "unknown",
+        }
+    }
+}
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The negotiated protocol version.
+    pub v: u32,
+    #[serde(flatten)]
+    pub op: Operation,
+    /// The target the request is about; absent only on a `capabilities` request that asks
+    /// what the plugin can do in general (`rangekeeper providers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<WireTarget>,
+}
+
+/// The reply to `check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checked {
+    #[serde(default)]
+    pub violations: Vec<Violation>,
+}
+
+/// One line from the plugin after a request: the reply, or progress before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply<T> {
+    Ok(T),
+    Err(ProviderError),
+    /// A progress message while the plugin works (shown on rangekeeper's spinner).
+    #[serde(rename = "progress")]
+    Progress(String),
+}
+
+/// The error kind a plugin answers an operation it does not know with (read by the host as
+/// [`ProviderError::Unknown`] of this kind).
+pub const UNSUPPORTED: &str = "unsupported";
+
+/// The executable name prefix of plugins: provider `x` is `rangekeeper-provider-x`.
+pub const PLUGIN_PREFIX: &str = "rangekeeper-provider-";
+
+/// The plugin executable for provider `name` on `PATH` (the first directory that has it).
+pub fn find_plugin(name: &str) -> Option<std::path::PathBuf> {
+    if name.is_empty() || name.contains(['/', '\\']) {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    let file = format!("{PLUGIN_PREFIX}{name}");
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(&file))
+        .find(|p| is_executable(p))
+}
+
+/// Every plugin on `PATH` as (provider name, executable), sorted by name; a name found in
+/// two directories is the first one, as a shell would run it.
+pub fn discover_plugins() -> Vec<(String, std::path::PathBuf)> {
+    let mut found: std::collections::BTreeMap<String, std::path::PathBuf> = Default::default();
+    let Some(path) = std::env::var_os("PATH") else {
+        return Vec::new();
+    };
+    for dir in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(name) = file.to_str().and_then(|f| f.strip_prefix(PLUGIN_PREFIX)) else {
+                continue;
+            };
+            let p = e.path();
+            if !name.is_empty() && !found.contains_key(name) && is_executable(&p) {
+                found.insert(name.to_owned(), p);
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A set as the canonical CIDR strings that travel on the wire.
+pub fn wire_ranges(set: &RangeSet) -> Vec<String> {
+    let mut out = Vec::with_capacity(set.len());
+    set.for_each_prefix(|n| out.push(n.to_string()));
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_common_version_wins_and_a_mismatch_names_both_sides() {
+        assert_eq!(negotiate(&[1, 2, 3], &[2, 3, 9]), Ok(3));
+        assert_eq!(negotiate(&[1], &[1]), Ok(1));
+        let err = negotiate(&[1], &[2, 3]).unwrap_err();
+        assert!(err.contains("plugin speaks v2, v3"), "{err}");
+        assert!(err.contains("rangekeeper speaks v1"), "{err}");
+        assert!(negotiate(&[1], &[]).unwrap_err().contains("speaks none"));
+    }
+
+    #[test]
+    fn an_unknown_operation_reads_as_unknown() {
+        let r: Request = serde_json::from_str(
+            r#"{"v":1,"kind":"lease","ttl":5,"target":{"name":"t","baseDir":"/"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.op, Operation::Unknown);
+        assert_eq!(r.target.unwrap().name, "t");
+    }
+
+    #[test]
+    fn replies_read_progress_ok_and_err() {
+        let p: Reply<Checked> = serde_json::from_str(r#"{"progress":"polling"}"#).unwrap();
+        assert_eq!(p, Reply::Progress("polling".into()));
+        let e: Reply<Checked> =
+            serde_json::from_str(r#"{"Err":{"kind":"unsupported","message":"no"}}"#).unwrap();
+        assert!(matches!(e, Reply::Err(ProviderError::Unknown { ref kind, .. }) if kind == UNSUPPORTED));
+    }
+}
