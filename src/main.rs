@@ -47,9 +47,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Validate(a) => commands::validate::run(g, a),
         Command::Normalize(a) => commands::normalize::run(g, a),
-        Command::Providers(cli::ProvidersArgs { command: None, .. }) => {
-            commands::providers::run(g)
-        }
+        Command::Providers(cli::ProvidersArgs { command: None, .. }) => commands::providers::run(g),
         Command::Sources(a) => commands::sources::run(g, a),
         Command::Schema => {
             commands::print_json(&declaration::schema::schema()).map(|()| Outcome::Success)

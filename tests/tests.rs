@@ -14,5 +14,6 @@ mod eks;
 mod gke;
 mod import;
 mod krip;
+mod plugins;
 mod reconcile;
 mod regression;

@@ -111,9 +111,7 @@ pub async fn test(global: &Global, args: &ProvidersTestArgs) -> anyhow::Result<E
     let checks = suite.report().await;
     let report = Report {
         provider: args.name.clone(),
-        passed: !checks
-            .iter()
-            .any(|c| matches!(c.outcome, Outcome::Fail(_))),
+        passed: !checks.iter().any(|c| matches!(c.outcome, Outcome::Fail(_))),
         checks: checks.into_iter().map(row).collect(),
     };
     match global.output {
@@ -166,7 +164,10 @@ fn report_human(r: &Report) -> String {
         .max("CHECK".len());
     let mut s = format!("{:<width$}  RESULT  DETAIL\n", "CHECK");
     for c in &r.checks {
-        s.push_str(&format!("{:<width$}  {:<6}  {}", c.check, c.result, c.detail));
+        s.push_str(&format!(
+            "{:<width$}  {:<6}  {}",
+            c.check, c.result, c.detail
+        ));
         s = s.trim_end().to_owned();
         s.push('\n');
     }

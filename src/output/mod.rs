@@ -181,7 +181,16 @@ pub fn providers_human(listed: &[ProviderRow]) -> String {
                     format!("{}{plugin}", c.description),
                 ],
                 None => {
-                    let mut row = ["-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), String::new()];
+                    let mut row = [
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        String::new(),
+                    ];
                     row[0] = r.provider.clone();
                     row[7] = format!(
                         "error: {}{plugin}",

@@ -231,6 +231,8 @@ mod tests {
         assert_eq!(p, Reply::Progress("polling".into()));
         let e: Reply<Checked> =
             serde_json::from_str(r#"{"Err":{"kind":"unsupported","message":"no"}}"#).unwrap();
-        assert!(matches!(e, Reply::Err(ProviderError::Unknown { ref kind, .. }) if kind == UNSUPPORTED));
+        assert!(
+            matches!(e, Reply::Err(ProviderError::Unknown { ref kind, .. }) if kind == UNSUPPORTED)
+        );
     }
 }

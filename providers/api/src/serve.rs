@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use crate::protocol::{self, Checked, Hello, Operation, Reply, Request, WireTarget};
-use crate::{ApplyOptions, Capabilities, Progress, Provider, ProviderError, ProviderFactory, parse_wire_ranges};
+use crate::{
+    ApplyOptions, Capabilities, Progress, Provider, ProviderError, ProviderFactory,
+    parse_wire_ranges,
+};
 
 type Out = Arc<Mutex<Box<dyn Write + Send>>>;
 

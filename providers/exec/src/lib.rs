@@ -87,9 +87,8 @@ impl PluginSpec {
         };
         let duration = |field: &str, default| match cfg.fields.get(field) {
             None => Ok(default),
-            Some(v) => parse_duration(v).map_err(|e| {
-                ProviderError::Config(format!("target `{name}`: `{field}` {e}"))
-            }),
+            Some(v) => parse_duration(v)
+                .map_err(|e| ProviderError::Config(format!("target `{name}`: `{field}` {e}"))),
         };
         let mut target = WireTarget::from_config(cfg);
         for f in HOST_FIELDS {
@@ -191,7 +190,11 @@ impl ExecProvider {
 
     /// Run a blocking call on its own thread, so a slow plugin does not hold up the async
     /// runtime (other targets go on).
-    async fn call_async<T>(&self, op: Operation, opts: Option<&ApplyOptions>) -> Result<T, ProviderError>
+    async fn call_async<T>(
+        &self,
+        op: Operation,
+        opts: Option<&ApplyOptions>,
+    ) -> Result<T, ProviderError>
     where
         T: serde::de::DeserializeOwned + Send + 'static,
     {
@@ -249,7 +252,11 @@ impl Provider for ExecProvider {
         Ok(state)
     }
 
-    async fn apply(&self, desired: &RangeSet, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        desired: &RangeSet,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
         if desired.is_empty() {
             return Err(ProviderError::Invalid(
                 "an empty allow-list is never applied; use `rangekeeper disable` to lift \
@@ -279,7 +286,10 @@ mod tests {
     fn durations_read_numbers_and_units() {
         let d = |v: serde_json::Value| parse_duration(&v);
         assert_eq!(d(serde_json::json!(2)), Ok(Duration::from_secs(2)));
-        assert_eq!(d(serde_json::json!("500ms")), Ok(Duration::from_millis(500)));
+        assert_eq!(
+            d(serde_json::json!("500ms")),
+            Ok(Duration::from_millis(500))
+        );
         assert_eq!(d(serde_json::json!("5m")), Ok(Duration::from_secs(300)));
         assert!(d(serde_json::json!("0s")).is_err());
         assert!(d(serde_json::json!("soon")).unwrap_err().contains("`30s`"));

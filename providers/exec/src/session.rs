@@ -50,6 +50,22 @@ impl Session {
         Pid::from_raw(i32::try_from(self.child.id()).ok()?)
     }
 
+    /// Whether the plugin is still there to serve a request: not exited, stdout not closed.
+    /// Lines printed between replies are not part of any reply: logged and dropped.
+    fn alive(&mut self, label: &str) -> bool {
+        loop {
+            match self.lines.try_recv() {
+                Ok(Line::Text(t)) => {
+                    tracing::warn!("{label} printed outside a reply (ignored): {}", quote(&t));
+                }
+                Ok(Line::TooLong(_) | Line::Eof | Line::Failed(_))
+                | Err(std::sync::mpsc::TryRecvError::Disconnected) => return false,
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kill the plugin's whole process group and reap the plugin.
     fn kill(&mut self) {
         self.stdin = None;
@@ -164,9 +180,12 @@ impl Plugin {
     ) -> Result<T, ProviderError> {
         let mut slot = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(s) = slot.as_mut()
-            && !matches!(s.child.try_wait(), Ok(None))
+            && !s.alive(&self.label)
         {
-            tracing::debug!("{} exited since the last call; starting it again", self.label);
+            tracing::debug!(
+                "{} exited since the last call; starting it again",
+                self.label
+            );
             *slot = None;
         }
         let timeout = match op {
@@ -265,9 +284,9 @@ impl Plugin {
                 self.spec.max_line,
                 quote(&head)
             )))),
-            Ok(Line::Failed(e)) => Err(Fatal(
-                self.fail(format!("cannot read its stdout while answering `{kind}`: {e}")),
-            )),
+            Ok(Line::Failed(e)) => Err(Fatal(self.fail(format!(
+                "cannot read its stdout while answering `{kind}`: {e}"
+            )))),
             Ok(Line::Eof) | Err(RecvTimeoutError::Disconnected) => {
                 let status = s.exit_status();
                 Err(Fatal(self.fail(format!(
@@ -415,7 +434,10 @@ fn forward_stderr(stderr: impl Read, target: &str, tail: &Tail) {
     loop {
         buf.clear();
         // Read at most MAX_STDERR_LINE bytes of a line, then skip the rest of it.
-        match (&mut r).take(MAX_STDERR_LINE as u64).read_until(b'\n', &mut buf) {
+        match (&mut r)
+            .take(MAX_STDERR_LINE as u64)
+            .read_until(b'\n', &mut buf)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

@@ -1,0 +1,29 @@
+//! Regression tests for the exec provider, named after what they protect.
+
+use std::time::Duration;
+
+use rangekeeper_provider::Provider;
+use rangekeeper_provider_exec::ExecProvider;
+
+use crate::common::{pyfile, spec};
+
+/// The host's own fields (`plugin`, `pluginTimeout`) are not forwarded: a plugin that
+/// refuses unknown fields must still work.
+#[tokio::test]
+async fn host_fields_are_not_forwarded_to_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(
+        &pyfile(),
+        dir.path(),
+        serde_json::json!({"path": "x.json"}),
+        Duration::from_secs(20),
+    );
+    assert!(!s.target.fields.contains_key("plugin"));
+    assert!(!s.target.fields.contains_key("pluginTimeout"));
+    assert_eq!(
+        s.target.fields.get("path"),
+        Some(&serde_json::json!("x.json"))
+    );
+    let p = ExecProvider::start(s).unwrap();
+    p.current().await.unwrap();
+}
