@@ -203,7 +203,235 @@ pub fn wire_ranges(set: &RangeSet) -> Vec<String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::{Applied, Capabilities, Restriction, State, UnrestrictedForm};
+
+    fn target() -> WireTarget {
+        let fields = serde_json::json!({"listener": "api", "socket": "/run/haproxy.sock"});
+        WireTarget {
+            name: "edge".into(),
+            base_dir: "/etc/rangekeeper".into(),
+            fields: fields.as_object().unwrap().clone(),
+        }
+    }
+
+    fn ranges(items: &[&str]) -> Vec<String> {
+        wire_ranges(&crate::parse_wire_ranges(items).unwrap())
+    }
+
+    /// One example of every message of protocol v1, named, with who sends it.
+    fn every_message() -> Vec<(&'static str, serde_json::Value)> {
+        let req = |op: Operation, target: Option<WireTarget>| {
+            serde_json::to_value(Request { v: 1, op, target }).unwrap()
+        };
+        let ok = |v: serde_json::Value| serde_json::to_value(Reply::Ok(v)).unwrap();
+        let val = |v: &dyn erased::Ser| v.value();
+        let err = |e: ProviderError| serde_json::to_value(Reply::<()>::Err(e)).unwrap();
+        let caps = Capabilities::new("haproxy", "HAProxy ACL via the runtime API")
+            .with_max_ranges(Some(10000))
+            .with_ipv6(true)
+            .with_private_ranges(true)
+            .with_unrestricted(UnrestrictedForm::Removed);
+        vec![
+            (
+                "hello (plugin -> host, first line)",
+                serde_json::to_value(Hello { v: vec![1] }).unwrap(),
+            ),
+            (
+                "capabilities request without a target (rangekeeper providers)",
+                req(Operation::Capabilities, None),
+            ),
+            (
+                "capabilities request",
+                req(Operation::Capabilities, Some(target())),
+            ),
+            (
+                "check request",
+                req(
+                    Operation::Check {
+                        ranges: ranges(&["192.0.2.0/24", "2001:db8::/32"]),
+                    },
+                    Some(target()),
+                ),
+            ),
+            ("current request", req(Operation::Current, Some(target()))),
+            (
+                "apply request",
+                req(
+                    Operation::Apply {
+                        ranges: ranges(&["192.0.2.0/24", "198.51.100.7/32"]),
+                        wait: true,
+                    },
+                    Some(target()),
+                ),
+            ),
+            (
+                "disable request",
+                req(Operation::Disable { wait: false }, Some(target())),
+            ),
+            ("capabilities reply", ok(val(&caps))),
+            (
+                "check reply",
+                ok(val(&Checked {
+                    violations: vec![
+                        crate::Violation::at("10.0.0.0/8", "private ranges are not accepted"),
+                        crate::Violation::new("too many ranges"),
+                    ],
+                })),
+            ),
+            (
+                "current reply, restricted",
+                ok(val(&State::new(Restriction::Ranges(
+                    crate::parse_wire_ranges(&["192.0.2.0/24"]).unwrap(),
+                ))
+                .with_detail("acl", "#1 (/etc/haproxy/allow.acl)")
+                .with_warning("the ACL file and the live ACL differ"))),
+            ),
+            (
+                "current reply, unrestricted",
+                ok(val(&State::new(Restriction::Unrestricted))),
+            ),
+            ("apply reply, changed", ok(val(&Applied::changed()))),
+            ("apply reply, unchanged", ok(val(&Applied::unchanged()))),
+            (
+                "apply or disable reply, pending",
+                ok(val(&Applied::pending().with_note("operation op-123 runs in the background"))),
+            ),
+            (
+                "progress (before a reply)",
+                serde_json::to_value(Reply::<()>::Progress("waiting for the operation".into()))
+                    .unwrap(),
+            ),
+            ("error: not found", err(ProviderError::NotFound("no listener `api`".into()))),
+            ("error: conflict", err(ProviderError::Conflict("ACL version moved".into()))),
+            (
+                "error: throttled",
+                err(ProviderError::Throttled {
+                    message: "rate exceeded".into(),
+                    retry_after: Some(Duration::from_millis(2000)),
+                }),
+            ),
+            ("error: invalid", err(ProviderError::Invalid("bad pattern".into()))),
+            ("error: auth", err(ProviderError::Auth("socket permission denied".into()))),
+            ("error: transient", err(ProviderError::Transient("connection reset".into()))),
+            ("error: config", err(ProviderError::Config("`socket` is required".into()))),
+            ("error: other", err(ProviderError::Other("unexpected answer".into()))),
+            (
+                "error: unsupported (an operation the plugin does not know)",
+                err(ProviderError::Unknown {
+                    kind: UNSUPPORTED.into(),
+                    message: "this plugin does not know the operation".into(),
+                }),
+            ),
+        ]
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn value(&self) -> serde_json::Value;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn value(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap()
+            }
+        }
+    }
+
+    const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/protocol-v1.jsonl");
+
+    fn golden_text() -> String {
+        let mut text = String::from(
+            "# Every message of the rangekeeper plugin protocol v1, byte for byte (one JSON\n\
+             # document per line; see docs/plugin-protocol.md). Generated by\n\
+             # `UPDATE_GOLDEN=1 cargo test -p rangekeeper-provider protocol`; a change here is\n\
+             # a change to the wire.\n",
+        );
+        for (name, msg) in every_message() {
+            text.push_str(&format!("# {name}\n{}\n", serde_json::to_string(&msg).unwrap()));
+        }
+        text
+    }
+
+    #[test]
+    fn every_message_matches_its_golden_bytes() {
+        let want = golden_text();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(GOLDEN, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(GOLDEN).unwrap();
+        assert_eq!(
+            have, want,
+            "the wire changed; if on purpose, run with UPDATE_GOLDEN=1 and review the diff"
+        );
+    }
+
+    /// The JSON Schema in docs/ describes every golden message and refuses broken ones
+    /// (checked with Python's `jsonschema`, which CI installs).
+    #[test]
+    fn the_documented_json_schema_accepts_every_message_and_refuses_broken_ones() {
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/plugin-protocol.schema.json");
+        let script = r##"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+bad = 0
+for line in open(sys.argv[2]):
+    if not line.startswith("#") and not v.is_valid(json.loads(line)):
+        print("refused:", line.strip()); bad += 1
+for line in sys.argv[3:]:
+    if v.is_valid(json.loads(line)):
+        print("accepted:", line); bad += 1
+sys.exit(1 if bad else 0)
+"##;
+        let has = std::process::Command::new("python3")
+            .args(["-c", "import jsonschema"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has {
+            assert!(
+                std::env::var("CI").is_err(),
+                "python3 with jsonschema is required in CI"
+            );
+            eprintln!("SKIP: python3 with jsonschema not found");
+            return;
+        }
+        let out = std::process::Command::new("python3")
+            .args(["-c", script, schema, GOLDEN])
+            .args([
+                r#"{"v":1,"kind":"apply","target":{"name":"x","baseDir":"/"}}"#,
+                r#"{"Ok":{"restriction":{"kind":"ranges","ranges":[]}}}"#,
+                r#"{"Err":{"message":"no kind"}}"#,
+                r#"{"progress":1}"#,
+                r#"{"v":"1"}"#,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn every_golden_message_reads_back_as_what_it_was() {
+        let text = std::fs::read_to_string(GOLDEN).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), every_message().len());
+        for line in lines {
+            let ok = serde_json::from_str::<Hello>(line).is_ok()
+                || serde_json::from_str::<Request>(line).is_ok_and(|r| {
+                    serde_json::to_string(&r).unwrap() == line && r.op != Operation::Unknown
+                })
+                || serde_json::from_str::<Reply<serde_json::Value>>(line)
+                    .is_ok_and(|r| serde_json::to_string(&r).unwrap() == line);
+            assert!(ok, "does not read back: {line}");
+        }
+    }
 
     #[test]
     fn the_highest_common_version_wins_and_a_mismatch_names_both_sides() {
