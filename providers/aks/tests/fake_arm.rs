@@ -921,8 +921,11 @@ async fn passes_the_conformance_suite() {
     let a = with_egress(&["52.1.2.0/24"]);
     let b = with_egress(&["20.33.4.0/23", "52.1.2.0/24", "13.64.0.1"]);
     let puts = || fake.puts().len();
+    // A cluster the subscription does not have.
+    let missing = provider_with(&fake, json!({"cluster": "no-such-cluster"}), TOKEN);
     rangekeeper_provider::conformance::Suite::new(&p, &a, &b)
         .with_write_counter(&puts)
+        .with_missing_target(&missing)
         .run()
         .await
         .unwrap_or_else(|e| panic!("{e}"));

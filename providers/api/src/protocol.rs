@@ -297,15 +297,23 @@ mod tests {
             ("apply reply, unchanged", ok(val(&Applied::unchanged()))),
             (
                 "apply or disable reply, pending",
-                ok(val(&Applied::pending().with_note("operation op-123 runs in the background"))),
+                ok(val(
+                    &Applied::pending().with_note("operation op-123 runs in the background")
+                )),
             ),
             (
                 "progress (before a reply)",
                 serde_json::to_value(Reply::<()>::Progress("waiting for the operation".into()))
                     .unwrap(),
             ),
-            ("error: not found", err(ProviderError::NotFound("no listener `api`".into()))),
-            ("error: conflict", err(ProviderError::Conflict("ACL version moved".into()))),
+            (
+                "error: not found",
+                err(ProviderError::NotFound("no listener `api`".into())),
+            ),
+            (
+                "error: conflict",
+                err(ProviderError::Conflict("ACL version moved".into())),
+            ),
             (
                 "error: throttled",
                 err(ProviderError::Throttled {
@@ -313,11 +321,26 @@ mod tests {
                     retry_after: Some(Duration::from_millis(2000)),
                 }),
             ),
-            ("error: invalid", err(ProviderError::Invalid("bad pattern".into()))),
-            ("error: auth", err(ProviderError::Auth("socket permission denied".into()))),
-            ("error: transient", err(ProviderError::Transient("connection reset".into()))),
-            ("error: config", err(ProviderError::Config("`socket` is required".into()))),
-            ("error: other", err(ProviderError::Other("unexpected answer".into()))),
+            (
+                "error: invalid",
+                err(ProviderError::Invalid("bad pattern".into())),
+            ),
+            (
+                "error: auth",
+                err(ProviderError::Auth("socket permission denied".into())),
+            ),
+            (
+                "error: transient",
+                err(ProviderError::Transient("connection reset".into())),
+            ),
+            (
+                "error: config",
+                err(ProviderError::Config("`socket` is required".into())),
+            ),
+            (
+                "error: other",
+                err(ProviderError::Other("unexpected answer".into())),
+            ),
             (
                 "error: unsupported (an operation the plugin does not know)",
                 err(ProviderError::Unknown {
@@ -349,7 +372,10 @@ mod tests {
              # a change to the wire.\n",
         );
         for (name, msg) in every_message() {
-            text.push_str(&format!("# {name}\n{}\n", serde_json::to_string(&msg).unwrap()));
+            text.push_str(&format!(
+                "# {name}\n{}\n",
+                serde_json::to_string(&msg).unwrap()
+            ));
         }
         text
     }
@@ -371,7 +397,10 @@ mod tests {
     /// (checked with Python's `jsonschema`, which CI installs).
     #[test]
     fn the_documented_json_schema_accepts_every_message_and_refuses_broken_ones() {
-        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/plugin-protocol.schema.json");
+        let schema = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/plugin-protocol.schema.json"
+        );
         let script = r##"
 import json, sys, jsonschema
 schema = json.load(open(sys.argv[1]))
