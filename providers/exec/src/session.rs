@@ -42,6 +42,8 @@ struct Session {
     stdin: Option<ChildStdin>,
     lines: Receiver<Line>,
     stderr: Tail,
+    /// The stderr forwarder; finished once the plugin (and its children) closed stderr.
+    stderr_thread: Option<std::thread::JoinHandle<()>>,
     version: u32,
 }
 
@@ -105,7 +107,15 @@ impl Session {
         }
     }
 
+    /// The last stderr lines, for an error message. After an exit, wait briefly for the
+    /// forwarder to read what the plugin printed last.
     fn stderr_text(&self) -> String {
+        if let Some(t) = &self.stderr_thread {
+            let until = Instant::now() + EXIT_GRACE;
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         let tail = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
         if tail.is_empty() {
             return "nothing on stderr".into();
@@ -331,10 +341,7 @@ impl Plugin {
         let max = self.spec.max_line;
         let tail: Tail = Arc::default();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(f)
-                .map(|_| ())
+            std::thread::Builder::new().name(name.into()).spawn(f)
         };
         let target = if self.spec.target.name.is_empty() {
             self.spec.provider.clone()
@@ -346,7 +353,7 @@ impl Plugin {
             "rangekeeper-plugin-stdout",
             Box::new(move || read_lines(stdout, &tx, max)),
         )
-        .and_then(|()| {
+        .and_then(|_| {
             spawn(
                 "rangekeeper-plugin-stderr",
                 Box::new(move || forward_stderr(stderr, &target, &tail2)),
@@ -357,10 +364,12 @@ impl Plugin {
             stdin: Some(stdin),
             lines,
             stderr: tail,
+            stderr_thread: None,
             version: 0,
         };
-        if let Err(e) = threads {
-            return Err(self.fail(format!("cannot start its reader threads: {e}")));
+        match threads {
+            Ok(t) => session.stderr_thread = Some(t),
+            Err(e) => return Err(self.fail(format!("cannot start its reader threads: {e}"))),
         }
         let text = self
             .next_line(&mut session, "hello", deadline, self.spec.timeout)

@@ -27,3 +27,29 @@ async fn host_fields_are_not_forwarded_to_the_plugin() {
     let p = ExecProvider::start(s).unwrap();
     p.current().await.unwrap();
 }
+
+/// What a plugin printed on stderr just before it exited is in the error: the host waits for
+/// the stderr reader to drain instead of racing it (it used to say "nothing on stderr").
+#[test]
+fn stderr_printed_just_before_an_exit_is_always_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = crate::common::script(
+        dir.path(),
+        "dies",
+        "#!/bin/sh\necho 'missing region' >&2\nexit 1\n",
+    );
+    for _ in 0..20 {
+        let err = ExecProvider::start(spec(
+            &exe,
+            dir.path(),
+            serde_json::json!({}),
+            Duration::from_secs(20),
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("stderr: `missing region`"),
+            "{err}"
+        );
+    }
+}
