@@ -199,7 +199,7 @@ fn providers_lists_plugins_on_path_with_their_capabilities() {
 
 /// A plugin that misbehaves in one way (see the modes), else a well-behaved file-less one.
 const FAULTY: &str = r#"#!/usr/bin/env python3
-import json, sys, time
+import json, os, sys, time
 MODE = sys.argv[0].rsplit("-", 1)[-1]
 if MODE == "exits":
     print("cannot load credentials", file=sys.stderr)
@@ -220,6 +220,8 @@ for line in sys.stdin:
     elif k == "current":
         if MODE == "hangs":
             time.sleep(1000)
+        if MODE == "chatty":
+            print(f"reading with token {os.environ.get('RK_PLUGIN_TOKEN')}", file=sys.stderr, flush=True)
         if MODE == "huge":
             while True:
                 sys.stdout.write("y" * 65536)
@@ -283,4 +285,25 @@ fn reconcile_once_converges_the_other_targets_past_a_hanging_plugin() {
         seen(&o)
     );
     assert!(s.exists("first.txt"), "{}", seen(&o));
+}
+
+#[test]
+fn a_plugin_gets_the_environment_and_its_stderr_lines_reach_the_log_with_the_target() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  edge:\n    provider: faulty\n    plugin: ./plugin-chatty\n    allow: [198.51.100.0/24]\n",
+    );
+    executable(&s, "plugin-chatty", FAULTY);
+    let o = s
+        .cmd()
+        .env("RK_PLUGIN_TOKEN", "t0k3n")
+        .args(["plan"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("edge: reading with token t0k3n"),
+        "{}",
+        seen(&o)
+    );
+    assert!(stdout(&o).contains("198.51.100.0/24"), "{}", seen(&o));
 }
