@@ -307,3 +307,13 @@ fn a_plugin_gets_the_environment_and_its_stderr_lines_reach_the_log_with_the_tar
     );
     assert!(stdout(&o).contains("198.51.100.0/24"), "{}", seen(&o));
 }
+
+#[test]
+fn validate_locates_a_missing_plugin_and_an_unknown_provider() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  edge:\n    provider: myfw\n    plugin: ./nope\n    allow: [198.51.100.0/24]\n  other:\n    provider: myfw2\n    allow: [198.51.100.0/24]\n",
+    );
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("validate_missing_plugin", stderr(&o));
+}

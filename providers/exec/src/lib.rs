@@ -59,10 +59,11 @@ impl PluginSpec {
         let exe = match cfg.fields.get("plugin") {
             Some(serde_json::Value::String(p)) if !p.is_empty() => {
                 let p = Path::new(p);
-                let exe = if p.is_absolute() {
+                // `components()` drops the `./` a join in the current directory adds.
+                let exe: PathBuf = if p.is_absolute() {
                     p.to_path_buf()
                 } else {
-                    cfg.base_dir.join(p)
+                    cfg.base_dir.join(p).components().collect()
                 };
                 if !exe.is_file() {
                     return Err(ProviderError::Config(format!(
