@@ -20,7 +20,8 @@ command -v hyperfine >/dev/null 2>&1 || bash scripts/bench-tools.sh
 command -v hyperfine >/dev/null 2>&1 || { echo "bench-plugin: hyperfine is missing" >&2; exit 1; }
 
 echo "== build (release)" >&2
-cargo build --release -q -p rangekeeper --bin rangekeeper --example rangekeeper-provider-file-plugin
+# The file provider alone: no cloud SDK to build for a file-only benchmark.
+cargo build --release -q -p rangekeeper --no-default-features --bin rangekeeper --example rangekeeper-provider-file-plugin
 RK=$ROOT/target/release/rangekeeper
 PLUGIN=$ROOT/target/release/examples/rangekeeper-provider-file-plugin
 PYPLUGIN=$ROOT/examples/plugins/rangekeeper-provider-pyfile

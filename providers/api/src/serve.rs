@@ -166,3 +166,101 @@ impl Progress for WireProgress {
         let _ = send(&self.0, &Reply::<()>::Progress(msg.to_owned()));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{Applied, RangeSet, State, TargetConfig};
+
+    struct Fixed;
+
+    #[async_trait::async_trait]
+    impl Provider for Fixed {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::new("fixed", "for tests")
+        }
+        async fn current(&self) -> Result<State, ProviderError> {
+            Ok(State::new(crate::Restriction::Unrestricted))
+        }
+        async fn apply(&self, _: &RangeSet, o: &ApplyOptions) -> Result<Applied, ProviderError> {
+            o.progress.message("working");
+            Ok(Applied::changed())
+        }
+        async fn disable(&self, _: &ApplyOptions) -> Result<Applied, ProviderError> {
+            Ok(Applied::unchanged())
+        }
+    }
+
+    fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
+        if cfg.fields.contains_key("bad") {
+            return Err(ProviderError::Config("`bad` is not a field".into()));
+        }
+        Ok(Box::new(Fixed))
+    }
+
+    fn caps() -> Capabilities {
+        Capabilities::new("fixed", "in general")
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn serve_answers_every_request_and_survives_bad_ones() {
+        let t = r#""target":{"name":"t","baseDir":"/"}"#;
+        let input = [
+            r#"{"v":1,"kind":"capabilities"}"#.to_owned(),
+            format!(r#"{{"v":1,"kind":"current",{t}}}"#),
+            format!(r#"{{"v":1,"kind":"apply","ranges":["192.0.2.0/24"],"wait":true,{t}}}"#),
+            format!(r#"{{"v":1,"kind":"apply","ranges":["192.0.2.1/24"],"wait":true,{t}}}"#),
+            format!(r#"{{"v":1,"kind":"lease",{t}}}"#),
+            format!(r#"{{"v":2,"kind":"current",{t}}}"#),
+            r#"{"v":1,"kind":"current"}"#.to_owned(),
+            r#"{"v":1,"kind":"current","target":{"name":"t","baseDir":"/","fields":{"bad":1}}}"#
+                .to_owned(),
+            "not json".to_owned(),
+        ]
+        .join("\n");
+        let out = Buf::default();
+        serve_io(caps, factory, input.as_bytes(), Box::new(out.clone())).unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], r#"{"v":[1]}"#);
+        assert!(
+            lines[1].contains(r#""description":"in general""#),
+            "{}",
+            lines[1]
+        );
+        assert_eq!(
+            lines[2],
+            r#"{"Ok":{"restriction":{"kind":"unrestricted"},"details":[],"warnings":[]}}"#
+        );
+        assert_eq!(lines[3], r#"{"progress":"working"}"#);
+        assert_eq!(
+            lines[4],
+            r#"{"Ok":{"changed":true,"pending":false,"notes":[]}}"#
+        );
+        assert!(lines[5].contains("send `192.0.2.0/24`"), "{}", lines[5]);
+        assert!(lines[6].contains(r#""kind":"unsupported""#), "{}", lines[6]);
+        assert!(lines[7].contains("protocol version 2"), "{}", lines[7]);
+        assert!(lines[8].contains("has no `target`"), "{}", lines[8]);
+        assert!(lines[9].contains(r#""kind":"config""#), "{}", lines[9]);
+        assert!(
+            lines[10].contains("cannot read the request"),
+            "{}",
+            lines[10]
+        );
+        assert_eq!(lines.len(), 11);
+    }
+}
