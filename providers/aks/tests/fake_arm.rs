@@ -923,9 +923,27 @@ async fn passes_the_conformance_suite() {
     let puts = || fake.puts().len();
     // A cluster the subscription does not have.
     let missing = provider_with(&fake, json!({"cluster": "no-such-cluster"}), TOKEN);
+    // Each fault answers the next GET once; the provider makes one attempt per call.
+    let (throttle, server_error, nothing) = (
+        || fake.inject(Fault::Throttled(3), Some(Method::GET), 1),
+        || fake.inject(Fault::ServerError, Some(Method::GET), 1),
+        || {},
+    );
     rangekeeper_provider::conformance::Suite::new(&p, &a, &b)
         .with_write_counter(&puts)
         .with_missing_target(&missing)
+        .with_fault(rangekeeper_provider::conformance::Fault {
+            name: "429 on the cluster read is throttled",
+            inject: &throttle,
+            clear: &nothing,
+            expect: "throttled",
+        })
+        .with_fault(rangekeeper_provider::conformance::Fault {
+            name: "500 on the cluster read is transient",
+            inject: &server_error,
+            clear: &nothing,
+            expect: "transient",
+        })
         .run()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
