@@ -82,11 +82,21 @@ impl Session {
     /// whatever is left of its process group.
     fn close(&mut self) {
         self.stdin = None;
+        // A plugin that ends its session closes its stdout: wait for that event (no polling
+        // interval to sleep through), then for the exit itself.
         let until = Instant::now() + EXIT_GRACE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Line::Text(_)) => continue,
+                Ok(_) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
         while Instant::now() < until {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(None) => std::thread::sleep(Duration::from_micros(200)),
             }
         }
         self.kill();
@@ -99,7 +109,7 @@ impl Session {
             match self.child.try_wait() {
                 Ok(Some(s)) => return s.to_string(),
                 Ok(None) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_micros(200));
                 }
                 Ok(None) => return "closed its stdout".into(),
                 Err(e) => return format!("cannot be waited for ({e})"),
