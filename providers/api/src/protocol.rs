@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ProviderError, RangeSet, TargetConfig, Violation};
+use crate::{ProviderError, RangeSet, State, TargetConfig, Violation};
 
 /// The protocol versions this crate speaks, oldest first.
 pub const VERSIONS: &[u32] = &[1];
@@ -94,6 +94,10 @@ pub enum Operation {
     Apply { ranges: Vec<String>, wait: bool },
     /// Reply: [`crate::Applied`].
     Disable { wait: bool },
+    /// Checks of a desired set that read the target, while planning; `current` is what the
+    /// plugin's `current` just returned. Reply: [`Checked`]. A plugin that answers
+    /// `unsupported` finds nothing (the trait's default).
+    Preflight { ranges: Vec<String>, current: State },
     /// An operation a newer host knows and this plugin does not; the plugin answers with an
     /// `unsupported` error.
     #[serde(other)]
@@ -109,6 +113,7 @@ impl Operation {
             Operation::Current => "current",
             Operation::Apply { .. } => "apply",
             Operation::Disable { .. } => "disable",
+            Operation::Preflight { .. } => "preflight",
             Operation::Unknown => "unknown",
         }
     }
@@ -127,7 +132,7 @@ pub struct Request {
     pub target: Option<WireTarget>,
 }
 
-/// The reply to `check`.
+/// The reply to `check` and `preflight`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checked {
     #[serde(default)]
@@ -271,6 +276,18 @@ mod tests {
                 "disable request",
                 req(Operation::Disable { wait: false }, Some(target())),
             ),
+            (
+                "preflight request",
+                req(
+                    Operation::Preflight {
+                        ranges: ranges(&["192.0.2.0/24"]),
+                        current: State::new(Restriction::Ranges(
+                            crate::parse_wire_ranges(&["198.51.100.0/24"]).unwrap(),
+                        )),
+                    },
+                    Some(target()),
+                ),
+            ),
             ("capabilities reply", ok(val(&caps))),
             (
                 "check reply",
@@ -279,6 +296,14 @@ mod tests {
                         crate::Violation::at("10.0.0.0/8", "private ranges are not accepted"),
                         crate::Violation::new("too many ranges"),
                     ],
+                })),
+            ),
+            (
+                "preflight reply",
+                ok(val(&Checked {
+                    violations: vec![crate::Violation::new(
+                        "the nodes' outbound IP 20.1.2.3 would lose the API server",
+                    )],
                 })),
             ),
             (

@@ -127,6 +127,14 @@ async fn answer(p: &dyn Provider, op: Operation, out: &Out) -> Reply<serde_json:
             Err(e) => Err(ProviderError::Invalid(e)),
         },
         Operation::Disable { wait } => to_value(p.disable(&opts(wait)).await),
+        Operation::Preflight { ranges, current } => match parse_wire_ranges(&ranges) {
+            Ok(set) => to_value(
+                p.preflight(&set, &current)
+                    .await
+                    .map(|violations| Checked { violations }),
+            ),
+            Err(e) => Err(ProviderError::Invalid(e)),
+        },
         Operation::Unknown => Err(ProviderError::Unknown {
             kind: protocol::UNSUPPORTED.into(),
             message: "this plugin does not know the operation".into(),

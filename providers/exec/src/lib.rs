@@ -253,6 +253,25 @@ impl Provider for ExecProvider {
         Ok(state)
     }
 
+    async fn preflight(
+        &self,
+        desired: &RangeSet,
+        current: &State,
+    ) -> Result<Vec<Violation>, ProviderError> {
+        let op = Operation::Preflight {
+            ranges: protocol::wire_ranges(desired),
+            current: current.clone(),
+        };
+        match self.call_async::<Checked>(op, None).await {
+            Ok(c) => Ok(c.violations),
+            // A plugin older than `preflight` has none: the trait's default.
+            Err(ProviderError::Unknown { kind, .. }) if kind == protocol::UNSUPPORTED => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn apply(
         &self,
         desired: &RangeSet,

@@ -53,3 +53,48 @@ fn stderr_printed_just_before_an_exit_is_always_quoted() {
         );
     }
 }
+
+/// `preflight` travels over the protocol; a plugin that does not know it (it answers
+/// `unsupported`) finds nothing, as the trait's default does, instead of failing the plan.
+#[tokio::test]
+async fn preflight_reaches_the_plugin_and_an_older_plugin_finds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = rangekeeper_provider::State::new(rangekeeper_provider::Restriction::Unrestricted);
+    let desired = crate::common::set(&["192.0.2.0/24"]);
+    let old = ExecProvider::start(spec(
+        &pyfile(),
+        dir.path(),
+        serde_json::json!({}),
+        Duration::from_secs(20),
+    ))
+    .unwrap();
+    assert_eq!(old.preflight(&desired, &state).await.unwrap(), vec![]);
+    let refusing = crate::common::script(
+        dir.path(),
+        "refusing",
+        r#"#!/usr/bin/env python3
+import json, sys
+print(json.dumps({"v": [1]}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["kind"] == "capabilities":
+        out = {"name": "refusing", "description": "x"}
+    else:
+        out = {"violations": [{"message": f"{req['kind']}: {req['ranges']} vs {req['current']['restriction']['kind']}"}]}
+    print(json.dumps({"Ok": out}), flush=True)
+"#,
+    );
+    let p = ExecProvider::start(spec(
+        &refusing,
+        dir.path(),
+        serde_json::json!({}),
+        Duration::from_secs(20),
+    ))
+    .unwrap();
+    let found = p.preflight(&desired, &state).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].message,
+        "preflight: ['192.0.2.0/24'] vs unrestricted"
+    );
+}
