@@ -91,7 +91,11 @@ impl PluginSpec {
             Some(v) => parse_duration(v)
                 .map_err(|e| ProviderError::Config(format!("target `{name}`: `{field}` {e}"))),
         };
+        // The plugin runs in the declaration's directory, so a relative `baseDir` would be
+        // resolved twice: send it absolute.
+        let base_dir = std::path::absolute(&cfg.base_dir).unwrap_or_else(|_| cfg.base_dir.clone());
         let mut target = WireTarget::from_config(cfg);
+        target.base_dir = base_dir.display().to_string();
         for f in HOST_FIELDS {
             target.fields.remove(f);
         }
@@ -102,11 +106,7 @@ impl PluginSpec {
             apply_timeout: duration("pluginApplyTimeout", DEFAULT_APPLY_TIMEOUT)?,
             max_line: MAX_LINE_BYTES,
             target,
-            cwd: cfg
-                .base_dir
-                .is_dir()
-                .then(|| cfg.base_dir.clone())
-                .filter(|d| !d.as_os_str().is_empty()),
+            cwd: base_dir.is_dir().then_some(base_dir),
         })
     }
 }
