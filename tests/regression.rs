@@ -1365,7 +1365,8 @@ fn a_plugin_gets_an_absolute_base_dir_when_the_declaration_path_is_relative() {
             "version: 1\ntargets:\n  edge:\n    provider: pyfile\n    plugin: {}\n    path: allow.json\n    allow: [192.0.2.0/24]\n",
             plugin.display()
         ),
-    );
+    )
+    .unwrap();
     let o = s.run(&["apply", "--yes", "-f", "sub/rangekeeper.yaml"]);
     assert_eq!(crate::common::code(&o), 0, "{}", crate::common::seen(&o));
     assert!(s.exists("sub/allow.json"), "{}", crate::common::seen(&o));

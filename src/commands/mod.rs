@@ -170,14 +170,12 @@ pub fn bind<'a>(
     Ok(out)
 }
 
+/// A target's provider, or why it could not be built.
+type Built = Result<Box<dyn Provider>, rangekeeper_provider::ProviderError>;
+
 /// Build every target's provider, a few at a time on their own threads: a plugin's start
 /// (process, hello, capabilities) then overlaps with the others' instead of adding up.
-fn build_all<'a>(
-    targets: &[&'a Target],
-) -> Vec<(
-    &'a Target,
-    Result<Box<dyn Provider>, rangekeeper_provider::ProviderError>,
-)> {
+fn build_all<'a>(targets: &[&'a Target]) -> Vec<(&'a Target, Built)> {
     const AT_ONCE: usize = 16;
     let mut out = Vec::with_capacity(targets.len());
     for chunk in targets.chunks(AT_ONCE) {
