@@ -237,6 +237,14 @@ impl Command {
                 state: Some(&a.state),
                 ..c(&a.file, &a.output, &a.strict)
             },
+            Command::Providers(ProvidersArgs {
+                command: Some(ProvidersCommand::Test(t)),
+                ..
+            }) => CommandFlags {
+                file: Some(&t.file),
+                output: Some(&t.output),
+                ..CommandFlags::default()
+            },
             Command::Providers(a) => CommandFlags {
                 output: Some(&a.output),
                 ..CommandFlags::default()
@@ -328,6 +336,34 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct ProvidersArgs {
+    #[command(subcommand)]
+    pub command: Option<ProvidersCommand>,
+    #[command(flatten)]
+    pub output: OutputFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvidersCommand {
+    /// Run the conformance suite against a provider, built-in or plugin, and print a
+    /// pass/fail table (exit 0 only if every check passes). It changes and disables the
+    /// target: give it a throw-away one.
+    Test(ProvidersTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProvidersTestArgs {
+    /// The provider: a built-in name, or a plugin's (`rangekeeper-provider-NAME` on PATH)
+    pub name: String,
+    /// Test against this target of the declaration file (its provider-specific fields);
+    /// without it, a scratch target in a temporary directory with no fields
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// A target of the declaration file that does not exist, to check that the provider
+    /// reports `not_found`
+    #[arg(long, value_name = "TARGET")]
+    pub missing_target: Option<String>,
+    #[command(flatten)]
+    pub file: FileFlag,
     #[command(flatten)]
     pub output: OutputFlag,
 }

@@ -47,7 +47,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
     match &cli.command {
         Command::Validate(a) => commands::validate::run(g, a),
         Command::Normalize(a) => commands::normalize::run(g, a),
-        Command::Providers(_) => commands::providers::run(g),
+        Command::Providers(cli::ProvidersArgs { command: None, .. }) => commands::providers::run(g),
         Command::Sources(a) => commands::sources::run(g, a),
         Command::Schema => {
             commands::print_json(&declaration::schema::schema()).map(|()| Outcome::Success)
@@ -68,6 +68,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Disable(a) => block_on(commands::disable::run(g, a)),
         Command::Import(a) => block_on(commands::import::run(g, a)),
         Command::Reconcile(a) => block_on(commands::reconcile::run(g, a)),
+        Command::Providers(cli::ProvidersArgs {
+            command: Some(cli::ProvidersCommand::Test(a)),
+            ..
+        }) => block_on(commands::providers::test(g, a)),
     }
 }
 

@@ -69,13 +69,15 @@ pub fn names() -> Vec<&'static str> {
 
 /// Build the provider for one target.
 pub fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
-    let entry = entries()
-        .into_iter()
-        .find(|e| e.name == provider)
-        .ok_or_else(|| ProviderError::Config(format!("unknown provider `{provider}`")))?;
     // Every error and note a provider reports is scrubbed of bearer tokens, whatever the
     // provider (or the server behind it) put in them.
-    (entry.factory)(cfg).map(rangekeeper_provider::secret::scrubbed)
+    match entries().into_iter().find(|e| e.name == provider) {
+        Some(entry) => (entry.factory)(cfg).map(rangekeeper_provider::secret::scrubbed),
+        // Not built in: a plugin (`plugin:` on the target, or `rangekeeper-provider-<name>`
+        // on PATH) served over the exec protocol.
+        None => rangekeeper_provider_exec::build(provider, cfg)
+            .map(rangekeeper_provider::secret::scrubbed),
+    }
 }
 
 /// Call the import hook of a target's provider (nothing for an unknown provider).

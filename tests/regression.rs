@@ -1349,3 +1349,25 @@ fn a_kube_restrict_ip_file_change_takes_effect_in_the_loop_as_what_it_is() {
     );
     assert!(!stderr(&o).contains("drift"), "{}", seen(&o));
 }
+
+/// A plugin target in a declaration given by a relative path in another directory
+/// (`-f sub/rangekeeper.yaml`): the plugin runs in `sub/` and gets `baseDir` absolute, so
+/// its relative `path` is not resolved twice (it read `sub/sub/...` and found nothing).
+#[test]
+fn a_plugin_gets_an_absolute_base_dir_when_the_declaration_path_is_relative() {
+    let s = crate::common::Scratch::new("version: 1\ntargets: {}\n");
+    std::fs::create_dir(s.path().join("sub")).unwrap();
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/plugins/rangekeeper-provider-pyfile");
+    std::fs::write(
+        s.path().join("sub/rangekeeper.yaml"),
+        format!(
+            "version: 1\ntargets:\n  edge:\n    provider: pyfile\n    plugin: {}\n    path: allow.json\n    allow: [192.0.2.0/24]\n",
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let o = s.run(&["apply", "--yes", "-f", "sub/rangekeeper.yaml"]);
+    assert_eq!(crate::common::code(&o), 0, "{}", crate::common::seen(&o));
+    assert!(s.exists("sub/allow.json"), "{}", crate::common::seen(&o));
+}

@@ -15,5 +15,6 @@ mod gke;
 mod import;
 mod krip;
 mod layering;
+mod plugins;
 mod reconcile;
 mod regression;

@@ -936,15 +936,23 @@ impl Resolver {
                 );
                 None
             }
-            Some(p) if !known_providers.contains(&p.value.as_str()) => {
+            // A provider that is not built in is a plugin: the target's `plugin:` path, or
+            // `rangekeeper-provider-<name>` on PATH.
+            Some(p)
+                if !known_providers.contains(&p.value.as_str())
+                    && !t.fields.contains_key("plugin")
+                    && rangekeeper_provider::protocol::find_plugin(&p.value).is_none() =>
+            {
                 self.error(
                     Some(Pos::of(p)),
                     tn,
                     format!(
-                        "target `{name}`: unknown provider `{}`{} (known: {})",
+                        "target `{name}`: unknown provider `{}`{} (known: {}; no plugin `{}{}` on PATH)",
                         p.value,
                         did_you_mean(&p.value, known_providers.iter().copied()),
-                        known_providers.join(", ")
+                        known_providers.join(", "),
+                        rangekeeper_provider::protocol::PLUGIN_PREFIX,
+                        p.value,
                     ),
                 );
                 None

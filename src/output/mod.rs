@@ -142,22 +142,63 @@ fn unrestricted_form(u: UnrestrictedForm) -> &'static str {
     }
 }
 
+/// One row of `rangekeeper providers`: a built-in, or a plugin found on PATH.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRow {
+    #[serde(flatten)]
+    pub capabilities: Option<Capabilities>,
+    /// The name written in `provider:` (a plugin's may differ from its capabilities' name).
+    pub provider: String,
+    /// The plugin executable; absent for a built-in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Why a plugin's capabilities could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Human table of provider capabilities.
-pub fn providers_human(caps: &[Capabilities]) -> String {
+pub fn providers_human(listed: &[ProviderRow]) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let rows: Vec<[String; 8]> = caps
+    let rows: Vec<[String; 8]> = listed
         .iter()
-        .map(|c| {
-            [
-                c.name.to_owned(),
-                c.max_ranges.map_or("-".to_owned(), |m| m.to_string()),
-                yes(c.ipv4).to_owned(),
-                yes(c.ipv6).to_owned(),
-                yes(c.private_ranges).to_owned(),
-                unrestricted_form(c.unrestricted).to_owned(),
-                yes(c.async_apply).to_owned(),
-                c.description.to_owned(),
-            ]
+        .map(|r| {
+            let plugin = r
+                .plugin
+                .as_ref()
+                .map(|p| format!(" (plugin {p})"))
+                .unwrap_or_default();
+            match &r.capabilities {
+                Some(c) => [
+                    r.provider.clone(),
+                    c.max_ranges.map_or("-".to_owned(), |m| m.to_string()),
+                    yes(c.ipv4).to_owned(),
+                    yes(c.ipv6).to_owned(),
+                    yes(c.private_ranges).to_owned(),
+                    unrestricted_form(c.unrestricted).to_owned(),
+                    yes(c.async_apply).to_owned(),
+                    format!("{}{plugin}", c.description),
+                ],
+                None => {
+                    let mut row = [
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        String::new(),
+                    ];
+                    row[0] = r.provider.clone();
+                    row[7] = format!(
+                        "error: {}{plugin}",
+                        r.error.as_deref().unwrap_or("no capabilities")
+                    );
+                    row
+                }
+            }
         })
         .collect();
     let header = [

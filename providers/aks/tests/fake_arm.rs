@@ -921,11 +921,33 @@ async fn passes_the_conformance_suite() {
     let a = with_egress(&["52.1.2.0/24"]);
     let b = with_egress(&["20.33.4.0/23", "52.1.2.0/24", "13.64.0.1"]);
     let puts = || fake.puts().len();
+    // A cluster the subscription does not have.
+    let missing = provider_with(&fake, json!({"cluster": "no-such-cluster"}), TOKEN);
+    // Each fault answers the next GET once; the provider makes one attempt per call.
+    let (throttle, server_error, nothing) = (
+        || fake.inject(Fault::Throttled(3), Some(Method::GET), 1),
+        || fake.inject(Fault::ServerError, Some(Method::GET), 1),
+        || {},
+    );
     rangekeeper_provider::conformance::Suite::new(&p, &a, &b)
         .with_write_counter(&puts)
+        .with_missing_target(&missing)
+        .with_fault(rangekeeper_provider::conformance::Fault {
+            name: "429 on the cluster read is throttled",
+            inject: &throttle,
+            clear: &nothing,
+            expect: "throttled",
+        })
+        .with_fault(rangekeeper_provider::conformance::Fault {
+            name: "500 on the cluster read is transient",
+            inject: &server_error,
+            clear: &nothing,
+            expect: "transient",
+        })
         .run()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(held(&fake), Restriction::Ranges(a));
-    assert_eq!(fake.puts().len(), 4, "A, B, disable, A");
+    // The suite ends with B applied without waiting: accepted, the operation in flight.
+    assert_eq!(held(&fake), Restriction::Ranges(b));
+    assert_eq!(fake.puts().len(), 5, "A, B, disable, A, B without waiting");
 }

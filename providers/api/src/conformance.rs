@@ -28,8 +28,53 @@
 //! 6. `apply(a)` after disable reports `changed`; `current()` is `a` again.
 //! 7. `apply` of an empty set is refused with an error and changes nothing: the target still
 //!    holds `a` (and, with a write counter, nothing was sent).
+//!
+//! Then the refusals (each is "refused" when `check` reports a violation or `apply` fails
+//! with an error, and the target still holds `a` afterwards, with nothing sent):
+//!
+//! 8. a set over `max_ranges` (skipped when there is no limit);
+//! 9. an IPv6 range on an IPv4-only provider (skipped when `ipv6` is true);
+//! 10. a private range where `private_ranges` is false (skipped when they are accepted);
+//! 11. `current()` of a provider bound to a missing target fails with `not_found` (given
+//!     with [`Suite::with_missing_target`]);
+//! 12. each injected fault (given with [`Suite::with_fault`]) makes `current()` fail with
+//!     the expected typed error, and the target reads `a` again once it is cleared;
+//! 13. last, `apply(b)` with `wait == false` is accepted and reports `changed` or `pending`;
+//!     a synchronous provider is not `pending` and holds `b` at once; an asynchronous one
+//!     is `pending` or holds `b`. The target is left with `b` (or on its way to it).
+//!
+//! [`Suite::report`] runs them all and returns one line per check (pass, fail, or skipped
+//! with the reason), for `rangekeeper providers test`'s table.
 
-use crate::{Applied, ApplyOptions, Provider, ProviderError, RangeSet, Restriction, cidr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::{
+    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, cidr,
+};
+
+/// How one check ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// One line of a conformance report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub outcome: Outcome,
+}
+
+/// A fault a test can inject into the target (e.g. a fake server answering 429), with the
+/// error kind ([`ProviderError::kind`]) the provider must report while it lasts.
+pub struct Fault<'a> {
+    pub name: &'static str,
+    pub inject: &'a (dyn Fn() + Sync),
+    pub clear: &'a (dyn Fn() + Sync),
+    pub expect: &'static str,
+}
 
 /// Counts the writes a target has received so far (e.g. PUT requests seen by a fake server),
 /// so the suite can prove that a no-op apply or disable sends nothing.
@@ -42,7 +87,11 @@ pub struct Suite<'a> {
     b: &'a RangeSet,
     writes: Option<WriteCounter<'a>>,
     opts: ApplyOptions,
+    missing: Option<&'a dyn Provider>,
+    faults: Vec<Fault<'a>>,
 }
+
+type Failed = (&'static str, String);
 
 impl<'a> Suite<'a> {
     pub fn new(provider: &'a dyn Provider, a: &'a RangeSet, b: &'a RangeSet) -> Self {
@@ -52,7 +101,21 @@ impl<'a> Suite<'a> {
             b,
             writes: None,
             opts: ApplyOptions::default(),
+            missing: None,
+            faults: Vec::new(),
         }
+    }
+
+    /// Also check that a provider bound to a target that does not exist reports `not_found`.
+    pub fn with_missing_target(mut self, missing: &'a dyn Provider) -> Self {
+        self.missing = Some(missing);
+        self
+    }
+
+    /// Also check that an injected fault gives the expected typed error.
+    pub fn with_fault(mut self, fault: Fault<'a>) -> Self {
+        self.faults.push(fault);
+        self
     }
 
     /// Also check, through `writes`, that no-op calls send nothing to the target.
@@ -65,9 +128,183 @@ impl<'a> Suite<'a> {
     pub async fn run(&self) -> Result<(), String> {
         let name = self.provider.capabilities().name;
         let label = if name.is_empty() { "<unnamed>" } else { &name };
-        self.steps().await.map_err(|(step, msg)| {
-            format!("conformance of provider `{label}`, step `{step}`: {msg}")
-        })
+        for c in self.report().await {
+            if let Outcome::Fail(msg) = c.outcome {
+                return Err(format!(
+                    "conformance of provider `{label}`, step `{}`: {msg}",
+                    c.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run every check and report each: the life cycle first (a failure there skips the
+    /// rest, which needs a target in a known state), then the refusals.
+    pub async fn report(&self) -> Vec<Check> {
+        let mut out = Vec::new();
+        if let Err((step, msg)) = self.steps().await {
+            out.push(Check {
+                name: step,
+                outcome: Outcome::Fail(msg),
+            });
+            out.push(Check {
+                name: "refusals",
+                outcome: Outcome::Skip("an earlier step failed".into()),
+            });
+            return out;
+        }
+        out.push(Check {
+            name: "life cycle: apply, no-op, change, disable, re-apply, refuse empty",
+            outcome: Outcome::Pass,
+        });
+        let caps = self.provider.capabilities();
+        let over = over_max(&caps);
+        let v6 = (!caps.ipv6).then(|| {
+            self.a
+                .union(&set_of([net("2a00:1450::/32")].into_iter().flatten()))
+        });
+        let private = (!caps.private_ranges).then(|| {
+            self.a
+                .union(&set_of([net("10.0.0.0/8")].into_iter().flatten()))
+        });
+        for (name, set, skip) in [
+            ("refuse more than max_ranges", over, "no range limit"),
+            (
+                "refuse IPv6 on an IPv4-only target",
+                v6,
+                "IPv6 is supported",
+            ),
+            (
+                "refuse private ranges where not accepted",
+                private,
+                "private ranges are accepted",
+            ),
+        ] {
+            let outcome = match set {
+                None => Outcome::Skip(skip.into()),
+                Some(set) => to_outcome(self.refused(name, &set).await),
+            };
+            out.push(Check { name, outcome });
+        }
+        let name = "not_found for a missing target";
+        out.push(Check {
+            name,
+            outcome: match self.missing {
+                None => Outcome::Skip("no missing target given".into()),
+                Some(m) => match m.current().await {
+                    Err(ProviderError::NotFound(_)) => Outcome::Pass,
+                    Err(e) => Outcome::Fail(format!(
+                        "expected a not_found error, got {} ({e})",
+                        e.kind()
+                    )),
+                    Ok(s) => Outcome::Fail(format!(
+                        "expected a not_found error, got {}",
+                        show(&s.restriction)
+                    )),
+                },
+            },
+        });
+        if self.faults.is_empty() {
+            out.push(Check {
+                name: "typed errors on injected faults",
+                outcome: Outcome::Skip("no fault injection given".into()),
+            });
+        }
+        for f in &self.faults {
+            out.push(Check {
+                name: f.name,
+                outcome: to_outcome(self.fault(f).await),
+            });
+        }
+        let name = "apply without waiting";
+        out.push(Check {
+            name,
+            outcome: to_outcome(self.no_wait(name, &caps).await),
+        });
+        out
+    }
+
+    /// `set` is refused by `check` or by `apply`, and the target still holds A.
+    async fn refused(&self, step: &'static str, set: &RangeSet) -> Result<(), Failed> {
+        if self.provider.check(set).is_empty() {
+            let before = self.write_count();
+            if let Ok(applied) = self.provider.apply(set, &self.opts).await {
+                return Err((
+                    step,
+                    format!(
+                        "neither check() nor apply() refused [{set}] ({applied:?}); the \
+                         capabilities say the target cannot hold it"
+                    ),
+                ));
+            }
+            self.expect_no_writes(step, before)?;
+        }
+        self.expect_current(step, &Restriction::Ranges(self.a.clone()))
+            .await
+    }
+
+    async fn no_wait(&self, step: &'static str, caps: &Capabilities) -> Result<(), Failed> {
+        let opts = ApplyOptions {
+            wait: false,
+            ..self.opts.clone()
+        };
+        let applied = result(step, self.provider.apply(self.b, &opts).await)?;
+        if !applied.changed && !applied.pending {
+            return Err((
+                step,
+                format!("expected changed or pending == true (the target held A); got {applied:?}"),
+            ));
+        }
+        let now = self.current(step).await?;
+        let holds_b = now == Restriction::Ranges(self.b.clone());
+        if !caps.async_apply && (applied.pending || !holds_b) {
+            return Err((
+                step,
+                format!(
+                    "a synchronous provider must finish the change at once: got {applied:?}, \
+                     then {}",
+                    show(&now)
+                ),
+            ));
+        }
+        if caps.async_apply && !applied.pending && !holds_b {
+            return Err((
+                step,
+                format!(
+                    "not pending, yet the target does not hold B: got {applied:?}, then {}",
+                    show(&now)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn fault(&self, f: &Fault<'_>) -> Result<(), Failed> {
+        (f.inject)();
+        let got = self.provider.current().await;
+        (f.clear)();
+        match got {
+            Err(e) if e.kind() == f.expect => {}
+            Err(e) => {
+                return Err((
+                    f.name,
+                    format!("expected a {} error, got {} ({e})", f.expect, e.kind()),
+                ));
+            }
+            Ok(s) => {
+                return Err((
+                    f.name,
+                    format!(
+                        "expected a {} error, got {}",
+                        f.expect,
+                        show(&s.restriction)
+                    ),
+                ));
+            }
+        }
+        self.expect_current(f.name, &Restriction::Ranges(self.a.clone()))
+            .await
     }
 
     async fn steps(&self) -> Result<(), (&'static str, String)> {
@@ -262,6 +499,47 @@ pub async fn assert_conforms(provider: &dyn Provider, a: &RangeSet, b: &RangeSet
     }
 }
 
+fn to_outcome(r: Result<(), Failed>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Pass,
+        Err((_, msg)) => Outcome::Fail(msg),
+    }
+}
+
+fn net(s: &str) -> Option<cidr::IpNet> {
+    cidr::parse(s).ok().map(|p| p.net)
+}
+
+fn set_of(nets: impl IntoIterator<Item = cidr::IpNet>) -> RangeSet {
+    RangeSet::from_nets(nets)
+}
+
+/// `max_ranges + 1` single addresses of a family the provider holds, none adjacent (so
+/// they do not merge), all globally routable.
+fn over_max(caps: &Capabilities) -> Option<RangeSet> {
+    let n = caps.max_ranges?.checked_add(1)?;
+    let addrs: Vec<IpAddr> = if caps.ipv4 {
+        // 23.0.0.0/8 is ordinary unicast space.
+        (0..n)
+            .filter_map(|i| u32::try_from(i).ok())
+            .map(|i| {
+                IpAddr::V4(Ipv4Addr::from(
+                    0x1700_0001u32.wrapping_add(i.wrapping_mul(2)),
+                ))
+            })
+            .collect()
+    } else {
+        (0..n)
+            .map(|i| {
+                IpAddr::V6(Ipv6Addr::from(
+                    0x2a00_1450_0000_0000_0000_0000_0000_0001u128 + 2 * i as u128,
+                ))
+            })
+            .collect()
+    };
+    Some(set_of(addrs.into_iter().map(cidr::IpNet::from)))
+}
+
 fn result<T>(step: &'static str, r: Result<T, ProviderError>) -> Result<T, (&'static str, String)> {
     r.map_err(|e| (step, format!("failed with a {} error: {e}", e.kind())))
 }
@@ -332,6 +610,8 @@ mod tests {
         AcceptsEmpty,
         DisableKeepsRanges,
         EmptyName,
+        AcceptsOverMax,
+        NoWaitStaysPending,
     }
 
     #[derive(Default)]
@@ -387,6 +667,15 @@ mod tests {
             if desired.is_empty() && self.bug != Bug::AcceptsEmpty {
                 return Err(ProviderError::Invalid("empty".into()));
             }
+            if desired.v6_len() > 0 {
+                return Err(ProviderError::Invalid("IPv4 only".into()));
+            }
+            if desired.len() > 4 && self.bug != Bug::AcceptsOverMax {
+                return Err(ProviderError::Invalid("over 4".into()));
+            }
+            if !_opts.wait && self.bug == Bug::NoWaitStaysPending {
+                return Ok(Applied::pending());
+            }
             if self.held.lock().unwrap().as_ref() == Some(desired) && self.bug != Bug::AlwaysChanged
             {
                 return Ok(Applied::default());
@@ -434,6 +723,8 @@ mod tests {
             (Bug::AcceptsEmpty, "step `apply(empty set)`"),
             (Bug::DisableKeepsRanges, "step `current after disable()`"),
             (Bug::EmptyName, "step `capabilities`"),
+            (Bug::AcceptsOverMax, "step `refuse more than max_ranges`"),
+            (Bug::NoWaitStaysPending, "step `apply without waiting`"),
         ] {
             let err = run(&Memory::with(bug), &a, &b).unwrap_err();
             assert!(err.contains(step), "{err}");
@@ -464,6 +755,92 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_report_lists_every_check_and_why_one_was_skipped() {
+        let (a, b) = (set(&["192.0.2.0/24"]), set(&["198.51.100.7"]));
+        let p = Memory::default();
+        let report = block_on(Suite::new(&p, &a, &b).report());
+        let lines: Vec<String> = report
+            .iter()
+            .map(|c| format!("{}: {:?}", c.name, c.outcome))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "life cycle: apply, no-op, change, disable, re-apply, refuse empty: Pass",
+                "refuse more than max_ranges: Pass",
+                "refuse IPv6 on an IPv4-only target: Pass",
+                "refuse private ranges where not accepted: Skip(\"private ranges are accepted\")",
+                "not_found for a missing target: Skip(\"no missing target given\")",
+                "typed errors on injected faults: Skip(\"no fault injection given\")",
+                "apply without waiting: Pass",
+            ]
+        );
+    }
+
+    /// A target that is not there: every read is `not_found`, or (buggy) unrestricted.
+    struct Missing(bool);
+
+    #[async_trait::async_trait]
+    impl Provider for Missing {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::new("missing", "test")
+        }
+        async fn current(&self) -> Result<State, ProviderError> {
+            if self.0 {
+                Err(ProviderError::NotFound("no such cluster".into()))
+            } else {
+                Ok(State::new(Restriction::Unrestricted))
+            }
+        }
+        async fn apply(&self, _: &RangeSet, _: &ApplyOptions) -> Result<Applied, ProviderError> {
+            Err(ProviderError::NotFound("no such cluster".into()))
+        }
+        async fn disable(&self, _: &ApplyOptions) -> Result<Applied, ProviderError> {
+            Err(ProviderError::NotFound("no such cluster".into()))
+        }
+    }
+
+    #[test]
+    fn a_missing_target_must_read_as_not_found() {
+        let (a, b) = (set(&["192.0.2.0/24"]), set(&["198.51.100.7"]));
+        let p = Memory::default();
+        let good = Missing(true);
+        block_on(Suite::new(&p, &a, &b).with_missing_target(&good).run()).unwrap();
+        let p = Memory::default();
+        let bad = Missing(false);
+        let err = block_on(Suite::new(&p, &a, &b).with_missing_target(&bad).run()).unwrap_err();
+        assert!(
+            err.contains("step `not_found for a missing target`")
+                && err.contains("got Unrestricted"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_injected_fault_must_give_the_expected_kind() {
+        let (a, b) = (set(&["192.0.2.0/24"]), set(&["198.51.100.7"]));
+        let p = Memory::default();
+        // The in-memory provider has no fault to inject: current() still succeeds, which
+        // the check must report as a failure.
+        let (inject, clear) = (|| {}, || {});
+        let err = block_on(
+            Suite::new(&p, &a, &b)
+                .with_fault(Fault {
+                    name: "throttled on 429",
+                    inject: &inject,
+                    clear: &clear,
+                    expect: "throttled",
+                })
+                .run(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("step `throttled on 429`") && err.contains("expected a throttled error"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,13 @@ pub mod conformance;
 pub mod fs;
 pub mod hint;
 pub mod import;
+pub mod protocol;
 pub mod secret;
+#[cfg(feature = "serve")]
+mod serve;
+
+#[cfg(feature = "serve")]
+pub use serve::{serve, serve_io};
 
 pub use import::{ImportHook, ImportNote, Imported, ImportedRange, Location, NoteSeverity};
 pub use secret::Secret;

@@ -510,10 +510,13 @@ async fn passes_the_conformance_suite_against_moto() {
     let a = set(&["140.82.112.0/20", "185.199.108.153"]);
     let b = set(&["151.101.0.0/16", "140.82.112.0/21", "20.33.4.0/23"]);
     let updates = || wire.updates();
+    // A cluster the account does not have.
+    let missing = provider(&c, "no-such-cluster");
     rangekeeper_provider::conformance::Suite::new(&p, &a, &b)
         .with_write_counter(&updates)
+        .with_missing_target(&missing)
         .run()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(wire.updates(), 4, "A, B, disable, A");
+    assert_eq!(wire.updates(), 5, "A, B, disable, A, B without waiting");
 }

@@ -1,6 +1,8 @@
 //! The shared provider conformance suite against the file provider, in every format.
 
-use rangekeeper_provider::conformance::Suite;
+use std::sync::Mutex;
+
+use rangekeeper_provider::conformance::{Fault, Suite};
 use rangekeeper_provider::{RangeSet, TargetConfig, cidr};
 use rangekeeper_provider_file::FileProvider;
 
@@ -32,11 +34,34 @@ async fn every_format_passes_the_conformance_suite() {
                 .map(|s| s.lines().count())
                 .unwrap_or(0)
         };
+        // The fault: the file is replaced by a directory, which the provider must refuse
+        // to read as a config error (never as "no file yet: unrestricted").
+        let file = dir.path().join("allow.conf");
+        let saved = Mutex::new(None);
+        let inject = || {
+            *saved.lock().unwrap() = std::fs::read(&file).ok();
+            std::fs::remove_file(&file).unwrap();
+            std::fs::create_dir(&file).unwrap();
+        };
+        let clear = || {
+            std::fs::remove_dir(&file).unwrap();
+            std::fs::write(&file, saved.lock().unwrap().take().unwrap()).unwrap();
+        };
         Suite::new(&p, &a, &b)
             .with_write_counter(&writes)
+            .with_fault(Fault {
+                name: "the file replaced by a directory",
+                inject: &inject,
+                clear: &clear,
+                expect: "config",
+            })
             .run()
             .await
             .unwrap_or_else(|e| panic!("format {format}: {e}"));
-        assert_eq!(writes(), 4, "format {format}: A, B, disable, A");
+        assert_eq!(
+            writes(),
+            5,
+            "format {format}: A, B, disable, A, B without waiting"
+        );
     }
 }

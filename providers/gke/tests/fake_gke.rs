@@ -105,12 +105,36 @@ async fn conformance() {
     let fake = fake().await;
     let p = provider(&fake);
     let writes = || fake.updates().len();
+    let mut missing = target(&fake.endpoint());
+    missing.cluster = "no-such-cluster".into();
+    let missing = GkeProvider::new(missing, Arc::new(StaticToken::new(AccessToken::new(TOKEN))))
+        .unwrap()
+        .with_waiting(fast());
+    // Each fault answers the next cluster read once; the provider makes one attempt.
+    let (throttle, unavailable, nothing) = (
+        || fake.inject(Fault::Throttled(2), On::GetCluster, 1),
+        || fake.inject(Fault::Unavailable, On::GetCluster, 1),
+        || {},
+    );
     rangekeeper_provider::conformance::Suite::new(
         &p,
         &set(&["192.0.2.0/24", "2001:db8::/48"]),
         &set(&["203.0.113.7", "10.0.0.0/8"]),
     )
     .with_write_counter(&writes)
+    .with_missing_target(&missing)
+    .with_fault(rangekeeper_provider::conformance::Fault {
+        name: "429 on the cluster read is throttled",
+        inject: &throttle,
+        clear: &nothing,
+        expect: "throttled",
+    })
+    .with_fault(rangekeeper_provider::conformance::Fault {
+        name: "503 on the cluster read is transient",
+        inject: &unavailable,
+        clear: &nothing,
+        expect: "transient",
+    })
     .run()
     .await
     .unwrap();

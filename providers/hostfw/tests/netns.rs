@@ -1012,6 +1012,25 @@ async fn both_backends_pass_the_conformance_suite() {
             .run()
             .await
             .unwrap_or_else(|e| panic!("backend {backend}: {e}"));
-        lab.expect("after the suite, A is enforced", &reject_matrix());
+        // The suite ends with B applied without waiting: enforced at once (synchronous).
+        lab.expect(
+            "after the suite, B is enforced",
+            &[
+                (D4, P1, "connected"),
+                (A4, P1, "refused"),
+                (R4, P2, "refused"),
+                (R6, P2, "connected"),
+                (A6, P1, "refused"),
+                (D6, P1, "refused"),
+                (D4, OPEN, "connected"),
+            ],
+        );
+        assert!(
+            p.apply(&allowed(), &ApplyOptions::default())
+                .await
+                .unwrap()
+                .changed
+        );
+        lab.expect("A applied again is enforced", &reject_matrix());
     }
 }

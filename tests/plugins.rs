@@ -1,0 +1,321 @@
+//! Provider plugins through the binary: `providers` lists them, `providers test` passes for
+//! every example plugin, and a misbehaving plugin gives a clear error naming it while nothing
+//! is applied anywhere in that run.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::common::{Scratch, code, seen, stderr, stdout};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `examples/plugins` first on PATH, so `provider: pyfile` finds the Python example.
+fn path_with_examples() -> String {
+    format!(
+        "{}:{}",
+        repo().join("examples/plugins").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The Rust example plugin (`examples/plugins/file_plugin.rs`), built once per test run:
+/// cargo builds examples with `cargo test` but not with `cargo test --test integration`.
+fn rust_example() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let name = "rangekeeper-provider-file-plugin";
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "--quiet", "--example", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exe = Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
+            .parent()
+            .unwrap()
+            .join("examples")
+            .join(name);
+        assert!(exe.is_file(), "{}", exe.display());
+        exe
+    })
+}
+
+fn executable(s: &Scratch, name: &str, body: &str) -> PathBuf {
+    let p = s.path().join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn providers_test_passes_for_the_python_example_plugin() {
+    let s = Scratch::new("version: 1\ntargets: {}\n");
+    let o = s
+        .cmd()
+        .env("PATH", path_with_examples())
+        .args(["providers", "test", "pyfile"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("providers_test_pyfile", stdout(&o));
+    let o = s
+        .cmd()
+        .env("PATH", path_with_examples())
+        .args(["providers", "test", "pyfile", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    insta::assert_json_snapshot!("providers_test_pyfile_json", v);
+}
+
+#[test]
+fn providers_test_passes_for_the_rust_example_plugin_on_a_declared_target() {
+    let s = Scratch::new(&format!(
+        "version: 1\ntargets:\n  edge:\n    provider: file-plugin\n    plugin: {}\n    path: allow.conf\n    allow: [192.0.2.1]\n",
+        rust_example().display(),
+    ));
+    let o = s.run(&["providers", "test", "file-plugin", "--target", "edge"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("providers_test_rust_example", stdout(&o));
+    assert!(
+        s.exists("allow.conf"),
+        "the suite wrote the declared target's file"
+    );
+}
+
+#[test]
+fn providers_test_fails_naming_the_check_for_a_plugin_that_breaks_the_contract() {
+    let s = Scratch::new("version: 1\ntargets: {}\n");
+    // Answers every apply with `changed: true`, even when nothing changed.
+    let exe = executable(
+        &s,
+        "rangekeeper-provider-liar",
+        r#"#!/usr/bin/env python3
+import json, sys
+print(json.dumps({"v": [1]}), flush=True)
+held = None
+for line in sys.stdin:
+    req = json.loads(line)
+    k = req["kind"]
+    if k == "capabilities":
+        out = {"name": "liar", "description": "always changed", "ipv6": True, "privateRanges": True}
+    elif k == "current":
+        out = {"restriction": {"kind": "ranges", "ranges": held} if held else {"kind": "unrestricted"}}
+    elif k == "apply":
+        if not req["ranges"]:
+            print(json.dumps({"Err": {"kind": "invalid", "message": "empty"}}), flush=True)
+            continue
+        held = req["ranges"]
+        out = {"changed": True}
+    elif k == "disable":
+        out = {"changed": held is not None}
+        held = None
+    else:
+        out = {"violations": []}
+    print(json.dumps({"Ok": out}), flush=True)
+"#,
+    );
+    let o = s
+        .cmd()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                exe.parent().unwrap().display(),
+                path_with_examples()
+            ),
+        )
+        .args(["providers", "test", "liar"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("providers_test_liar", stdout(&o));
+}
+
+#[test]
+fn providers_lists_plugins_on_path_with_their_capabilities() {
+    let s = Scratch::new("version: 1\ntargets: {}\n");
+    executable(
+        &s,
+        "rangekeeper-provider-broken",
+        "#!/bin/sh\necho nope >&2\nexit 2\n",
+    );
+    let path = format!("{}:{}", s.path().display(), path_with_examples());
+    let o = s
+        .cmd()
+        .env("PATH", &path)
+        .args(["providers"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let text = stdout(&o)
+        .replace(&s.path().display().to_string(), "[SCRATCH]")
+        .replace(&repo().display().to_string(), "[REPO]");
+    let plugins: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pyfile") || l.starts_with("broken"))
+        .collect();
+    insta::assert_snapshot!("providers_with_plugins", plugins.join("\n"));
+    let o = s
+        .cmd()
+        .env("PATH", &path)
+        .args(["providers", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let py = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "pyfile")
+        .unwrap();
+    assert_eq!(py["maxRanges"], 50);
+    assert!(
+        py["plugin"]
+            .as_str()
+            .unwrap()
+            .ends_with("rangekeeper-provider-pyfile")
+    );
+    let broken = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["provider"] == "broken")
+        .unwrap();
+    assert!(
+        broken["error"].as_str().unwrap().contains("nope"),
+        "{broken}"
+    );
+}
+
+/// A plugin that misbehaves in one way (see the modes), else a well-behaved file-less one.
+const FAULTY: &str = r#"#!/usr/bin/env python3
+import json, os, sys, time
+MODE = sys.argv[0].rsplit("-", 1)[-1]
+if MODE == "exits":
+    print("cannot load credentials", file=sys.stderr)
+    sys.exit(4)
+if MODE == "garbage":
+    print("Usage: plugin [--help]", flush=True)
+    sys.exit(0)
+if MODE == "version":
+    print(json.dumps({"v": [9]}), flush=True)
+    sys.stdin.read()
+    sys.exit(0)
+print(json.dumps({"v": [1]}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    k = req["kind"]
+    if k == "capabilities":
+        out = {"name": "faulty", "description": MODE, "ipv6": True, "privateRanges": True}
+    elif k == "current":
+        if MODE == "hangs":
+            time.sleep(1000)
+        if MODE == "chatty":
+            print(f"reading with token {os.environ.get('RK_PLUGIN_TOKEN')}", file=sys.stderr, flush=True)
+        if MODE == "huge":
+            while True:
+                sys.stdout.write("y" * 65536)
+        if MODE == "badranges":
+            out = {"restriction": {"kind": "ranges", "ranges": ["192.0.2.1/24"]}}
+        elif MODE == "empty":
+            out = {"restriction": {"kind": "ranges", "ranges": []}}
+        else:
+            out = {"restriction": {"kind": "unrestricted"}}
+    elif k in ("apply", "disable"):
+        out = {"changed": True}
+    else:
+        out = {"violations": []}
+    print(json.dumps({"Ok": out}), flush=True)
+"#;
+
+#[test]
+fn a_misbehaving_plugin_is_named_and_nothing_is_applied_anywhere() {
+    for (mode, want) in [
+        ("hangs", "no answer to `current` within 3s"),
+        ("exits", "exited (exit status: 4) without answering `hello`"),
+        ("garbage", "did not start with a protocol hello"),
+        ("huge", "printed a line longer than 8388608 bytes"),
+        (
+            "version",
+            "the plugin speaks v9, this rangekeeper speaks v1",
+        ),
+        ("badranges", "send `192.0.2.0/24`"),
+        ("empty", "reported an empty list of ranges"),
+    ] {
+        // Short for the plugin that hangs; long enough for Python to start on a busy machine.
+        let timeout = if mode == "hangs" { "3s" } else { "60s" };
+        let s = Scratch::new(&format!(
+            "version: 1\ntargets:\n  first:\n    provider: file\n    path: first.txt\n    allow: [192.0.2.1]\n  edge:\n    provider: faulty\n    plugin: ./plugin-{mode}\n    pluginTimeout: {timeout}\n    allow: [198.51.100.0/24]\n"
+        ));
+        executable(&s, &format!("plugin-{mode}"), FAULTY);
+        let o = s.run(&["apply", "--yes"]);
+        assert_eq!(code(&o), 1, "{mode}: {}", seen(&o));
+        let all = seen(&o);
+        assert!(
+            all.contains("plugin-"),
+            "{mode}: the plugin is named: {all}"
+        );
+        assert!(all.contains(want), "{mode}: {all}");
+        assert!(
+            !s.exists("first.txt"),
+            "{mode}: nothing is applied anywhere: {all}"
+        );
+    }
+}
+
+#[test]
+fn reconcile_once_converges_the_other_targets_past_a_hanging_plugin() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  first:\n    provider: file\n    path: first.txt\n    allow: [192.0.2.1]\n  edge:\n    provider: faulty\n    plugin: ./plugin-hangs\n    pluginTimeout: 1s\n    allow: [198.51.100.0/24]\n",
+    );
+    executable(&s, "plugin-hangs", FAULTY);
+    let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("1 target not converged: edge"),
+        "{}",
+        seen(&o)
+    );
+    assert!(s.exists("first.txt"), "{}", seen(&o));
+}
+
+#[test]
+fn a_plugin_gets_the_environment_and_its_stderr_lines_reach_the_log_with_the_target() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  edge:\n    provider: faulty\n    plugin: ./plugin-chatty\n    allow: [198.51.100.0/24]\n",
+    );
+    executable(&s, "plugin-chatty", FAULTY);
+    let o = s
+        .cmd()
+        .env("RK_PLUGIN_TOKEN", "t0k3n")
+        .args(["plan"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("edge: reading with token t0k3n"),
+        "{}",
+        seen(&o)
+    );
+    assert!(stdout(&o).contains("198.51.100.0/24"), "{}", seen(&o));
+}
+
+#[test]
+fn validate_locates_a_missing_plugin_and_an_unknown_provider() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  edge:\n    provider: myfw\n    plugin: ./nope\n    allow: [198.51.100.0/24]\n  other:\n    provider: myfw2\n    allow: [198.51.100.0/24]\n",
+    );
+    let o = s.run(&["validate"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("validate_missing_plugin", stderr(&o));
+}
