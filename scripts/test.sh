@@ -76,6 +76,22 @@ else
     report_left_out
 fi
 
+# The binary with no optional provider and with each one alone: it must build, pass clippy
+# and pass its tests (tests that need a provider are gated on its feature), so a newcomer who
+# wants only the `file` provider builds without the cloud SDKs.
+step "features: none, and each provider alone"
+for features in "" aks eks gke hostfw; do
+    flags=(-p rangekeeper --locked --no-default-features)
+    [ -n "$features" ] && flags+=(--features "$features")
+    echo "features: [${features:-none}]" >&2
+    cargo clippy "${flags[@]}" --all-targets -- -D warnings
+    if [ "${#skips[@]}" -eq 0 ]; then
+        cargo test "${flags[@]}" "$@"
+    else
+        cargo test "${flags[@]}" "$@" -- "${skips[@]}"
+    fi
+done
+
 # Every fuzz target briefly (fuzz/ is a workspace of its own: formatting, lints, a few
 # seconds of fuzzing each); scripts/fuzz.sh without --smoke runs the long campaign.
 step "fuzz targets (smoke)"

@@ -88,10 +88,25 @@ pub fn import(provider: &str, cfg: &TargetConfig) -> Imported {
         .map_or_else(Imported::default, |e| (e.import)(cfg))
 }
 
+/// The built-in providers this binary was compiled without (their Cargo features off).
+pub fn left_out() -> Vec<&'static str> {
+    let all: [(&'static str, bool); 4] = [
+        ("aks", cfg!(feature = "aks")),
+        ("eks", cfg!(feature = "eks")),
+        ("gke", cfg!(feature = "gke")),
+        ("hostfw", cfg!(feature = "hostfw")),
+    ];
+    all.into_iter()
+        .filter(|(_, built)| !built)
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// What the declaration loader needs of the providers.
 pub fn catalog() -> Catalog {
     Catalog {
         names: names(),
+        left_out: left_out(),
         import,
     }
 }

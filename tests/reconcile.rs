@@ -1076,6 +1076,7 @@ fn validate_makes_no_network_call_and_says_sources_are_not_fetched() {
     );
 }
 
+#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
 /// The declaration embedded in a Kubernetes example's ConfigMap (`rangekeeper.yaml: |`).
 fn configmap_declaration(example: &str) -> String {
     let text = std::fs::read_to_string(
@@ -1097,6 +1098,8 @@ fn configmap_declaration(example: &str) -> String {
         .collect()
 }
 
+/// The examples use the cloud providers and hostfw.
+#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
 #[test]
 fn the_kubernetes_examples_carry_valid_declarations() {
     for example in ["reconciler-cronjob.yaml", "reconciler-deployment.yaml"] {

@@ -184,6 +184,9 @@ fn declaration_file_must_be_a_bounded_regular_file() {
         .unwrap();
     assert_eq!(code(&o), 1, "{}", seen(&o));
     assert!(stderr(&o).contains("is larger than 64 MiB"), "{}", seen(&o));
+    if !cfg!(feature = "hostfw") {
+        return; // --kube-restrict-ip is hostfw's stand-alone mode
+    }
     let o = s
         .cmd()
         .args([
@@ -1156,6 +1159,7 @@ fn the_core_names_no_provider_outside_the_registry_table() {
 
 /// #10.22: errors in `--kube-restrict-ip` mode pointed into rangekeeper's internal
 /// declaration (`krip.yaml:6:21` for a 5-line file); they point into the user's file.
+#[cfg(feature = "hostfw")]
 #[test]
 fn kube_restrict_ip_errors_point_at_the_users_file() {
     let s = Scratch::new("version: 1\ntargets: {}\n");
@@ -1242,6 +1246,7 @@ fn once_runs_are_labelled_with_their_real_trigger() {
 /// allowedNetworks went stale; #10.23: a `restrictedPorts` change was logged and audited as
 /// "drift ... removed: [all]". The file is watched like the declaration and a ports change is
 /// a `config` change.
+#[cfg(feature = "hostfw")]
 #[test]
 fn a_kube_restrict_ip_file_change_takes_effect_in_the_loop_as_what_it_is() {
     use crate::krip::{KRIP, Netns, can_run_netns_tests, terminate, wait_until};

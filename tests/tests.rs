@@ -13,6 +13,7 @@ mod eks;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;
+#[cfg(feature = "hostfw")]
 mod krip;
 mod layering;
 mod plugins;

@@ -36,6 +36,6 @@ pub use cover::{
 pub use lines::{
     Aggregated, HostBitsWarning, LineError, LinesTuning, aggregate_lines, aggregate_lines_tuned,
 };
-pub use parse::{ParseError, ParseErrorKind, Parsed, parse};
+pub use parse::{ParseError, ParseErrorKind, Parsed, host_bits_message, parse};
 pub use set::{AddressCount, RangeSet};
 pub use special::{non_global, special_purpose, special_purpose_addr};

@@ -52,9 +52,7 @@ impl Default for LinesTuning {
 pub enum LineError {
     #[error("line {line}: {error}")]
     Parse { line: usize, error: ParseError },
-    #[error(
-        "line {line}: {input} has host bits set (network boundary: {net}); strict mode rejects it"
-    )]
+    #[error("line {line}: {}", crate::host_bits_message(.input, .net, true))]
     HostBits {
         line: usize,
         input: String,

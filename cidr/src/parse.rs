@@ -77,6 +77,17 @@ pub enum ParseErrorKind {
     Ipv6Mapped,
 }
 
+/// The one wording of a host-bits finding, for every place that reports one: `input` as
+/// written and `net`, its network boundary; `strict` when the input is refused rather than
+/// normalized.
+pub fn host_bits_message(input: &str, net: &IpNet, strict: bool) -> String {
+    if strict {
+        format!("`{input}` has host bits set (strict mode rejects it: write `{net}`)")
+    } else {
+        format!("`{input}` has host bits set; using the network boundary `{net}`")
+    }
+}
+
 /// A parsed CIDR: the network at its boundary, and whether the input had host bits set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parsed {

@@ -130,7 +130,7 @@ fn aggregate_lines_errors() {
         Err(e @ LineError::HostBits { .. }) => {
             assert_eq!(
                 e.to_string(),
-                "line 2: 137.117.106.90/29 has host bits set (network boundary: 137.117.106.88/29); strict mode rejects it"
+                "line 2: `137.117.106.90/29` has host bits set (strict mode rejects it: write `137.117.106.88/29`)"
             );
         }
         other => panic!("{other:?}"),

@@ -17,10 +17,9 @@ pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
     let mut absorb = |agg: Aggregated, source: &str| {
         for w in &agg.host_bits {
             tracing::warn!(
-                "{source}:{}: `{}` has host bits set; using the network boundary `{}`",
+                "{source}:{}: {}",
                 w.line,
-                w.input,
-                w.net
+                rangekeeper_cidr::host_bits_message(&w.input, &w.net, false)
             );
         }
         set = if set.is_empty() {
@@ -36,7 +35,8 @@ pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
                 anyhow::anyhow!("{source}:{line}: invalid CIDR {error}; nothing was printed")
             }
             LineError::HostBits { line, input, net } => anyhow::anyhow!(
-                "{source}:{line}: `{input}` has host bits set (network boundary: {net}); strict mode rejects it; nothing was printed"
+                "{source}:{line}: {}; nothing was printed",
+                rangekeeper_cidr::host_bits_message(&input, &net, true)
             ),
         }
     };

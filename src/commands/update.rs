@@ -31,16 +31,11 @@ fn resolve(
                 tracing::warn!("{flag}: {msg}");
             }
             if parsed.host_bits {
+                let msg = rangekeeper_cidr::host_bits_message(part, &parsed.net, strict);
                 if strict {
-                    bail!(
-                        "{flag}: `{part}` has host bits set (network boundary: {}); strict mode rejects it",
-                        parsed.net
-                    );
+                    bail!("{flag}: {msg}");
                 }
-                tracing::warn!(
-                    "{flag}: `{part}` has host bits set; using the network boundary `{}`",
-                    parsed.net
-                );
+                tracing::warn!("{flag}: {msg}");
             }
             set.insert(parsed.net);
         }

@@ -171,6 +171,9 @@ pub struct LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub names: Vec<&'static str>,
+    /// Built-in providers this binary was compiled without (their Cargo features off), so a
+    /// target naming one is told how to get it rather than that the name is unknown.
+    pub left_out: Vec<&'static str>,
     /// `(provider, target config) -> what the target imports from its provider's own files`.
     pub import: fn(&str, &TargetConfig) -> Imported,
 }
@@ -278,7 +281,7 @@ impl DeclText {
         &self,
         opts: LoadOptions,
         known_providers: &[&str],
-        import: Option<fn(&str, &TargetConfig) -> Imported>,
+        catalog: Option<&Catalog>,
         source_values: &SourceValues,
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
         let (text, file, base_dir, is_json) =
@@ -290,7 +293,8 @@ impl DeclText {
             strict: opts.strict,
             source_values: source_values.clone(),
             source_specs: IndexMap::new(),
-            import,
+            import: catalog.map(|c| c.import),
+            left_out: catalog.map(|c| c.left_out.clone()).unwrap_or_default(),
             generated: self.generated,
         };
         if is_json {
@@ -407,6 +411,8 @@ struct Resolver {
     source_specs: IndexMap<String, SourceSpec>,
     /// The providers' import hook, when the loader asks for imports.
     import: Option<fn(&str, &TargetConfig) -> Imported>,
+    /// Built-in providers this binary was compiled without.
+    left_out: Vec<&'static str>,
     /// The text was built by rangekeeper ([`Standalone`]): its positions mean nothing to the
     /// user and are left out.
     generated: bool,
@@ -756,15 +762,12 @@ impl Resolver {
                         }
                     }
                     if p.host_bits {
-                        let msg = format!(
-                            "`{text}` has host bits set; using the network boundary `{}`",
-                            p.net
-                        );
+                        let msg = rangekeeper_cidr::host_bits_message(text, &p.net, false);
                         if self.strict {
                             self.error(
                                 pos,
                                 target,
-                                format!("{msg} (strict mode rejects it: write `{}`)", p.net),
+                                rangekeeper_cidr::host_bits_message(text, &p.net, true),
                             );
                             ok = false;
                             continue;
@@ -867,16 +870,13 @@ impl Resolver {
                         push(self, Severity::Warning, at(&r.at), msg);
                     }
                     if p.host_bits {
-                        let msg = format!(
-                            "`{text}` has host bits set; using the network boundary `{}`",
-                            p.net
-                        );
+                        let msg = rangekeeper_cidr::host_bits_message(text, &p.net, false);
                         if strict {
                             push(
                                 self,
                                 Severity::Error,
                                 at(&r.at),
-                                format!("{msg} (strict mode rejects it: write `{}`)", p.net),
+                                rangekeeper_cidr::host_bits_message(text, &p.net, true),
                             );
                             failed = true;
                             continue;
@@ -938,6 +938,21 @@ impl Resolver {
             }
             // A provider that is not built in is a plugin: the target's `plugin:` path, or
             // `rangekeeper-provider-<name>` on PATH.
+            Some(p)
+                if self.left_out.contains(&p.value.as_str())
+                    && !t.fields.contains_key("plugin")
+                    && rangekeeper_provider::protocol::find_plugin(&p.value).is_none() =>
+            {
+                self.error(
+                    Some(Pos::of(p)),
+                    tn,
+                    format!(
+                        "target `{name}`: this rangekeeper was built without the `{0}` provider (its Cargo feature `{0}` is off); build it with `--features {0}` (or the default features), or use a build that has it",
+                        p.value
+                    ),
+                );
+                None
+            }
             Some(p)
                 if !known_providers.contains(&p.value.as_str())
                     && !t.fields.contains_key("plugin")
@@ -1261,7 +1276,7 @@ impl DeclText {
         catalog: &Catalog,
         values: &SourceValues,
     ) -> (Option<Declaration>, Vec<Diagnostic>) {
-        self.parse(opts, &catalog.names, Some(catalog.import), values)
+        self.parse(opts, &catalog.names, Some(catalog), values)
     }
 
     /// Resolve the text with these source values; errors fail, warnings are kept.

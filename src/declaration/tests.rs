@@ -328,6 +328,7 @@ fn test_hook(provider: &str, cfg: &TargetConfig) -> Imported {
 fn catalog() -> Catalog {
     Catalog {
         names: KNOWN.to_vec(),
+        left_out: vec!["gke"],
         import: test_hook,
     }
 }
@@ -438,4 +439,25 @@ fn a_standalone_declaration_shows_no_positions_of_its_own_text() {
         .unwrap();
     assert_eq!((own.line, own.column), (None, None), "{own}");
     assert_eq!(decl.targets["t"].config.fields["from"], "it\"s: {odd} path");
+}
+
+#[test]
+fn a_built_in_provider_left_out_of_this_build_says_how_to_get_it() {
+    let text = DeclText {
+        text: "version: 1\ntargets:\n  t:\n    provider: gke\n    allow: [192.0.2.0/24]\n"
+            .to_owned(),
+        file: "t.yaml".to_owned(),
+        base_dir: PathBuf::from("."),
+        is_json: false,
+        generated: false,
+    };
+    let (_, diags) = text.load(LoadOptions::default(), &catalog(), &SourceValues::new());
+    let e = errors(&diags);
+    assert_eq!(e.len(), 1, "{diags:#?}");
+    assert!(
+        e[0].message.contains("built without the `gke` provider")
+            && e[0].message.contains("--features gke"),
+        "{diags:#?}"
+    );
+    assert_eq!(e[0].line, Some(4), "{diags:#?}");
 }
