@@ -1376,3 +1376,78 @@ fn a_plugin_gets_an_absolute_base_dir_when_the_declaration_path_is_relative() {
     assert_eq!(crate::common::code(&o), 0, "{}", crate::common::seen(&o));
     assert!(s.exists("sub/allow.json"), "{}", crate::common::seen(&o));
 }
+
+/// #10.19: messages that needed mending: duplicate keys in serde-saphyr's words ("set
+/// DuplicateKeyPolicy in Options"), "invalid u32/u64" for `version: 1.0` or `maxRanges: -1`,
+/// quoted `"yes"` taken as a boolean, `1.2.3.4%eth0` called an IPv6 zone id, `010.0.0.1` and
+/// `1.2.3.4/33` without a suggestion, a 3 MB bad line echoed whole, and the node budget said
+/// as "budget breached: Nodes".
+#[test]
+fn declaration_messages_say_what_is_wrong_and_what_to_write() {
+    let s = Scratch::new("");
+    let cases: [(&str, String, &str); 8] = [
+        (
+            "duplicate key",
+            "version: 1\ntargets:\n  a: {provider: file, path: x, allow: [192.0.2.1]}\n  a: {provider: file, path: y, allow: [192.0.2.1]}\n".into(),
+            "r.yaml:4:3: error: duplicate key `a`: each key may appear only once in a mapping",
+        ),
+        (
+            "version 1.0",
+            "version: 1.0\ntargets: {}\n".into(),
+            "r.yaml:1:10: error: `version` must be a whole number of 0 or more, not `1.0`",
+        ),
+        (
+            "maxRanges -1",
+            "version: 1\ntargets:\n  a:\n    provider: file\n    path: x\n    allow: [192.0.2.1]\n    maxRanges: -1\n".into(),
+            "r.yaml:7:16: error: `maxRanges` must be a whole number of 0 or more, not `-1`",
+        ),
+        (
+            "quoted yes",
+            "version: 1\ntargets:\n  a:\n    provider: file\n    path: x\n    allow: [192.0.2.1]\n    allowBroad: \"yes\"\n".into(),
+            "r.yaml:7:17: error: `allowBroad` must be `true` or `false`, not `\"yes\"`",
+        ),
+        (
+            "IPv4 with a zone",
+            "version: 1\ntargets:\n  a: {provider: file, path: x, allow: [\"1.2.3.4%eth0\"]}\n".into(),
+            "`%eth0` after an IPv4 address is not allowed",
+        ),
+        (
+            "octal",
+            "version: 1\ntargets:\n  a: {provider: file, path: x, allow: [010.0.0.1]}\n".into(),
+            "write `10.0.0.1` if decimal was meant",
+        ),
+        (
+            "prefix too long",
+            "version: 1\ntargets:\n  a: {provider: file, path: x, allow: [1.2.3.4/33]}\n".into(),
+            "the IPv4 maximum is /32 (`1.2.3.4/32` is the single address)",
+        ),
+        (
+            "3 MB line",
+            format!(
+                "version: 1\ntargets:\n  a: {{provider: file, path: x, allow: [\"{}\"]}}\n",
+                "1".repeat(3_000_000)
+            ),
+            "…` (3000000 bytes)",
+        ),
+    ];
+    for (what, text, want) in cases {
+        s.write("r.yaml", &text);
+        let o = s.run(&["-f", "r.yaml", "validate"]);
+        assert_eq!(code(&o), 1, "{what}: {}", seen(&o));
+        let err = stderr(&o);
+        assert!(err.contains(want), "{what}: {err:.2000}");
+        assert!(err.len() < 4000, "{what}: {} bytes of messages", err.len());
+    }
+    let nodes = format!(
+        "version: 1\nsets:\n  a: [{}]\ntargets: {{}}\n",
+        vec!["192.0.2.1"; 250_001].join(", ")
+    );
+    s.write("r.yaml", &nodes);
+    let o = s.run(&["-f", "r.yaml", "validate"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(
+        stderr(&o).contains("more than 250000 YAML values, the most rangekeeper reads; put long lists in a `url` source"),
+        "{:.2000}",
+        stderr(&o)
+    );
+}

@@ -12,7 +12,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Why a CIDR string was rejected. `Display` names the input and what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{input}`: {reason}")]
+#[error("{}: {}", quoted(.input), tamed(.reason))]
 pub struct ParseError {
     /// The offending input as given (trimmed).
     pub input: String,
@@ -21,6 +21,47 @@ pub struct ParseError {
     /// What is wrong, as a value: compare kinds (not `reason` texts) to check that two
     /// readers reject an entry for the same reason.
     pub kind: ParseErrorKind,
+}
+
+/// The longest input an error message quotes whole, in characters.
+const SHOWN_CHARS: usize = 64;
+
+/// An input as an error message quotes it, in backticks: control characters escaped (never
+/// sent raw to a terminal), and a long one cut with its size said, so a 3 MB line is not
+/// echoed whole.
+fn quoted(input: &str) -> String {
+    let mut out = String::from("`");
+    for (n, c) in input.chars().enumerate() {
+        if n == SHOWN_CHARS {
+            out.push_str(&format!("…` ({} bytes)", input.len()));
+            return out;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('`');
+    out
+}
+
+/// The reason as an error message shows it: control characters escaped, and cut at a sane
+/// length (a reason quotes part of the input, which may be huge).
+fn tamed(reason: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in reason.chars().enumerate() {
+        if n == 4 * SHOWN_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The kind of a [`ParseError`], without the input text.
@@ -220,8 +261,9 @@ impl Fault {
             }
             Fault::LenRange { len, max } => {
                 let fam = if *max == 32 { "IPv4" } else { "IPv6" };
+                let addr = String::from_utf8_lossy(&s[..len.0.saturating_sub(1)]);
                 format!(
-                    "prefix length /{} is out of range: the {fam} maximum is /{max}",
+                    "prefix length /{} is out of range: the {fam} maximum is /{max} (`{addr}/{max}` is the single address)",
                     text(s, *len)
                 )
             }
@@ -237,13 +279,30 @@ impl Fault {
             Fault::V4NotDecimal(sp) => {
                 format!("IPv4 octet `{}` is not a decimal number", text(s, *sp))
             }
-            Fault::V4LeadingZero(sp) => format!(
-                "leading zero in IPv4 octet `{}` (ambiguous octal)",
-                text(s, *sp)
-            ),
+            Fault::V4LeadingZero(sp) => {
+                // The same address with every octet read as decimal, prefix kept.
+                let entry = String::from_utf8_lossy(s);
+                let (addr, len) = entry.split_once('/').map_or((&*entry, None), |(a, l)| (a, Some(l)));
+                let decimal: Vec<&str> = addr
+                    .split('.')
+                    .map(|o| match o.trim_start_matches('0') {
+                        "" => "0",
+                        t => t,
+                    })
+                    .collect();
+                let decimal = decimal.join(".") + &len.map(|l| format!("/{l}")).unwrap_or_default();
+                format!(
+                    "leading zero in IPv4 octet `{}` (ambiguous octal); write `{decimal}` if decimal was meant",
+                    text(s, *sp)
+                )
+            }
             Fault::V4OctetRange(sp) => {
                 format!("IPv4 octet `{}` is greater than 255", text(s, *sp))
             }
+            Fault::V6Zone(sp) if !s[..sp.0].contains(&b':') => format!(
+                "`{}` after an IPv4 address is not allowed: zone ids belong to IPv6 link-local addresses, and a zone is local to one host with no meaning in an allow-list; remove it",
+                text(s, *sp)
+            ),
             Fault::V6Zone(sp) => format!(
                 "IPv6 zone id `{}` is not allowed: a zone is local to one host and has no meaning in an allow-list; remove it",
                 text(s, *sp)
@@ -631,7 +690,7 @@ mod tests {
     fn rejects_leading_zero_octet() {
         assert_eq!(
             err("010.0.0.1"),
-            "leading zero in IPv4 octet `010` (ambiguous octal)"
+            "leading zero in IPv4 octet `010` (ambiguous octal); write `10.0.0.1` if decimal was meant"
         );
         assert!(err("010.001.002.003").contains("`010`"));
         assert!(err("1.2.3.00").contains("leading zero in IPv4 octet `00`"));
@@ -667,13 +726,39 @@ mod tests {
         assert!(err("1.2.3.0/24a").contains("not a plain decimal"));
         assert_eq!(
             err("1.2.3.0/33"),
-            "prefix length /33 is out of range: the IPv4 maximum is /32"
+            "prefix length /33 is out of range: the IPv4 maximum is /32 (`1.2.3.0/32` is the single address)"
         );
         assert_eq!(
             err("2001:db8::/129"),
-            "prefix length /129 is out of range: the IPv6 maximum is /128"
+            "prefix length /129 is out of range: the IPv6 maximum is /128 (`2001:db8::/128` is the single address)"
         );
         assert!(err("1.2.3.0/99999999999").contains("out of range"));
+    }
+
+    /// #10.19: `1.2.3.4%eth0` was called an IPv6 zone id; `010.0.0.1` and `1.2.3.4/33` came
+    /// without a suggestion; a 3 MB bad line was echoed whole, control bytes raw.
+    #[test]
+    fn messages_say_what_to_write_and_quote_inputs_safely() {
+        let r = err("1.2.3.4%eth0");
+        assert!(r.contains("`%eth0` after an IPv4 address"), "{r}");
+        assert!(!r.contains("IPv6 zone id"), "{r}");
+        let r = err("010.0.0.1");
+        assert!(r.contains("write `10.0.0.1` if decimal was meant"), "{r}");
+        let r = err("010.000.0.01/24");
+        assert!(r.contains("write `10.0.0.1/24`"), "{r}");
+        let r = err("1.2.3.4/33");
+        assert!(r.contains("`1.2.3.4/32` is the single address"), "{r}");
+        let r = err("2001:db8::1/129");
+        assert!(r.contains("`2001:db8::1/128` is the single address"), "{r}");
+        let long = "1".repeat(3_000_000);
+        let shown = parse(&long).unwrap_err().to_string();
+        assert!(shown.len() < 400, "{} bytes", shown.len());
+        assert!(
+            shown.starts_with(&format!("`{}…` (3000000 bytes): ", "1".repeat(64))),
+            "{shown}"
+        );
+        let shown = parse("1.2.\u{1}3.4").unwrap_err().to_string();
+        assert!(!shown.contains('\u{1}'), "{shown:?}");
     }
 
     #[test]
@@ -744,7 +829,7 @@ mod tests {
         let e = parse(" 010.0.0.1 ").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "`010.0.0.1`: leading zero in IPv4 octet `010` (ambiguous octal)"
+            "`010.0.0.1`: leading zero in IPv4 octet `010` (ambiguous octal); write `10.0.0.1` if decimal was meant"
         );
     }
 }

@@ -92,13 +92,9 @@ pub async fn run(global: &Global, args: &ImportArgs) -> anyhow::Result<Outcome> 
             format!("{file} is not a valid skeleton"),
         ));
     }
-    let raw: RawDeclaration = serde_saphyr::from_str(&text.text).map_err(|e| {
-        let pos = e.location().map(|l| Pos {
-            line: l.line(),
-            column: l.column(),
-        });
+    let raw: RawDeclaration = crate::declaration::read_yaml(&text.text).map_err(|(pos, msg)| {
         report(
-            &[diag(&file, pos, None, e.without_snippet().to_string())],
+            &[diag(&file, pos, None, msg)],
             format!("{file} is not a valid skeleton"),
         )
     })?;

@@ -314,15 +314,10 @@ impl DeclText {
                 return (None, cx.errors);
             }
         }
-        let raw: RawDeclaration = match serde_saphyr::from_str(text) {
+        let raw: RawDeclaration = match read_yaml(text) {
             Ok(raw) => raw,
-            Err(e) => {
-                let pos = e.location().map(|l| Pos {
-                    line: l.line(),
-                    column: l.column(),
-                });
-                let msg = e.without_snippet().to_string();
-                cx.error(pos, None, clean_yaml_message(&msg));
+            Err((pos, message)) => {
+                cx.error(pos, None, message);
                 return (None, cx.errors);
             }
         };
@@ -349,6 +344,86 @@ fn strip_json_position(msg: &str) -> String {
 }
 
 /// serde-saphyr appends " at line L, column C" (or similar); keep only the message.
+/// The most YAML nodes a declaration may have (serde-saphyr's default budget).
+const MAX_YAML_NODES: usize = 250_000;
+
+/// Read declaration YAML (or JSON) into `T`: only real booleans (`true`/`false`, not YAML
+/// 1.1's `yes`/`on` nor quoted strings), every error located and said for people.
+pub fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (Option<Pos>, String)> {
+    serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
+        .map_err(|e| {
+            let pos = e.location().map(|l| Pos {
+                line: l.line(),
+                column: l.column(),
+            });
+            let msg = e.without_snippet().to_string();
+            (pos, yaml_message(&clean_yaml_message(&msg), text, pos))
+        })
+}
+
+/// serde-saphyr's wording of an error, for people: which key, what was found, what to do.
+fn yaml_message(msg: &str, text: &str, pos: Option<Pos>) -> String {
+    // What stands at the error's place: the key of that line and the value there.
+    let at = pos.and_then(|p| {
+        let line = text
+            .lines()
+            .nth(usize::try_from(p.line).ok()?.checked_sub(1)?)?;
+        let col = usize::try_from(p.column).ok()?.saturating_sub(1);
+        let before = line.get(..col)?;
+        let value: String = line
+            .get(col..)?
+            .chars()
+            .take_while(|c| !matches!(c, ',' | '}' | ']' | '#') && !c.is_whitespace())
+            .take(64)
+            .collect();
+        let key = before
+            .trim_end()
+            .strip_suffix(':')
+            .map(|k| {
+                k.rsplit(|c: char| c == '{' || c == ',' || c == '-' || c.is_whitespace())
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_owned()
+            })
+            .filter(|k| !k.is_empty());
+        Some((key, value))
+    });
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!(
+            "duplicate key `{key}`: each key may appear only once in a mapping (this is the second one)"
+        );
+    }
+    if msg.starts_with("invalid u") || msg.starts_with("invalid i") {
+        let what = match &at {
+            Some((Some(key), value)) => {
+                format!("`{key}` must be a whole number of 0 or more, not `{value}`")
+            }
+            Some((None, value)) => format!("expected a whole number of 0 or more, not `{value}`"),
+            None => "expected a whole number of 0 or more".to_owned(),
+        };
+        return what;
+    }
+    if msg.starts_with("budget breached") {
+        return format!(
+            "the file has more than {MAX_YAML_NODES} YAML values, the most rangekeeper reads; put long lists in a `url` source, or aggregate them first (`rangekeeper normalize`)"
+        );
+    }
+    if msg.starts_with("invalid boolean")
+        || (msg.contains("invalid type") && msg.contains("expected a boolean"))
+    {
+        return match &at {
+            Some((Some(key), value)) => format!("`{key}` must be `true` or `false`, not `{value}`"),
+            _ => "expected `true` or `false`".to_owned(),
+        };
+    }
+    msg.to_owned()
+}
+
 fn clean_yaml_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg);
     for marker in [" at line ", " at ", ", line "] {

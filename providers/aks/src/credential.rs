@@ -415,7 +415,7 @@ impl TokenSource for CredentialChain {
             }
         }
         Err(ProviderError::Auth(format!(
-            "no Azure credential produced a token for {scope}; tried: {}",
+            "no Azure credential produced a token for {scope}; tried: {}. To authenticate: run `az login` (a developer machine), set AZURE_TENANT_ID and AZURE_CLIENT_ID with AZURE_CLIENT_SECRET (a service principal) or AZURE_FEDERATED_TOKEN_FILE (workload identity, GitHub OIDC), run on Azure with a managed identity, or give a token in {ACCESS_TOKEN_VAR}",
             tried.join("; ")
         )))
     }
@@ -492,6 +492,33 @@ fn certificate_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// #10.19: a credential error listed what was tried but not what to do next.
+    #[tokio::test]
+    async fn no_credential_says_what_was_tried_and_how_to_authenticate() {
+        let chain = CredentialChain {
+            sources: vec![
+                Source {
+                    name: "environment",
+                    kind: SourceKind::Unavailable("AZURE_TENANT_ID is not set".into()),
+                },
+                Source {
+                    name: "developer tools",
+                    kind: SourceKind::Unavailable("`az` is not installed".into()),
+                },
+            ],
+            cache: Mutex::new(None),
+        };
+        let e = chain
+            .token("https://management.azure.com/.default")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("environment: AZURE_TENANT_ID is not set"), "{e}");
+        assert!(e.contains("developer tools: `az` is not installed"), "{e}");
+        assert!(e.contains("To authenticate: run `az login`"), "{e}");
+        assert!(e.contains(ACCESS_TOKEN_VAR), "{e}");
+    }
 
     #[test]
     fn token_is_redacted() {

@@ -159,7 +159,7 @@ where
             if d.is_timeout() || d.is_io() {
                 ProviderError::Transient(text)
             } else if mentions_credentials(&text) {
-                ProviderError::Auth(text)
+                ProviderError::Auth(format!("{text}. {AWS_AUTH_HINT}"))
             } else if d.is_user() {
                 ProviderError::Other(text)
             } else {
@@ -173,13 +173,16 @@ where
         _ => {
             let text = format!("EKS {op} on cluster `{cluster}`: {}", chain(&err));
             if mentions_credentials(&text) {
-                ProviderError::Auth(text)
+                ProviderError::Auth(format!("{text}. {AWS_AUTH_HINT}"))
             } else {
                 ProviderError::Other(text)
             }
         }
     }
 }
+
+/// What to do about missing or unusable AWS credentials.
+const AWS_AUTH_HINT: &str = "To authenticate: set `profile:` on the target (an SSO or assume-role profile; `aws sso login --profile NAME` first), export AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, use web identity (AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, as GitHub OIDC does), or run with an instance or pod role";
 
 /// An error and its sources, joined by `: ` (repeats dropped), without debug dumps.
 fn chain(err: &(dyn StdError + 'static)) -> String {
