@@ -373,18 +373,20 @@ pub fn lockout(
     ))
 }
 
+/// The canonical set of `items`, for the tests below.
+#[cfg(test)]
+fn set(items: &[&str]) -> RangeSet {
+    RangeSet::from_nets(
+        items
+            .iter()
+            .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+    )
+}
+
 #[cfg(test)]
 mod lockout_tests {
     use super::*;
     use rangekeeper_provider::Restriction;
-
-    fn set(items: &[&str]) -> RangeSet {
-        RangeSet::from_nets(
-            items
-                .iter()
-                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
-        )
-    }
 
     fn guard() -> Lockout {
         Lockout {
@@ -426,14 +428,6 @@ mod lockout_tests {
 mod regression {
     use super::*;
     use rangekeeper_provider::UnrestrictedForm;
-
-    fn set(items: &[&str]) -> RangeSet {
-        RangeSet::from_nets(
-            items
-                .iter()
-                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
-        )
-    }
 
     fn caps(max_ranges: usize, ipv6: bool, private_ranges: bool) -> Capabilities {
         Capabilities::new("test", "a test target")
@@ -547,14 +541,6 @@ mod regression {
 mod check_tests {
     use super::*;
     use rangekeeper_provider::UnrestrictedForm;
-
-    fn set(items: &[&str]) -> RangeSet {
-        RangeSet::from_nets(
-            items
-                .iter()
-                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
-        )
-    }
 
     fn caps() -> Capabilities {
         Capabilities::new("test", "a test target")

@@ -26,15 +26,13 @@ pub struct ParseError {
 /// The longest input an error message quotes whole, in characters.
 const SHOWN_CHARS: usize = 64;
 
-/// An input as an error message quotes it, in backticks: control characters escaped (never
-/// sent raw to a terminal), and a long one cut with its size said, so a 3 MB line is not
-/// echoed whole.
-fn quoted(input: &str) -> String {
-    let mut out = String::from("`");
-    for (n, c) in input.chars().enumerate() {
-        if n == SHOWN_CHARS {
-            out.push_str(&format!("…` ({} bytes)", input.len()));
-            return out;
+/// `text` with control characters escaped (never sent raw to a terminal), cut after `max`
+/// characters; whether it was cut.
+fn escaped(text: &str, max: usize) -> (String, bool) {
+    let mut out = String::new();
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            return (out, true);
         }
         if c.is_control() {
             out.extend(c.escape_default());
@@ -42,26 +40,25 @@ fn quoted(input: &str) -> String {
             out.push(c);
         }
     }
-    out.push('`');
-    out
+    (out, false)
 }
 
-/// The reason as an error message shows it: control characters escaped, and cut at a sane
-/// length (a reason quotes part of the input, which may be huge).
-fn tamed(reason: &str) -> String {
-    let mut out = String::new();
-    for (n, c) in reason.chars().enumerate() {
-        if n == 4 * SHOWN_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+/// An input as an error message quotes it, in backticks: escaped, and a long one cut with
+/// its size said, so a 3 MB line is not echoed whole.
+fn quoted(input: &str) -> String {
+    match escaped(input, SHOWN_CHARS) {
+        (shown, false) => format!("`{shown}`"),
+        (shown, true) => format!("`{shown}…` ({} bytes)", input.len()),
     }
-    out
+}
+
+/// The reason as an error message shows it: escaped, and cut at a sane length (a reason
+/// quotes part of the input, which may be huge).
+fn tamed(reason: &str) -> String {
+    match escaped(reason, 4 * SHOWN_CHARS) {
+        (shown, false) => shown,
+        (shown, true) => shown + "…",
+    }
 }
 
 /// The kind of a [`ParseError`], without the input text.
