@@ -106,7 +106,7 @@ impl SgTarget {
             None => BTreeSet::from([DEFAULT_PORT]),
             Some(list) if list.is_empty() => {
                 return Err(bad(
-                    "`ports` must list at least one port (omit it for 6443)".into()
+                    "`ports` must list at least one port (omit it for 6443)".into(),
                 ));
             }
             Some(list) => {
@@ -158,7 +158,7 @@ impl SgTarget {
             None => cfg.name.clone(),
             Some(o) if o.trim().is_empty() => {
                 return Err(bad(
-                    "owner must not be empty (omit it to use the target's name)".into()
+                    "owner must not be empty (omit it to use the target's name)".into(),
                 ));
             }
             Some(o) => o.trim().to_owned(),
@@ -306,20 +306,35 @@ mod tests {
         };
         for (fields, want) in [
             (with("groupId", "sg-123".into()), "groupId `sg-123`"),
-            (with("groupId", "vpc-12345678".into()), "not a security group ID"),
+            (
+                with("groupId", "vpc-12345678".into()),
+                "not a security group ID",
+            ),
             (with("groupId", "sg-1234567G".into()), "hex digits"),
             (with("region", "EU-WEST-1".into()), "region `EU-WEST-1`"),
             (with("ports", serde_json::json!([])), "at least one port"),
             (with("ports", serde_json::json!([0])), "0 is not a port"),
-            (with("ports", serde_json::json!([70000])), "70000 is not a port"),
+            (
+                with("ports", serde_json::json!([70000])),
+                "70000 is not a port",
+            ),
             (with("maxRules", 0.into()), "`maxRules`: 0"),
             (with("maxRules", 1001.into()), "`maxRules`: 1001"),
-            (with("protocol", "icmp".into()), "`protocol` must be one of `tcp`, `udp`"),
-            (with("groupid", "x".into()), "unknown field `groupid` (did you mean `groupId`?)"),
+            (
+                with("protocol", "icmp".into()),
+                "`protocol` must be one of `tcp`, `udp`",
+            ),
+            (
+                with("groupid", "x".into()),
+                "unknown field `groupid` (did you mean `groupId`?)",
+            ),
             (with("profile", " ".into()), "profile must not be empty"),
             (with("owner", "".into()), "owner must not be empty"),
             (with("owner", "a\"b".into()), "'\"'"),
-            (with("owner", "x".repeat(250).into()), "longer than EC2's 255"),
+            (
+                with("owner", "x".repeat(250).into()),
+                "longer than EC2's 255",
+            ),
             (
                 with("ports", serde_json::json!([1, 2, 3])),
                 "at least 3 rules",

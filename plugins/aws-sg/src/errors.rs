@@ -71,7 +71,10 @@ fn by_code(code: &str) -> Option<Class> {
         | "PriorRequestNotComplete" => Class::Throttled,
         "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable"
         | "ServerInternal" => Class::Server,
-        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "Blocked"
+        "UnauthorizedOperation"
+        | "AccessDenied"
+        | "AccessDeniedException"
+        | "Blocked"
         | "OptInRequired" => Class::Denied,
         "AuthFailure"
         | "InvalidClientTokenId"
@@ -156,10 +159,9 @@ where
                     cx.identity,
                     op.name()
                 )),
-                Some(Class::Credentials) => ProviderError::Auth(format!(
-                    "{text} ({}). {AWS_AUTH_HINT}",
-                    cx.identity
-                )),
+                Some(Class::Credentials) => {
+                    ProviderError::Auth(format!("{text} ({}). {AWS_AUTH_HINT}", cx.identity))
+                }
                 None => ProviderError::Other(format!("{text} (HTTP {status})")),
             }
         }
@@ -233,7 +235,10 @@ mod tests {
         assert_eq!(by_code("AuthFailure"), Some(Class::Credentials));
         assert_eq!(by_code("InvalidGroup.NotFound"), Some(Class::NotFound));
         assert_eq!(by_code("InvalidGroupId.Malformed"), Some(Class::Invalid));
-        assert_eq!(by_code("InvalidPermission.Duplicate"), Some(Class::Conflict));
+        assert_eq!(
+            by_code("InvalidPermission.Duplicate"),
+            Some(Class::Conflict)
+        );
         assert_eq!(by_code("InvalidPermission.Malformed"), Some(Class::Invalid));
         assert_eq!(
             by_code("RulesPerSecurityGroupLimitExceeded"),

@@ -36,8 +36,8 @@ use rangekeeper_provider::{
 pub use config::{DEFAULT_MAX_RULES, DEFAULT_PORT, MARKER_PREFIX, Protocol, SgTarget};
 pub use errors::Op;
 use errors::{Context, map_sdk_error};
-pub use rules::{Group, Rule, Source};
 use rules::View;
+pub use rules::{Group, Rule, Source};
 
 /// The plugin's name in declarations (`provider: aws-sg`).
 pub const NAME: &str = "aws-sg";
@@ -242,7 +242,12 @@ impl SgProvider {
     /// One call with a hard bound on its duration; the SDK error is mapped for `op`.
     async fn call<T, E, Fut>(&self, op: Op, fut: Fut) -> Result<T, ProviderError>
     where
-        Fut: Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>>,
+        Fut: Future<
+            Output = Result<
+                T,
+                aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+            >,
+        >,
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let identity = self.target.identity();
@@ -298,7 +303,9 @@ impl SgProvider {
             if let Some(t) = token.take() {
                 req = req.next_token(t);
             }
-            let out = self.call(Op::DescribeSecurityGroupRules, req.send()).await?;
+            let out = self
+                .call(Op::DescribeSecurityGroupRules, req.send())
+                .await?;
             for r in out.security_group_rules() {
                 if r.is_egress() == Some(true) || r.group_id().is_some_and(|g| g != id) {
                     continue;
@@ -513,7 +520,10 @@ mod tests {
             .map(|a| a.as_str().unwrap().to_owned())
             .collect();
         actions.sort();
-        let mut calls: Vec<String> = Op::ALL.iter().map(|o| format!("ec2:{}", o.name())).collect();
+        let mut calls: Vec<String> = Op::ALL
+            .iter()
+            .map(|o| format!("ec2:{}", o.name()))
+            .collect();
         calls.sort();
         assert_eq!(actions, calls);
     }

@@ -133,9 +133,9 @@ impl Rule {
             return None;
         }
         match (self.from_port, self.to_port) {
-            (Some(a), Some(b)) if a == b => u16::try_from(a)
-                .ok()
-                .filter(|p| target.ports.contains(p)),
+            (Some(a), Some(b)) if a == b => {
+                u16::try_from(a).ok().filter(|p| target.ports.contains(p))
+            }
             _ => None,
         }
     }
@@ -324,9 +324,7 @@ impl<'a> View<'a> {
     pub fn state(&self) -> State {
         let mut warnings = Vec::new();
         let (restriction, reference) = match self.consistent_set() {
-            Some(set) if set.is_superset(&unrestricted_set()) => {
-                (Restriction::Unrestricted, set)
-            }
+            Some(set) if set.is_superset(&unrestricted_set()) => (Restriction::Unrestricted, set),
             Some(set) => (Restriction::Ranges(set.clone()), set),
             None => {
                 warnings.push(format!(
@@ -354,7 +352,10 @@ impl<'a> View<'a> {
             d.push(("vpcId".into(), vpc.clone()));
         }
         d.push(("ports".into(), self.target.ports_label()));
-        d.push(("owner".into(), format!("Description `{}`", self.target.marker)));
+        d.push((
+            "owner".into(),
+            format!("Description `{}`", self.target.marker),
+        ));
         let owned: usize = self.owned.values().map(Vec::len).sum::<usize>() + self.stray.len();
         d.push((
             "rules".into(),
@@ -594,8 +595,20 @@ mod tests {
             ours("sgr-2", 6443, "203.0.113.128/25"),
             ours("sgr-3", 443, "203.0.113.0/24"),
             // IANA numbers read as names.
-            rule("sgr-4", "6", (6443, 6443), "2001:db8::/32", Some("rangekeeper:api")),
-            rule("sgr-5", "tcp", (443, 443), "2001:db8::/32", Some("rangekeeper:api")),
+            rule(
+                "sgr-4",
+                "6",
+                (6443, 6443),
+                "2001:db8::/32",
+                Some("rangekeeper:api"),
+            ),
+            rule(
+                "sgr-5",
+                "tcp",
+                (443, 443),
+                "2001:db8::/32",
+                Some("rangekeeper:api"),
+            ),
         ]);
         let v = View::new(&t, &g).unwrap();
         let want = set(&["203.0.113.0/24", "2001:db8::/32"]);
@@ -630,32 +643,50 @@ mod tests {
             ours("sgr-1", 6443, "203.0.113.0/24"),
             ours("sgr-2", 443, "198.51.100.0/24"),
             ours("sgr-3", 22, "192.0.2.0/24"),
-            rule("sgr-4", "tcp", (6443, 6443), "192.0.2.1/24", Some("rangekeeper:api")),
+            rule(
+                "sgr-4",
+                "tcp",
+                (6443, 6443),
+                "192.0.2.1/24",
+                Some("rangekeeper:api"),
+            ),
         ]);
         let v = View::new(&t, &g).unwrap();
         let st = v.state();
         assert_eq!(st.restriction, Restriction::Unrestricted);
         let w = st.warnings.join("\n");
-        assert!(w.contains("tcp 443: 198.51.100.0/24; tcp 6443: 203.0.113.0/24"), "{w}");
+        assert!(
+            w.contains("tcp 443: 198.51.100.0/24; tcp 6443: 203.0.113.0/24"),
+            "{w}"
+        );
         assert!(w.contains("rule sgr-3 (tcp 22 from 192.0.2.0/24)"), "{w}");
         assert!(w.contains("rule sgr-4"), "{w}");
         let want = set(&["203.0.113.0/24"]);
         assert!(!v.holds(&want));
         let c = v.change(&want);
-        assert_eq!(c.authorize, vec![(443, cidr::parse("203.0.113.0/24").unwrap().net)]);
+        assert_eq!(
+            c.authorize,
+            vec![(443, cidr::parse("203.0.113.0/24").unwrap().net)]
+        );
         assert_eq!(c.revoke, vec!["sgr-2", "sgr-3", "sgr-4"]);
     }
 
     #[test]
     fn everything_on_every_port_is_unrestricted() {
         let t = target(&[6443], 60);
-        let g = group(vec![ours("sgr-1", 6443, "0.0.0.0/0"), ours("sgr-2", 6443, "::/0")]);
+        let g = group(vec![
+            ours("sgr-1", 6443, "0.0.0.0/0"),
+            ours("sgr-2", 6443, "::/0"),
+        ]);
         let v = View::new(&t, &g).unwrap();
         assert_eq!(v.state().restriction, Restriction::Unrestricted);
         assert!(v.holds(&unrestricted_set()));
         let g = group(vec![ours("sgr-1", 6443, "0.0.0.0/0")]);
         let v = View::new(&t, &g).unwrap();
-        assert_eq!(v.state().restriction, Restriction::Ranges(set(&["0.0.0.0/0"])));
+        assert_eq!(
+            v.state().restriction,
+            Restriction::Ranges(set(&["0.0.0.0/0"]))
+        );
     }
 
     #[test]
@@ -664,7 +695,13 @@ mod tests {
         let g = group(vec![
             ours("sgr-1", 6443, "203.0.113.0/24"),
             // Inside the declared list: harmless, no warning.
-            rule("sgr-2", "tcp", (6443, 6443), "203.0.113.7/32", Some("office")),
+            rule(
+                "sgr-2",
+                "tcp",
+                (6443, 6443),
+                "203.0.113.7/32",
+                Some("office"),
+            ),
             // Beyond it, through a port range.
             rule("sgr-3", "tcp", (6000, 7000), "198.51.100.0/24", Some("vpn")),
             // All traffic from another group.
@@ -675,7 +712,10 @@ mod tests {
         ]);
         let v = View::new(&t, &g).unwrap();
         let st = v.state();
-        assert_eq!(st.restriction, Restriction::Ranges(set(&["203.0.113.0/24"])));
+        assert_eq!(
+            st.restriction,
+            Restriction::Ranges(set(&["203.0.113.0/24"]))
+        );
         assert_eq!(st.warnings.len(), 2, "{:?}", st.warnings);
         assert!(
             st.warnings[0].contains("sgr-3 (\"vpn\") admits 198.51.100.0/24 on tcp 6000-7000"),
@@ -683,7 +723,8 @@ mod tests {
             st.warnings
         );
         assert!(
-            st.warnings[1].contains("sgr-4 admits members of security group sg-87654321 on all traffic"),
+            st.warnings[1]
+                .contains("sgr-4 admits members of security group sg-87654321 on all traffic"),
             "{:?}",
             st.warnings
         );
@@ -707,7 +748,9 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].range.as_deref(), Some("203.0.113.0/24"));
         assert!(
-            found[0].message.contains("sgr-9 (\"office\") already admits exactly this"),
+            found[0]
+                .message
+                .contains("sgr-9 (\"office\") already admits exactly this"),
             "{}",
             found[0].message
         );
@@ -720,9 +763,17 @@ mod tests {
         let three = set(&["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]);
         let v = offline_violations(&t, &three);
         assert_eq!(v.len(), 1);
-        assert!(v[0].message.contains("3 IPv4 range(s) x 2 port(s) need 6"), "{v:?}");
+        assert!(
+            v[0].message.contains("3 IPv4 range(s) x 2 port(s) need 6"),
+            "{v:?}"
+        );
         // Two families of two ranges each fit apart.
-        let mixed = set(&["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32", "2001:db9::/32"]);
+        let mixed = set(&[
+            "192.0.2.0/24",
+            "198.51.100.0/24",
+            "2001:db8::/32",
+            "2001:db9::/32",
+        ]);
         assert!(offline_violations(&t, &mixed).is_empty());
         // With two IPv4 rules of others, 2 x 2 + 2 = 6 > 5; a group reference counts in both.
         let g = group(vec![
@@ -733,7 +784,9 @@ mod tests {
         let found = view.violations(&mixed);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
-            found[0].message.contains("would hold 6 inbound IPv4 rules (2 range(s) x 2 port(s), plus 2"),
+            found[0]
+                .message
+                .contains("would hold 6 inbound IPv4 rules (2 range(s) x 2 port(s), plus 2"),
             "{}",
             found[0].message
         );
@@ -751,7 +804,12 @@ mod tests {
         // Three new ranges: 3 after, but 6 at once.
         let found = v.violations(&set(&["23.1.0.0/24", "23.2.0.0/24", "23.3.0.0/24"]));
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].message.contains("6 inbound IPv4 rules while changing"), "{found:?}");
+        assert!(
+            found[0]
+                .message
+                .contains("6 inbound IPv4 rules while changing"),
+            "{found:?}"
+        );
         // Swapping one range peaks at 4: fine.
         assert!(
             v.violations(&set(&["192.0.2.0/24", "198.51.100.0/24", "23.3.0.0/24"]))
@@ -762,9 +820,18 @@ mod tests {
     #[test]
     fn an_unreadable_cidr_on_a_managed_port_is_an_error_naming_it() {
         let t = target(&[6443], 60);
-        let g = group(vec![rule("sgr-7", "tcp", (6443, 6443), "300.1.2.0/24", None)]);
+        let g = group(vec![rule(
+            "sgr-7",
+            "tcp",
+            (6443, 6443),
+            "300.1.2.0/24",
+            None,
+        )]);
         let e = View::new(&t, &g).unwrap_err();
-        assert!(e.to_string().contains("sgr-7") && e.to_string().contains("300.1.2.0/24"), "{e}");
+        assert!(
+            e.to_string().contains("sgr-7") && e.to_string().contains("300.1.2.0/24"),
+            "{e}"
+        );
         // Elsewhere it is none of our business.
         let g = group(vec![rule("sgr-7", "tcp", (22, 22), "300.1.2.0/24", None)]);
         assert!(View::new(&t, &g).is_ok());

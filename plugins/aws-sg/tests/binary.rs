@@ -20,7 +20,14 @@ fn rangekeeper() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
             .current_dir(workspace())
-            .args(["build", "--quiet", "-p", "rangekeeper", "--bin", "rangekeeper"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "rangekeeper",
+                "--bin",
+                "rangekeeper",
+            ])
             .output()
             .unwrap();
         assert!(
@@ -139,10 +146,9 @@ async fn providers_test_passes_through_the_binary_against_moto() {
     let proxy = Proxy::start(&moto);
     let c = client(&proxy.endpoint);
     let g = create_group(&c, "conformance").await;
-    let decl = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance.yaml"),
-    )
-    .unwrap();
+    let decl =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance.yaml"))
+            .unwrap();
     assert!(decl.contains("sg-0123456789abcdef0"));
     let s = Scratch::new(&decl.replace("sg-0123456789abcdef0", &g));
 
@@ -160,7 +166,10 @@ async fn providers_test_passes_through_the_binary_against_moto() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     insta::assert_snapshot!("providers_test_aws_sg", stdout(&o));
-    assert!(proxy.writes() > 0, "the suite went through the plugin to EC2");
+    assert!(
+        proxy.writes() > 0,
+        "the suite went through the plugin to EC2"
+    );
 
     // `rangekeeper providers` lists the plugin with its capabilities.
     let o = s.run(&proxy.endpoint, &["providers", "-o", "json"]);
@@ -228,6 +237,9 @@ async fn plan_apply_and_plan_again_through_the_binary() {
     let o = s.run_without_credentials(&proxy.endpoint, &["plan"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("api") && err.contains("AWS_ACCESS_KEY_ID"), "{}", text(&o));
+    assert!(
+        err.contains("api") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        text(&o)
+    );
 }
-

@@ -22,9 +22,18 @@ async fn apply_in_sync_and_both_families() {
 
     let st = p.current().await.unwrap();
     assert_eq!(st.restriction, Restriction::Ranges(set(&[])));
-    assert!(st.details.contains(&("groupId".into(), g.clone())), "{st:?}");
-    assert!(st.details.contains(&("groupName".into(), "api".into())), "{st:?}");
-    assert!(st.details.contains(&("ports".into(), "tcp 6443".into())), "{st:?}");
+    assert!(
+        st.details.contains(&("groupId".into(), g.clone())),
+        "{st:?}"
+    );
+    assert!(
+        st.details.contains(&("groupName".into(), "api".into())),
+        "{st:?}"
+    );
+    assert!(
+        st.details.contains(&("ports".into(), "tcp 6443".into())),
+        "{st:?}"
+    );
 
     let desired = set(&["140.82.112.0/20", "185.199.108.153", "2606:50c0::/32"]);
     let applied = p.apply(&desired, &ApplyOptions::default()).await.unwrap();
@@ -69,7 +78,10 @@ async fn apply_in_sync_and_both_families() {
         Restriction::Unrestricted,
         "port 443 has no rules yet: the ports disagree"
     );
-    assert!(st.warnings[0].contains("not one list on tcp 443,6443"), "{st:?}");
+    assert!(
+        st.warnings[0].contains("not one list on tcp 443,6443"),
+        "{st:?}"
+    );
     p2.apply(&desired, &ApplyOptions::default()).await.unwrap();
     assert_eq!(rules(&c, &g).await.len(), 6);
     assert_eq!(
@@ -85,13 +97,19 @@ async fn new_rules_are_added_before_old_ones_are_revoked() {
     let c = client(&proxy.endpoint);
     let g = create_group(&c, "api").await;
     let p = provider(&c, "api", fields(&g));
-    p.apply(&set(&["140.82.112.0/20", "23.1.2.0/24"]), &ApplyOptions::default())
-        .await
-        .unwrap();
+    p.apply(
+        &set(&["140.82.112.0/20", "23.1.2.0/24"]),
+        &ApplyOptions::default(),
+    )
+    .await
+    .unwrap();
     let before = proxy.actions().len();
-    p.apply(&set(&["140.82.112.0/20", "23.9.0.0/16"]), &ApplyOptions::default())
-        .await
-        .unwrap();
+    p.apply(
+        &set(&["140.82.112.0/20", "23.9.0.0/16"]),
+        &ApplyOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         proxy.actions()[before..],
         [
@@ -168,7 +186,15 @@ async fn drift_by_hand_is_seen_and_repaired() {
         .send()
         .await
         .unwrap();
-    add_rule(&c, &g, "tcp", (6443, 6443), "23.5.0.0/16", "rangekeeper:api").await;
+    add_rule(
+        &c,
+        &g,
+        "tcp",
+        (6443, 6443),
+        "23.5.0.0/16",
+        "rangekeeper:api",
+    )
+    .await;
 
     let st = p.current().await.unwrap();
     assert_eq!(
@@ -195,7 +221,12 @@ async fn drift_by_hand_is_seen_and_repaired() {
         st.warnings[0].contains("(tcp 22 from 23.6.0.0/16) is not in the shape"),
         "{st:?}"
     );
-    assert!(p.apply(&desired, &ApplyOptions::default()).await.unwrap().changed);
+    assert!(
+        p.apply(&desired, &ApplyOptions::default())
+            .await
+            .unwrap()
+            .changed
+    );
     assert_eq!(rules(&c, &g).await.len(), 3);
     assert_eq!(
         p.current().await.unwrap().restriction,
@@ -256,7 +287,9 @@ async fn rules_of_others_are_kept_and_reported() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].range.as_deref(), Some("140.82.112.5/32"));
     assert!(
-        found[0].message.contains("(\"office\") already admits exactly this"),
+        found[0]
+            .message
+            .contains("(\"office\") already admits exactly this"),
         "{found:?}"
     );
     let writes = proxy.writes();
@@ -283,10 +316,19 @@ async fn quotas_are_checked_before_any_write() {
     let three = set(&["23.1.0.0/16", "23.2.0.0/16", "23.3.0.0/16"]);
     let v = p.check(&three);
     assert_eq!(v.len(), 1, "{v:?}");
-    assert!(v[0].message.contains("need 6 inbound rules, over `maxRules` 5"), "{v:?}");
+    assert!(
+        v[0].message
+            .contains("need 6 inbound rules, over `maxRules` 5"),
+        "{v:?}"
+    );
 
     // With the SSH rule of others: 2 x 2 + 1 = 5 fits; 2 IPv6 ranges fit apart.
-    let two = set(&["23.1.0.0/16", "23.2.0.0/16", "2606:50c0::/32", "2a00:1450::/32"]);
+    let two = set(&[
+        "23.1.0.0/16",
+        "23.2.0.0/16",
+        "2606:50c0::/32",
+        "2a00:1450::/32",
+    ]);
     assert!(p.check(&two).is_empty());
     let st = p.current().await.unwrap();
     assert!(p.preflight(&two, &st).await.unwrap().is_empty());
@@ -295,7 +337,12 @@ async fn quotas_are_checked_before_any_write() {
 
     // Swapping both IPv4 ranges would hold 2 x 2 old + 2 x 2 new + 1 = 9 at once: refused
     // with the reason, nothing written.
-    let swap = set(&["23.8.0.0/16", "23.9.0.0/16", "2606:50c0::/32", "2a00:1450::/32"]);
+    let swap = set(&[
+        "23.8.0.0/16",
+        "23.9.0.0/16",
+        "2606:50c0::/32",
+        "2a00:1450::/32",
+    ]);
     assert!(p.check(&swap).is_empty());
     let st = p.current().await.unwrap();
     let found = p.preflight(&swap, &st).await.unwrap();
@@ -400,7 +447,11 @@ async fn passes_the_conformance_suite_with_faults_against_moto() {
     let b = set(&["23.1.8.0/23", "23.1.20.7/32", "2a00:1450:4002::/48"]);
     let writes = || proxy.writes();
     let faults = [
-        (Fault::Throttle, "throttled on RequestLimitExceeded", "throttled"),
+        (
+            Fault::Throttle,
+            "throttled on RequestLimitExceeded",
+            "throttled",
+        ),
         (Fault::Unavailable, "transient on a bare 503", "transient"),
         (Fault::Internal, "transient on InternalError", "transient"),
         (Fault::Unauthorized, "auth on UnauthorizedOperation", "auth"),
