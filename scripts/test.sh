@@ -76,6 +76,17 @@ else
     report_left_out
 fi
 
+# The GitHub Action (action/, plain Node): its tests against a simulated runner and a fake
+# rangekeeper, then end to end with the binary just built, once that binary has `grant`.
+step "GitHub Action: node --test"
+cargo build --locked -p rangekeeper --bin rangekeeper
+node --test action/test/action.test.js
+if target/debug/rangekeeper grant --help >/dev/null 2>&1; then
+    RANGEKEEPER_BIN="$PWD/target/debug/rangekeeper" node --test action/test/e2e-real-binary.test.js
+else
+    echo "test: target/debug/rangekeeper has no \`grant\` command, so action/test/e2e-real-binary.test.js is not run" >&2
+fi
+
 # The binary with no optional provider and with each one alone: it must build, pass clippy
 # and pass its tests (tests that need a provider are gated on its feature), so a newcomer who
 # wants only the `file` provider builds without the cloud SDKs.
