@@ -8,6 +8,7 @@
 mod aks;
 mod cli;
 mod common;
+mod container;
 #[cfg(feature = "eks")]
 mod eks;
 #[cfg(feature = "gke")]
