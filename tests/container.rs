@@ -245,3 +245,31 @@ fn as_root_the_image_builds_from_scratch_and_runs_as_user_65532() {
     let o = run(&["normalize", "192.0.2.0/25", "192.0.2.128/25", "2001:db8::1"]);
     insta::assert_snapshot!("image_normalize", text(&o));
 }
+
+/// The Kubernetes examples run the image the Containerfile builds, at this version.
+#[test]
+fn the_kubernetes_examples_name_the_image_of_this_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    let image = format!("ghcr.io/rangekeeper/rangekeeper:{version}");
+    let dir = repo().join("examples/kubernetes");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        for line in yaml.lines().filter(|l| l.trim_start().starts_with("image:")) {
+            let named = line.trim_start().trim_start_matches("image:").trim();
+            let hostfw = path.file_name().unwrap().to_string_lossy().contains("hostfw");
+            let want = if hostfw {
+                format!("{image}-hostfw")
+            } else {
+                image.clone()
+            };
+            assert_eq!(named, want, "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3, "one image per example");
+    let containerfile = std::fs::read_to_string(repo().join("Containerfile")).unwrap();
+    assert!(containerfile.contains(&format!("-t {image} ")));
+    assert!(containerfile.contains(&format!("-t {image}-hostfw ")));
+}
