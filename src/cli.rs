@@ -254,9 +254,7 @@ impl Command {
                 deadline: Some(&a.deadline),
                 ..CommandFlags::default()
             },
-            Command::Schema | Command::Completions(_) | Command::Man(_) => {
-                CommandFlags::default()
-            }
+            Command::Schema | Command::Completions(_) | Command::Man(_) => CommandFlags::default(),
         }
     }
 }

@@ -38,7 +38,9 @@ fn context() -> tempfile::TempDir {
 fn text(o: &std::process::Output) -> String {
     format!(
         "exit: {}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code().map_or("signal".to_owned(), |c| c.to_string()),
+        o.status
+            .code()
+            .map_or("signal".to_owned(), |c| c.to_string()),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
@@ -172,6 +174,7 @@ fn as_root_the_binary_runs_in_a_chroot_of_only_the_copied_files() {
             .arg("/usr/local/bin/rangekeeper")
             .args(args)
             .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("NO_COLOR", "1")
             .output()
             .unwrap()
@@ -256,9 +259,16 @@ fn the_kubernetes_examples_name_the_image_of_this_version() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();
         let yaml = std::fs::read_to_string(&path).unwrap();
-        for line in yaml.lines().filter(|l| l.trim_start().starts_with("image:")) {
+        for line in yaml
+            .lines()
+            .filter(|l| l.trim_start().starts_with("image:"))
+        {
             let named = line.trim_start().trim_start_matches("image:").trim();
-            let hostfw = path.file_name().unwrap().to_string_lossy().contains("hostfw");
+            let hostfw = path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("hostfw");
             let want = if hostfw {
                 format!("{image}-hostfw")
             } else {

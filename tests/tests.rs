@@ -14,9 +14,11 @@ mod eks;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;
+mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
 mod layering;
+mod markdown;
 mod plugins;
 mod reconcile;
 mod regression;

@@ -25,7 +25,10 @@ pub fn run(cmd: clap::Command, args: &ManArgs) -> anyhow::Result<Outcome> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             clap_mangen::generate_to(cmd, dir)
                 .with_context(|| format!("cannot write the manual pages to {}", dir.display()))?;
-            tracing::info!("wrote the manual pages (rangekeeper.1 and one per command) to {}", dir.display());
+            tracing::info!(
+                "wrote the manual pages (rangekeeper.1 and one per command) to {}",
+                dir.display()
+            );
         }
     }
     Ok(Outcome::Success)

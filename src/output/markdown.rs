@@ -281,7 +281,13 @@ fn section(s: &mut String, p: &TargetPlan, d: Detail) {
 }
 
 /// Ranges of one kind in a diff block, at most `max` of them and a line for the rest.
-fn list(s: &mut String, sign: &str, ranges: &[rangekeeper_cidr::IpNet], max: Option<usize>, what: &str) {
+fn list(
+    s: &mut String,
+    sign: &str,
+    ranges: &[rangekeeper_cidr::IpNet],
+    max: Option<usize>,
+    what: &str,
+) {
     let shown = max.unwrap_or(ranges.len()).min(ranges.len());
     for r in &ranges[..shown] {
         let _ = writeln!(s, "{sign}{r}");
@@ -299,11 +305,7 @@ fn list(s: &mut String, sign: &str, ranges: &[rangekeeper_cidr::IpNet], max: Opt
 /// Inline code, whatever the text holds (a backtick run longer than any inside it).
 fn code(t: &str) -> String {
     let t = one_line(t);
-    let longest = t
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = t.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest + 1);
     let pad = if t.starts_with('`') || t.ends_with('`') {
         " "
@@ -371,4 +373,113 @@ fn cell(t: &str) -> String {
 
 fn one_line(t: &str) -> String {
     t.replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rangekeeper_cidr::RangeSet;
+    use rangekeeper_provider::Restriction;
+
+    fn set(n: u32, base: u32) -> RangeSet {
+        RangeSet::from_nets((0..n).map(|i| {
+            let a = base + 2 * i;
+            rangekeeper_cidr::parse(&format!(
+                "{}.{}.{}.{}",
+                a >> 24,
+                (a >> 16) & 255,
+                (a >> 8) & 255,
+                a & 255
+            ))
+            .unwrap()
+            .net
+        }))
+    }
+
+    fn plans(targets: u32, ranges: u32, errors: usize) -> Vec<TargetPlan> {
+        (0..targets)
+            .map(|t| {
+                TargetPlan::new(
+                    &format!("target-{t}"),
+                    "file",
+                    &Restriction::Ranges(set(ranges / 2, 0x0a00_0000 + t * 0x1_0000)),
+                    set(ranges, 0x0a00_0000 + t * 0x1_0000),
+                    (0..errors)
+                        .map(|e| format!("`range-{e}` is refused: {}", "why ".repeat(100)))
+                        .collect(),
+                    vec![],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_plan_fits_every_budget_with_balanced_blocks() {
+        for (targets, ranges, errors) in [(1, 10, 0), (3, 5_000, 0), (400, 20, 3), (1_000, 2, 1)] {
+            let p = plans(targets, ranges, errors);
+            for budget in [1_000, 4_000, 20_000, COMMENT_BUDGET] {
+                let md = plans_markdown("rangekeeper.yaml", &p, budget);
+                let n = md.chars().count();
+                assert!(n <= budget, "{targets}x{ranges}: {n} > {budget}");
+                assert!(md.starts_with(MARKER));
+                assert_eq!(md.matches("```").count() % 2, 0, "code blocks are closed");
+                assert_eq!(
+                    md.matches("<details>").count(),
+                    md.matches("</details>").count()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_that_fits_is_not_summarised() {
+        let md = plans_markdown("f.yaml", &plans(2, 6, 0), COMMENT_BUDGET);
+        assert!(!md.contains("Summarised"));
+        assert!(!md.contains("cut here"));
+        assert!(
+            md.contains("<details><summary>3 ranges unchanged</summary>"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `target-1` | file | 📝 changes | 3 | 0 | 3 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_plan_that_no_summary_fits_is_cut_with_a_note() {
+        let md = plans_markdown("f.yaml", &plans(1_000, 2, 1), 4_000);
+        assert!(
+            md.trim_end()
+                .ends_with("Run `rangekeeper plan` for all of it._"),
+            "{md}"
+        );
+        assert!(md.contains("The plan is cut here to fit in one comment ("));
+    }
+
+    #[test]
+    fn text_cannot_mention_link_or_inject_html() {
+        assert_eq!(
+            text("@team see #12 <details> & *this* [x](y)"),
+            "&#64;team see &#35;12 &lt;details&gt; &amp; \\*this\\* \\[x\\](y)"
+        );
+        // Code spans stay code spans, unescaped inside; an unpaired backtick is shown as one.
+        assert_eq!(text("`a_b@c` is *x*"), "`a_b@c` is \\*x\\*");
+        assert_eq!(text("odd ` tick_"), "odd \\` tick\\_");
+        assert_eq!(text("line\nbreak"), "line break");
+    }
+
+    #[test]
+    fn code_spans_hold_any_name() {
+        assert_eq!(code("prod-weu"), "`prod-weu`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`x"), "`` `x ``");
+        assert_eq!(cell(&code("a|b")), "`a\\|b`");
+    }
+
+    #[test]
+    fn long_messages_are_shortened_with_the_count() {
+        let m = message(&"x".repeat(30), 10);
+        assert_eq!(m, "xxxxxxxxxx … (20 characters more)");
+    }
 }
