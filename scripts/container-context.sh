@@ -74,7 +74,7 @@ fi
 copy_libs "$root/usr/local/bin/rangekeeper"
 
 for t in "${tools[@]}"; do
-    path="$(command -v "$t")" || die "--tool $t: no such command on PATH"
+    path="$(type -P "$t")" || die "--tool $t: no such command on PATH"
     mkdir -p "$root$(dirname "$path")"
     cp -L "$path" "$root$path"
     copy_libs "$path"

@@ -144,6 +144,51 @@ fn the_context_holds_the_binary_its_libraries_the_certificates_and_a_non_root_us
     assert!(ctx.path().join("Containerfile").is_file());
 }
 
+/// `--tool CMD` (nft for the hostfw image) adds a command and the libraries it loads.
+#[test]
+fn a_tool_comes_with_its_libraries() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new("bash")
+        .arg(repo().join("scripts/container-context.sh"))
+        .arg("--binary")
+        .arg(binary())
+        .args(["--tool", "ls"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let ls = String::from_utf8_lossy(
+        &Command::new("bash")
+            .args(["-c", "type -P ls"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let root = dir.path().join("rootfs");
+    assert!(root.join(ls.trim_start_matches('/')).is_file(), "{ls}");
+    for lib in libraries(Path::new(&ls)) {
+        assert!(
+            root.join(lib.trim_start_matches('/')).is_file(),
+            "{lib} of {ls}"
+        );
+    }
+    let o = Command::new("bash")
+        .arg(repo().join("scripts/container-context.sh"))
+        .arg("--binary")
+        .arg(binary())
+        .args(["--tool", "no-such-tool-here"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).lines().last(),
+        Some("container-context: --tool no-such-tool-here: no such command on PATH")
+    );
+}
+
 #[test]
 fn the_context_script_refuses_a_missing_binary_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
