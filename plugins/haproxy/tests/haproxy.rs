@@ -103,6 +103,15 @@ async fn a_swap_under_load_refuses_no_allowed_connection() {
     let p = provider(dir.path());
     let h = Arc::new(h);
     let stop = Arc::new(AtomicBool::new(false));
+    // Stops the clients however this test ends, so the last handle on HAProxy is dropped
+    // and HAProxy stopped even when an assertion fails.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let _stop_clients = StopOnDrop(stop.clone());
     let (tries, refused, let_in) = (
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
