@@ -8,4 +8,6 @@ pub mod fake_arm;
 pub mod gke;
 #[cfg(feature = "haproxy")]
 pub mod haproxy;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod netns_probe;
