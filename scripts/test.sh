@@ -2,7 +2,8 @@
 # The one test command (README, .ci/run and the GitHub workflow all call this):
 # installs what the suite needs (scripts/setup/*.sh: Debian packages, a Python venv, Rust
 # components; never the benchmark tools, which only scripts/bench.sh installs), then checks
-# formatting, runs clippy with -D warnings, runs every test and runs every fuzz target briefly.
+# formatting, runs clippy with -D warnings, runs every test, runs `rangekeeper providers test`
+# against every plugin (scripts/plugins-conformance.sh) and runs every fuzz target briefly.
 #
 # Without root, the tests that need it (network namespaces, kernel firewall rules) are left
 # out, and this says which and why; with CI=true nothing is left out, so a missing
@@ -76,6 +77,11 @@ else
     cargo test --workspace --locked "$@" -- "${skips[@]}"
     report_left_out
 fi
+
+# `rangekeeper providers test` against every plugin: the example plugins and each crate under
+# plugins/ (with its plugins/NAME/conformance.yaml; see the script).
+step "plugin conformance"
+bash scripts/plugins-conformance.sh
 
 # The GitHub Action (action/, plain Node): its tests against a simulated runner and a fake
 # rangekeeper, then end to end with the binary just built, once that binary has `grant`.

@@ -140,12 +140,18 @@ fn counts(p: &TargetPlan) -> String {
         Status::InSync => format!("in sync, {}", super::count(p.desired.len(), "range")),
         Status::Error => "could not be planned".to_owned(),
         _ if p.unrestricted => format!("unrestricted now, {} to allow", p.add.len()),
-        _ => format!(
-            "{} to add, {} to remove, {} unchanged",
-            p.add.len(),
-            p.remove.len(),
-            p.unchanged.len()
-        ),
+        _ => {
+            let mut c = format!(
+                "{} to add, {} to remove, {} unchanged",
+                p.add.len(),
+                p.remove.len(),
+                p.unchanged.len()
+            );
+            if !p.drift.is_empty() {
+                c.push_str(", drift to repair");
+            }
+            c
+        }
     }
 }
 
@@ -243,6 +249,9 @@ fn section(s: &mut String, p: &TargetPlan, d: Detail) {
     };
     for e in p.errors.iter().filter(|e| !e.is_empty()) {
         let _ = writeln!(s, "- **{label}:** {}", message(e, d.message_chars));
+    }
+    for w in &p.drift {
+        let _ = writeln!(s, "- Drift: {}", message(w, d.message_chars));
     }
     for w in &p.warnings {
         let _ = writeln!(s, "- Warning: {}", message(w, d.message_chars));
@@ -475,6 +484,25 @@ mod tests {
         assert_eq!(code("a`b"), "``a`b``");
         assert_eq!(code("`x"), "`` `x ``");
         assert_eq!(cell(&code("a|b")), "`a\\|b`");
+    }
+
+    #[test]
+    fn drift_is_shown_when_the_sets_agree() {
+        let mut p = plans(1, 4, 0);
+        p[0].add = RangeSet::new();
+        p[0].status = Status::InSync;
+        p[0].fold_drift(&["the live ACL differs from its file".to_owned()]);
+        let md = plans_markdown("f.yaml", &p, COMMENT_BUDGET);
+        assert!(
+            md.contains(
+                "#### `target-0` (file): 0 to add, 0 to remove, 2 unchanged, drift to repair"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Drift: the live ACL differs from its file"),
+            "{md}"
+        );
     }
 
     #[test]
