@@ -2,7 +2,8 @@
 # The one test command (README, .ci/run and the GitHub workflow all call this):
 # installs what the suite needs (scripts/setup/*.sh: Debian packages, a Python venv, Rust
 # components; never the benchmark tools, which only scripts/bench.sh installs), then checks
-# formatting, runs clippy with -D warnings, runs every test and runs every fuzz target briefly.
+# formatting, runs clippy with -D warnings, runs every test, runs `rangekeeper providers test`
+# against every plugin (scripts/plugins-conformance.sh) and runs every fuzz target briefly.
 #
 # Without root, the tests that need it (network namespaces, kernel firewall rules) are left
 # out, and this says which and why; with CI=true nothing is left out, so a missing
@@ -16,6 +17,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 ROOT_TESTS=(
     "netns::|the hostfw provider's real-kernel tests (network namespaces, nftables and iptables rules)"
     "cli::reconcile_enforces_a_kube_restrict_ip_config_unchanged|runs the binary's hostfw reconcile inside a network namespace"
+    "container::as_root_|runs the binary in a chroot of the container's root filesystem, and builds and runs the image with podman"
 )
 
 left_out=()
@@ -76,6 +78,22 @@ else
     report_left_out
 fi
 
+# `rangekeeper providers test` against every plugin: the example plugins and each crate under
+# plugins/ (with its plugins/NAME/conformance.yaml; see the script).
+step "plugin conformance"
+bash scripts/plugins-conformance.sh
+
+# The GitHub Action (action/, plain Node): its tests against a simulated runner and a fake
+# rangekeeper, then end to end with the binary just built, once that binary has `grant`.
+step "GitHub Action: node --test"
+cargo build --locked -p rangekeeper --bin rangekeeper
+node --test action/test/action.test.js
+if target/debug/rangekeeper grant --help >/dev/null 2>&1; then
+    RANGEKEEPER_BIN="$PWD/target/debug/rangekeeper" node --test action/test/e2e-real-binary.test.js
+else
+    echo "test: target/debug/rangekeeper has no \`grant\` command, so action/test/e2e-real-binary.test.js is not run" >&2
+fi
+
 # The binary with no optional provider and with each one alone: it must build, pass clippy
 # and pass its tests (tests that need a provider are gated on its feature), so a newcomer who
 # wants only the `file` provider builds without the cloud SDKs.
@@ -85,11 +103,9 @@ for features in "" aks eks gke hostfw; do
     [ -n "$features" ] && flags+=(--features "$features")
     echo "features: [${features:-none}]" >&2
     cargo clippy "${flags[@]}" --all-targets -- -D warnings
-    if [ "${#skips[@]}" -eq 0 ]; then
-        cargo test "${flags[@]}" "$@"
-    else
-        cargo test "${flags[@]}" "$@" -- "${skips[@]}"
-    fi
+    # The container image does not depend on the provider features: built and run once, in
+    # the main suite above, not again for every build of the matrix.
+    cargo test "${flags[@]}" "$@" -- "${skips[@]}" --skip container::
 done
 
 # Every fuzz target briefly (fuzz/ is a workspace of its own: formatting, lints, a few

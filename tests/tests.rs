@@ -8,14 +8,17 @@
 mod aks;
 mod cli;
 mod common;
+mod container;
 #[cfg(feature = "eks")]
 mod eks;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;
+mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
 mod layering;
+mod markdown;
 mod plugins;
 mod reconcile;
 mod regression;
