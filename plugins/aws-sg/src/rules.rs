@@ -325,6 +325,19 @@ impl<'a> View<'a> {
         let mut warnings = Vec::new();
         let (restriction, reference) = match self.consistent_set() {
             Some(set) if set.is_superset(&unrestricted_set()) => (Restriction::Unrestricted, set),
+            // No rule of ours yet (a fresh group): the protocol has no empty list, and the
+            // plan must show every declared range as added, so it reads as a state to fill.
+            Some(set) if set.is_empty() => {
+                warnings.push(format!(
+                    "rangekeeper owns no rule in security group `{}` yet (Description `{}`): on \
+                     {} it admits only what rules of others admit; the next apply adds the \
+                     declared list",
+                    self.group.id,
+                    self.target.marker,
+                    self.target.ports_label()
+                ));
+                (Restriction::Unrestricted, set)
+            }
             Some(set) => (Restriction::Ranges(set.clone()), set),
             None => {
                 warnings.push(format!(
@@ -581,7 +594,12 @@ mod tests {
         let t = target(&[6443], 60);
         let g = group(vec![]);
         let v = View::new(&t, &g).unwrap();
-        assert_eq!(v.state().restriction, Restriction::Ranges(RangeSet::new()));
+        let st = v.state();
+        assert_eq!(st.restriction, Restriction::Unrestricted);
+        assert!(
+            st.warnings[0].contains("owns no rule in security group"),
+            "{st:?}"
+        );
         let c = v.change(&set(&["203.0.113.0/24", "2001:db8::/32"]));
         assert_eq!(c.authorize.len(), 2);
         assert!(c.revoke.is_empty());

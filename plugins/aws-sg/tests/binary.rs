@@ -236,10 +236,12 @@ async fn plan_apply_and_plan_again_through_the_binary() {
     // No credentials anywhere: an auth error naming the target, nothing applied.
     let o = s.run_without_credentials(&proxy.endpoint, &["plan"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
+    // The plan reports it for the target, with how to authenticate.
+    let all = text(&o);
     assert!(
-        err.contains("api") && err.contains("AWS_ACCESS_KEY_ID"),
-        "{}",
-        text(&o)
+        all.contains("api (aws-sg): error")
+            && all.contains("authentication or permission")
+            && all.contains("AWS_ACCESS_KEY_ID"),
+        "{all}"
     );
 }

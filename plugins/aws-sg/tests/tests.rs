@@ -6,4 +6,5 @@
 
 mod binary;
 mod moto;
+mod regression;
 mod support;
