@@ -471,10 +471,10 @@ async fn passes_the_conformance_suite_with_faults_against_moto() {
         .with_missing_target(&missing);
     for ((_, name, expect), inject) in faults.iter().zip(&injects) {
         suite = suite.with_fault(SuiteFault {
-            name: *name,
+            name,
             inject,
             clear: &clear,
-            expect: *expect,
+            expect,
         });
     }
     suite.run().await.unwrap_or_else(|e| panic!("{e}"));
