@@ -40,6 +40,9 @@ pub struct TargetPlan {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// What differs on the target apart from the ranges ([`State::drift`]); `apply` repairs it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
     /// The fit-to-limit cover that `desired` is, when the declared set was over the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cover: Option<crate::guard::CoverReport>,
@@ -101,6 +104,7 @@ impl TargetPlan {
             details: Vec::new(),
             warnings,
             errors,
+            drift: Vec::new(),
             cover: None,
         }
     }
@@ -120,6 +124,7 @@ impl TargetPlan {
             details: Vec::new(),
             warnings: Vec::new(),
             errors: vec![error],
+            drift: Vec::new(),
             cover: None,
         }
     }
@@ -223,8 +228,19 @@ pub fn plan_with_state(b: &Bound<'_>, desired: &RangeSet, state: &State) -> Targ
     );
     plan.details = state.details.clone();
     plan.cover = checked.cover;
+    fold_drift(state, &mut plan);
     guard_lockout(b, &state.restriction, &mut plan);
     plan
+}
+
+/// A target whose ranges match but that differs elsewhere ([`State::drift`]: a policy's
+/// ports edited by hand, a companion object deleted) is not in sync: the plan shows a change,
+/// saying what drifted, so `apply` and `reconcile` repair it.
+fn fold_drift(state: &State, plan: &mut TargetPlan) {
+    plan.drift = state.drift.clone();
+    if !plan.drift.is_empty() && plan.status == Status::InSync {
+        plan.status = Status::Changes;
+    }
 }
 
 /// The provider's checks that need the target itself ([`Provider::preflight`], e.g. AKS's
@@ -240,12 +256,26 @@ pub async fn preflight(
         return Ok(());
     }
     let found = b.provider.preflight(&plan.desired, state).await?;
-    if !found.is_empty() {
-        plan.errors.extend(found.into_iter().map(|v| match v.range {
+    let strict = b.target.policy.strict;
+    for v in found {
+        let text = match &v.range {
             Some(r) => format!("`{r}`: {}", v.message),
-            None => v.message,
-        }));
-        plan.status = Status::Refused;
+            None => v.message.clone(),
+        };
+        // A warning refuses only a strict target (`--strict`, `strict: true`).
+        if v.warning && !strict {
+            if !plan.warnings.contains(&text) {
+                plan.warnings.push(text);
+            }
+        } else if v.warning {
+            plan.warnings.retain(|w| w != &text);
+            plan.errors
+                .push(format!("{text} (refused: the target is strict)"));
+            plan.status = Status::Refused;
+        } else {
+            plan.errors.push(text);
+            plan.status = Status::Refused;
+        }
     }
     Ok(())
 }

@@ -274,6 +274,17 @@ impl Provider for Retrying {
             })
             .await
     }
+
+    /// Rendering may read the target (nodes, for per-node objects): a read.
+    async fn manifests(
+        &self,
+        desired: &RangeSet,
+    ) -> Result<Option<Vec<serde_json::Value>>, ProviderError> {
+        let what = format!("rendering the manifests of `{}`", self.target);
+        self.policy
+            .run(Op::Read, &what, None, || self.inner.manifests(desired))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -631,6 +631,8 @@ fn left_out_providers() -> Vec<&'static str> {
         ("eks", cfg!(feature = "eks")),
         ("gke", cfg!(feature = "gke")),
         ("hostfw", cfg!(feature = "hostfw")),
+        ("netpol", cfg!(feature = "kubernetes")),
+        ("calico", cfg!(feature = "kubernetes")),
     ]
     .into_iter()
     .filter(|(_, built)| !built)
@@ -689,7 +691,13 @@ fn every_example_validates() {
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn json_outputs_of_providers_schema_disable_apply() {
     let s = Scratch::new(QUICKSTART);

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod disable;
 pub mod import;
+pub mod manifests;
 pub mod normalize;
 pub mod plan;
 pub mod providers;

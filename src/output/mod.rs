@@ -47,12 +47,18 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
                 if p.unrestricted {
                     parts = vec![format!("unrestricted now, {} to allow", p.add.len())];
                 }
+                if !p.drift.is_empty() {
+                    parts.push("drift to repair".to_owned());
+                }
                 paint(YELLOW, &parts.join(", "))
             }
             Status::Refused => paint(RED, "refused"),
             Status::Error => paint(RED, "error"),
         };
         let _ = writeln!(s, "{head} ({}): {what}", p.provider);
+        for d in &p.drift {
+            let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
+        }
         for w in &p.warnings {
             let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
         }
@@ -111,6 +117,9 @@ pub fn state_human(target: &str, provider: &str, state: &State) -> String {
             }
         }
     }
+    for d in &state.drift {
+        let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
+    }
     for w in &state.warnings {
         let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
     }
@@ -119,7 +128,7 @@ pub fn state_human(target: &str, provider: &str, state: &State) -> String {
 
 /// A JSON value for one target's current state.
 pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "target": target,
         "provider": provider,
         "unrestricted": state.restriction.ranges().is_none(),
@@ -130,7 +139,11 @@ pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Va
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect::<serde_json::Map<_, _>>(),
         "warnings": state.warnings,
-    })
+    });
+    if !state.drift.is_empty() {
+        v["drift"] = serde_json::json!(state.drift);
+    }
+    v
 }
 
 fn unrestricted_form(u: UnrestrictedForm) -> &'static str {

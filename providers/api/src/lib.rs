@@ -211,6 +211,12 @@ pub struct State {
     /// has no effect").
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Where the target differs from what the provider keeps there apart from the ranges (a
+    /// policy's ports or selector edited by hand, a companion object deleted): each entry
+    /// says what. A target with drift is not in sync even when its ranges are, so `plan`
+    /// shows a change and `apply` repairs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 impl State {
@@ -219,7 +225,14 @@ impl State {
             restriction,
             details: Vec::new(),
             warnings: Vec::new(),
+            drift: Vec::new(),
         }
+    }
+
+    /// Add a difference outside the ranges (see [`State::drift`]).
+    pub fn with_drift(mut self, what: impl Into<String>) -> Self {
+        self.drift.push(what.into());
+        self
     }
 
     /// Add a fact for `show`.
@@ -337,6 +350,11 @@ pub struct Violation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
     pub message: String,
+    /// A finding the user should see but that does not refuse the change by itself (a
+    /// Calico failsafe port the policy cannot restrict): the plan shows it as a warning, and
+    /// refuses it only for a strict target (`--strict` or `strict: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 impl Violation {
@@ -345,6 +363,16 @@ impl Violation {
         Violation {
             range: None,
             message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// A finding that warns, and refuses only a strict target (see [`Violation::warning`]).
+    pub fn warn(message: impl Into<String>) -> Self {
+        Violation {
+            range: None,
+            message: message.into(),
+            warning: true,
         }
     }
 
@@ -353,6 +381,7 @@ impl Violation {
         Violation {
             range: Some(range.to_string()),
             message: message.into(),
+            warning: false,
         }
     }
 }
@@ -632,6 +661,17 @@ pub trait Provider: Send + Sync {
 
     /// Lift the restriction (the target's [`UnrestrictedForm`]).
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError>;
+
+    /// The objects [`Provider::apply`] of `desired` makes the target hold, as documents a
+    /// GitOps tool can apply instead (`rangekeeper manifests`): exactly what `apply` sends,
+    /// in the order it sends them. `None` (the default): the provider keeps no such objects.
+    /// It may read the target (e.g. its nodes, for objects made per node), never write it.
+    async fn manifests(
+        &self,
+        _desired: &RangeSet,
+    ) -> Result<Option<Vec<serde_json::Value>>, ProviderError> {
+        Ok(None)
+    }
 }
 
 /// The one refusal of an empty desired set, for the top of every [`Provider::apply`]: an empty
