@@ -6,4 +6,6 @@
 pub mod fake_arm;
 #[cfg(feature = "gke")]
 pub mod gke;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod netns_probe;

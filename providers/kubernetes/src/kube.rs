@@ -136,7 +136,8 @@ pub struct StatusDetails {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cause {
-    #[serde(default, rename = "type")]
+    /// The cause's type (`FieldManagerConflict`); `reason` on the wire.
+    #[serde(default, rename = "reason")]
     pub kind: String,
     #[serde(default)]
     pub message: String,
@@ -273,15 +274,8 @@ impl Cluster {
                     })?
             }
         };
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(READ_TIMEOUT);
-        config.write_timeout = Some(READ_TIMEOUT);
-        kube::Client::try_from(config).map_err(|e| {
-            ProviderError::Config(format!(
-                "target `{t}`: cannot set up the Kubernetes client: {}",
-                error_chain(&e)
-            ))
-        })
+        settle(&mut config);
+        kube::Client::try_from(config).map_err(|e| client_error(t, &e))
     }
 
     fn in_cluster_fallback(
@@ -295,15 +289,8 @@ impl Cluster {
                 error_chain(kubeconfig_error)
             ))
         })?;
-        config.connect_timeout = Some(CONNECT_TIMEOUT);
-        config.read_timeout = Some(READ_TIMEOUT);
-        config.write_timeout = Some(READ_TIMEOUT);
-        kube::Client::try_from(config).map_err(|e| {
-            ProviderError::Config(format!(
-                "target `{t}`: cannot set up the Kubernetes client: {}",
-                error_chain(&e)
-            ))
-        })
+        settle(&mut config);
+        kube::Client::try_from(config).map_err(|e| client_error(t, &e))
     }
 
     /// One request; `Ok(Err(failure))` for an answer that is not a success.
@@ -597,6 +584,31 @@ impl Cluster {
     }
 }
 
+/// Why a client could not be set up: its credentials (an exec plugin that failed, a token
+/// file missing) or its configuration.
+fn client_error(t: &str, e: &kube::Error) -> ProviderError {
+    match e {
+        kube::Error::Auth(_) => ProviderError::Auth(format!(
+            "target `{t}`: cannot get credentials for the API server: {}; check the kubeconfig's user (an exec plugin must be on PATH and logged in)",
+            error_chain(e)
+        )),
+        _ => ProviderError::Config(format!(
+            "target `{t}`: cannot set up the Kubernetes client: {}",
+            error_chain(e)
+        )),
+    }
+}
+
+/// One attempt per call, bounded: kube-rs retries 429/503/504 itself by default (up to 15
+/// times, waiting as long as `Retry-After` says); rangekeeper's retry policy is the one owner
+/// of retries, so that is switched off here.
+fn settle(config: &mut kube::Config) {
+    config.default_retry = false;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.write_timeout = Some(READ_TIMEOUT);
+}
+
 /// Whether a 404 says the object itself does not exist (its Status names it), as opposed to
 /// a missing namespace or resource type.
 fn is_object_404(s: &Status, name: &str) -> bool {
@@ -674,7 +686,7 @@ mod tests {
             "reason": "Conflict",
             "message": "Apply failed with 1 conflict: conflict with \"argocd\" using networking.k8s.io/v1: .spec.ingress",
             "details": {"causes": [{
-                "type": "FieldManagerConflict",
+                "reason": "FieldManagerConflict",
                 "message": "conflict with \"argocd\" using networking.k8s.io/v1",
                 "field": ".spec.ingress"
             }]}

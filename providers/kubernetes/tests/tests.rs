@@ -1,0 +1,10 @@
+//! The Kubernetes providers against a real kube-apiserver and etcd
+//! (`rangekeeper_test_support::kube::ControlPlane`), one test binary.
+
+mod common;
+
+mod calico;
+mod conformance;
+mod faults;
+mod netpol;
+mod regression;
