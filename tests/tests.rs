@@ -15,6 +15,8 @@ mod gke;
 mod import;
 #[cfg(feature = "hostfw")]
 mod krip;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod layering;
 mod plugins;
 mod reconcile;

@@ -1193,7 +1193,8 @@ impl Resolver {
                 entries,
                 desired,
                 policy: Policy {
-                    strict,
+                    // `--strict` for the whole run, or `strict: true` on this target.
+                    strict: self.strict || strict,
                     max_ranges,
                     allow_private: t.allow_private.map(|s| s.value),
                     allow_broad: t.allow_broad.is_some_and(|s| s.value),
