@@ -295,7 +295,13 @@ fn validate_human_json_github() {
     insta::assert_json_snapshot!("validate_ok_json", v);
 }
 
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 const BAD: &str = r#"version: 1
 sets:
   office:
@@ -338,7 +344,13 @@ targets:
 "#;
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn validate_reports_every_error_located() {
     let s = Scratch::new(BAD);
@@ -483,7 +495,13 @@ fn normalize_filter() {
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn providers_schema_completions() {
     let s = Scratch::new(QUICKSTART);

@@ -87,8 +87,16 @@ fn plan_apply_manifests_and_disable_through_the_binary() {
     assert_eq!(
         web["ranges"],
         serde_json::json!([
-            "10.0.0.0/10", "10.64.0.0/15", "10.67.0.0/16", "10.68.0.0/14", "10.72.0.0/13",
-            "10.80.0.0/12", "10.96.0.0/11", "10.128.0.0/9", "203.0.113.0/24", "2001:db8:77::/48"
+            "10.0.0.0/10",
+            "10.64.0.0/15",
+            "10.67.0.0/16",
+            "10.68.0.0/14",
+            "10.72.0.0/13",
+            "10.80.0.0/12",
+            "10.96.0.0/11",
+            "10.128.0.0/9",
+            "203.0.113.0/24",
+            "2001:db8:77::/48"
         ])
     );
 
@@ -118,13 +126,25 @@ targets:
     let s = Scratch::new(&decl);
     let plan = s.run(&["plan"]);
     assert_eq!(code(&plan), 0, "{}", seen(&plan));
-    assert!(stdout(&plan).contains("6443/tcp is a Felix failsafe inbound host port"), "{}", seen(&plan));
+    assert!(
+        stdout(&plan).contains("6443/tcp is a Felix failsafe inbound host port"),
+        "{}",
+        seen(&plan)
+    );
     let strict = s.run(&["plan", "--strict"]);
     assert_eq!(code(&strict), 1, "{}", seen(&strict));
-    assert!(stdout(&strict).contains("(refused: the target is strict)"), "{}", seen(&strict));
+    assert!(
+        stdout(&strict).contains("(refused: the target is strict)"),
+        "{}",
+        seen(&strict)
+    );
     let apply = s.run(&["apply", "--yes", "--strict"]);
     assert_eq!(code(&apply), 1, "{}", seen(&apply));
-    assert!(stderr(&apply).contains("nothing was applied"), "{}", seen(&apply));
+    assert!(
+        stderr(&apply).contains("nothing was applied"),
+        "{}",
+        seen(&apply)
+    );
 }
 
 #[test]
@@ -138,10 +158,73 @@ fn a_missing_namespace_refuses_every_target_and_writes_nothing() {
     let apply = s.run(&["apply", "--yes"]);
     assert_eq!(code(&apply), 1, "{}", seen(&apply));
     let out = stable(&seen(&apply), cp);
-    assert!(out.contains("namespace `bin-nowhere` does not exist"), "{out}");
+    assert!(
+        out.contains("namespace `bin-nowhere` does not exist"),
+        "{out}"
+    );
     assert!(stderr(&apply).contains("nothing was applied"), "{out}");
     // The other targets were not written either.
     let show = s.run(&["-o", "json", "show", "--target", "web"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap();
     assert_eq!(v["targets"][0]["unrestricted"], true, "{}", seen(&show));
+}
+
+/// What `plan` shows for a hand edit (drift outside the ranges, repaired by `apply`) and for
+/// fields another applier owns (refused, naming it).
+#[test]
+fn plan_shows_drift_and_refuses_another_appliers_fields() {
+    let cp = cluster();
+    cp.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bin-drift\n");
+    let decl = format!(
+        r#"version: 1
+targets:
+  drift:
+    provider: netpol
+    kubeconfig: {kc}
+    namespace: bin-drift
+    podSelector: {{}}
+    ports: [443]
+    allow: [203.0.113.0/24]
+"#,
+        kc = cp.kubeconfig().display()
+    );
+    let s = Scratch::new(&decl);
+    let apply = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&apply), 0, "{}", seen(&apply));
+    let path = "/apis/networking.k8s.io/v1/namespaces/bin-drift/networkpolicies/rangekeeper-drift";
+
+    // `kubectl edit` changes the port: drift, shown and repaired.
+    let (_, body) = cp.request("GET", path, None, None).unwrap();
+    let mut obj: serde_json::Value = serde_json::from_str(&body).unwrap();
+    obj["spec"]["ingress"][0]["ports"][0]["port"] = serde_json::json!(80);
+    let (status, answer) = cp
+        .request(
+            "PUT",
+            &format!("{path}?fieldManager=kubectl-edit"),
+            Some(("application/json", obj.to_string())),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let plan = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 2, "{}", seen(&plan));
+    insta::assert_snapshot!("kubernetes_plan_drift", stable(&seen(&plan), cp));
+    let apply = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&apply), 0, "{}", seen(&apply));
+    let plan = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 0, "{}", seen(&plan));
+
+    // Another applier (here the test's own field manager) takes the ingress rules over.
+    obj["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] = serde_json::json!("198.51.100.0/24");
+    obj["spec"]["ingress"][0]["ports"][0]["port"] = serde_json::json!(443);
+    for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"] {
+        obj["metadata"].as_object_mut().unwrap().remove(k);
+    }
+    cp.apply_value(&obj);
+    let plan = s.run(&["plan"]);
+    assert_eq!(code(&plan), 1, "{}", seen(&plan));
+    insta::assert_snapshot!("kubernetes_plan_conflict", stable(&seen(&plan), cp));
+    let apply = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&apply), 1, "{}", seen(&apply));
+    assert!(stderr(&apply).contains("nothing was applied"), "{}", seen(&apply));
 }

@@ -1152,8 +1152,8 @@ fn the_core_names_no_provider_outside_the_registry_table() {
                     "netpol",
                     "calico",
                 ]
-                    .iter()
-                    .any(|name| line.contains(name))
+                .iter()
+                .any(|name| line.contains(name))
                 {
                     offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
                 }

@@ -66,7 +66,8 @@ pub async fn run(global: &Global, args: &ManifestsArgs) -> anyhow::Result<Outcom
     }
     if objects.is_empty() {
         return Err(Reported(
-            "no selected target keeps Kubernetes objects, so there are no manifests to print".into(),
+            "no selected target keeps Kubernetes objects, so there are no manifests to print"
+                .into(),
         )
         .into());
     }

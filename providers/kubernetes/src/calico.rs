@@ -228,8 +228,7 @@ impl Calico {
         let t = &cfg.name;
         let bad = |m: String| ProviderError::Config(format!("target `{t}`: {m}"));
         let selector = raw.selector.unwrap_or_else(|| DEFAULT_SELECTOR.to_owned());
-        selector::calico(&selector)
-            .map_err(|e| bad(format!("`selector` `{selector}` {e}")))?;
+        selector::calico(&selector).map_err(|e| bad(format!("`selector` `{selector}` {e}")))?;
         let name = match raw.name {
             Some(n) => {
                 selector::dns_subdomain(&n).map_err(|e| bad(format!("`name` `{n}` {e}")))?;
@@ -237,9 +236,8 @@ impl Calico {
             }
             None => selector::object_name("rangekeeper-", t),
         };
-        selector::dns_subdomain(&name).map_err(|e| {
-            bad(format!("the policy name `{name}` {e}; set `name:`"))
-        })?;
+        selector::dns_subdomain(&name)
+            .map_err(|e| bad(format!("the policy name `{name}` {e}; set `name:`")))?;
         if raw.pre_dnat && !raw.apply_on_forward {
             return Err(bad(
                 "`preDNAT: true` needs `applyOnForward: true` (Calico refuses a pre-DNAT policy that does not apply to forwarded traffic)".into(),
@@ -460,7 +458,9 @@ impl Calico {
                     .map(ToString::to_string)
                     .collect();
                 if !nets.is_empty() {
-                    allow_internal.push(json!({"action": "Allow", "ipVersion": family, "source": {"nets": nets}}));
+                    allow_internal.push(
+                        json!({"action": "Allow", "ipVersion": family, "source": {"nets": nets}}),
+                    );
                 }
             }
             out.push(Obj::new(
@@ -707,7 +707,11 @@ fn family_of(n: &IpNet) -> u8 {
 }
 
 fn family_set(set: &RangeSet, family: u8) -> RangeSet {
-    RangeSet::from_nets(set.prefixes().into_iter().filter(|n| family_of(n) == family))
+    RangeSet::from_nets(
+        set.prefixes()
+            .into_iter()
+            .filter(|n| family_of(n) == family),
+    )
 }
 
 /// The declared sources a live policy's Allow rules hold (`nets` minus `notNets`).
@@ -742,8 +746,8 @@ fn parse_net(v: &Value) -> Result<IpNet, String> {
 fn nets(items: &[String], field: &str) -> Result<RangeSet, String> {
     let mut out = Vec::new();
     for s in items {
-        let p = rangekeeper_provider::cidr::parse(s)
-            .map_err(|e| format!("`{field}`: `{s}` {e}"))?;
+        let p =
+            rangekeeper_provider::cidr::parse(s).map_err(|e| format!("`{field}`: `{s}` {e}"))?;
         out.push(p.net.trunc());
     }
     Ok(RangeSet::from_nets(out))
@@ -777,7 +781,8 @@ fn port(p: &RawPort) -> Result<Port, String> {
                 Ok(Port::Range(n, n))
             } else if !s.is_empty()
                 && s.len() <= 15
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             {
                 Ok(Port::Named(s.clone()))
             } else {

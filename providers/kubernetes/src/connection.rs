@@ -44,13 +44,9 @@ impl Connection {
                 )));
             }
             Source::Kubeconfig {
-                path: raw.kubeconfig.map(|p| {
-                    if p.is_absolute() {
-                        p
-                    } else {
-                        base_dir.join(p)
-                    }
-                }),
+                path: raw
+                    .kubeconfig
+                    .map(|p| if p.is_absolute() { p } else { base_dir.join(p) }),
                 context: raw.context,
             }
         };

@@ -28,10 +28,7 @@ impl Block {
 /// The fewest blocks whose union is exactly `set` (IPv4 first, then IPv6, in address order).
 pub fn blocks(set: &RangeSet) -> Vec<Block> {
     let mut out = Vec::new();
-    for root in [
-        IpNet::V4(Ipv4Net::default()),
-        IpNet::V6(Ipv6Net::default()),
-    ] {
+    for root in [IpNet::V4(Ipv4Net::default()), IpNet::V6(Ipv6Net::default())] {
         emit(set, root, &mut out);
     }
     out

@@ -337,7 +337,11 @@ impl Cluster {
             return Ok(Ok(bytes));
         }
         let body = serde_json::from_slice::<Status>(&bytes).unwrap_or_else(|_| Status {
-            message: String::from_utf8_lossy(&bytes).trim().chars().take(300).collect(),
+            message: String::from_utf8_lossy(&bytes)
+                .trim()
+                .chars()
+                .take(300)
+                .collect(),
             ..Status::default()
         });
         let retry_after = retry_after.or_else(|| {
@@ -468,7 +472,10 @@ impl Cluster {
         name: &str,
     ) -> Result<Option<Value>, ProviderError> {
         let path = res.object(ns, name);
-        match self.send(http::Method::GET, &path, None, Vec::new()).await? {
+        match self
+            .send(http::Method::GET, &path, None, Vec::new())
+            .await?
+        {
             Ok(bytes) => self.json(&bytes).map(Some),
             Err(f) if f.status == 404 && is_object_404(&f.body, name) => Ok(None),
             Err(f) => Err(self.failure(f, Verb::Get, res, ns)),
@@ -487,7 +494,10 @@ impl Cluster {
             path.push_str("?labelSelector=");
             path.push_str(&encode(label_selector));
         }
-        match self.send(http::Method::GET, &path, None, Vec::new()).await? {
+        match self
+            .send(http::Method::GET, &path, None, Vec::new())
+            .await?
+        {
             Ok(bytes) => {
                 let v = self.json(&bytes)?;
                 Ok(match v.get("items") {

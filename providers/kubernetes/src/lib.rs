@@ -69,7 +69,10 @@ pub fn netpol_factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderE
 pub fn calico_factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     let c = Calico::from_config(cfg)?;
     let cluster = Cluster::new(&cfg.name, c.connection.source.clone());
-    Ok(Box::new(KubeProvider::new(Kind::Calico(Box::new(c)), cluster)))
+    Ok(Box::new(KubeProvider::new(
+        Kind::Calico(Box::new(c)),
+        cluster,
+    )))
 }
 
 /// What a target keeps in the cluster.
@@ -257,9 +260,7 @@ impl KubeProvider {
                     .managers()
                     .into_iter()
                     .filter(|m| {
-                        managers
-                            .iter()
-                            .any(|(name, op)| name == m && op == "Apply")
+                        managers.iter().any(|(name, op)| name == m && op == "Apply")
                             || !managers.iter().any(|(name, _)| name == m)
                     })
                     .collect();
@@ -325,10 +326,7 @@ impl Provider for KubeProvider {
         let Some(primary) = primary else {
             let mut state = State::new(Restriction::Unrestricted);
             for l in &owned {
-                state = state.with_drift(format!(
-                    "{} is left without {what}",
-                    l.describe()
-                ));
+                state = state.with_drift(format!("{} is left without {what}", l.describe()));
             }
             return Ok(state);
         };
@@ -353,10 +351,8 @@ impl Provider for KubeProvider {
                         } else {
                             format!(" (also written by {})", editors.join(", "))
                         };
-                        state = state.with_drift(format!(
-                            "{} differs at `{path}`{by}",
-                            o.describe()
-                        ));
+                        state =
+                            state.with_drift(format!("{} differs at `{path}`{by}", o.describe()));
                     }
                 }
             }
@@ -374,10 +370,7 @@ impl Provider for KubeProvider {
     ) -> Result<Vec<Violation>, ProviderError> {
         let mut found = Vec::new();
         if let Kind::Calico(c) = &self.kind {
-            let felix = self
-                .cluster
-                .get(&c.group.felix(), None, "default")
-                .await;
+            let felix = self.cluster.get(&c.group.felix(), None, "default").await;
             let felix_ref = match &felix {
                 Ok(f) => Ok(f.as_ref()),
                 // No FelixConfiguration type served: Felix runs on its defaults.
@@ -495,10 +488,7 @@ impl Provider for KubeProvider {
         Ok(Applied::changed().with_note(format!("removed {}", removed.join(", "))))
     }
 
-    async fn manifests(
-        &self,
-        desired: &RangeSet,
-    ) -> Result<Option<Vec<Value>>, ProviderError> {
+    async fn manifests(&self, desired: &RangeSet) -> Result<Option<Vec<Value>>, ProviderError> {
         refuse_empty(
             desired,
             "an allow policy without ipBlock peers admits no external source",

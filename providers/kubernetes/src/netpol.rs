@@ -146,7 +146,8 @@ impl Netpol {
             }
             let mut peer = serde_json::Map::new();
             if let Some(s) = &p.namespace_selector {
-                s.validate(&format!("{at}.namespaceSelector")).map_err(bad)?;
+                s.validate(&format!("{at}.namespaceSelector"))
+                    .map_err(bad)?;
                 peer.insert("namespaceSelector".into(), s.to_json());
             }
             if let Some(s) = &p.pod_selector {
@@ -266,7 +267,9 @@ fn port(p: &RawPort) -> Result<Value, String> {
     let named = |s: &str| {
         if s.is_empty()
             || s.len() > 15
-            || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             || !s.chars().any(|c| c.is_ascii_lowercase())
         {
             Err(format!(

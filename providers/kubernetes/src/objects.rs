@@ -169,7 +169,10 @@ mod tests {
         live["metadata"]["labels"]["extra"] = json!("y");
         assert_eq!(o.differs(&live), None);
         live["spec"]["ingress"][0]["ports"][0]["port"] = json!(8443);
-        assert_eq!(o.differs(&live).as_deref(), Some("spec.ingress[0].ports[0].port"));
+        assert_eq!(
+            o.differs(&live).as_deref(),
+            Some("spec.ingress[0].ports[0].port")
+        );
         let mut gone = o.body.clone();
         gone["metadata"]["labels"] = json!({});
         assert_eq!(

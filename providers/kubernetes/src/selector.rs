@@ -72,10 +72,7 @@ impl LabelSelector {
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         if !self.match_labels.is_empty() {
-            m.insert(
-                "matchLabels".into(),
-                serde_json::json!(self.match_labels),
-            );
+            m.insert("matchLabels".into(), serde_json::json!(self.match_labels));
         }
         if !self.match_expressions.is_empty() {
             let exprs: Vec<_> = self
@@ -345,7 +342,12 @@ impl Parser<'_> {
 
     fn string(&mut self) -> Result<(), String> {
         self.ws();
-        let Some(q) = self.rest().chars().next().filter(|c| *c == '\'' || *c == '"') else {
+        let Some(q) = self
+            .rest()
+            .chars()
+            .next()
+            .filter(|c| *c == '\'' || *c == '"')
+        else {
             return Err(self.fail("a quoted string"));
         };
         match self.rest()[1..].find(q) {
@@ -428,12 +430,19 @@ mod tests {
             match_labels: [("app".to_owned(), "web frontend".to_owned())].into(),
             match_expressions: vec![],
         };
-        assert!(bad.validate("podSelector").unwrap_err().contains("value `web frontend`"));
+        assert!(
+            bad.validate("podSelector")
+                .unwrap_err()
+                .contains("value `web frontend`")
+        );
     }
 
     #[test]
     fn object_names_follow_dns_rules() {
-        assert_eq!(object_name("rangekeeper-", "Web_Ingress"), "rangekeeper-web-ingress");
+        assert_eq!(
+            object_name("rangekeeper-", "Web_Ingress"),
+            "rangekeeper-web-ingress"
+        );
         assert_eq!(dns_subdomain("rangekeeper-web-ingress"), Ok(()));
     }
 }

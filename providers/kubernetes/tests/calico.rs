@@ -11,7 +11,10 @@ async fn policy_companions_and_host_endpoints_are_kept_and_removed() {
     let cp = cluster();
     let admin = Admin::new(cp).await;
     // Two nodes of this test's own (the shared cluster has no kubelets).
-    for (name, ip4, ip6) in [("cal-node-a", "10.0.0.11", "fd00::11"), ("cal-node-b", "10.0.0.12", "fd00::12")] {
+    for (name, ip4, ip6) in [
+        ("cal-node-a", "10.0.0.11", "fd00::11"),
+        ("cal-node-b", "10.0.0.12", "fd00::12"),
+    ] {
         admin
             .create(
                 "/api/v1/nodes",
@@ -42,19 +45,34 @@ async fn policy_companions_and_host_endpoints_are_kept_and_removed() {
     let opts = ApplyOptions::default();
     let a = set(&["203.0.113.0/24", "2001:db8:77::/48"])
         .union(&set(&["198.18.0.0/15"]).difference(&set(&["198.18.4.0/24"])));
-    assert_eq!(p.current().await.unwrap().restriction, Restriction::Unrestricted);
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Unrestricted
+    );
     assert!(p.apply(&a, &opts).await.unwrap().changed);
-    let gnp = admin.get(&gnp_path("rangekeeper-node-ports")).await.unwrap();
+    let gnp = admin
+        .get(&gnp_path("rangekeeper-node-ports"))
+        .await
+        .unwrap();
     assert_eq!(gnp["spec"]["preDNAT"], true);
     assert_eq!(gnp["spec"]["applyOnForward"], true);
     assert_eq!(gnp["spec"]["selector"], "k8s-role == 'node'");
     let ingress = gnp["spec"]["ingress"].as_array().unwrap();
     // IPv4: plain sources, the block with its hole, deny; IPv6: sources, deny.
     assert_eq!(ingress.len(), 5, "{ingress:#?}");
-    assert_eq!(ingress[1]["source"], json!({"nets": ["198.18.0.0/15"], "notNets": ["198.18.4.0/24"]}));
+    assert_eq!(
+        ingress[1]["source"],
+        json!({"nets": ["198.18.0.0/15"], "notNets": ["198.18.4.0/24"]})
+    );
     assert_eq!(ingress[2]["action"], "Deny");
     for name in ["allow-cluster-internal", "allow-host", "allow-outbound"] {
-        assert!(admin.get(&gnp_path(&format!("rangekeeper-node-ports-{name}"))).await.is_some(), "{name}");
+        assert!(
+            admin
+                .get(&gnp_path(&format!("rangekeeper-node-ports-{name}")))
+                .await
+                .is_some(),
+            "{name}"
+        );
     }
     let hep = admin
         .get("/apis/projectcalico.org/v3/hostendpoints/rangekeeper-node-ports-cal-node-a")
@@ -73,9 +91,21 @@ async fn policy_companions_and_host_endpoints_are_kept_and_removed() {
     // A node leaves: its HostEndpoint is drift, removed by apply; a new one is added.
     admin.delete("/api/v1/nodes/cal-node-b").await;
     let state = p.current().await.unwrap();
-    assert!(state.drift.iter().any(|d| d.contains("cal-node-b") && d.contains("no longer declared")), "{:?}", state.drift);
+    assert!(
+        state
+            .drift
+            .iter()
+            .any(|d| d.contains("cal-node-b") && d.contains("no longer declared")),
+        "{:?}",
+        state.drift
+    );
     assert!(p.apply(&a, &opts).await.unwrap().changed);
-    assert!(admin.get("/apis/projectcalico.org/v3/hostendpoints/rangekeeper-node-ports-cal-node-b").await.is_none());
+    assert!(
+        admin
+            .get("/apis/projectcalico.org/v3/hostendpoints/rangekeeper-node-ports-cal-node-b")
+            .await
+            .is_none()
+    );
 
     // The policy deleted by hand: unrestricted (companions left are drift), restored.
     admin.delete(&gnp_path("rangekeeper-node-ports")).await;
@@ -83,12 +113,30 @@ async fn policy_companions_and_host_endpoints_are_kept_and_removed() {
     assert_eq!(state.restriction, Restriction::Unrestricted);
     assert!(!state.drift.is_empty());
     assert!(p.apply(&a, &opts).await.unwrap().changed);
-    assert_eq!(p.current().await.unwrap().restriction, Restriction::Ranges(a.clone()));
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Ranges(a.clone())
+    );
 
     assert!(p.disable(&opts).await.unwrap().changed);
-    assert!(admin.get(&gnp_path("rangekeeper-node-ports")).await.is_none());
-    assert!(admin.get(&gnp_path("rangekeeper-node-ports-allow-host")).await.is_none());
-    assert!(admin.get("/apis/projectcalico.org/v3/hostendpoints/rangekeeper-node-ports-cal-node-a").await.is_none());
+    assert!(
+        admin
+            .get(&gnp_path("rangekeeper-node-ports"))
+            .await
+            .is_none()
+    );
+    assert!(
+        admin
+            .get(&gnp_path("rangekeeper-node-ports-allow-host"))
+            .await
+            .is_none()
+    );
+    assert!(
+        admin
+            .get("/apis/projectcalico.org/v3/hostendpoints/rangekeeper-node-ports-cal-node-a")
+            .await
+            .is_none()
+    );
     admin.delete("/api/v1/nodes/cal-node-a").await;
 }
 
@@ -107,11 +155,20 @@ async fn failsafe_ports_of_the_felix_configuration_are_warned_about() {
     let none = State::new(Restriction::Unrestricted);
     // Without a FelixConfiguration: Felix's defaults (6443 and 2379 both failsafe).
     let found = p.preflight(&a, &none).await.unwrap();
-    let failsafe: Vec<_> = found.iter().filter(|v| v.message.contains("failsafe")).collect();
+    let failsafe: Vec<_> = found
+        .iter()
+        .filter(|v| v.message.contains("failsafe"))
+        .collect();
     assert_eq!(failsafe.len(), 1, "{found:?}");
     assert!(failsafe[0].warning);
-    assert!(failsafe[0].message.contains("2379/tcp, 6443/tcp"), "{found:?}");
-    assert!(failsafe[0].message.contains("Felix's defaults"), "{found:?}");
+    assert!(
+        failsafe[0].message.contains("2379/tcp, 6443/tcp"),
+        "{found:?}"
+    );
+    assert!(
+        failsafe[0].message.contains("Felix's defaults"),
+        "{found:?}"
+    );
 
     admin
         .create(
@@ -123,13 +180,18 @@ async fn failsafe_ports_of_the_felix_configuration_are_warned_about() {
         )
         .await;
     let found = p.preflight(&a, &none).await.unwrap();
-    let failsafe: Vec<_> = found.iter().filter(|v| v.message.contains("failsafe")).collect();
+    let failsafe: Vec<_> = found
+        .iter()
+        .filter(|v| v.message.contains("failsafe"))
+        .collect();
     assert_eq!(failsafe.len(), 1, "{found:?}");
     let m = &failsafe[0].message;
     assert!(m.contains("6443/tcp is a Felix failsafe inbound host port (as set in FelixConfiguration `default`)"), "{m}");
     assert!(!m.contains("2379"), "{m}");
     assert!(m.contains(r#"kubectl patch felixconfiguration default --type merge -p '{"spec":{"failsafeInboundHostPorts":[{"port":22,"protocol":"tcp"}]}}'"#) || m.contains(r#"[{"protocol":"tcp","port":22}]"#), "{m}");
-    admin.delete("/apis/projectcalico.org/v3/felixconfigurations/default").await;
+    admin
+        .delete("/apis/projectcalico.org/v3/felixconfigurations/default")
+        .await;
 }
 
 #[tokio::test]
@@ -151,19 +213,36 @@ async fn lockouts_are_warned_about_before_applying() {
     // Every port of every host endpoint, selector all(): kubelet and the all() lock-out.
     let p = calico(cp, "everything", json!({"selector": "all()"}));
     let found = p
-        .preflight(&set(&["203.0.113.0/24"]), &State::new(Restriction::Unrestricted))
+        .preflight(
+            &set(&["203.0.113.0/24"]),
+            &State::new(Restriction::Unrestricted),
+        )
         .await
         .unwrap();
     let text: Vec<&str> = found.iter().map(|v| v.message.as_str()).collect();
     assert!(found.iter().all(|v| v.warning), "{text:?}");
-    assert!(text.iter().any(|m| m.contains("kubelet's port 10250/tcp") && m.contains("10.9.0.5 (cal-lockout-cp)")), "{text:?}");
-    assert!(text.iter().any(|m| m.contains("`selector: all()`")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|m| m.contains("kubelet's port 10250/tcp")
+                && m.contains("10.9.0.5 (cal-lockout-cp)")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|m| m.contains("`selector: all()`")),
+        "{text:?}"
+    );
     // With the nodes' network allowed, the kubelet warning goes.
     let found = p
-        .preflight(&set(&["203.0.113.0/24", "10.9.0.0/16"]), &State::new(Restriction::Unrestricted))
+        .preflight(
+            &set(&["203.0.113.0/24", "10.9.0.0/16"]),
+            &State::new(Restriction::Unrestricted),
+        )
         .await
         .unwrap();
-    assert!(!found.iter().any(|v| v.message.contains("10250")), "{found:?}");
+    assert!(
+        !found.iter().any(|v| v.message.contains("10250")),
+        "{found:?}"
+    );
     admin.delete("/api/v1/nodes/cal-lockout-cp").await;
 }
 
@@ -183,7 +262,10 @@ async fn the_crd_api_group_is_used_when_asked() {
         .await
         .unwrap();
     assert_eq!(live["apiVersion"], "crd.projectcalico.org/v1");
-    assert_eq!(p.current().await.unwrap().restriction, Restriction::Ranges(a));
+    assert_eq!(
+        p.current().await.unwrap().restriction,
+        Restriction::Ranges(a)
+    );
     assert!(p.disable(&ApplyOptions::default()).await.unwrap().changed);
 }
 
@@ -201,27 +283,59 @@ async fn missing_calico_crds_are_a_config_error() {
         other => panic!("{other:?}"),
     }
     let found = p
-        .preflight(&set(&["192.0.2.0/24"]), &State::new(Restriction::Unrestricted))
+        .preflight(
+            &set(&["192.0.2.0/24"]),
+            &State::new(Restriction::Unrestricted),
+        )
         .await
         .unwrap();
-    assert!(found.iter().any(|v| !v.warning && v.message.contains("Calico is not installed")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|v| !v.warning && v.message.contains("Calico is not installed")),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn bad_input_is_refused_naming_the_target_and_the_fix() {
     let cases = [
-        (json!({"selector": "k8s-role = 'node'"}), "target `t`: `selector` `k8s-role = 'node'` does not parse: expected `==`"),
-        (json!({"preDNAT": true, "applyOnForward": false}), "`preDNAT: true` needs `applyOnForward: true`"),
-        (json!({"destination": {"ports": ["32767:30000"]}}), "`destination.ports[0]`: the range `32767:30000` ends below its start"),
-        (json!({"destination": {"nets": ["10.96.0.300/32"]}}), "`destination.nets`: `10.96.0.300/32`"),
-        (json!({"selector": "has(edge)", "hostEndpoints": {}}), "`hostEndpoints.labels` is needed with a `selector` of your own"),
-        (json!({"companions": {"clusterNets": []}}), "`companions.clusterNets` is empty"),
-        (json!({"apiGroup": "projectcalico.org/v1"}), "`apiGroup` must be one of `projectcalico.org/v3`, `crd.projectcalico.org/v1`"),
+        (
+            json!({"selector": "k8s-role = 'node'"}),
+            "target `t`: `selector` `k8s-role = 'node'` does not parse: expected `==`",
+        ),
+        (
+            json!({"preDNAT": true, "applyOnForward": false}),
+            "`preDNAT: true` needs `applyOnForward: true`",
+        ),
+        (
+            json!({"destination": {"ports": ["32767:30000"]}}),
+            "`destination.ports[0]`: the range `32767:30000` ends below its start",
+        ),
+        (
+            json!({"destination": {"nets": ["10.96.0.300/32"]}}),
+            "`destination.nets`: `10.96.0.300/32`",
+        ),
+        (
+            json!({"selector": "has(edge)", "hostEndpoints": {}}),
+            "`hostEndpoints.labels` is needed with a `selector` of your own",
+        ),
+        (
+            json!({"companions": {"clusterNets": []}}),
+            "`companions.clusterNets` is empty",
+        ),
+        (
+            json!({"apiGroup": "projectcalico.org/v1"}),
+            "`apiGroup` must be one of `projectcalico.org/v3`, `crd.projectcalico.org/v1`",
+        ),
     ];
     for (fields, want) in cases {
-        let e = rangekeeper_provider_kubernetes::calico_factory(&crate::common::config("t", fields.clone()))
-            .err()
-            .unwrap();
+        let e = rangekeeper_provider_kubernetes::calico_factory(&crate::common::config(
+            "t",
+            fields.clone(),
+        ))
+        .err()
+        .unwrap();
         assert!(matches!(e, ProviderError::Config(_)), "{e:?}");
         assert!(e.to_string().contains(want), "{fields}: {e}");
     }

@@ -94,9 +94,17 @@ impl Admin {
         }
     }
 
-    async fn send(&self, method: http::Method, uri: &str, ct: &str, body: Option<&Value>) -> (u16, Value) {
+    async fn send(
+        &self,
+        method: http::Method,
+        uri: &str,
+        ct: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         use http_body_util::BodyExt;
-        let body = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+        let body = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
         let req = http::Request::builder()
             .method(method)
             .uri(uri)
@@ -106,11 +114,16 @@ impl Admin {
         let resp = self.client.send(req).await.unwrap();
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> Option<Value> {
-        let (s, v) = self.send(http::Method::GET, path, "application/json", None).await;
+        let (s, v) = self
+            .send(http::Method::GET, path, "application/json", None)
+            .await;
         match s {
             200 => Some(v),
             404 => None,
@@ -134,7 +147,13 @@ impl Admin {
     }
 
     /// A server-side apply as another field manager (Argo CD, Flux).
-    pub async fn apply_as(&self, manager: &str, path: &str, obj: &Value, force: bool) -> (u16, Value) {
+    pub async fn apply_as(
+        &self,
+        manager: &str,
+        path: &str,
+        obj: &Value,
+        force: bool,
+    ) -> (u16, Value) {
         self.send(
             http::Method::PATCH,
             &format!("{path}?fieldManager={manager}&force={force}"),
@@ -146,14 +165,24 @@ impl Admin {
 
     pub async fn create(&self, collection: &str, obj: &Value) {
         let (s, v) = self
-            .send(http::Method::POST, collection, "application/json", Some(obj))
+            .send(
+                http::Method::POST,
+                collection,
+                "application/json",
+                Some(obj),
+            )
             .await;
         assert!(s == 201 || s == 200, "POST {collection}: {s} {v}");
     }
 
     pub async fn merge_patch(&self, path: &str, patch: &Value) {
         let (s, v) = self
-            .send(http::Method::PATCH, path, "application/merge-patch+json", Some(patch))
+            .send(
+                http::Method::PATCH,
+                path,
+                "application/merge-patch+json",
+                Some(patch),
+            )
             .await;
         assert_eq!(s, 200, "PATCH {path}: {v}");
     }
@@ -227,9 +256,7 @@ impl Proxy {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = axum::Router::new()
-                    .fallback(forward)
-                    .with_state(state);
+                let app = axum::Router::new().fallback(forward).with_state(state);
                 axum::serve(listener, app).await.unwrap();
             });
         });
@@ -284,9 +311,13 @@ async fn forward(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let headers = req.headers().clone();
-    let bytes = axum::body::to_bytes(req.into_body(), 64 << 20).await.unwrap();
+    let bytes = axum::body::to_bytes(req.into_body(), 64 << 20)
+        .await
+        .unwrap();
     let query = uri.query().unwrap_or_default();
-    if matches!(method.as_str(), "PATCH" | "PUT" | "POST" | "DELETE") && !query.contains("dryRun=All") {
+    if matches!(method.as_str(), "PATCH" | "PUT" | "POST" | "DELETE")
+        && !query.contains("dryRun=All")
+    {
         s.writes.fetch_add(1, Ordering::SeqCst);
         if method == "PATCH" {
             s.sent
@@ -295,8 +326,15 @@ async fn forward(
                 .push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
         }
     }
-    let url = format!("{}{}", s.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-    let mut out = s.http.request(reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(), url);
+    let url = format!(
+        "{}{}",
+        s.upstream,
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let mut out = s.http.request(
+        reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
+        url,
+    );
     for (k, v) in &headers {
         if k != "host" && k != "content-length" {
             out = out.header(k.as_str(), v.as_bytes());

@@ -31,8 +31,18 @@ async fn netpol_conforms() {
     let count = || writes.load(Ordering::SeqCst);
     Suite::new(p.as_ref(), &a, &b)
         .with_write_counter(&count)
-        .with_fault(Fault { name: "429", inject: &inject429, clear: &clear, expect: "throttled" })
-        .with_fault(Fault { name: "500", inject: &inject500, clear: &clear, expect: "transient" })
+        .with_fault(Fault {
+            name: "429",
+            inject: &inject429,
+            clear: &clear,
+            expect: "throttled",
+        })
+        .with_fault(Fault {
+            name: "500",
+            inject: &inject500,
+            clear: &clear,
+            expect: "transient",
+        })
         .run()
         .await
         .unwrap();

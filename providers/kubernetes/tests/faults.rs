@@ -15,7 +15,11 @@ async fn throttling_and_server_errors_are_typed_and_tried_once() {
     let proxy = Proxy::start(cp);
     let dir = tempfile::tempdir().unwrap();
     let kc = proxy.kubeconfig(cp, dir.path());
-    let p = netpol(cp, "faults", json!({"namespace": "np-faults", "podSelector": {}, "kubeconfig": kc}));
+    let p = netpol(
+        cp,
+        "faults",
+        json!({"namespace": "np-faults", "podSelector": {}, "kubeconfig": kc}),
+    );
     p.current().await.unwrap();
 
     proxy.fault.store(429, Ordering::SeqCst);
@@ -30,19 +34,34 @@ async fn throttling_and_server_errors_are_typed_and_tried_once() {
     // One attempt: the retry policy of the binary (src/retry.rs) alone tries again.
     assert_eq!(proxy.faulted.load(Ordering::SeqCst) - before, 1);
     proxy.fault.store(500, Ordering::SeqCst);
-    let e = p.apply(&set(&["192.0.2.0/24"]), &ApplyOptions::default()).await.unwrap_err();
+    let e = p
+        .apply(&set(&["192.0.2.0/24"]), &ApplyOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
     assert!(e.to_string().contains("HTTP 500"), "{e}");
-    assert_eq!(proxy.writes.load(Ordering::SeqCst), 0, "nothing reached the server");
+    assert_eq!(
+        proxy.writes.load(Ordering::SeqCst),
+        0,
+        "nothing reached the server"
+    );
     proxy.fault.store(0, Ordering::SeqCst);
-    assert!(p.apply(&set(&["192.0.2.0/24"]), &ApplyOptions::default()).await.unwrap().changed);
+    assert!(
+        p.apply(&set(&["192.0.2.0/24"]), &ApplyOptions::default())
+            .await
+            .unwrap()
+            .changed
+    );
 }
 
 #[tokio::test]
 async fn an_api_server_that_is_down_is_transient() {
     let cp = cluster();
     // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("down.kubeconfig");
     std::fs::write(
@@ -53,10 +72,17 @@ async fn an_api_server_that_is_down_is_transient() {
         ),
     )
     .unwrap();
-    let p = netpol(cp, "down", json!({"namespace": "default", "podSelector": {}, "kubeconfig": kc}));
+    let p = netpol(
+        cp,
+        "down",
+        json!({"namespace": "default", "podSelector": {}, "kubeconfig": kc}),
+    );
     match p.current().await {
         Err(ProviderError::Transient(m)) => {
-            assert!(m.contains("target `down`: cannot reach the API server"), "{m}");
+            assert!(
+                m.contains("target `down`: cannot reach the API server"),
+                "{m}"
+            );
             assert!(!m.contains(cp.admin_token()), "no token in messages: {m}");
         }
         other => panic!("{other:?}"),
@@ -66,10 +92,17 @@ async fn an_api_server_that_is_down_is_transient() {
 #[tokio::test]
 async fn a_context_that_is_not_in_the_kubeconfig_is_named() {
     let cp = cluster();
-    let p = netpol(cp, "ctx", json!({"namespace": "default", "podSelector": {}, "context": "rangekeeper-tset"}));
+    let p = netpol(
+        cp,
+        "ctx",
+        json!({"namespace": "default", "podSelector": {}, "context": "rangekeeper-tset"}),
+    );
     match p.current().await {
         Err(ProviderError::Config(m)) => {
-            assert!(m.contains("no context `rangekeeper-tset` (did you mean `rangekeeper-test`?)"), "{m}");
+            assert!(
+                m.contains("no context `rangekeeper-tset` (did you mean `rangekeeper-test`?)"),
+                "{m}"
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -16,13 +16,20 @@ async fn the_kube_clients_own_retries_stay_off() {
     let proxy = Proxy::start(cp);
     let dir = tempfile::tempdir().unwrap();
     let kc = proxy.kubeconfig(cp, dir.path());
-    let p = netpol(cp, "once", json!({"namespace": "default", "podSelector": {}, "kubeconfig": kc}));
+    let p = netpol(
+        cp,
+        "once",
+        json!({"namespace": "default", "podSelector": {}, "kubeconfig": kc}),
+    );
     for status in [429, 503, 504] {
         proxy.fault.store(status, Ordering::SeqCst);
         let before = proxy.faulted.load(Ordering::SeqCst);
         let e = p.current().await.unwrap_err();
         assert!(
-            matches!(e, ProviderError::Throttled { .. } | ProviderError::Transient(_)),
+            matches!(
+                e,
+                ProviderError::Throttled { .. } | ProviderError::Transient(_)
+            ),
             "{status}: {e:?}"
         );
         assert_eq!(proxy.faulted.load(Ordering::SeqCst) - before, 1, "{status}");
@@ -37,13 +44,19 @@ async fn a_hand_edit_is_taken_back_not_retried_as_a_conflict() {
     let cp = cluster();
     crate::common::namespace(cp, "np-regress-edit");
     let admin = crate::common::Admin::new(cp).await;
-    let p = netpol(cp, "edited", json!({"namespace": "np-regress-edit", "podSelector": {}}));
+    let p = netpol(
+        cp,
+        "edited",
+        json!({"namespace": "np-regress-edit", "podSelector": {}}),
+    );
     let a = crate::common::set(&["192.0.2.0/24"]);
     let opts = rangekeeper_provider::ApplyOptions::default();
     p.apply(&a, &opts).await.unwrap();
     let path = crate::common::netpol_path("np-regress-edit", "rangekeeper-edited");
     admin
-        .edit(&path, |o| o["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] = json!("198.51.100.0/24"))
+        .edit(&path, |o| {
+            o["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] = json!("198.51.100.0/24")
+        })
         .await;
     assert!(p.apply(&a, &opts).await.unwrap().changed);
     assert_eq!(
