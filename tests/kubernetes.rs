@@ -12,6 +12,21 @@ fn cluster() -> &'static ControlPlane {
     READY.get_or_init(|| {
         cp.install_calico_crds();
         cp.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bin-web\n");
+        // A CRD reported Established may answer 429 "storage is (re)initializing" for a
+        // moment: wait until its collection lists.
+        for path in [
+            "/apis/projectcalico.org/v3/globalnetworkpolicies",
+            "/apis/projectcalico.org/v3/hostendpoints",
+        ] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !matches!(cp.request("GET", path, None, None), Ok((200, _))) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{path} not served after 30s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
     });
     cp
 }
@@ -217,7 +232,13 @@ targets:
     // Another applier (here the test's own field manager) takes the ingress rules over.
     obj["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"] = serde_json::json!("198.51.100.0/24");
     obj["spec"]["ingress"][0]["ports"][0]["port"] = serde_json::json!(443);
-    for k in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"] {
+    for k in [
+        "managedFields",
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+    ] {
         obj["metadata"].as_object_mut().unwrap().remove(k);
     }
     cp.apply_value(&obj);
@@ -226,5 +247,9 @@ targets:
     insta::assert_snapshot!("kubernetes_plan_conflict", stable(&seen(&plan), cp));
     let apply = s.run(&["apply", "--yes"]);
     assert_eq!(code(&apply), 1, "{}", seen(&apply));
-    assert!(stderr(&apply).contains("nothing was applied"), "{}", seen(&apply));
+    assert!(
+        stderr(&apply).contains("nothing was applied"),
+        "{}",
+        seen(&apply)
+    );
 }

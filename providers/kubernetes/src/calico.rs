@@ -556,10 +556,10 @@ impl Calico {
         for n in nodes {
             let name = n["metadata"]["name"].as_str().unwrap_or_default();
             for a in n["status"]["addresses"].as_array().into_iter().flatten() {
-                if matches!(a["type"].as_str(), Some("InternalIP" | "ExternalIP")) {
-                    if let Some(ip) = a["address"].as_str().and_then(|s| s.parse().ok()) {
-                        out.push((name.to_owned(), ip));
-                    }
+                if matches!(a["type"].as_str(), Some("InternalIP" | "ExternalIP"))
+                    && let Some(ip) = a["address"].as_str().and_then(|s| s.parse().ok())
+                {
+                    out.push((name.to_owned(), ip));
                 }
             }
         }

@@ -250,8 +250,9 @@ impl Cluster {
                         }
                     },
                 };
-                if let Some(c) = context {
-                    if !kc.contexts.iter().any(|n| &n.name == c) {
+                if let Some(c) = context
+                    && !kc.contexts.iter().any(|n| &n.name == c)
+                {
                         let names: Vec<&str> = kc.contexts.iter().map(|n| n.name.as_str()).collect();
                         return Err(ProviderError::Config(format!(
                             "target `{t}`: the kubeconfig has no context `{c}`{}; its contexts: {}",
@@ -259,7 +260,6 @@ impl Cluster {
                             if names.is_empty() { "none".to_owned() } else { names.join(", ") }
                         )));
                     }
-                }
                 let opts = kube::config::KubeConfigOptions {
                     context: context.clone(),
                     ..Default::default()

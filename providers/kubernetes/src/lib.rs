@@ -62,7 +62,10 @@ pub fn calico_capabilities() -> Capabilities {
 pub fn netpol_factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     let np = Netpol::from_config(cfg)?;
     let cluster = Cluster::new(&cfg.name, np.connection.source.clone());
-    Ok(Box::new(KubeProvider::new(Kind::Netpol(np), cluster)))
+    Ok(Box::new(KubeProvider::new(
+        Kind::Netpol(Box::new(np)),
+        cluster,
+    )))
 }
 
 /// Build a `calico` provider for one target (no network call, no file read).
@@ -78,7 +81,7 @@ pub fn calico_factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderE
 /// What a target keeps in the cluster.
 #[derive(Debug, Clone)]
 pub enum Kind {
-    Netpol(Netpol),
+    Netpol(Box<Netpol>),
     Calico(Box<Calico>),
 }
 

@@ -44,8 +44,36 @@ pub fn cluster() -> &'static ControlPlane {
     READY.get_or_init(|| {
         cp.install_calico_crds();
         cp.apply_yaml(FELIX_CRD);
+        serving(
+            cp,
+            &[
+                "/apis/projectcalico.org/v3/globalnetworkpolicies",
+                "/apis/projectcalico.org/v3/hostendpoints",
+                "/apis/projectcalico.org/v3/felixconfigurations",
+                "/apis/crd.projectcalico.org/v1/globalnetworkpolicies",
+                "/apis/crd.projectcalico.org/v1/hostendpoints",
+            ],
+        );
     });
     cp
+}
+
+/// Wait until each collection answers a LIST: a CRD reported Established may still answer
+/// 429 "storage is (re)initializing" for a moment, and the providers make one attempt per
+/// call (the binary's retry policy is not in these tests).
+pub fn serving(cp: &ControlPlane, paths: &[&str]) {
+    for path in paths {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match cp.request("GET", path, None, None) {
+                Ok((200, _)) => break,
+                other if std::time::Instant::now() > deadline => {
+                    panic!("{path} is not served after 30s: {other:?}")
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
 }
 
 /// A namespace of the test's own.
