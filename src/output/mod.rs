@@ -56,14 +56,14 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
             Status::Error => paint(RED, "error"),
         };
         let _ = writeln!(s, "{head} ({}): {what}", p.provider);
-        for d in &p.drift {
-            let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
-        }
         for w in &p.warnings {
             let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
         }
         for e in &p.errors {
             let _ = writeln!(s, "  {} {e}", paint(RED, "error:"));
+        }
+        for d in &p.drift {
+            let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
         }
         if let Some(cover) = &p.cover {
             let _ = writeln!(s, "  {} {}", paint(YELLOW, "cover:"), cover.summary());
@@ -117,11 +117,11 @@ pub fn state_human(target: &str, provider: &str, state: &State) -> String {
             }
         }
     }
-    for d in &state.drift {
-        let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
-    }
     for w in &state.warnings {
         let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
+    }
+    for d in &state.drift {
+        let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
     }
     s
 }
@@ -140,8 +140,10 @@ pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Va
             .collect::<serde_json::Map<_, _>>(),
         "warnings": state.warnings,
     });
-    if !state.drift.is_empty() {
-        v["drift"] = serde_json::json!(state.drift);
+    if !state.drift.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("drift".into(), serde_json::json!(state.drift));
     }
     v
 }

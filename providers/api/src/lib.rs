@@ -211,10 +211,9 @@ pub struct State {
     /// has no effect").
     #[serde(default)]
     pub warnings: Vec<String>,
-    /// Where the target differs from what the provider keeps there apart from the ranges (a
-    /// policy's ports or selector edited by hand, a companion object deleted): each entry
-    /// says what. A target with drift is not in sync even when its ranges are, so `plan`
-    /// shows a change and `apply` repairs it.
+    /// Ways the target departs from its own restriction that the next apply repairs, each
+    /// said in words (HAProxy: the ACL file a restart would load holds another list than the
+    /// live ACL). A target with drift is never in sync: `plan` shows it, `apply` repairs it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
 }
@@ -229,9 +228,9 @@ impl State {
         }
     }
 
-    /// Add a difference outside the ranges (see [`State::drift`]).
-    pub fn with_drift(mut self, what: impl Into<String>) -> Self {
-        self.drift.push(what.into());
+    /// Add drift that the next apply repairs (the target is then never in sync).
+    pub fn with_drift(mut self, drift: impl Into<String>) -> Self {
+        self.drift.push(drift.into());
         self
     }
 
