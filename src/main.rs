@@ -68,6 +68,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Disable(a) => block_on(commands::disable::run(g, a)),
         Command::Import(a) => block_on(commands::import::run(g, a)),
         Command::Reconcile(a) => block_on(commands::reconcile::run(g, a)),
+        Command::Grant(a) => block_on(commands::lease::grant(g, a)),
+        Command::Revoke(a) => block_on(commands::lease::revoke(g, a)),
+        Command::Leases(a) => block_on(commands::lease::leases(g, a)),
+        Command::Exec(a) => block_on(commands::lease::exec(g, a)),
         Command::Providers(cli::ProvidersArgs {
             command: Some(cli::ProvidersCommand::Test(a)),
             ..
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failure) => ExitCode::FAILURE,
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             match e.downcast_ref::<Reported>() {
                 Some(r) => eprintln!("error: {r}"),

@@ -16,6 +16,7 @@ mod import;
 #[cfg(feature = "hostfw")]
 mod krip;
 mod layering;
+mod leases;
 mod plugins;
 mod reconcile;
 mod regression;
