@@ -181,7 +181,7 @@ async fn grant_and_revoke_write_tags_and_ranges_in_one_put_keeping_other_tags() 
             "--ttl",
             "20m",
             "--ip",
-            "198.51.100.7",
+            "52.161.0.7",
         ],
     )
     .await;
@@ -196,16 +196,16 @@ async fn grant_and_revoke_write_tags_and_ranges_in_one_put_keeping_other_tags() 
     assert_eq!(
         ranges(&fake),
         Some(json!([
-            "198.51.100.7/32",
             "20.1.2.3/32",
             "20.1.2.4/32",
-            "52.160.0.0/16"
+            "52.160.0.0/16",
+            "52.161.0.7/32"
         ]))
     );
     let tags = lease_tags(&fake);
     assert_eq!(tags.len(), 1, "{tags:?}");
     assert_eq!(tags[0].0, format!("rangekeeper-lease-{id}"));
-    assert!(tags[0].1.starts_with("198.51.100.7 "), "{tags:?}");
+    assert!(tags[0].1.starts_with("52.161.0.7 "), "{tags:?}");
     let cluster = fake
         .cluster(&FakeArm::cluster_path(SUB, RG, CLUSTER))
         .unwrap();
@@ -252,7 +252,7 @@ async fn a_lease_past_the_tag_limit_is_refused_with_the_reason() {
             "--ttl",
             "20m",
             "--ip",
-            "198.51.100.7",
+            "52.161.0.7",
         ],
     )
     .await;
@@ -292,7 +292,8 @@ async fn parallel_exec_runs_and_a_reconcile_loop_never_lose_an_address() {
     );
     let jobs: Vec<(String, std::process::Child)> = (0..JOBS)
         .map(|i| {
-            let ip = format!("198.51.100.{}", 10 + i);
+            // Even last octets: no two leases aggregate into a shorter prefix.
+            let ip = format!("52.161.0.{}", 10 + 2 * i);
             let check = format!(
                 "for n in 1 2 3; do \"$RK\" show -o json | grep -q '\"{ip}/32\"' || {{ echo \"lost {ip} at check $n\"; exit 99; }}; sleep 0.2; done"
             );

@@ -36,7 +36,8 @@ fn lease_lines(s: &Scratch) -> usize {
 fn stable(text: &str, ids: &[&str]) -> String {
     let mut out = text.to_owned();
     for (i, id) in ids.iter().enumerate() {
-        out = out.replace(id, &format!("<lease-{i}>"));
+        // As long as an id, so tables stay aligned.
+        out = out.replace(id, &format!("<lease-id-{i}>"));
     }
     let mut s = String::new();
     let mut rest = out.as_str();
@@ -49,7 +50,7 @@ fn stable(text: &str, ids: &[&str]) -> String {
             && cand.as_bytes()[19] == b'Z'
         {
             s.push_str(&rest[..pos]);
-            s.push_str("<time>");
+            s.push_str("YYYY-MM-DDTHH:MM:SSZ");
             rest = &cand[20..];
         } else {
             let next = pos + cand.chars().next().map_or(1, char::len_utf8);
@@ -267,15 +268,15 @@ fn a_lease_past_the_range_limit_is_refused_with_the_reason() {
         "198.51.100.7",
     ]);
     assert_eq!(code(&o), 1, "{}", seen(&o));
-    assert!(stderr(&o).contains("maxRanges"), "{}", seen(&o));
+    assert!(stderr(&o).contains("takes at most 1"), "{}", seen(&o));
     assert_eq!(ranges(&s), ["203.0.113.0/24"]);
 }
 
-#[cfg(feature = "eks")]
+#[cfg(feature = "gke")]
 #[test]
 fn grant_refuses_on_a_provider_that_cannot_store_leases() {
     let s = Scratch::new(
-        "version: 1\ntargets:\n  e:\n    provider: eks\n    region: eu-west-1\n    cluster: c\n    allow: [203.0.113.0/24]\n",
+        "version: 1\ntargets:\n  e:\n    provider: gke\n    project: my-project\n    location: europe-west1\n    cluster: c\n    endpoint: http://127.0.0.1:9\n    allow: [203.0.113.0/24]\n",
     );
     let o = s.run(&["grant", "-t", "e", "--ttl", "1h", "--ip", "198.51.100.7"]);
     assert_eq!(code(&o), 1, "{}", seen(&o));
@@ -536,7 +537,8 @@ fn parallel_exec_runs_and_a_reconcile_loop_never_lose_an_address() {
     );
     let jobs: Vec<(String, Child)> = (0..JOBS)
         .map(|i| {
-            let ip = format!("198.51.100.{}", 10 + i);
+            // Even last octets: no two leases aggregate into a shorter prefix.
+            let ip = format!("198.51.100.{}", 10 + 2 * i);
             let check = format!(
                 "for n in 1 2 3 4 5 6; do grep -q '^{ip}/32$' allow.txt || {{ echo \"lost {ip} at check $n\"; exit 99; }}; sleep 0.3; done"
             );

@@ -227,10 +227,16 @@ async fn a_json_file_we_wrote_is_recognized_as_ours() {
     applied(&p, &set(&["192.0.2.0/24"])).await;
     let st = p.current().await.unwrap();
     assert!(st.warnings.is_empty(), "{:?}", st.warnings);
-    std::fs::write(dir.path().join("allow.json"), r#"{"ranges":["192.0.2.0/24"]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("allow.json"),
+        r#"{"ranges":["192.0.2.0/24"]}"#,
+    )
+    .unwrap();
     let st = p.current().await.unwrap();
     assert!(
-        st.warnings.iter().any(|w| w.contains("not written by rangekeeper")),
+        st.warnings
+            .iter()
+            .any(|w| w.contains("not written by rangekeeper")),
         "{:?}",
         st.warnings
     );
