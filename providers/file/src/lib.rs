@@ -257,7 +257,11 @@ impl FileProvider {
             let msg = format!("cannot lock {}: {e}", lock.display());
             match e.kind() {
                 std::io::ErrorKind::PermissionDenied => ProviderError::Auth(msg),
-                std::io::ErrorKind::NotFound => ProviderError::NotFound(msg),
+                // Said as a write would say it: the file's directory is missing.
+                std::io::ErrorKind::NotFound => ProviderError::NotFound(format!(
+                    "the directory of {} does not exist",
+                    self.path.display()
+                )),
                 _ => ProviderError::Other(msg),
             }
         })
