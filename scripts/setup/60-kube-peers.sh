@@ -7,7 +7,7 @@
 # The binaries are cached outside the clone, keyed by version, so a second run on the same
 # machine builds nothing:
 #   ${RANGEKEEPER_PEER_CACHE:-$HOME/.cache/rangekeeper/peers}/kube-<version>/{kube-apiserver,etcd}
-# The first build downloads ~300 MB of modules and takes about 10 minutes on 2 cores.
+# The first build downloads ~300 MB of modules and takes about 15 minutes on 2 cores.
 #
 # Prints nothing on stdout; scripts/test.sh reads the directory from `--print-dir`.
 set -euo pipefail
@@ -67,7 +67,7 @@ export CGO_ENABLED=0
 echo "60-kube-peers: resolving modules for kube-apiserver $KUBE_VERSION" >&2
 go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" >&2
 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >&2
-echo "60-kube-peers: building kube-apiserver (the first build takes about 10 minutes)" >&2
+echo "60-kube-peers: building kube-apiserver (the first build takes about 15 minutes on 2 cores)" >&2
 start=$SECONDS
 go build -trimpath -ldflags='-s -w' -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
 echo "60-kube-peers: building etcd" >&2

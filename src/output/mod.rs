@@ -47,6 +47,9 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
                 if p.unrestricted {
                     parts = vec![format!("unrestricted now, {} to allow", p.add.len())];
                 }
+                if !p.drift.is_empty() {
+                    parts.push("drift to repair".to_owned());
+                }
                 paint(YELLOW, &parts.join(", "))
             }
             Status::Refused => paint(RED, "refused"),
@@ -58,6 +61,9 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
         }
         for e in &p.errors {
             let _ = writeln!(s, "  {} {e}", paint(RED, "error:"));
+        }
+        for d in &p.drift {
+            let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
         }
         if let Some(cover) = &p.cover {
             let _ = writeln!(s, "  {} {}", paint(YELLOW, "cover:"), cover.summary());
@@ -169,6 +175,9 @@ pub fn state_human(target: &str, provider: &str, state: &State) -> String {
     for w in &state.warnings {
         let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
     }
+    for d in &state.drift {
+        let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
+    }
     s
 }
 
@@ -193,6 +202,11 @@ pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Va
             "leases".into(),
             serde_json::to_value(&state.leases).unwrap_or_default(),
         );
+    }
+    if !state.drift.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("drift".into(), serde_json::json!(state.drift));
     }
     v
 }

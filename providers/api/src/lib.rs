@@ -249,6 +249,11 @@ pub struct State {
     /// the compare-and-swap of [`Provider::apply_leased`]; opaque to the binary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Ways the target departs from its own restriction that the next apply repairs, each
+    /// said in words (HAProxy: the ACL file a restart would load holds another list than the
+    /// live ACL). A target with drift is never in sync: `plan` shows it, `apply` repairs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 impl State {
@@ -259,6 +264,7 @@ impl State {
             warnings: Vec::new(),
             leases: Vec::new(),
             version: None,
+            drift: Vec::new(),
         }
     }
 
@@ -266,6 +272,12 @@ impl State {
     pub fn with_leases(mut self, leases: Vec<Lease>, version: Option<String>) -> Self {
         self.leases = leases;
         self.version = version;
+        self
+    }
+
+    /// Add drift that the next apply repairs (the target is then never in sync).
+    pub fn with_drift(mut self, drift: impl Into<String>) -> Self {
+        self.drift.push(drift.into());
         self
     }
 
