@@ -363,9 +363,8 @@ fn exec_audits_the_grant_and_the_revoke() {
 
 fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
     let log = std::fs::File::create(s.path().join(log)).unwrap();
-    let mut c = crate::common::rangekeeper_std(s.path());
-    std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    c.args(args)
+    crate::common::rangekeeper_std(s.path())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -485,17 +484,17 @@ fn a_runner_killed_outright_is_cleaned_up_by_the_next_reconcile_after_expiry() {
             "--",
             "sh",
             "-c",
-            "touch started; exec sleep 60",
+            "echo $$ > cmd.pid; touch started; exec sleep 60",
         ],
         "exec.log",
     );
     assert!(wait_until(Duration::from_secs(20), || s.exists("started")));
-    // The runner dies: rangekeeper and its command, SIGKILL, no chance to revoke.
+    // The runner dies: rangekeeper and its command, SIGKILL, no chance to revoke (each by
+    // its own pid, never a whole group).
     signal(child.id(), "-KILL");
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
-        .status();
     let _ = child.wait();
+    let cmd: u32 = s.read("cmd.pid").trim().parse().unwrap();
+    signal(cmd, "-KILL");
     assert!(ranges(&s).contains(&"198.51.100.66/32".to_owned()));
     assert_eq!(lease_lines(&s), 1);
     // Before expiry a reconcile keeps it ...
