@@ -275,7 +275,7 @@ impl Command {
                 deadline: Some(&a.deadline),
                 ..CommandFlags::default()
             },
-            Command::Schema | Command::Completions(_) => CommandFlags::default(),
+            Command::Schema | Command::Completions(_) | Command::Man(_) => CommandFlags::default(),
         }
     }
 }
@@ -321,6 +321,8 @@ pub enum OutputFormat {
     Json,
     /// GitHub Actions annotations (`validate` only)
     Github,
+    /// A pull-request comment in Markdown, fitted to GitHub's comment size (`plan` only)
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -368,6 +370,8 @@ pub enum Command {
     Schema,
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command to a directory
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -757,4 +761,12 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rangekeeper.1 and a page per subcommand (rangekeeper-plan.1, ...) into this
+    /// directory instead of printing rangekeeper.1 on stdout
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }

@@ -61,6 +61,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Success)
         }
+        Command::Man(a) => commands::man::run(Cli::command(), a),
         Command::Plan(a) => block_on(commands::plan::run(g, a)),
         Command::Apply(a) => block_on(commands::apply::run(g, a)),
         Command::Show(a) => block_on(commands::show::run(g, a)),

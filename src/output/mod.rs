@@ -10,6 +10,9 @@ use rangekeeper_provider::{Capabilities, State, UnrestrictedForm};
 use crate::declaration::{Diagnostic, Severity};
 use crate::plan::{Status, TargetPlan};
 
+mod markdown;
+pub use markdown::{COMMENT_BUDGET, plans_markdown};
+
 const BOLD: Style = Style::new().bold();
 const GREEN: Style = AnsiColor::Green.on_default();
 const RED: Style = AnsiColor::Red.on_default();
