@@ -8,16 +8,20 @@
 mod aks;
 mod cli;
 mod common;
+mod container;
 #[cfg(feature = "eks")]
 mod eks;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;
+mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod layering;
+mod leases;
+mod markdown;
 mod plugins;
 mod reconcile;
 mod regression;

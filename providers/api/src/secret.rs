@@ -180,6 +180,22 @@ impl Provider for Scrubbed {
     ) -> Result<Option<Vec<serde_json::Value>>, ProviderError> {
         self.0.manifests(desired).await.map_err(clean)
     }
+
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[crate::Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let mut applied = self
+            .0
+            .apply_leased(desired, leases, version, opts)
+            .await
+            .map_err(clean)?;
+        clean_all(&mut applied.notes);
+        Ok(applied)
+    }
 }
 
 #[cfg(test)]
