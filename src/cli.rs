@@ -88,7 +88,8 @@ pub struct OutputFlag {
 /// `--strict`.
 #[derive(Debug, Args, Default)]
 pub struct StrictFlag {
-    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning
+    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning, and
+    /// refuse changes a provider only warns about (such as a port a policy cannot restrict)
     #[arg(long)]
     pub strict: bool,
 }
@@ -212,6 +213,11 @@ impl Command {
                 deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
+            Command::Manifests(a) => CommandFlags {
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
             Command::Show(a) => CommandFlags {
                 deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
@@ -230,6 +236,27 @@ impl Command {
                 live: Some(&a.live),
                 deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Grant(a) => CommandFlags {
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Revoke(a) => CommandFlags {
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Leases(a) => CommandFlags {
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Exec(a) => CommandFlags {
+                file: Some(&a.file),
+                strict: Some(&a.strict),
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..CommandFlags::default()
             },
             Command::Sources(SourcesArgs {
                 command: SourcesCommand::Accept(a),
@@ -272,6 +299,21 @@ fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// A `--reason`: one line of at most 100 characters, so it fits every lease store.
+fn parse_reason(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.chars().any(char::is_control) {
+        return Err("a reason is one line of text without control characters".into());
+    }
+    if t.chars().count() > 100 {
+        return Err(format!(
+            "a reason has at most 100 characters (this one has {})",
+            t.chars().count()
+        ));
+    }
+    Ok(t.to_owned())
+}
+
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::sources::spec::parse_duration(s)
 }
@@ -307,6 +349,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show the ranges each target holds now
     Show(ShowArgs),
+    /// Print the objects `apply` would send to targets that keep Kubernetes objects, as
+    /// multi-document YAML for a GitOps repository (`-o json`: one `List`)
+    Manifests(ManifestsArgs),
     /// Change one target's current ranges by hand (add, remove or set)
     Update(UpdateArgs),
     /// Lift a target's restriction (anyone may connect afterwards)
@@ -316,6 +361,16 @@ pub enum Command {
     Import(ImportArgs),
     /// Keep every target converged: one pass (`--once`, for cron) or a loop that corrects drift
     Reconcile(ReconcileArgs),
+    /// Open a target to one address for a while (this machine's egress IP by default):
+    /// store a lease with the target and print its id
+    Grant(GrantArgs),
+    /// Remove a lease (a lease already gone is not an error)
+    Revoke(RevokeArgs),
+    /// List the leases stored with each target
+    Leases(LeasesArgs),
+    /// Grant a lease, run a command, and revoke the lease when it ends (also when it fails
+    /// or the job is cancelled); exits with the command's exit code
+    Exec(ExecArgs),
     /// Manage live range sources (`url`, `dns`, `self` sets)
     Sources(SourcesArgs),
     /// List the built-in providers and what they accept
@@ -443,6 +498,100 @@ pub struct ApplyArgs {
     pub deadline: DeadlineFlags,
 }
 
+/// The lease a `grant` or `exec` asks for.
+#[derive(Debug, Args)]
+pub struct LeaseRequest {
+    /// The target to open
+    #[arg(short, long, value_name = "NAME")]
+    pub target: String,
+    /// How long the lease lasts, e.g. 20m, 1h (at most the target's `maxLeaseTtl`, default
+    /// 12h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub ttl: std::time::Duration,
+    /// The address to allow [default: this machine's egress IP, from echo endpoints that
+    /// must agree (--self-echo)]
+    #[arg(long, value_name = "ADDR", conflicts_with = "self_echo")]
+    pub ip: Option<std::net::IpAddr>,
+    /// Why the lease is needed (shown in `leases` and the audit log)
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub lease: LeaseRequest,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The target the lease is on
+    #[arg(short, long, value_name = "NAME")]
+    pub target: String,
+    /// The lease id `grant` printed
+    #[arg(long = "lease", value_name = "ID")]
+    pub lease: String,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub lease: LeaseRequest,
+    /// Before running the command, wait (at most --wait-timeout) until the target's API
+    /// endpoint, or this URL, accepts a TLS connection from here (a cloud provider's change may take minutes
+    /// to take effect)
+    #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = false)]
+    pub wait_reachable: Option<Option<reqwest::Url>>,
+    /// The bound on --wait-reachable
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "10m")]
+    pub wait_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+    /// The command and its arguments (after `--`)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
 /// How a change is confirmed and waited for (`apply`, `update`).
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
@@ -455,6 +604,22 @@ pub struct ChangeArgs {
     /// Return once a target accepted the change, without waiting for it to finish
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]

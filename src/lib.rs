@@ -10,6 +10,7 @@ pub mod commands;
 pub mod declaration;
 mod guard;
 mod import;
+mod lease;
 mod output;
 mod plan;
 mod reconcile;

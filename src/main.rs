@@ -65,10 +65,15 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Plan(a) => block_on(commands::plan::run(g, a)),
         Command::Apply(a) => block_on(commands::apply::run(g, a)),
         Command::Show(a) => block_on(commands::show::run(g, a)),
+        Command::Manifests(a) => block_on(commands::manifests::run(g, a)),
         Command::Update(a) => block_on(commands::update::run(g, a)),
         Command::Disable(a) => block_on(commands::disable::run(g, a)),
         Command::Import(a) => block_on(commands::import::run(g, a)),
         Command::Reconcile(a) => block_on(commands::reconcile::run(g, a)),
+        Command::Grant(a) => block_on(commands::lease::grant(g, a)),
+        Command::Revoke(a) => block_on(commands::lease::revoke(g, a)),
+        Command::Leases(a) => block_on(commands::lease::leases(g, a)),
+        Command::Exec(a) => block_on(commands::lease::exec(g, a)),
         Command::Providers(cli::ProvidersArgs {
             command: Some(cli::ProvidersCommand::Test(a)),
             ..
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failure) => ExitCode::FAILURE,
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             match e.downcast_ref::<Reported>() {
                 Some(r) => eprintln!("error: {r}"),

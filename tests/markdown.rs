@@ -125,3 +125,39 @@ fn markdown_is_for_plan_only_and_github_for_validate_only() {
         assert_eq!(stdout(&o), "", "{args:?}");
     }
 }
+
+/// Leases are shown apart from the declared ranges: granted ones with their expiry and who
+/// asked, and the plan is in sync when the target holds the declaration and its leases.
+#[test]
+fn leases_are_shown_apart_from_the_declaration() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  ci-proxy:\n    provider: file\n    path: allow.txt\n    allow: [203.0.113.0/24]\n",
+    );
+    assert_eq!(code(&s.run(&["apply", "--yes"])), 0);
+    let g = s.run(&[
+        "grant",
+        "-t",
+        "ci-proxy",
+        "--ttl",
+        "20m",
+        "--ip",
+        "198.51.100.7",
+        "--reason",
+        "deploy @team",
+    ]);
+    assert_eq!(code(&g), 0, "{}", seen(&g));
+    let l = s.run(&["leases", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&l)).unwrap();
+    let (id, expires, by) = (
+        v[0]["id"].as_str().unwrap().to_owned(),
+        v[0]["expires"].as_str().unwrap().to_owned(),
+        v[0]["requestedBy"].as_str().unwrap().to_owned(),
+    );
+    let o = s.run(&["plan", "-o", "markdown", "--detailed-exitcode"]);
+    assert_eq!(code(&o), 0, "in sync with the lease kept: {}", seen(&o));
+    let out = stdout(&o)
+        .replace(&id, "LEASE-ID")
+        .replace(&expires, "EXPIRES")
+        .replace(&by.replace('@', "&#64;"), "REQUESTED-BY");
+    insta::assert_snapshot!("plan_markdown_with_lease", out);
+}

@@ -17,7 +17,10 @@ mod import;
 mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod layering;
+mod leases;
 mod markdown;
 mod plugins;
 mod reconcile;

@@ -4,7 +4,9 @@
 pub mod apply;
 pub mod disable;
 pub mod import;
+pub mod lease;
 pub mod man;
+pub mod manifests;
 pub mod normalize;
 pub mod plan;
 pub mod providers;
@@ -37,6 +39,8 @@ pub enum Outcome {
     Changes,
     /// 1: something failed or was refused; the reason was printed.
     Failure,
+    /// This code (`exec`: its command's).
+    Exit(u8),
 }
 
 pub use crate::output::Reported;
@@ -326,6 +330,7 @@ pub fn audit_results(
             config: Vec::new(),
             result: r.result,
             error: r.error.clone(),
+            lease: None,
         };
         if let Err(e) = log.record(&record) {
             let what = audit::describe(&record);

@@ -230,6 +230,7 @@ fn section(s: &mut String, p: &TargetPlan, d: Detail) {
     let has_ranges = matches!(p.status, Status::Changes | Status::Refused)
         && (!p.add.is_empty() || !p.remove.is_empty());
     let interesting = p.status != Status::InSync
+        || !p.leases.is_empty()
         || !p.warnings.is_empty()
         || p.cover.is_some()
         || (d.unchanged && !p.unchanged.is_empty());
@@ -256,6 +257,7 @@ fn section(s: &mut String, p: &TargetPlan, d: Detail) {
     for w in &p.warnings {
         let _ = writeln!(s, "- Warning: {}", message(w, d.message_chars));
     }
+    leases(s, p, d);
     if let Some(cover) = &p.cover {
         let _ = writeln!(s, "- Cover: {}", message(&cover.summary(), d.message_chars));
         let merges = cover.merges();
@@ -286,6 +288,38 @@ fn section(s: &mut String, p: &TargetPlan, d: Detail) {
             let _ = writeln!(s, "{r}");
         }
         let _ = writeln!(s, "```\n\n</details>");
+    }
+}
+
+/// The target's leases, apart from the declaration: kept, granted, revoked, expired.
+fn leases(s: &mut String, p: &TargetPlan, d: Detail) {
+    let line = |l: &rangekeeper_provider::Lease, what: &str| {
+        let reason = l
+            .reason
+            .as_deref()
+            .map(|r| format!(", {}", message(r, d.message_chars)))
+            .unwrap_or_default();
+        format!(
+            "- Lease {} for `{}`: {what} (by {}{reason})",
+            code(&l.id.to_string()),
+            l.address,
+            message(&l.requested_by, d.message_chars)
+        )
+    };
+    for l in &p.leases {
+        let granted = p.granted_leases.iter().any(|g| g.id == l.id);
+        let what = if granted {
+            format!("granted, until {}", l.expires)
+        } else {
+            format!("kept, until {}", l.expires)
+        };
+        let _ = writeln!(s, "{}", line(l, &what));
+    }
+    for l in &p.revoked_leases {
+        let _ = writeln!(s, "{}", line(l, "revoked"));
+    }
+    for l in &p.expired_leases {
+        let _ = writeln!(s, "{}", line(l, &format!("expired {}, removed", l.expires)));
     }
 }
 
