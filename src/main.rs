@@ -68,6 +68,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Disable(a) => block_on(commands::disable::run(g, a)),
         Command::Import(a) => block_on(commands::import::run(g, a)),
         Command::Reconcile(a) => block_on(commands::reconcile::run(g, a)),
+        Command::ExternalIps(cli::ExternalIpsArgs { command }) => match command {
+            cli::ExternalIpsCommand::Serve(a) => block_on(commands::external_ips::serve(g, a)),
+            cli::ExternalIpsCommand::Policy(a) => block_on(commands::external_ips::policy(g, a)),
+            cli::ExternalIpsCommand::Audit(a) => block_on(commands::external_ips::audit(g, a)),
+        },
         Command::Providers(cli::ProvidersArgs {
             command: Some(cli::ProvidersCommand::Test(a)),
             ..

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 #[cfg(feature = "eks")]
 mod eks;
+mod external_ips;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;

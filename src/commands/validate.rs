@@ -13,6 +13,7 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
         &global.file,
         LoadOptions {
             strict: global.strict,
+            ..LoadOptions::default()
         },
         &registry::catalog(),
     );
