@@ -142,7 +142,8 @@ pub fn generate(rules: &Rules, opts: &Options) -> Result<(Value, Value), PolicyE
         "validations": validations,
         "auditAnnotations": [{
             "key": "error",
-            "valueExpression": format!("size(variables.bad) > 0 ? ({reason}) : null"),
+            // An empty value leaves the annotation out (a `null` branch does not type-check).
+            "valueExpression": format!("size(variables.bad) > 0 ? ({reason}) : ''"),
         }],
     });
     if !opts.exempt_users.is_empty() || !opts.exempt_groups.is_empty() {
