@@ -223,6 +223,12 @@ pub async fn policy(global: &Global, args: &ExternalIpsPolicyArgs) -> anyhow::Re
     let (p, b) = policy::generate(&rules, &opts).map_err(|e| Reported(e.to_string()))?;
     if rules.allowed.is_empty() {
         tracing::warn!("{} is empty: the policy denies every external IP", rules.origin);
+    } else if policy::ips_within_cost(rules.allowed.len()) < 1000 {
+        tracing::warn!(
+            "with {}, a Service with more than {} external IPs may be refused for CEL cost (failurePolicy Fail: refused, never let through)",
+            crate::output::count(rules.allowed.len(), "range"),
+            policy::ips_within_cost(rules.allowed.len())
+        );
     }
     if args.apply {
         let client = cluster::client(args.kube.kubeconfig.as_deref(), args.kube.context.as_deref())

@@ -2,22 +2,34 @@
 //! in the API server itself, with CEL's `ip()`/`cidr()` library (Kubernetes 1.30 and later),
 //! and the webhook's messages.
 //!
-//! The set is aggregated first (the canonical [`RangeSet`] prefixes), and at most
-//! [`MAX_RANGES`] prefixes are written: CEL's runtime cost grows with prefixes times the
-//! Service's external IPs, and beyond that a Service with [`COST_IPS`] external IPs would
-//! exceed the API server's per-expression cost limit and be refused for cost, not for its
-//! addresses. An empty set is the deny-all policy (`DenyServiceExternalIPs`' behaviour).
+//! The set is aggregated first (the canonical [`RangeSet`] prefixes) and written as one list
+//! of strings made CIDRs once per evaluation. The API server refuses a CEL expression over
+//! [`MAX_EXPRESSION_CHARS`] code points, which bounds the set: about 5,500 IPv4 or 2,000
+//! IPv6 prefixes (measured against kube-apiserver 1.37, see `tests/external_ips.rs`). A larger
+//! set is refused with that reason. At that size a Service with up to [`COST_IPS`] external
+//! IPs evaluates within CEL's runtime cost limit; one with more is refused by the API server
+//! for cost (failurePolicy Fail), never let through. An empty set is the deny-all policy
+//! (`DenyServiceExternalIPs`' behaviour).
 
 use rangekeeper_cidr::RangeSet;
 use serde_json::{Value, json};
 
 use super::{FIELD, NOT_ALLOWED, NOT_VALID, Rules};
 
-/// The most prefixes a generated policy holds (measured against kube-apiserver 1.37: see
-/// `tests/external_ips.rs`, `the_largest_policy_evaluates_within_the_cost_limit`).
-pub const MAX_RANGES: usize = 1000;
-/// The number of external IPs per Service [`MAX_RANGES`] was measured with.
+/// The longest CEL expression the API server compiles, in code points.
+pub const MAX_EXPRESSION_CHARS: usize = 100_000;
+/// How many external IPs of one Service a policy of the largest size (5,400 IPv4 prefixes)
+/// evaluates within CEL's runtime cost limit, measured against kube-apiserver 1.37 (64 exceed
+/// it). The cost grows with prefixes times external IPs.
 pub const COST_IPS: usize = 16;
+/// Prefixes times external IPs known to evaluate within the cost limit (16 x 5,400).
+pub const COST_PAIRS: usize = 86_400;
+
+/// How many external IPs per Service a policy of `prefixes` prefixes is known to evaluate
+/// within CEL's cost limit (a Service with more may be refused for cost, never let through).
+pub fn ips_within_cost(prefixes: usize) -> usize {
+    COST_PAIRS / prefixes.max(1)
+}
 
 /// How the objects are named and who is exempt.
 #[derive(Debug, Clone, Default)]
@@ -37,9 +49,13 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error(
-        "{origin} aggregates to {count} prefixes; a ValidatingAdmissionPolicy holds at most {MAX_RANGES}: CEL evaluates every prefix for every external IP, and more would exceed the API server's cost limit for a Service with {COST_IPS} external IPs (the Service would be refused for cost, not for its addresses). Use the webhook (`rangekeeper external-ips serve`), or a smaller set"
+        "{origin} aggregates to {count} prefixes, {chars} characters as a CEL list; the API server compiles at most {MAX_EXPRESSION_CHARS} characters per expression (about 5,500 IPv4 or 2,000 IPv6 prefixes). Use the webhook (`rangekeeper external-ips serve`) for this set, or a smaller set"
     )]
-    TooLarge { origin: String, count: usize },
+    TooLarge {
+        origin: String,
+        count: usize,
+        chars: usize,
+    },
 }
 
 /// A CEL string literal (single-quoted; backslash and quote escaped).
@@ -67,23 +83,26 @@ fn cel_list(items: &[String]) -> String {
     )
 }
 
-/// The CEL list of allowed prefixes.
+/// The CEL list of allowed prefixes: strings made CIDRs once (shorter than a `cidr()` call
+/// per entry, so more prefixes fit the expression limit).
 fn allowed_list(set: &RangeSet) -> String {
     let items: Vec<String> = set
         .prefixes()
         .iter()
-        .map(|p| format!("cidr({})", cel_str(&p.to_string())))
+        .map(|p| cel_str(&p.to_string()))
         .collect();
-    format!("[{}]", items.join(", "))
+    format!("[{}].map(c, cidr(c))", items.join(", "))
 }
 
 /// The policy and its binding, in that order.
 pub fn generate(rules: &Rules, opts: &Options) -> Result<(Value, Value), PolicyError> {
-    let count = rules.allowed.len();
-    if count > MAX_RANGES {
+    let allowed = allowed_list(&rules.allowed);
+    let chars = allowed.chars().count();
+    if chars > MAX_EXPRESSION_CHARS {
         return Err(PolicyError::TooLarge {
             origin: rules.origin.clone(),
-            count,
+            count: rules.allowed.len(),
+            chars,
         });
     }
     let labels = json!({ "app.kubernetes.io/managed-by": "rangekeeper" });
@@ -98,7 +117,7 @@ pub fn generate(rules: &Rules, opts: &Options) -> Result<(Value, Value), PolicyE
     let bad = if rules.allowed.is_empty() {
         "variables.ips".to_owned()
     } else {
-        variables.push(json!({ "name": "allowed", "expression": allowed_list(&rules.allowed) }));
+        variables.push(json!({ "name": "allowed", "expression": allowed }));
         "variables.ips.filter(i, !isIP(i) || !variables.allowed.exists(c, c.containsIP(i)))"
             .to_owned()
     };
@@ -204,7 +223,7 @@ mod tests {
     #[test]
     fn too_large_a_set_is_refused_with_the_reason() {
         let set = RangeSet::from_nets(
-            (0..=MAX_RANGES as u32).map(|i| {
+            (0..6000u32).map(|i| {
                 rangekeeper_cidr::IpNet::new(std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i).into(), 32).unwrap()
             }),
         );
@@ -215,6 +234,6 @@ mod tests {
             groups: vec![],
         };
         let e = generate(&rules, &Options { name: "x".into(), ..Options::default() }).unwrap_err();
-        assert!(e.to_string().contains("at most 1000"), "{e}");
+        assert!(e.to_string().contains("at most 100000 characters"), "{e}");
     }
 }
