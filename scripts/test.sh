@@ -2,7 +2,8 @@
 # The one test command (README, .ci/run and the GitHub workflow all call this):
 # installs what the suite needs (scripts/setup/*.sh: Debian packages, a Python venv, Rust
 # components; never the benchmark tools, which only scripts/bench.sh installs), then checks
-# formatting, runs clippy with -D warnings, runs every test and runs every fuzz target briefly.
+# formatting, runs clippy with -D warnings, runs every test, runs `rangekeeper providers test`
+# against every plugin (scripts/plugins-conformance.sh) and runs every fuzz target briefly.
 #
 # Without root, the tests that need it (network namespaces, kernel firewall rules) are left
 # out, and this says which and why; with CI=true nothing is left out, so a missing
@@ -75,6 +76,11 @@ else
     cargo test --workspace --locked "$@" -- "${skips[@]}"
     report_left_out
 fi
+
+# `rangekeeper providers test` against every plugin: the example plugins and each crate under
+# plugins/ (with its plugins/NAME/conformance.yaml; see the script).
+step "plugin conformance"
+bash scripts/plugins-conformance.sh
 
 # The binary with no optional provider and with each one alone: it must build, pass clippy
 # and pass its tests (tests that need a provider are gated on its feature), so a newcomer who

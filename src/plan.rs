@@ -40,6 +40,10 @@ pub struct TargetPlan {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// How the target departs from its own restriction in ways an apply repairs (the
+    /// provider's [`State::drift`]): a plan with drift has changes even when the sets agree.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
     /// The fit-to-limit cover that `desired` is, when the declared set was over the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cover: Option<crate::guard::CoverReport>,
@@ -101,7 +105,20 @@ impl TargetPlan {
             details: Vec::new(),
             warnings,
             errors,
+            drift: Vec::new(),
             cover: None,
+        }
+    }
+
+    /// Fold in the provider's drift ([`State::drift`]): a target whose sets agree but that
+    /// is not as declared (a copy a restart would load differs) has changes to apply.
+    pub fn fold_drift(&mut self, drift: &[String]) {
+        if drift.is_empty() {
+            return;
+        }
+        self.drift = drift.to_vec();
+        if self.status == Status::InSync {
+            self.status = Status::Changes;
         }
     }
 
@@ -120,6 +137,7 @@ impl TargetPlan {
             details: Vec::new(),
             warnings: Vec::new(),
             errors: vec![error],
+            drift: Vec::new(),
             cover: None,
         }
     }
@@ -223,6 +241,7 @@ pub fn plan_with_state(b: &Bound<'_>, desired: &RangeSet, state: &State) -> Targ
     );
     plan.details = state.details.clone();
     plan.cover = checked.cover;
+    plan.fold_drift(&state.drift);
     guard_lockout(b, &state.restriction, &mut plan);
     plan
 }
@@ -301,6 +320,28 @@ mod tests {
             vec![],
         );
         assert_eq!(p.status, Status::InSync);
+    }
+
+    #[test]
+    fn drift_makes_an_agreeing_target_change_and_leaves_refusals_alone() {
+        let held = Restriction::Ranges(set(&["1.2.3.4"]));
+        let mut p = TargetPlan::new("t", "haproxy", &held, set(&["1.2.3.4"]), vec![], vec![]);
+        p.fold_drift(&[]);
+        assert_eq!(p.status, Status::InSync);
+        p.fold_drift(&["the file differs".to_owned()]);
+        assert_eq!(p.status, Status::Changes);
+        assert!(p.add.is_empty() && p.remove.is_empty());
+        assert_eq!(p.drift, ["the file differs"]);
+        let mut p = TargetPlan::new(
+            "t",
+            "haproxy",
+            &held,
+            set(&["1.2.3.4"]),
+            vec!["refused".into()],
+            vec![],
+        );
+        p.fold_drift(&["the file differs".to_owned()]);
+        assert_eq!(p.status, Status::Refused);
     }
 
     #[test]

@@ -652,8 +652,17 @@ fn every_example_validates() {
         if !is_decl {
             continue;
         }
-        let o = Command::cargo_bin("rangekeeper")
+        let mut cmd = Command::cargo_bin("rangekeeper").unwrap();
+        // The workspace's plugins are found on PATH, as an installed plugin is.
+        if std::fs::read_to_string(&path)
             .unwrap()
+            .contains("provider: haproxy")
+        {
+            let dir = crate::plugins::haproxy_plugin().parent().unwrap();
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        let o = cmd
             .env("NO_COLOR", "1")
             .arg("-f")
             .arg(&path)

@@ -321,3 +321,100 @@ fn validate_locates_a_missing_plugin_and_an_unknown_provider() {
     assert_eq!(code(&o), 1, "{}", seen(&o));
     insta::assert_snapshot!("validate_missing_plugin", stderr(&o));
 }
+
+/// The HAProxy plugin (`plugins/haproxy`), built once per test run.
+pub(crate) fn haproxy_plugin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let name = "rangekeeper-provider-haproxy";
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "--quiet", "-p", name, "--bin", name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exe = Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
+            .parent()
+            .unwrap()
+            .join(name);
+        assert!(exe.is_file(), "{}", exe.display());
+        exe
+    })
+}
+
+/// Through the binary against a real HAProxy: `providers test` passes on a declared target,
+/// `apply` makes HAProxy admit exactly the declared sources, and drift (the ACL file edited,
+/// an entry added through the stats socket) shows in `plan` and is repaired by `apply`.
+#[test]
+fn haproxy_plugin_passes_providers_test_and_keeps_the_acl_through_the_binary() {
+    use std::net::Ipv4Addr;
+    let Some(haproxy) = rangekeeper_test_support::haproxy::exe() else {
+        return;
+    };
+    let s = Scratch::new(&format!(
+        "version: 1\ntargets:\n  edge:\n    provider: haproxy\n    plugin: {}\n    socket: admin.sock\n    aclFile: allow.acl\n    allow: [127.0.0.2, 192.0.2.0/24]\n",
+        haproxy_plugin().display()
+    ));
+    let h = rangekeeper_test_support::haproxy::Haproxy::start(&haproxy, s.path(), &["127.0.0.9"]);
+    let (allowed, denied) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+    let scrub = |text: String| text.replace(&s.path().display().to_string(), "[SCRATCH]");
+
+    let o = s.run(&["providers", "test", "haproxy", "--target", "edge"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("providers_test_haproxy", stdout(&o));
+
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(h.admits(allowed), "{}", h.log());
+    assert!(!h.admits(denied));
+    assert_eq!(h.live_entries(), ["127.0.0.2/32", "192.0.2.0/24"]);
+    let o = s.run(&["plan"]);
+    assert!(stdout(&o).contains("in sync"), "{}", seen(&o));
+
+    // The file edited by hand: the live list is right, a restart would load another.
+    s.write("allow.acl", "127.0.0.2\n192.0.2.0/24\n10.0.0.0/8\n");
+    let o = s.run(&["plan"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    insta::assert_snapshot!("plan_haproxy_file_drift", scrub(stdout(&o)));
+    let o = s.run(&["plan", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["plans"][0]["status"], "changes", "{v}");
+    assert!(
+        v["plans"][0]["drift"][0]
+            .as_str()
+            .unwrap()
+            .contains("10.0.0.0/8"),
+        "{v}"
+    );
+    let o = s.run(&["show"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let shown = stdout(&o);
+    assert!(
+        shown.contains("drift: the ACL file") && shown.contains("only in the file: 10.0.0.0/8"),
+        "{shown}"
+    );
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(!s.read("allow.acl").contains("10.0.0.0/8"));
+
+    // An entry added through the stats socket: the live ACL admits a source not declared
+    // (127.0.0.5, not next to 127.0.0.2, so the plan lists it as it was added).
+    let intruder = Ipv4Addr::new(127, 0, 0, 5);
+    let said = h.cli(&format!("add acl {} 127.0.0.5", h.acl.display()));
+    assert_eq!(said.trim(), "");
+    assert!(h.admits(intruder));
+    let o = s.run(&["plan"]);
+    insta::assert_snapshot!("plan_haproxy_live_drift", scrub(stdout(&o)));
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert!(!h.admits(intruder));
+    assert!(!h.admits(denied));
+    assert!(h.admits(allowed));
+    let o = s.run(&["plan"]);
+    assert!(stdout(&o).contains("in sync"), "{}", seen(&o));
+}

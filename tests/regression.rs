@@ -1451,3 +1451,22 @@ fn declaration_messages_say_what_is_wrong_and_what_to_write() {
         stderr(&o)
     );
 }
+
+/// Found by fuzzing: `::/80` except `::fffe:0:0/96` left the IPv4-mapped block as a prefix of
+/// its own, which was written to the target and then refused when read back, so the target
+/// could never be seen in sync. The block is dropped with a warning instead.
+#[test]
+fn an_except_cut_around_the_ipv4_mapped_block_still_reads_back_in_sync() {
+    let s = Scratch::new(
+        "version: 1\nsets:\n  cut:\n    include: ['::/80']\n    except: ['::fffe:0:0/96']\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allowBroad: true\n    allow: [cut]\n",
+    );
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    // Read back in sync first: before the fix, this is where it failed.
+    let p = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&p), 0, "{}", seen(&p));
+    let written = s.read("t.txt");
+    assert!(!written.contains("::ffff:0:0"), "{written}");
+    let warned = stderr(&o);
+    assert!(warned.contains("`::ffff:0:0/96` is left"), "{warned}");
+}

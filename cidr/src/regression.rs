@@ -88,3 +88,31 @@ fn prefixes_holding_the_ipv4_mapped_block_are_broad() {
     }
     assert!(!crate::is_broad(&net("::1:0:0:0/80")));
 }
+
+/// Found by fuzzing: a difference that cuts around the IPv4-mapped block (`::/80` minus
+/// `::fffe:0:0/96`) left `::ffff:0:0/96` as a prefix of its own, which the strict parser
+/// refuses, so a set could be written that could not be read back.
+#[test]
+fn a_difference_never_leaves_an_ipv4_mapped_prefix_unreported() {
+    let cut = set(&["::/80"]).difference(&set(&["::fffe:0:0/96"]));
+    let mapped_prefix = |s: &RangeSet| s.prefixes().iter().any(|p| parse(&p.to_string()).is_err());
+    assert!(
+        mapped_prefix(&cut),
+        "the cut itself holds the mapped block as a prefix"
+    );
+    let rest = cut
+        .without_mapped_pieces()
+        .unwrap_or_else(|| panic!("the mapped piece must be reported"));
+    assert!(!mapped_prefix(&rest));
+    for p in rest.prefixes() {
+        parse(&p.to_string()).unwrap_or_else(|e| panic!("{p}: {e}"));
+    }
+    // A set holding the whole block inside a wider prefix is fine as it is.
+    assert!(set(&["::/80"]).without_mapped_pieces().is_none());
+    assert!(
+        set(&["::/0", "10.0.0.0/8"])
+            .without_mapped_pieces()
+            .is_none()
+    );
+    assert!(set(&["2001:db8::/32"]).without_mapped_pieces().is_none());
+}

@@ -337,6 +337,35 @@ impl RangeSet {
         }
     }
 
+    /// When the set, written as prefixes, has a prefix inside the IPv4-mapped block
+    /// `::ffff:0:0/96` (only a difference that cuts around the block makes one: `::/80`
+    /// minus `::fffe:0:0/96`), the set without that block. Such a prefix is one the strict
+    /// parser refuses (providers match IPv4 clients by their IPv4 address, so it admits
+    /// nobody), so the set as it stands could not be written and read back.
+    pub fn without_mapped_pieces(&self) -> Option<RangeSet> {
+        const MAPPED: (u128, u128) = (0xffff_0000_0000, 0xffff_ffff_ffff);
+        let mut piece = false;
+        for &(start, end) in &self.v6 {
+            if start > MAPPED.1 || end < MAPPED.0 {
+                continue;
+            }
+            // The prefixes of this interval that touch the block are all inside it unless
+            // one aligned prefix wider than /96 covers the whole block.
+            let covered = (0..96u32).rev().any(|len| {
+                let host = u128::MAX >> len;
+                let net = MAPPED.0 & !host;
+                net >= start && (net | host) <= end
+            });
+            if !covered {
+                piece = true;
+            }
+        }
+        piece.then(|| RangeSet {
+            v4: self.v4.clone(),
+            v6: difference(&self.v6, &[MAPPED]),
+        })
+    }
+
     pub fn intersection(&self, other: &RangeSet) -> RangeSet {
         RangeSet {
             v4: intersection(&self.v4, &other.v4),

@@ -709,11 +709,31 @@ impl Resolver {
                             let (mut i, i_ok) =
                                 self.resolve_entries(&inc, None, raw, states, stack);
                             let (e, e_ok) = self.resolve_entries(&exc, None, raw, states, stack);
-                            (i_ok && e_ok).then(|| {
+                            if !(i_ok && e_ok) {
+                                None
+                            } else {
                                 i.set = i.set.difference(&e.set);
+                                if let Some(rest) = i.set.without_mapped_pieces() {
+                                    let d = self.diag(
+                                        Severity::Warning,
+                                        Some(Pos::of(spanned)),
+                                        None,
+                                        format!(
+                                            "set `{name}`: after `except`, the IPv4-mapped block \
+                                             `::ffff:0:0/96` is left as a range of its own; it is \
+                                             dropped, since providers match IPv4 clients by their \
+                                             IPv4 address (it would admit nobody, and no provider \
+                                             accepts it); declare IPv4 ranges for IPv4 clients"
+                                        ),
+                                    );
+                                    if !self.warnings.contains(&d) {
+                                        self.warnings.push(d);
+                                    }
+                                    i.set = rest;
+                                }
                                 i.host_bits.extend(e.host_bits);
-                                i
-                            })
+                                Some(i)
+                            }
                         }
                     }
                     _ => None,

@@ -47,6 +47,9 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
                 if p.unrestricted {
                     parts = vec![format!("unrestricted now, {} to allow", p.add.len())];
                 }
+                if !p.drift.is_empty() {
+                    parts.push("drift to repair".to_owned());
+                }
                 paint(YELLOW, &parts.join(", "))
             }
             Status::Refused => paint(RED, "refused"),
@@ -58,6 +61,9 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
         }
         for e in &p.errors {
             let _ = writeln!(s, "  {} {e}", paint(RED, "error:"));
+        }
+        for d in &p.drift {
+            let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
         }
         if let Some(cover) = &p.cover {
             let _ = writeln!(s, "  {} {}", paint(YELLOW, "cover:"), cover.summary());
@@ -114,12 +120,15 @@ pub fn state_human(target: &str, provider: &str, state: &State) -> String {
     for w in &state.warnings {
         let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
     }
+    for d in &state.drift {
+        let _ = writeln!(s, "  {} {d}", paint(YELLOW, "drift:"));
+    }
     s
 }
 
 /// A JSON value for one target's current state.
 pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "target": target,
         "provider": provider,
         "unrestricted": state.restriction.ranges().is_none(),
@@ -130,7 +139,13 @@ pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Va
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect::<serde_json::Map<_, _>>(),
         "warnings": state.warnings,
-    })
+    });
+    if !state.drift.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("drift".into(), serde_json::json!(state.drift));
+    }
+    v
 }
 
 fn unrestricted_form(u: UnrestrictedForm) -> &'static str {

@@ -6,6 +6,8 @@
 pub mod fake_arm;
 #[cfg(feature = "gke")]
 pub mod gke;
+#[cfg(feature = "haproxy")]
+pub mod haproxy;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns_probe;

@@ -211,6 +211,11 @@ pub struct State {
     /// has no effect").
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Ways the target departs from its own restriction that the next apply repairs, each
+    /// said in words (HAProxy: the ACL file a restart would load holds another list than the
+    /// live ACL). A target with drift is never in sync: `plan` shows it, `apply` repairs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 impl State {
@@ -219,7 +224,14 @@ impl State {
             restriction,
             details: Vec::new(),
             warnings: Vec::new(),
+            drift: Vec::new(),
         }
+    }
+
+    /// Add drift that the next apply repairs (the target is then never in sync).
+    pub fn with_drift(mut self, drift: impl Into<String>) -> Self {
+        self.drift.push(drift.into());
+        self
     }
 
     /// Add a fact for `show`.
