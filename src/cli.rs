@@ -716,7 +716,12 @@ pub struct ExternalIpsServeArgs {
     #[arg(long, value_name = "FILE")]
     pub tls_private_key_file: PathBuf,
     /// Where the webhook listens: `:PORT` (every address) or `HOST:PORT`
-    #[arg(long, value_name = "ADDR", default_value = ":9443", conflicts_with = "webhook_port")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = ":9443",
+        conflicts_with = "webhook_port"
+    )]
     pub listen: String,
     /// The webhook's port on every address (externalip-webhook's flag; same as --listen :PORT)
     #[arg(long, value_name = "PORT")]

@@ -40,19 +40,38 @@ fn scratch() -> Scratch {
 #[test]
 fn audit_of_stored_kubectl_output() {
     let s = scratch();
-    let o = s.run(&["external-ips", "audit", "--set", "external-ips", "--input", "services.json"]);
+    let o = s.run(&[
+        "external-ips",
+        "audit",
+        "--set",
+        "external-ips",
+        "--input",
+        "services.json",
+    ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     insta::assert_snapshot!("audit_human", stdout(&o));
 
     let o = s.run(&[
-        "external-ips", "audit", "--set", "external-ips", "--input", "services.json", "-o", "json",
+        "external-ips",
+        "audit",
+        "--set",
+        "external-ips",
+        "--input",
+        "services.json",
+        "-o",
+        "json",
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     insta::assert_json_snapshot!("audit_json", v);
 
     let o = s.run(&[
-        "external-ips", "audit", "--set", "lb-clients", "--input", "services.json",
+        "external-ips",
+        "audit",
+        "--set",
+        "lb-clients",
+        "--input",
+        "services.json",
         "--load-balancer",
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
@@ -63,20 +82,41 @@ fn audit_of_stored_kubectl_output() {
 fn audit_from_stdin_exit_codes_and_errors() {
     let s = scratch();
     let o = s.run_stdin(
-        &["external-ips", "audit", "--allowed-external-ip-cidrs", "10.0.0.0/8,203.0.113.0/24,2001:db8::/32", "--input", "-"],
+        &[
+            "external-ips",
+            "audit",
+            "--allowed-external-ip-cidrs",
+            "10.0.0.0/8,203.0.113.0/24,2001:db8::/32",
+            "--input",
+            "-",
+        ],
         &services_json(),
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     insta::assert_snapshot!("audit_all_comply", stdout(&o));
 
     let o = s.run_stdin(
-        &["external-ips", "audit", "--set", "external-ips", "--input", "-"],
+        &[
+            "external-ips",
+            "audit",
+            "--set",
+            "external-ips",
+            "--input",
+            "-",
+        ],
         r#"{"kind":"List","items":[{"metadata":{"name":"x"},"spec":{"externalIPs":"10.0.0.1"}}]}"#,
     );
     assert_eq!(code(&o), 1);
     insta::assert_snapshot!("audit_bad_input", stderr(&o));
 
-    let o = s.run(&["external-ips", "audit", "--set", "external-ip", "--input", "services.json"]);
+    let o = s.run(&[
+        "external-ips",
+        "audit",
+        "--set",
+        "external-ip",
+        "--input",
+        "services.json",
+    ]);
     assert_eq!(code(&o), 1);
     insta::assert_snapshot!("audit_unknown_set", stderr(&o));
 
@@ -89,11 +129,27 @@ fn audit_from_stdin_exit_codes_and_errors() {
 #[test]
 fn policy_output() {
     let s = scratch();
-    let o = s.run(&["external-ips", "policy", "--set", "external-ips", "--exempt-namespace", "kube-system", "--exempt-group", "system:masters"]);
+    let o = s.run(&[
+        "external-ips",
+        "policy",
+        "--set",
+        "external-ips",
+        "--exempt-namespace",
+        "kube-system",
+        "--exempt-group",
+        "system:masters",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     insta::assert_snapshot!("policy_yaml", stdout(&o));
 
-    let o = s.run(&["external-ips", "policy", "--allowed-external-ip-cidrs", "", "-o", "json"]);
+    let o = s.run(&[
+        "external-ips",
+        "policy",
+        "--allowed-external-ip-cidrs",
+        "",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     insta::assert_json_snapshot!("policy_deny_all_json", v);
@@ -101,7 +157,9 @@ fn policy_output() {
 
 #[test]
 fn policy_refuses_a_set_beyond_the_expression_limit() {
-    let ips: Vec<String> = (0..6000).map(|i| format!("10.{}.{}.1", i / 250, i % 250)).collect();
+    let ips: Vec<String> = (0..6000)
+        .map(|i| format!("10.{}.{}.1", i / 250, i % 250))
+        .collect();
     let s = Scratch::new(&format!(
         "version: 1\nsets:\n  big: [{}]\ntargets: {{}}\n",
         ips.join(", ")
@@ -115,7 +173,11 @@ fn policy_refuses_a_set_beyond_the_expression_limit() {
 // ----- the webhook -----
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `external-ips serve` on a free loopback port, stopped on drop.
@@ -141,16 +203,29 @@ impl Webhook {
         let metrics_port = free_port();
         let child = rangekeeper_std(s.path())
             .args([
-                "external-ips", "serve", "--tls-cert-file", "tls.crt", "--tls-private-key-file",
-                "tls.key", "--listen", &format!("127.0.0.1:{port}"), "--metrics-addr",
-                &format!("127.0.0.1:{metrics_port}"), "--watch-interval", "200ms",
+                "external-ips",
+                "serve",
+                "--tls-cert-file",
+                "tls.crt",
+                "--tls-private-key-file",
+                "tls.key",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--watch-interval",
+                "200ms",
             ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let w = Webhook { child, port, metrics_port };
+        let w = Webhook {
+            child,
+            port,
+            metrics_port,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
             assert!(Instant::now() < deadline, "the webhook did not start");
@@ -174,7 +249,9 @@ impl Webhook {
 }
 
 fn blocking_client(ca: Option<&str>) -> Client {
-    Client { ca: ca.map(str::to_owned) }
+    Client {
+        ca: ca.map(str::to_owned),
+    }
 }
 
 /// A tiny synchronous HTTP(S) client over reqwest on a thread of its own.
@@ -203,10 +280,22 @@ impl Resp {
 
 impl Client {
     fn get(&self, url: String) -> Req {
-        Req { ca: self.ca.clone(), method: "GET", url, headers: vec![], body: None }
+        Req {
+            ca: self.ca.clone(),
+            method: "GET",
+            url,
+            headers: vec![],
+            body: None,
+        }
     }
     fn post(&self, url: String) -> Req {
-        Req { ca: self.ca.clone(), method: "POST", url, headers: vec![], body: None }
+        Req {
+            ca: self.ca.clone(),
+            method: "POST",
+            url,
+            headers: vec![],
+            body: None,
+        }
     }
 }
 
@@ -221,14 +310,20 @@ impl Req {
     }
     fn send(self) -> Result<Resp, String> {
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let mut b = reqwest::Client::builder().timeout(Duration::from_secs(10));
                 if let Some(ca) = &self.ca {
                     b = b.tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()]);
                 }
                 let c = b.build().map_err(|e| e.to_string())?;
-                let mut r = c.request(reqwest::Method::from_bytes(self.method.as_bytes()).unwrap(), &self.url);
+                let mut r = c.request(
+                    reqwest::Method::from_bytes(self.method.as_bytes()).unwrap(),
+                    &self.url,
+                );
                 for (k, v) in self.headers {
                     r = r.header(k, v);
                 }
@@ -258,25 +353,46 @@ struct Case {
 
 /// With the allowed set 10.20.0.0/16 and 2001:db8:20::/48 (set `external-ips` of [`DECL`]).
 const CASES: &[Case] = &[
-    Case { name: "none", ips: &[], denied: None, reaches_admission: true },
-    Case { name: "allowed-v4", ips: &["10.20.0.5"], denied: None, reaches_admission: true },
-    Case { name: "allowed-v6", ips: &["2001:db8:20::5"], denied: None, reaches_admission: true },
+    Case {
+        name: "none",
+        ips: &[],
+        denied: None,
+        reaches_admission: true,
+    },
+    Case {
+        name: "allowed-v4",
+        ips: &["10.20.0.5"],
+        denied: None,
+        reaches_admission: true,
+    },
+    Case {
+        name: "allowed-v6",
+        ips: &["2001:db8:20::5"],
+        denied: None,
+        reaches_admission: true,
+    },
     Case {
         name: "second-denied",
         ips: &["10.20.0.5", "11.0.0.1"],
-        denied: Some("spec.externalIPs: Invalid value: \"11.0.0.1\": externalIP specified is not allowed to use"),
+        denied: Some(
+            "spec.externalIPs: Invalid value: \"11.0.0.1\": externalIP specified is not allowed to use",
+        ),
         reaches_admission: true,
     },
     Case {
         name: "denied-v6",
         ips: &["2001:db8:21::1"],
-        denied: Some("spec.externalIPs: Invalid value: \"2001:db8:21::1\": externalIP specified is not allowed to use"),
+        denied: Some(
+            "spec.externalIPs: Invalid value: \"2001:db8:21::1\": externalIP specified is not allowed to use",
+        ),
         reaches_admission: true,
     },
     Case {
         name: "not-valid",
         ips: &["1.2.e.4"],
-        denied: Some("spec.externalIPs: Invalid value: \"1.2.e.4\": externalIP specified is not valid"),
+        denied: Some(
+            "spec.externalIPs: Invalid value: \"1.2.e.4\": externalIP specified is not valid",
+        ),
         reaches_admission: false,
     },
 ];
@@ -325,46 +441,94 @@ fn the_webhook_answers_reviews_over_tls_with_externalip_webhooks_messages() {
         if let Some(m) = c.denied {
             assert_eq!(resp["status"]["message"], m, "{}", c.name);
             assert_eq!(resp["status"]["code"], 403);
-            assert!(resp["auditAnnotations"]["error"].as_str().unwrap().starts_with("externalIP specified"));
+            assert!(
+                resp["auditAnnotations"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("externalIP specified")
+            );
         }
     }
     // Not a review: HTTP errors, and the webhook keeps serving.
     let c = blocking_client(Some(&ca_pem));
-    let r = c.post(w.url()).header("content-type", "text/plain").body(b"{}".to_vec()).send().unwrap();
+    let r = c
+        .post(w.url())
+        .header("content-type", "text/plain")
+        .body(b"{}".to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status, 415, "{}", r.body);
-    let r = c.post(w.url()).header("content-type", "application/json").body(b"{\"apiVersion\":".to_vec()).send().unwrap();
+    let r = c
+        .post(w.url())
+        .header("content-type", "application/json")
+        .body(b"{\"apiVersion\":".to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = c.post(w.url()).header("content-type", "application/json").body(vec![b' '; 5 * 1024 * 1024]).send().unwrap();
+    let r = c
+        .post(w.url())
+        .header("content-type", "application/json")
+        .body(vec![b' '; 5 * 1024 * 1024])
+        .send()
+        .unwrap();
     assert_eq!(r.status, 413, "{}", r.body);
-    let r = c.get(format!("https://127.0.0.1:{}/healthz", w.port)).send().unwrap();
+    let r = c
+        .get(format!("https://127.0.0.1:{}/healthz", w.port))
+        .send()
+        .unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
     let m = w.metrics();
     assert!(m.contains("webhook_failed_request_count 3\n"), "{m}");
-    assert!(m.contains("rangekeeper_external_ips_denied_total{reason=\"not-allowed\"} 2\n"), "{m}");
-    assert!(m.contains("rangekeeper_external_ips_http_errors_total{kind=\"too-large\"} 1\n"), "{m}");
+    assert!(
+        m.contains("rangekeeper_external_ips_denied_total{reason=\"not-allowed\"} 2\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rangekeeper_external_ips_http_errors_total{kind=\"too-large\"} 1\n"),
+        "{m}"
+    );
 }
 
 #[test]
 fn the_webhook_follows_the_declaration_and_rotated_certificates() {
     let s = scratch();
     let ca = TestCa::new("webhook-ca");
-    let w = Webhook::start(&s, &ca, &["--set", "external-ips", "--allowed-usernames", "alice"]);
+    let w = Webhook::start(
+        &s,
+        &ca,
+        &["--set", "external-ips", "--allowed-usernames", "alice"],
+    );
     let allowed = |ca: &str, ip: &str, user: &str| {
         post_review(&w, ca, &review("u", &[ip], user))["response"]["allowed"] == true
     };
     let ca_pem = ca.cert_pem();
     assert!(allowed(&ca_pem, "10.20.0.1", "alice"));
     let denied = post_review(&w, &ca_pem, &review("u", &["10.20.0.1"], "bob"));
-    assert_eq!(denied["response"]["status"]["message"], "user bob is not alllowed to specify externalIP");
+    assert_eq!(
+        denied["response"]["status"]["message"],
+        "user bob is not alllowed to specify externalIP"
+    );
     assert!(!allowed(&ca_pem, "203.0.113.1", "alice"));
 
     // The declaration changes: the new set is in force; a broken one keeps the last valid.
-    s.write("rangekeeper.yaml", &DECL.replace("10.20.0.0/16", "203.0.113.0/24"));
-    wait_for(|| allowed(&ca_pem, "203.0.113.1", "alice"), "the changed set in force");
-    s.write("rangekeeper.yaml", "version: 1\nsets:\n  external-ips: [300.0.0.0/8]\n");
+    s.write(
+        "rangekeeper.yaml",
+        &DECL.replace("10.20.0.0/16", "203.0.113.0/24"),
+    );
+    wait_for(
+        || allowed(&ca_pem, "203.0.113.1", "alice"),
+        "the changed set in force",
+    );
+    s.write(
+        "rangekeeper.yaml",
+        "version: 1\nsets:\n  external-ips: [300.0.0.0/8]\n",
+    );
     std::thread::sleep(Duration::from_millis(800));
     assert!(allowed(&ca_pem, "203.0.113.1", "alice"));
-    assert!(w.metrics().contains("rangekeeper_declaration_errors_total 1\n"));
+    assert!(
+        w.metrics()
+            .contains("rangekeeper_declaration_errors_total 1\n")
+    );
 
     // cert-manager rotates to a certificate of another CA: served once both files changed.
     let ca2 = TestCa::new("rotated-ca");
@@ -381,7 +545,12 @@ fn the_webhook_follows_the_declaration_and_rotated_certificates() {
         },
         "the rotated certificate served",
     );
-    assert!(blocking_client(Some(&ca_pem)).get(format!("https://127.0.0.1:{}/healthz", w.port)).send().is_err());
+    assert!(
+        blocking_client(Some(&ca_pem))
+            .get(format!("https://127.0.0.1:{}/healthz", w.port))
+            .send()
+            .is_err()
+    );
 }
 
 fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
@@ -409,7 +578,10 @@ fn create_service(cp: &ControlPlane, ns: &str, name: &str, ips: &[&str]) -> Resu
         (201, _) => Ok(()),
         (status, text) => {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            Err(format!("HTTP {status}: {}", v["message"].as_str().unwrap_or(&text)))
+            Err(format!(
+                "HTTP {status}: {}",
+                v["message"].as_str().unwrap_or(&text)
+            ))
         }
     }
 }
@@ -503,13 +675,19 @@ fn the_api_server_calls_the_webhook_over_tls() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(creator.join().unwrap() > 0);
     });
-    assert!(w.metrics().contains("rangekeeper_external_ips_certificate_reloads_total 1\n"));
+    assert!(
+        w.metrics()
+            .contains("rangekeeper_external_ips_certificate_reloads_total 1\n")
+    );
 
     // The webhook down: failurePolicy Fail refuses every Service of the namespace.
     let _ = w.child.kill();
     let _ = w.child.wait();
     let e = create_service(&cp, "hooked", "while-down", &[]).unwrap_err();
-    assert!(e.contains("failed calling webhook \"external-ips.rangekeeper.io\""), "{e}");
+    assert!(
+        e.contains("failed calling webhook \"external-ips.rangekeeper.io\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -517,31 +695,72 @@ fn the_generated_policy_enforces_the_same_table() {
     let cp = ControlPlane::start();
     let s = scratch();
     let kubeconfig = cp.kubeconfig().to_str().unwrap().to_owned();
-    let o = s.run(&["external-ips", "policy", "--set", "external-ips", "--exempt-namespace", "exempt", "--apply", "--kubeconfig", &kubeconfig]);
+    let o = s.run(&[
+        "external-ips",
+        "policy",
+        "--set",
+        "external-ips",
+        "--exempt-namespace",
+        "exempt",
+        "--apply",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     namespace(&cp, "checked");
     namespace(&cp, "exempt");
     wait_denying(&cp, "checked");
     let prefix = "ValidatingAdmissionPolicy 'rangekeeper-external-ips' with binding 'rangekeeper-external-ips' denied request: ";
     check_table(&cp, "checked", prefix);
-    assert_eq!(create_service(&cp, "exempt", "anything", &["11.0.0.1"]), Ok(()));
+    assert_eq!(
+        create_service(&cp, "exempt", "anything", &["11.0.0.1"]),
+        Ok(())
+    );
 
     // Applying again is a no-op for the server (same field manager), and the audit of what
     // exists in the cluster finds the exempt namespace's Service.
-    let o = s.run(&["external-ips", "policy", "--set", "external-ips", "--exempt-namespace", "exempt", "--apply", "--kubeconfig", &kubeconfig]);
+    let o = s.run(&[
+        "external-ips",
+        "policy",
+        "--set",
+        "external-ips",
+        "--exempt-namespace",
+        "exempt",
+        "--apply",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = s.run(&["external-ips", "audit", "--set", "external-ips", "--kubeconfig", &kubeconfig, "-o", "json"]);
+    let o = s.run(&[
+        "external-ips",
+        "audit",
+        "--set",
+        "external-ips",
+        "--kubeconfig",
+        &kubeconfig,
+        "-o",
+        "json",
+    ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let found: Vec<(String, String, String)> = v["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["namespace"].as_str().unwrap().into(), f["name"].as_str().unwrap().into(), f["address"].as_str().unwrap().into()))
+        .map(|f| {
+            (
+                f["namespace"].as_str().unwrap().into(),
+                f["name"].as_str().unwrap().into(),
+                f["address"].as_str().unwrap().into(),
+            )
+        })
         // Probes created before the policy was in effect are found too.
         .filter(|(_, name, _): &(String, String, String)| !name.starts_with("probe-"))
         .collect();
-    assert_eq!(found, vec![("exempt".into(), "anything".into(), "11.0.0.1".into())]);
+    assert_eq!(
+        found,
+        vec![("exempt".into(), "anything".into(), "11.0.0.1".into())]
+    );
 }
 
 /// A policy near the largest rangekeeper writes (the expression limit) is accepted and
@@ -551,10 +770,23 @@ fn the_generated_policy_enforces_the_same_table() {
 fn the_largest_policy_evaluates_within_the_cost_limit() {
     let cp = ControlPlane::start();
     // 5400 disjoint /32s (no two merge): 97,000 characters of CEL list.
-    let ips: Vec<String> = (0..5400).map(|i| format!("10.{}.{}.1", i / 250, i % 250)).collect();
-    let s = Scratch::new(&format!("version: 1\nsets:\n  big: [{}]\ntargets: {{}}\n", ips.join(", ")));
+    let ips: Vec<String> = (0..5400)
+        .map(|i| format!("10.{}.{}.1", i / 250, i % 250))
+        .collect();
+    let s = Scratch::new(&format!(
+        "version: 1\nsets:\n  big: [{}]\ntargets: {{}}\n",
+        ips.join(", ")
+    ));
     let kubeconfig = cp.kubeconfig().to_str().unwrap().to_owned();
-    let o = s.run(&["external-ips", "policy", "--set", "big", "--apply", "--kubeconfig", &kubeconfig]);
+    let o = s.run(&[
+        "external-ips",
+        "policy",
+        "--set",
+        "big",
+        "--apply",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     namespace(&cp, "cost");
     wait_denying(&cp, "cost");
@@ -564,7 +796,10 @@ fn the_largest_policy_evaluates_within_the_cost_limit() {
     let mut denied = allowed.clone();
     denied[15] = "11.0.0.2";
     let e = create_service(&cp, "cost", "denied", &denied).unwrap_err();
-    assert!(e.ends_with("externalIP specified is not allowed to use"), "{e}");
+    assert!(
+        e.ends_with("externalIP specified is not allowed to use"),
+        "{e}"
+    );
 }
 
 /// examples/kubernetes/external-ips-webhook.yaml is accepted by the API server: the
@@ -581,7 +816,10 @@ fn the_webhook_example_applies_to_the_api_server() {
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let mut kinds = Vec::new();
     for doc in docs.iter().filter(|d| !d.is_null()) {
-        let (api, kind) = (doc["apiVersion"].as_str().unwrap(), doc["kind"].as_str().unwrap());
+        let (api, kind) = (
+            doc["apiVersion"].as_str().unwrap(),
+            doc["kind"].as_str().unwrap(),
+        );
         kinds.push(kind.to_owned());
         if api.starts_with("cert-manager.io/") {
             continue;
@@ -597,9 +835,10 @@ fn the_webhook_example_applies_to_the_api_server() {
             "Service" => ("/api/v1", "services"),
             "Deployment" => ("/apis/apps/v1", "deployments"),
             "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets"),
-            "ValidatingWebhookConfiguration" => {
-                ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations")
-            }
+            "ValidatingWebhookConfiguration" => (
+                "/apis/admissionregistration.k8s.io/v1",
+                "validatingwebhookconfigurations",
+            ),
             other => panic!("the example has a {other} this test does not know"),
         };
         let path = match ns {
@@ -614,9 +853,19 @@ fn the_webhook_example_applies_to_the_api_server() {
                 None,
             )
             .unwrap();
-        assert!((200..300).contains(&status), "{kind} {name}: HTTP {status}: {body}");
+        assert!(
+            (200..300).contains(&status),
+            "{kind} {name}: HTTP {status}: {body}"
+        );
     }
-    for k in ["Deployment", "PodDisruptionBudget", "Service", "ValidatingWebhookConfiguration", "Issuer", "Certificate"] {
+    for k in [
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ValidatingWebhookConfiguration",
+        "Issuer",
+        "Certificate",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "the example has no {k}");
     }
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();

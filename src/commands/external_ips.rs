@@ -8,8 +8,8 @@ use anyhow::{Context as _, anyhow};
 use rangekeeper_cidr::RangeSet;
 
 use crate::cli::{
-    AllowedRanges, AllowedUsers, ExternalIpsAuditArgs, ExternalIpsPolicyArgs,
-    ExternalIpsServeArgs, Global, OutputFormat,
+    AllowedRanges, AllowedUsers, ExternalIpsAuditArgs, ExternalIpsPolicyArgs, ExternalIpsServeArgs,
+    Global, OutputFormat,
 };
 use crate::commands::{Outcome, Reported};
 use crate::declaration::{DeclText, Declaration, LoadOptions, did_you_mean};
@@ -222,7 +222,10 @@ pub async fn policy(global: &Global, args: &ExternalIpsPolicyArgs) -> anyhow::Re
     };
     let (p, b) = policy::generate(&rules, &opts).map_err(|e| Reported(e.to_string()))?;
     if rules.allowed.is_empty() {
-        tracing::warn!("{} is empty: the policy denies every external IP", rules.origin);
+        tracing::warn!(
+            "{} is empty: the policy denies every external IP",
+            rules.origin
+        );
     } else if policy::ips_within_cost(rules.allowed.len()) < 1000 {
         tracing::warn!(
             "with {}, a Service with more than {} external IPs may be refused for CEL cost (failurePolicy Fail: refused, never let through)",
@@ -231,8 +234,11 @@ pub async fn policy(global: &Global, args: &ExternalIpsPolicyArgs) -> anyhow::Re
         );
     }
     if args.apply {
-        let client = cluster::client(args.kube.kubeconfig.as_deref(), args.kube.context.as_deref())
-            .await?;
+        let client = cluster::client(
+            args.kube.kubeconfig.as_deref(),
+            args.kube.context.as_deref(),
+        )
+        .await?;
         cluster::apply_policy(&client, &p, &b, args.force_conflicts).await?;
         tracing::info!(
             "applied ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding {} ({}: {})",
@@ -285,17 +291,15 @@ pub async fn audit(global: &Global, args: &ExternalIpsAuditArgs) -> anyhow::Resu
             audit::parse_services(&text).map_err(|e| Reported(format!("{name}: {e}")))?
         }
         None => {
-            let client =
-                cluster::client(args.kube.kubeconfig.as_deref(), args.kube.context.as_deref())
-                    .await?;
+            let client = cluster::client(
+                args.kube.kubeconfig.as_deref(),
+                args.kube.context.as_deref(),
+            )
+            .await?;
             cluster::list_services(&client).await?
         }
     };
-    let others: audit::OtherSets<'_> = a
-        .others
-        .iter()
-        .map(|(n, s)| (n.as_str(), s))
-        .collect();
+    let others: audit::OtherSets<'_> = a.others.iter().map(|(n, s)| (n.as_str(), s)).collect();
     let report = audit::audit(&services, &a.set, &a.origin, &others, args.load_balancer);
     match global.output {
         OutputFormat::Json => crate::commands::print_json(&report)?,

@@ -201,7 +201,8 @@ pub fn audit(
         let mut judge = |field: Field, value: &str| {
             let net = match field {
                 Field::SourceRanges => parse_range(value),
-                _ => parse_ip(value).and_then(|a| IpNet::new(a, if a.is_ipv4() { 32 } else { 128 }).ok()),
+                _ => parse_ip(value)
+                    .and_then(|a| IpNet::new(a, if a.is_ipv4() { 32 } else { 128 }).ok()),
             };
             let problem = match net {
                 None => "not-valid",
@@ -285,7 +286,14 @@ pub fn human(r: &Report) -> String {
             })
             .collect();
         s.push_str(&crate::output::table(
-            &["NAMESPACE", "NAME", "FIELD", "ADDRESS", "PROBLEM", "ADMITTED BY"],
+            &[
+                "NAMESPACE",
+                "NAME",
+                "FIELD",
+                "ADDRESS",
+                "PROBLEM",
+                "ADMITTED BY",
+            ],
             &rows,
         ));
     }
@@ -300,7 +308,10 @@ pub fn human(r: &Report) -> String {
             "{}",
             crate::output::paint(
                 crate::output::GREEN,
-                &format!("all {} comply with {what}", crate::output::count(r.services, "Service"))
+                &format!(
+                    "all {} comply with {what}",
+                    crate::output::count(r.services, "Service")
+                )
             )
         );
     } else {
@@ -326,7 +337,11 @@ mod tests {
     use super::*;
 
     fn set(items: &[&str]) -> RangeSet {
-        RangeSet::from_nets(items.iter().map(|s| rangekeeper_cidr::parse(s).unwrap().net))
+        RangeSet::from_nets(
+            items
+                .iter()
+                .map(|s| rangekeeper_cidr::parse(s).unwrap().net),
+        )
     }
 
     #[test]
@@ -343,7 +358,10 @@ mod tests {
         let r = audit(&services, &allowed, "t", &others, false);
         assert_eq!(r.non_compliant, 1);
         assert_eq!(r.findings.len(), 2);
-        assert_eq!(r.findings[0].admitted_by, vec!["office: 11.0.0.0/8".to_string()]);
+        assert_eq!(
+            r.findings[0].admitted_by,
+            vec!["office: 11.0.0.0/8".to_string()]
+        );
         assert_eq!(r.findings[1].problem, "not-valid");
         let r = audit(&services, &allowed, "t", &others, true);
         assert_eq!(r.non_compliant, 2);

@@ -105,7 +105,11 @@ pub async fn apply_policy(
         let mut pp = PatchParams::apply(FIELD_MANAGER);
         pp.dry_run = dry_run;
         pp.force = force;
-        let what = if dry_run { " (server-side dry run)" } else { "" };
+        let what = if dry_run {
+            " (server-side dry run)"
+        } else {
+            ""
+        };
         policies
             .patch(&pn, &pp, &Patch::Apply(policy))
             .await

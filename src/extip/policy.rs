@@ -79,7 +79,11 @@ fn cel_str(s: &str) -> String {
 fn cel_list(items: &[String]) -> String {
     format!(
         "[{}]",
-        items.iter().map(|s| cel_str(s)).collect::<Vec<_>>().join(", ")
+        items
+            .iter()
+            .map(|s| cel_str(s))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -222,18 +226,24 @@ mod tests {
 
     #[test]
     fn too_large_a_set_is_refused_with_the_reason() {
-        let set = RangeSet::from_nets(
-            (0..6000u32).map(|i| {
-                rangekeeper_cidr::IpNet::new(std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i).into(), 32).unwrap()
-            }),
-        );
+        let set = RangeSet::from_nets((0..6000u32).map(|i| {
+            rangekeeper_cidr::IpNet::new(std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i).into(), 32)
+                .unwrap()
+        }));
         let rules = Rules {
             allowed: set,
             origin: "set `big`".into(),
             users: vec![],
             groups: vec![],
         };
-        let e = generate(&rules, &Options { name: "x".into(), ..Options::default() }).unwrap_err();
+        let e = generate(
+            &rules,
+            &Options {
+                name: "x".into(),
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("at most 100000 characters"), "{e}");
     }
 }

@@ -48,7 +48,12 @@ pub struct CertStore {
 }
 
 /// Read a certificate chain and its private key (PEM), checking that they belong together.
-fn load_pair(cert_pem: &[u8], key_pem: &[u8], cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
+fn load_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<CertifiedKey, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert_file.display()))?;
@@ -94,7 +99,10 @@ impl CertStore {
             (Ok(c), Ok(k)) => (c, k),
             (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
         };
-        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.0 == c && seen.1 == k {
             return None;
         }
@@ -102,8 +110,10 @@ impl CertStore {
         // A half-written pair (certificate new, key old) is tried again next time.
         if let Ok(ck) = &result {
             *seen = (c, k);
-            *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Arc::new(ck.clone());
+            *self
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ck.clone());
         }
         Some(result.map(|_| ()))
     }
@@ -153,7 +163,10 @@ impl Webhook {
     }
 
     fn count<R>(&self, f: impl FnOnce(&mut Counts) -> R) -> R {
-        f(&mut self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&mut self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     pub fn rules(&self) -> Arc<Rules> {
@@ -165,7 +178,10 @@ impl Webhook {
 
     /// Put new rules in force.
     pub fn set_rules(&self, rules: Rules) {
-        *self.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
+        *self
+            .rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
         self.count(|c| {
             c.rules_reloads += 1;
             c.rules_valid = true;
@@ -301,7 +317,12 @@ impl Health for Webhook {
 }
 
 fn plain(status: StatusCode, text: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 async fn validate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -314,7 +335,10 @@ async fn validate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: By
         hook.http_error("content-type");
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("expected Content-Type application/json, not {}\n", super::go_quote(ct)),
+            format!(
+                "expected Content-Type application/json, not {}\n",
+                super::go_quote(ct)
+            ),
         );
     }
     let req = match review::parse(&body) {
@@ -348,7 +372,10 @@ async fn validate(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: By
 
 async fn too_large(State(hook): State<Arc<Webhook>>) -> Response {
     hook.http_error("too-large");
-    plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {MAX_BODY} bytes\n"))
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is over {MAX_BODY} bytes\n"),
+    )
 }
 
 /// The routes of the TLS port.
@@ -356,7 +383,10 @@ pub fn router(hook: Arc<Webhook>) -> Router {
     let review = Router::new()
         .route("/validate-service", post(validate))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(hook.clone(), limit_body))
+        .layer(axum::middleware::from_fn_with_state(
+            hook.clone(),
+            limit_body,
+        ))
         .with_state(hook.clone());
     review.merge(crate::reconcile::server::router(hook))
 }
@@ -385,9 +415,9 @@ async fn limit_body(
 /// Where to listen: `:PORT` is every address (IPv6 and IPv4), otherwise `HOST:PORT`.
 pub fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, String> {
     if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("`{s}` is not a port (`:9443`) or an address (`127.0.0.1:9443`)"))?;
+        let port: u16 = port.parse().map_err(|_| {
+            format!("`{s}` is not a port (`:9443`) or an address (`127.0.0.1:9443`)")
+        })?;
         return Ok(vec![
             SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
             SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
@@ -407,7 +437,9 @@ pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListene
             Err(e) => last = Some(format!("cannot listen on {a}: {e}")),
         }
     }
-    Err(anyhow::anyhow!(last.unwrap_or_else(|| "no address to listen on".into())))
+    Err(anyhow::anyhow!(
+        last.unwrap_or_else(|| "no address to listen on".into())
+    ))
 }
 
 /// Serve the webhook over TLS on `listener` until `shutdown` resolves.
@@ -445,17 +477,18 @@ pub async fn serve_tls(
         let app = app.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake with {peer} failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake with {peer} timed out");
+                        return;
+                    }
+                };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -470,19 +503,29 @@ pub async fn serve_tls(
 }
 
 /// Check the certificate files every `every` and serve a changed pair once it loads.
-pub fn watch_certs(certs: Arc<CertStore>, hook: Arc<Webhook>, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn watch_certs(
+    certs: Arc<CertStore>,
+    hook: Arc<Webhook>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_error: Option<String> = None;
         loop {
             tokio::time::sleep(every).await;
             let c = certs.clone();
-            let r = tokio::task::spawn_blocking(move || c.reload()).await.ok().flatten();
+            let r = tokio::task::spawn_blocking(move || c.reload())
+                .await
+                .ok()
+                .flatten();
             match r {
                 None => {}
                 Some(Ok(())) => {
                     last_error = None;
                     hook.cert_reloaded(true);
-                    tracing::info!("the serving certificate changed: loaded {}", certs.cert_file.display());
+                    tracing::info!(
+                        "the serving certificate changed: loaded {}",
+                        certs.cert_file.display()
+                    );
                 }
                 Some(Err(e)) => {
                     if last_error.as_ref() != Some(&e) {
