@@ -23,7 +23,7 @@ pub const MAX_EXPRESSION_CHARS: usize = 100_000;
 /// it). The cost grows with prefixes times external IPs.
 pub const COST_IPS: usize = 16;
 /// Prefixes times external IPs known to evaluate within the cost limit (16 x 5,400).
-pub const COST_PAIRS: usize = 86_400;
+pub const COST_PAIRS: usize = COST_IPS * 5_400;
 
 /// How many external IPs per Service a policy of `prefixes` prefixes is known to evaluate
 /// within CEL's cost limit (a Service with more may be refused for cost, never let through).
