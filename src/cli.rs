@@ -231,6 +231,27 @@ impl Command {
                 deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
             },
+            Command::Grant(a) => CommandFlags {
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Revoke(a) => CommandFlags {
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Leases(a) => CommandFlags {
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Exec(a) => CommandFlags {
+                file: Some(&a.file),
+                strict: Some(&a.strict),
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..CommandFlags::default()
+            },
             Command::Sources(SourcesArgs {
                 command: SourcesCommand::Accept(a),
             }) => CommandFlags {
@@ -274,7 +295,7 @@ impl Command {
                 state: Some(&a.state),
                 ..c(&a.file, &a.output, &a.strict)
             },
-            Command::Schema | Command::Completions(_) => CommandFlags::default(),
+            Command::Schema | Command::Completions(_) | Command::Man(_) => CommandFlags::default(),
         }
     }
 }
@@ -292,6 +313,21 @@ fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// A `--reason`: one line of at most 100 characters, so it fits every lease store.
+fn parse_reason(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.chars().any(char::is_control) {
+        return Err("a reason is one line of text without control characters".into());
+    }
+    if t.chars().count() > 100 {
+        return Err(format!(
+            "a reason has at most 100 characters (this one has {})",
+            t.chars().count()
+        ));
+    }
+    Ok(t.to_owned())
+}
+
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::sources::spec::parse_duration(s)
 }
@@ -305,6 +341,8 @@ pub enum OutputFormat {
     Json,
     /// GitHub Actions annotations (`validate` only)
     Github,
+    /// A pull-request comment in Markdown, fitted to GitHub's comment size (`plan` only)
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -334,6 +372,16 @@ pub enum Command {
     Import(ImportArgs),
     /// Keep every target converged: one pass (`--once`, for cron) or a loop that corrects drift
     Reconcile(ReconcileArgs),
+    /// Open a target to one address for a while (this machine's egress IP by default):
+    /// store a lease with the target and print its id
+    Grant(GrantArgs),
+    /// Remove a lease (a lease already gone is not an error)
+    Revoke(RevokeArgs),
+    /// List the leases stored with each target
+    Leases(LeasesArgs),
+    /// Grant a lease, run a command, and revoke the lease when it ends (also when it fails
+    /// or the job is cancelled); exits with the command's exit code
+    Exec(ExecArgs),
     /// Manage live range sources (`url`, `dns`, `self` sets)
     Sources(SourcesArgs),
     /// List the built-in providers and what they accept
@@ -346,6 +394,8 @@ pub enum Command {
     Schema,
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Print the manual page (roff), or write one page per command to a directory
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -461,6 +511,100 @@ pub struct ApplyArgs {
     pub change: ChangeArgs,
     #[command(flatten)]
     pub deadline: DeadlineFlags,
+}
+
+/// The lease a `grant` or `exec` asks for.
+#[derive(Debug, Args)]
+pub struct LeaseRequest {
+    /// The target to open
+    #[arg(short, long, value_name = "NAME")]
+    pub target: String,
+    /// How long the lease lasts, e.g. 20m, 1h (at most the target's `maxLeaseTtl`, default
+    /// 12h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub ttl: std::time::Duration,
+    /// The address to allow [default: this machine's egress IP, from echo endpoints that
+    /// must agree (--self-echo)]
+    #[arg(long, value_name = "ADDR", conflicts_with = "self_echo")]
+    pub ip: Option<std::net::IpAddr>,
+    /// Why the lease is needed (shown in `leases` and the audit log)
+    #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub lease: LeaseRequest,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The target the lease is on
+    #[arg(short, long, value_name = "NAME")]
+    pub target: String,
+    /// The lease id `grant` printed
+    #[arg(long = "lease", value_name = "ID")]
+    pub lease: String,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub lease: LeaseRequest,
+    /// Before running the command, wait (at most --wait-timeout) until the target's API
+    /// endpoint, or this URL, accepts a TLS connection from here (a cloud provider's change may take minutes
+    /// to take effect)
+    #[arg(long, value_name = "URL", num_args = 0..=1, require_equals = false)]
+    pub wait_reachable: Option<Option<reqwest::Url>>,
+    /// The bound on --wait-reachable
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "10m")]
+    pub wait_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
+    /// The command and its arguments (after `--`)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// How a change is confirmed and waited for (`apply`, `update`).
@@ -641,6 +785,14 @@ pub struct CompletionsArgs {
     /// The shell
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write rangekeeper.1 and a page per subcommand (rangekeeper-plan.1, ...) into this
+    /// directory instead of printing rangekeeper.1 on stdout
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

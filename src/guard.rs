@@ -446,6 +446,7 @@ mod regression {
             protect: RangeSet::new(),
             on_exceed,
             max_extra,
+            max_lease_ttl: None,
         }
     }
 
@@ -557,6 +558,7 @@ mod check_tests {
             protect: RangeSet::new(),
             on_exceed: OnExceed::Error,
             max_extra: None,
+            max_lease_ttl: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod declaration;
 mod extip;
 mod guard;
 mod import;
+mod lease;
 mod output;
 mod plan;
 mod reconcile;

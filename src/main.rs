@@ -61,6 +61,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Success)
         }
+        Command::Man(a) => commands::man::run(Cli::command(), a),
         Command::Plan(a) => block_on(commands::plan::run(g, a)),
         Command::Apply(a) => block_on(commands::apply::run(g, a)),
         Command::Show(a) => block_on(commands::show::run(g, a)),
@@ -68,6 +69,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Disable(a) => block_on(commands::disable::run(g, a)),
         Command::Import(a) => block_on(commands::import::run(g, a)),
         Command::Reconcile(a) => block_on(commands::reconcile::run(g, a)),
+        Command::Grant(a) => block_on(commands::lease::grant(g, a)),
+        Command::Revoke(a) => block_on(commands::lease::revoke(g, a)),
+        Command::Leases(a) => block_on(commands::lease::leases(g, a)),
+        Command::Exec(a) => block_on(commands::lease::exec(g, a)),
         Command::ExternalIps(cli::ExternalIpsArgs { command }) => match command {
             cli::ExternalIpsCommand::Serve(a) => block_on(commands::external_ips::serve(g, a)),
             cli::ExternalIpsCommand::Policy(a) => block_on(commands::external_ips::policy(g, a)),
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Failure) => ExitCode::FAILURE,
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             match e.downcast_ref::<Reported>() {
                 Some(r) => eprintln!("error: {r}"),

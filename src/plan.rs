@@ -1,7 +1,8 @@
 //! Current vs desired -> [`Plan`]: what an apply would add and remove, and whether it may.
 
 use rangekeeper_cidr::RangeSet;
-use rangekeeper_provider::{Provider, Restriction, State};
+use rangekeeper_provider::lease::{Lease, Timestamp, split_expired};
+use rangekeeper_provider::{Applied, ApplyOptions, Provider, ProviderError, Restriction, State};
 
 use crate::declaration::Target;
 use crate::guard;
@@ -47,6 +48,23 @@ pub struct TargetPlan {
     /// The fit-to-limit cover that `desired` is, when the declared set was over the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cover: Option<crate::guard::CoverReport>,
+    /// The leases the target keeps (their addresses are in `desired`, beside the declared set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<Lease>,
+    /// Stored leases past their expiry: the apply removes them and their addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expired_leases: Vec<Lease>,
+    /// Leases this change adds (`grant`) or takes away (`revoke`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub granted_leases: Vec<Lease>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub revoked_leases: Vec<Lease>,
+    /// Whether the provider stores leases: the change is then one conditional write of the
+    /// ranges and `leases` against `version`.
+    #[serde(skip)]
+    pub stores_leases: bool,
+    #[serde(skip)]
+    pub version: Option<String>,
 }
 
 impl TargetPlan {
@@ -107,6 +125,12 @@ impl TargetPlan {
             errors,
             drift: Vec::new(),
             cover: None,
+            leases: Vec::new(),
+            expired_leases: Vec::new(),
+            granted_leases: Vec::new(),
+            revoked_leases: Vec::new(),
+            stores_leases: false,
+            version: None,
         }
     }
 
@@ -139,6 +163,12 @@ impl TargetPlan {
             errors: vec![error],
             drift: Vec::new(),
             cover: None,
+            leases: Vec::new(),
+            expired_leases: Vec::new(),
+            granted_leases: Vec::new(),
+            revoked_leases: Vec::new(),
+            stores_leases: false,
+            version: None,
         }
     }
 }
@@ -223,8 +253,78 @@ pub async fn plan_one(b: &Bound<'_>, desired: &RangeSet) -> (TargetPlan, Option<
 }
 
 /// Plan the change of one target from a state already read: the guards (including the
-/// lockout guard) and source warnings are folded in.
+/// lockout guard) and source warnings are folded in. The target keeps its unexpired leases
+/// (their addresses join `desired`) and loses its expired ones.
 pub fn plan_with_state(b: &Bound<'_>, desired: &RangeSet, state: &State) -> TargetPlan {
+    let (kept, _) = split_expired(&state.leases, Timestamp::now());
+    plan_with_leases(b, desired, state, kept)
+}
+
+/// [`plan_with_state`] with the lease records the target should hold afterwards (`grant` adds
+/// one to the unexpired ones, `revoke` takes one away); the desired set is `desired` plus
+/// their addresses, under the same guards.
+pub fn plan_with_leases(
+    b: &Bound<'_>,
+    desired: &RangeSet,
+    state: &State,
+    leases: Vec<Lease>,
+) -> TargetPlan {
+    let now = Timestamp::now();
+    let full = desired.union(&RangeSet::from_nets(leases.iter().map(Lease::net)));
+    let mut plan = plan_ranges(b, &full, state);
+    let held = |l: &Lease| leases.iter().any(|k| k.id == l.id);
+    let stored = |l: &Lease| state.leases.iter().any(|s| s.id == l.id);
+    plan.expired_leases = state
+        .leases
+        .iter()
+        .filter(|l| l.is_expired(now) && !held(l))
+        .cloned()
+        .collect();
+    plan.revoked_leases = state
+        .leases
+        .iter()
+        .filter(|l| !l.is_expired(now) && !held(l))
+        .cloned()
+        .collect();
+    plan.granted_leases = leases.iter().filter(|l| !stored(l)).cloned().collect();
+    plan.stores_leases = b.provider.capabilities().leases;
+    plan.version = state.version.clone();
+    let records_change = !plan.expired_leases.is_empty()
+        || !plan.revoked_leases.is_empty()
+        || !plan.granted_leases.is_empty();
+    plan.leases = leases;
+    if plan.status == Status::InSync && records_change {
+        plan.status = Status::Changes;
+    }
+    if !plan.stores_leases && !plan.leases.is_empty() {
+        plan.errors.push(format!(
+            "the `{}` provider cannot store leases",
+            b.target.provider
+        ));
+        plan.status = Status::Refused;
+    }
+    plan
+}
+
+/// Make the target hold what `plan` says: for a provider that stores leases, one conditional
+/// write of the ranges and the lease records against the version the plan was read at (a
+/// target changed since is a conflict); otherwise a plain apply.
+pub async fn write(
+    b: &Bound<'_>,
+    plan: &TargetPlan,
+    opts: &ApplyOptions,
+) -> Result<Applied, ProviderError> {
+    if plan.stores_leases {
+        b.provider
+            .apply_leased(&plan.desired, &plan.leases, plan.version.as_deref(), opts)
+            .await
+    } else {
+        b.provider.apply(&plan.desired, opts).await
+    }
+}
+
+/// Plan the ranges alone: guards, cover, lockout and warnings.
+fn plan_ranges(b: &Bound<'_>, desired: &RangeSet, state: &State) -> TargetPlan {
     let checked = check(b, desired);
     let name = &b.target.name;
     let provider = &b.target.provider;

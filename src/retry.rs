@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, State, Violation,
+    Applied, ApplyOptions, Capabilities, Lease, Provider, ProviderError, RangeSet, State, Violation,
 };
 
 use rangekeeper_provider::MAX_RETRY_AFTER;
@@ -273,6 +273,31 @@ impl Provider for Retrying {
                 self.inner.disable(opts)
             })
             .await
+    }
+
+    /// A conditional write: throttling and transient faults are retried, but a conflict is
+    /// returned at once, since the version it was made against is stale and only a new read
+    /// and a new plan can go on ([`crate::lease::change`] and the reconcile loop do that).
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let what = format!("applying to `{}`", self.target);
+        self.policy
+            .run(Op::Write, &what, Some(opts.progress.as_ref()), || async {
+                match self
+                    .inner
+                    .apply_leased(desired, leases, version, opts)
+                    .await
+                {
+                    Err(ProviderError::Conflict(m)) => Ok(Err(ProviderError::Conflict(m))),
+                    other => other.map(Ok),
+                }
+            })
+            .await?
     }
 }
 

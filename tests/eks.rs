@@ -138,3 +138,83 @@ fn eks_refuses_reserved_ranges_no_wait_is_pending_and_missing_clusters_fail() {
     let all = format!("{}{}", stdout(&show), stderr(&show));
     assert!(all.contains("nope"), "{all}");
 }
+
+#[test]
+fn eks_leases_are_cluster_tags_beside_the_list() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_cluster("prod");
+    moto.tag("prod", &serde_json::json!({"team": "platform"}));
+    let r = Run::new(&moto, DECL);
+    assert!(r.run(&["apply", "--yes"]).status.success());
+
+    let g = r.run(&[
+        "grant",
+        "-t",
+        "prod-eks",
+        "--ttl",
+        "20m",
+        "--ip",
+        "81.2.70.9",
+        "--reason",
+        "deploy",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let id = stdout(&g).trim().to_owned();
+    assert_eq!(
+        moto.stored_cidrs("prod"),
+        [
+            "81.2.69.142/32",
+            "81.2.69.160/28",
+            "81.2.70.9/32",
+            "140.82.112.0/20"
+        ]
+    );
+    let tags = moto.tags("prod");
+    assert_eq!(tags["team"], "platform", "other tags are kept");
+    let value = tags[&format!("rangekeeper-lease-{id}")].as_str().unwrap();
+    assert!(value.starts_with("81.2.70.9 "), "{value}");
+    assert!(value.ends_with(" deploy"), "{value}");
+
+    // The lease is the target's, not drift: an in-sync plan keeps it.
+    let plan = r.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+    let list = r.run(&["leases", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["address"], "81.2.70.9");
+
+    let rv = r.run(&["revoke", "-t", "prod-eks", "--lease", &id]);
+    assert!(rv.status.success(), "{}", stderr(&rv));
+    assert_eq!(
+        moto.stored_cidrs("prod"),
+        ["81.2.69.142/32", "81.2.69.160/28", "140.82.112.0/20"]
+    );
+    let tags = moto.tags("prod");
+    assert!(
+        !tags.keys().any(|k| k.starts_with("rangekeeper-lease-")),
+        "{tags:?}"
+    );
+    assert_eq!(tags["team"], "platform");
+
+    // Fifty tags already: a lease does not fit, and says why.
+    let many: serde_json::Map<String, serde_json::Value> = (0..49)
+        .map(|i| (format!("t{i}"), serde_json::json!("x")))
+        .collect();
+    moto.tag("prod", &serde_json::Value::Object(many));
+    let updates = moto.update_calls();
+    let g = r.run(&[
+        "grant",
+        "-t",
+        "prod-eks",
+        "--ttl",
+        "20m",
+        "--ip",
+        "81.2.70.9",
+    ]);
+    assert_eq!(g.status.code(), Some(1));
+    assert!(
+        stderr(&g).contains("50 tags per resource"),
+        "{}",
+        stderr(&g)
+    );
+    assert_eq!(moto.update_calls(), updates, "nothing sent");
+}

@@ -322,6 +322,48 @@ fn validate_locates_a_missing_plugin_and_an_unknown_provider() {
     insta::assert_snapshot!("validate_missing_plugin", stderr(&o));
 }
 
+/// Leases over the plugin protocol: the Rust example plugin serves the file provider, whose
+/// capabilities say it stores leases; `grant` and `revoke` reach it as `apply-leased`, with
+/// the version of its `current` reply. The Python example stores none: `grant` refuses.
+#[test]
+fn grant_and_revoke_go_through_a_plugin_that_stores_leases() {
+    let s = Scratch::new(&format!(
+        "version: 1\ntargets:\n  edge:\n    provider: file-plugin\n    plugin: {}\n    path: allow.conf\n    allow: [192.0.2.1]\n  py:\n    provider: pyfile\n    path: py.txt\n    allow: [192.0.2.1]\n",
+        rust_example().display(),
+    ));
+    let run = |args: &[&str]| {
+        s.cmd()
+            .env("PATH", path_with_examples())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    let g = run(&[
+        "grant",
+        "-t",
+        "edge",
+        "--ttl",
+        "10m",
+        "--ip",
+        "198.51.100.7",
+    ]);
+    assert_eq!(code(&g), 0, "{}", seen(&g));
+    let id = stdout(&g).trim().to_owned();
+    let text = s.read("allow.conf");
+    assert!(text.contains("198.51.100.7/32"), "{text}");
+    assert!(text.contains(&format!("\"id\":\"{id}\"")), "{text}");
+    let r = run(&["revoke", "-t", "edge", "--lease", &id]);
+    assert_eq!(code(&r), 0, "{}", seen(&r));
+    assert!(!s.read("allow.conf").contains("198.51.100.7"));
+
+    let g = run(&["grant", "-t", "py", "--ttl", "10m", "--ip", "198.51.100.7"]);
+    assert_eq!(code(&g), 1, "{}", seen(&g));
+    assert!(stderr(&g).contains("cannot store leases"), "{}", seen(&g));
+    assert!(!s.read("py.txt").contains("198.51.100.7"));
+}
+
 /// The HAProxy plugin (`plugins/haproxy`), built once per test run.
 pub(crate) fn haproxy_plugin() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();

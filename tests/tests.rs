@@ -8,15 +8,19 @@
 mod aks;
 mod cli;
 mod common;
+mod container;
 #[cfg(feature = "eks")]
 mod eks;
 mod external_ips;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;
+mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
 mod layering;
+mod leases;
+mod markdown;
 mod plugins;
 mod reconcile;
 mod regression;

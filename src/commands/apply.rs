@@ -151,7 +151,7 @@ pub async fn execute(
             .find(|b| b.target.name == p.target)
             .map(|b| async move {
                 let (opts, progress) = commands::apply_options(&p.target, global, no_wait);
-                let r = b.provider.apply(&p.desired, &opts).await;
+                let r = crate::plan::write(b, p, &opts).await;
                 progress.finish();
                 TargetResult::from_outcome(&p.target, r)
             })

@@ -5,6 +5,8 @@ pub mod apply;
 pub mod disable;
 pub mod external_ips;
 pub mod import;
+pub mod lease;
+pub mod man;
 pub mod normalize;
 pub mod plan;
 pub mod providers;
@@ -37,6 +39,8 @@ pub enum Outcome {
     Changes,
     /// 1: something failed or was refused; the reason was printed.
     Failure,
+    /// This code (`exec`: its command's).
+    Exit(u8),
 }
 
 pub use crate::output::Reported;
@@ -335,6 +339,7 @@ pub fn audit_results(
             config: Vec::new(),
             result: r.result,
             error: r.error.clone(),
+            lease: None,
         };
         if let Err(e) = log.record(&record) {
             let what = audit::describe(&record);
@@ -355,12 +360,15 @@ pub fn audit_results(
     .into())
 }
 
-/// `--output github` is only for `validate`.
+/// `--output github` is only for `validate` and `--output markdown` only for `plan`: every
+/// other command refuses both (it would otherwise print its human output in their place).
 pub fn reject_github(global: &Global, command: &str) -> anyhow::Result<()> {
-    if global.output == OutputFormat::Github {
-        return Err(anyhow!(
-            "`--output github` is only for `validate`; use human or json with `{command}`"
-        ));
-    }
-    Ok(())
+    let (format, owner) = match global.output {
+        OutputFormat::Github => ("github", "validate"),
+        OutputFormat::Markdown => ("markdown", "plan"),
+        OutputFormat::Human | OutputFormat::Json => return Ok(()),
+    };
+    Err(anyhow!(
+        "`--output {format}` is only for `{owner}`; use human or json with `{command}`"
+    ))
 }

@@ -5,7 +5,11 @@ use crate::commands::{self, Outcome};
 use crate::plan::Status;
 
 pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
-    commands::reject_github(global, "plan")?;
+    if global.output == OutputFormat::Github {
+        anyhow::bail!(
+            "`--output github` is only for `validate`; use human, json or markdown with `plan`"
+        );
+    }
     let (decl, lockout) = commands::load(global).await?;
     let bound = commands::bind(
         global,
@@ -16,6 +20,11 @@ pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
     let plans = crate::plan::plan_all(&bound).await;
     match global.output {
         OutputFormat::Json => commands::print_json(&serde_json::json!({ "plans": plans }))?,
+        OutputFormat::Markdown => commands::print_human(&crate::output::plans_markdown(
+            &decl.file,
+            &plans,
+            crate::output::COMMENT_BUDGET,
+        ))?,
         _ => commands::print_human(&crate::output::plans_human(&plans))?,
     }
     if plans

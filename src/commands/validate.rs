@@ -9,6 +9,11 @@ use crate::output;
 use crate::registry;
 
 pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
+    if global.output == OutputFormat::Markdown {
+        anyhow::bail!(
+            "`--output markdown` is only for `plan`; use human, json or github with `validate`"
+        );
+    }
     let (decl, mut diags) = Declaration::load_partial(
         &global.file,
         LoadOptions {
@@ -117,7 +122,7 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
                 writeln!(out, "{}", output::github_annotation(d))?;
             }
         }
-        OutputFormat::Human => {
+        OutputFormat::Human | OutputFormat::Markdown => {
             let mut err = anstream::stderr().lock();
             for d in &diags {
                 writeln!(err, "{}", output::diagnostic_human(d))?;

@@ -96,6 +96,9 @@ pub struct Policy {
     pub protect: RangeSet,
     pub on_exceed: OnExceed,
     pub max_extra: Option<MaxExtra>,
+    /// The longest lease `grant` and `exec` accept on the target (`maxLeaseTtl`; `None`:
+    /// the default of 12h).
+    pub max_lease_ttl: Option<std::time::Duration>,
 }
 
 /// A validated target.
@@ -1143,6 +1146,31 @@ impl Resolver {
                     None
                 }
             });
+        let max_lease_ttl =
+            t.max_lease_ttl
+                .as_ref()
+                .and_then(|v| match source::parse_duration(&v.value) {
+                    Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
+                    Ok(_) => {
+                        self.error(
+                            Some(Pos::of(v)),
+                            tn,
+                            format!(
+                                "target `{name}`: `maxLeaseTtl` must be at least 1s, not `{}`",
+                                v.value.escape_debug()
+                            ),
+                        );
+                        None
+                    }
+                    Err(msg) => {
+                        self.error(
+                            Some(Pos::of(v)),
+                            tn,
+                            format!("target `{name}`: `maxLeaseTtl`: {msg}"),
+                        );
+                        None
+                    }
+                });
         let max_ranges = match &t.max_ranges {
             Some(m) if m.value == 0 => {
                 self.error(
@@ -1224,6 +1252,7 @@ impl Resolver {
                     protect,
                     on_exceed,
                     max_extra,
+                    max_lease_ttl,
                 },
                 config,
                 field_pos,

@@ -42,6 +42,7 @@ pub const TARGET_COMMON_KEYS: &[&str] = &[
     "allowBroad",
     "onExceed",
     "maxExtra",
+    "maxLeaseTtl",
 ];
 
 /// The keys of a composite set.
@@ -186,6 +187,7 @@ pub struct RawTarget {
     pub allow_broad: Option<Spanned<bool>>,
     pub on_exceed: Option<Spanned<String>>,
     pub max_extra: Option<Spanned<serde_json::Value>>,
+    pub max_lease_ttl: Option<Spanned<String>>,
     /// Provider-specific fields, in file order.
     pub fields: IndexMap<String, Spanned<serde_json::Value>>,
 }
@@ -216,6 +218,7 @@ impl<'de> Deserialize<'de> for RawTarget {
                         "allowBroad" => t.allow_broad = Some(map.next_value()?),
                         "onExceed" => t.on_exceed = Some(map.next_value()?),
                         "maxExtra" => t.max_extra = Some(map.next_value()?),
+                        "maxLeaseTtl" => t.max_lease_ttl = Some(map.next_value()?),
                         _ => {
                             let v = map.next_value::<Spanned<serde_json::Value>>()?;
                             t.fields.insert(key, v);

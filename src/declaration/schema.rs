@@ -109,7 +109,8 @@ pub fn schema() -> Value {
                             {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?x$"}
                         ],
                         "description": "With onExceed: cover, the most extra addresses the cover may admit: a count, or a multiple of the declared count like \"2x\"."
-                    }
+                    },
+                    "maxLeaseTtl": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$", "description": "The longest lease `rangekeeper grant` and `exec` accept on this target, e.g. 2h (default: 12h)."}
                 },
                 "additionalProperties": true,
                 "description": "Other keys are provider-specific (file: path, format, reload; aks: subscription, resourceGroup, cluster, ...)."

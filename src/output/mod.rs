@@ -10,6 +10,9 @@ use rangekeeper_provider::{Capabilities, State, UnrestrictedForm};
 use crate::declaration::{Diagnostic, Severity};
 use crate::plan::{Status, TargetPlan};
 
+mod markdown;
+pub use markdown::{COMMENT_BUDGET, plans_markdown};
+
 const BOLD: Style = Style::new().bold();
 pub(crate) const GREEN: Style = AnsiColor::Green.on_default();
 pub(crate) const RED: Style = AnsiColor::Red.on_default();
@@ -71,6 +74,7 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
                 let _ = writeln!(s, "    {m}");
             }
         }
+        let _ = write!(s, "{}", leases_human(p));
         if matches!(p.status, Status::Changes) {
             for a in p.add.prefixes() {
                 let _ = writeln!(s, "  {}", paint(GREEN, &format!("+ {a}")));
@@ -99,6 +103,42 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
     s
 }
 
+/// The leases of a plan, apart from the declared ranges: kept, granted, revoked, expired.
+fn leases_human(p: &TargetPlan) -> String {
+    let mut s = String::new();
+    let line = |l: &rangekeeper_provider::Lease, what: &str| {
+        let reason = l
+            .reason
+            .as_deref()
+            .map(|r| format!(", {}", r.escape_debug()))
+            .unwrap_or_default();
+        format!(
+            "lease {} {}: {} (by {}{reason})",
+            l.id,
+            l.address,
+            what,
+            l.requested_by.escape_debug()
+        )
+    };
+    for l in &p.leases {
+        let granted = p.granted_leases.iter().any(|g| g.id == l.id);
+        let text = line(l, &format!("until {}", l.expires));
+        if granted {
+            let _ = writeln!(s, "  {}", paint(GREEN, &format!("+ {text}")));
+        } else {
+            let _ = writeln!(s, "  {}", paint(DIM, &format!("= {text}")));
+        }
+    }
+    for l in &p.revoked_leases {
+        let _ = writeln!(s, "  {}", paint(RED, &format!("- {}", line(l, "revoked"))));
+    }
+    for l in &p.expired_leases {
+        let text = line(l, &format!("expired {}", l.expires));
+        let _ = writeln!(s, "  {}", paint(RED, &format!("- {text}")));
+    }
+    s
+}
+
 /// Human rendering of one target's current state.
 pub fn state_human(target: &str, provider: &str, state: &State) -> String {
     let mut s = String::new();
@@ -115,6 +155,24 @@ pub fn state_human(target: &str, provider: &str, state: &State) -> String {
             for p in set.prefixes() {
                 let _ = writeln!(s, "    {p}");
             }
+        }
+    }
+    if !state.leases.is_empty() {
+        let now = rangekeeper_provider::Timestamp::now();
+        let _ = writeln!(s, "  leases ({}):", state.leases.len());
+        for l in &state.leases {
+            let when = if l.is_expired(now) {
+                format!("expired {}", l.expires)
+            } else {
+                format!("until {}", l.expires)
+            };
+            let _ = writeln!(
+                s,
+                "    {} {} {when} (by {})",
+                l.id,
+                l.address,
+                l.requested_by.escape_debug()
+            );
         }
     }
     for w in &state.warnings {
@@ -140,6 +198,14 @@ pub fn state_json(target: &str, provider: &str, state: &State) -> serde_json::Va
             .collect::<serde_json::Map<_, _>>(),
         "warnings": state.warnings,
     });
+    if !state.leases.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert(
+            "leases".into(),
+            serde_json::to_value(&state.leases).unwrap_or_default(),
+        );
+    }
     if !state.drift.is_empty()
         && let Some(o) = v.as_object_mut()
     {

@@ -15,7 +15,8 @@ pub struct Record<'a> {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     /// `initial`, `drift`, `declaration`, `source` or `config` (the reconciler), or the
-    /// command that made the change by hand: `apply`, `update` or `disable`.
+    /// command that made the change by hand: `apply`, `update`, `disable`, `grant`,
+    /// `revoke` or `exec`.
     pub trigger: &'a str,
     /// For a `config` change: the settings that changed (`ports: [6443] -> [6443,10254]`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -24,6 +25,9 @@ pub struct Record<'a> {
     pub result: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The lease a `grant`, `revoke` or `exec` added or removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<rangekeeper_provider::Lease>,
 }
 
 /// The append-only audit log.
@@ -157,6 +161,7 @@ mod tests {
                 config: vec![],
                 result,
                 error: None,
+                lease: None,
             })
             .unwrap();
         }
@@ -192,6 +197,7 @@ mod full_disk {
                 config: vec![],
                 result: "applied",
                 error: None,
+                lease: None,
             })
             .unwrap_err();
         assert!(e.to_string().contains("audit.jsonl"), "{e}");

@@ -19,6 +19,13 @@ struct TargetMetrics {
     errors: BTreeMap<&'static str, u64>,
     ranges: usize,
     in_sync: bool,
+    /// Unexpired leases held after the last pass, and their ids (`None` before the first
+    /// pass that saw the target's leases).
+    leases: usize,
+    lease_ids: Option<std::collections::BTreeSet<String>>,
+    lease_grants: u64,
+    lease_revokes: u64,
+    lease_expiries: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -88,6 +95,26 @@ impl Metrics {
                 t.last_change = Some(now);
                 t.applies += 1;
             }
+        });
+    }
+
+    /// The leases a target holds after a pass (`held`, by id) and the expired ones the pass
+    /// removed: leases new since the last pass count as grants, leases gone without expiring
+    /// as revokes.
+    pub fn leases(&self, target: &str, held: &[String], expired: &[String]) {
+        self.with(|i| {
+            let t = i.targets.entry(target.to_owned()).or_default();
+            let now: std::collections::BTreeSet<String> = held.iter().cloned().collect();
+            if let Some(before) = &t.lease_ids {
+                t.lease_grants += now.difference(before).count() as u64;
+                t.lease_revokes += before
+                    .difference(&now)
+                    .filter(|id| !expired.contains(id))
+                    .count() as u64;
+            }
+            t.lease_expiries += expired.len() as u64;
+            t.leases = now.len();
+            t.lease_ids = Some(now);
         });
     }
 
@@ -192,6 +219,30 @@ impl Metrics {
                 "gauge",
                 "Prefixes in the target's desired set.",
                 i.targets.iter().map(|(n, m)| (t(n), m.ranges as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_leases",
+                "gauge",
+                "Unexpired leases the target holds (targets whose provider stores leases).",
+                i.targets.iter().filter(|(_, m)| m.lease_ids.is_some()).map(|(n, m)| (t(n), m.leases as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_lease_grants_total",
+                "counter",
+                "Leases granted on the target (seen new by a reconcile pass).",
+                i.targets.iter().filter(|(_, m)| m.lease_ids.is_some()).map(|(n, m)| (t(n), m.lease_grants as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_lease_revokes_total",
+                "counter",
+                "Leases revoked on the target before they expired (seen gone by a reconcile pass).",
+                i.targets.iter().filter(|(_, m)| m.lease_ids.is_some()).map(|(n, m)| (t(n), m.lease_revokes as f64)).collect(),
+            );
+            family(
+                "rangekeeper_target_lease_expiries_total",
+                "counter",
+                "Expired leases the reconciler removed from the target (a job that never revoked).",
+                i.targets.iter().filter(|(_, m)| m.lease_ids.is_some()).map(|(n, m)| (t(n), m.lease_expiries as f64)).collect(),
             );
             family(
                 "rangekeeper_target_drift_total",

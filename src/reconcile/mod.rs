@@ -114,6 +114,8 @@ pub enum Trigger {
     /// The target's provider settings changed (in the declaration or a file its provider
     /// imports), e.g. the restricted ports.
     Config,
+    /// A lease stored with the target expired (its job never revoked it).
+    LeaseExpiry,
 }
 
 impl Trigger {
@@ -124,6 +126,7 @@ impl Trigger {
             Trigger::Declaration => "declaration",
             Trigger::Source => "source",
             Trigger::Config => "config",
+            Trigger::LeaseExpiry => "lease-expiry",
         }
     }
 }
@@ -151,6 +154,9 @@ pub struct Pass {
     pub notes: Vec<String>,
     pub pending: bool,
     pub result: Result<(), ReconcileError>,
+    /// A target that stores leases, after a successful pass: the ids of the leases it holds,
+    /// and those of the expired leases this pass removed.
+    pub leases: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// Logs provider progress.
@@ -184,6 +190,7 @@ pub async fn reconcile(
             change: None,
             notes: Vec::new(),
             pending: false,
+            leases: None,
             result: Err(if target.source_errors.is_empty() {
                 ReconcileError::Config(e.to_string())
             } else {
@@ -209,6 +216,7 @@ pub async fn reconcile_with(
         notes: Vec::new(),
         pending: false,
         result: Ok(()),
+        leases: None,
     };
     if !target.source_errors.is_empty() {
         pass.result = Err(ReconcileError::Source(target.source_errors.clone()));
@@ -226,8 +234,15 @@ pub async fn reconcile_with(
             return pass;
         }
     };
+    // Addresses only leases hold are rangekeeper's own doing, not drift: they are left out
+    // of what the reconciler remembers and compares.
+    let lease_only = |leases: &[rangekeeper_provider::Lease]| {
+        RangeSet::from_nets(leases.iter().map(rangekeeper_provider::Lease::net))
+            .difference(&target.desired)
+    };
+    let leased = lease_only(&state.leases);
     let current = match state.restriction.known() {
-        Ok(c) => c.cloned(),
+        Ok(c) => c.map(|c| c.difference(&leased)),
         Err(e) => {
             pass.result = Err(ReconcileError::Read(e));
             return pass;
@@ -248,8 +263,13 @@ pub async fn reconcile_with(
         pass.result = Err(ReconcileError::Read(e));
         return pass;
     }
+    let ids = |ls: &[rangekeeper_provider::Lease]| ls.iter().map(|l| l.id.to_string()).collect();
     match plan.status {
-        Status::InSync => {}
+        Status::InSync => {
+            if plan.stores_leases {
+                pass.leases = Some((ids(&plan.leases), Vec::new()));
+            }
+        }
         Status::Refused | Status::Error => {
             pass.result = Err(ReconcileError::Refused(plan.errors.clone()));
             if plan.status == Status::Refused {
@@ -262,19 +282,30 @@ pub async fn reconcile_with(
             }
         }
         Status::Changes => {
+            let mut trigger = trigger_of(&pass, last_seen.as_ref(), hint);
+            if trigger == Trigger::Drift && pass.drift.is_none() && !plan.expired_leases.is_empty()
+            {
+                trigger = Trigger::LeaseExpiry;
+            }
             let change = Change {
                 added: plan.add.clone(),
                 removed: plan.remove.clone(),
-                trigger: trigger_of(&pass, last_seen.as_ref(), hint),
+                trigger,
                 config: Vec::new(),
             };
             let opts = ApplyOptions {
                 wait: true,
                 progress: Arc::new(LogProgress(target.name.clone())),
             };
-            match b.provider.apply(&plan.desired, &opts).await {
+            match planning::write(&b, &plan, &opts).await {
                 Ok(applied) => {
-                    pass.holds = Some(plan.desired.clone());
+                    if plan.stores_leases {
+                        pass.leases = Some((ids(&plan.leases), ids(&plan.expired_leases)));
+                        for l in &plan.expired_leases {
+                            tracing::info!(target = %target.name, "lease {} of {} (by {}) expired at {}: removed", l.id, l.address, l.requested_by, l.expires);
+                        }
+                    }
+                    pass.holds = Some(plan.desired.difference(&lease_only(&plan.leases)));
                     pass.notes = applied.notes;
                     pass.pending = applied.pending;
                 }
@@ -678,6 +709,7 @@ impl Controller {
             change: None,
             notes: Vec::new(),
             pending: false,
+            leases: None,
             result: Err(ReconcileError::Panicked(why)),
         });
     }
@@ -732,6 +764,7 @@ impl Controller {
             config: c.config.clone(),
             result,
             error,
+            lease: None,
         };
         let mut summary = Summary {
             target: name.clone(),
@@ -803,6 +836,9 @@ impl Controller {
                     tracing::debug!(target = %name, "in sync");
                 }
                 self.metrics.success(&name, changed);
+                if let Some((held, expired)) = &pass.leases {
+                    self.metrics.leases(&name, held, expired);
+                }
                 slot.config_change.clear();
                 if let (Some(holds), Some(t)) = (&pass.holds, self.decl.targets.get(&name)) {
                     self.memory.remember(&name, memory::Seen::new(t, holds));

@@ -129,6 +129,35 @@ impl Moto {
             .collect()
     }
 
+    /// The cluster's tags as moto stores them.
+    pub fn tags(&self, name: &str) -> serde_json::Map<String, serde_json::Value> {
+        let (status, body) = self.request("GET", &format!("/clusters/{name}"), "");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["cluster"]["tags"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Tag the cluster (TagResource by its ARN).
+    pub fn tag(&self, name: &str, tags: &serde_json::Value) {
+        let (status, body) = self.request("GET", &format!("/clusters/{name}"), "");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let arn = v["cluster"]["arn"]
+            .as_str()
+            .unwrap()
+            .replace(':', "%3A")
+            .replace('/', "%2F");
+        let (status, body) = self.request(
+            "POST",
+            &format!("/tags/{arn}"),
+            &serde_json::json!({ "tags": tags }).to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// How many UpdateClusterConfig requests moto received.
     pub fn update_calls(&self) -> usize {
         std::fs::read_to_string(self.dir.path().join("recording"))

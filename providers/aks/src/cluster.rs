@@ -1,6 +1,7 @@
 //! Reading and changing the managed-cluster JSON. The body stays a `serde_json::Value`
 //! (preserve_order) so every field, known or not, goes back as it was read; only
-//! `properties.apiServerAccessProfile.authorizedIPRanges` is ever changed.
+//! `properties.apiServerAccessProfile.authorizedIPRanges` and the `rangekeeper-lease-*` tags
+//! are ever changed.
 //!
 //! Read-only fields (`provisioningState`, `powerState`, `fqdn`, `currentKubernetesVersion`,
 //! `effectiveOutboundIPs`, agent-pool `eTag`s, ...) are NOT stripped before the PUT: ARM
@@ -13,8 +14,87 @@
 use std::net::IpAddr;
 
 use rangekeeper_provider::cidr::{self, IpNet};
+use rangekeeper_provider::lease::{Lease, TAG_PREFIX};
 use rangekeeper_provider::{ProviderError, RangeSet, Restriction};
 use serde_json::{Map, Value};
+
+/// Azure allows 50 tags per resource.
+pub const MAX_TAGS: usize = 50;
+/// Azure tag values have at most 256 characters (names 512).
+pub const MAX_TAG_VALUE: usize = 256;
+
+/// The leases stored in the cluster's tags (`rangekeeper-lease-<id>`); a lease tag that
+/// cannot be read is an error naming it.
+pub fn leases_of(body: &Value) -> Result<Vec<Lease>, ProviderError> {
+    let Some(tags) = body.get("tags").and_then(Value::as_object) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (k, v) in tags {
+        let value = v.as_str().unwrap_or_default();
+        if let Some(l) = Lease::from_tag(k, value) {
+            out.push(l.map_err(|e| {
+                ProviderError::Other(format!("{e}; fix or remove the tag on the cluster"))
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// Replace the lease tags with `leases`, keeping every other tag; refuses (invalid) when the
+/// tags would pass Azure's limit of 50 per resource.
+pub fn set_lease_tags(body: &mut Value, leases: &[Lease]) -> Result<(), ProviderError> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| ProviderError::Other("the managed cluster is not a JSON object".into()))?;
+    let tags = obj
+        .entry("tags")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if tags.is_null() {
+        *tags = Value::Object(Map::new());
+    }
+    let tags = tags
+        .as_object_mut()
+        .ok_or_else(|| ProviderError::Other("the cluster's `tags` is not an object".into()))?;
+    tags.retain(|k, _| !k.starts_with(TAG_PREFIX));
+    let others = tags.len();
+    if others + leases.len() > MAX_TAGS {
+        return Err(ProviderError::Invalid(format!(
+            "the lease does not fit: Azure allows {MAX_TAGS} tags per resource, and the cluster has {others} other tag{} and would have {} lease tag{}",
+            if others == 1 { "" } else { "s" },
+            leases.len(),
+            if leases.len() == 1 { "" } else { "s" }
+        )));
+    }
+    for l in leases {
+        let v = l.tag_value();
+        debug_assert!(v.chars().count() <= MAX_TAG_VALUE);
+        tags.insert(l.tag_key(), Value::String(v));
+    }
+    Ok(())
+}
+
+/// Whether the cluster's lease tags are exactly `leases` (as they would be written).
+pub fn lease_tags_are(body: &Value, leases: &[Lease]) -> bool {
+    let held: std::collections::BTreeMap<&str, &str> = body
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|t| {
+            t.iter()
+                .filter(|(k, _)| k.starts_with(TAG_PREFIX))
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let want: Vec<(String, String)> = leases
+        .iter()
+        .map(|l| (l.tag_key(), l.tag_value()))
+        .collect();
+    held.len() == want.len()
+        && want
+            .iter()
+            .all(|(k, v)| held.get(k.as_str()) == Some(&v.as_str()))
+}
 
 /// The special value meaning "only the cluster's own outbound IP".
 pub const OWN_OUTBOUND_IP: &str = "0.0.0.0/32";
@@ -189,6 +269,51 @@ mod tests {
         ))
         .unwrap();
         v["responses"]["200"]["body"].clone()
+    }
+
+    fn lease(id: &str) -> Lease {
+        Lease {
+            id: rangekeeper_provider::LeaseId::parse(id).unwrap(),
+            address: "203.0.113.7".parse().unwrap(),
+            expires: rangekeeper_provider::Timestamp::parse("2026-12-07T02:30:00Z").unwrap(),
+            requested_by: "ci".into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn lease_tags_replace_only_lease_tags_and_read_back() {
+        let mut body = fixture();
+        body["tags"] = serde_json::json!({"owner": "ops", "rangekeeper-lease-old": "x"});
+        set_lease_tags(&mut body, &[lease("a1"), lease("b2")]).unwrap();
+        let tags = body["tags"].as_object().unwrap();
+        assert_eq!(tags["owner"], "ops");
+        assert!(!tags.contains_key("rangekeeper-lease-old"));
+        assert_eq!(leases_of(&body).unwrap(), vec![lease("a1"), lease("b2")]);
+        assert!(lease_tags_are(&body, &[lease("a1"), lease("b2")]));
+        assert!(!lease_tags_are(&body, &[lease("a1")]));
+    }
+
+    #[test]
+    fn leases_past_the_tag_limit_are_refused_with_the_reason() {
+        let mut body = fixture();
+        let others: Map<String, Value> = (0..49)
+            .map(|i| (format!("t{i}"), Value::String("v".into())))
+            .collect();
+        body["tags"] = Value::Object(others);
+        set_lease_tags(&mut body, &[lease("a1")]).unwrap();
+        let err = set_lease_tags(&mut body, &[lease("a1"), lease("b2")]).unwrap_err();
+        assert!(matches!(err, ProviderError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("50 tags"), "{err}");
+        assert!(err.to_string().contains("49 other tags"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_lease_tag_is_an_error_naming_it() {
+        let mut body = fixture();
+        body["tags"] = serde_json::json!({"rangekeeper-lease-x1": "garbage"});
+        let err = leases_of(&body).unwrap_err().to_string();
+        assert!(err.contains("rangekeeper-lease-x1"), "{err}");
     }
 
     #[test]

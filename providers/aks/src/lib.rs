@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
-    TargetConfig, UnrestrictedForm, Violation,
+    Applied, ApplyOptions, Capabilities, Lease, Provider, ProviderError, RangeSet, Restriction,
+    State, TargetConfig, UnrestrictedForm, Violation,
 };
 
 use crate::arm::{Accepted, ArmClient, PollStatus};
@@ -44,6 +44,14 @@ pub fn capabilities() -> Capabilities {
     .with_max_ranges(Some(MAX_RANGES))
     .with_unrestricted(UnrestrictedForm::EmptyList)
     .with_async_apply(true)
+    .with_leases(true)
+}
+
+/// The lease records an apply writes as tags in the same PUT, and the eTag it was planned at.
+#[derive(Clone, Copy)]
+struct Leased<'a> {
+    leases: &'a [Lease],
+    version: Option<&'a str>,
 }
 
 /// Build the provider for one target, with credentials from the environment (see
@@ -382,13 +390,27 @@ impl AksProvider {
     async fn converge(
         &self,
         goal: Goal<'_>,
+        leased: Option<Leased<'_>>,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
         let mut notes: Vec<String> = Vec::new();
         let wanted = goal.strings();
         let res = self.get_cluster().await?;
+        if let Some(Leased {
+            version: Some(v), ..
+        }) = leased
+            && res.etag.as_deref() != Some(v)
+        {
+            return Err(ProviderError::Conflict(format!(
+                "cluster `{}` changed since it was read (eTag {} is now {})",
+                self.target.cluster,
+                v,
+                res.etag.as_deref().unwrap_or("absent")
+            )));
+        }
         let current = cluster::restriction_of(&res.body)?;
-        if goal.is_met_by(&current) {
+        let tags_met = leased.is_none_or(|l| cluster::lease_tags_are(&res.body, l.leases));
+        if goal.is_met_by(&current) && tags_met {
             if !self.take_unconfirmed(&wanted) {
                 tracing::debug!(cluster = %self.target.cluster, "already in sync: nothing sent");
                 return Ok(Applied::unchanged());
@@ -400,7 +422,7 @@ impl AksProvider {
             let settled = self.wait_settled(opts).await.inspect_err(|_| {
                 self.set_unconfirmed(Some(wanted.clone()));
             })?;
-            return self.confirm(&goal, &settled.body, &[], notes);
+            return self.confirm(&goal, leased, &settled.body, &[], notes);
         }
 
         let egress = match &goal {
@@ -414,6 +436,10 @@ impl AksProvider {
 
         let mut body = res.body;
         cluster::set_ranges(&mut body, &wanted)?;
+        if let Some(l) = leased {
+            // The lease tags travel in the same If-Match PUT as the ranges.
+            cluster::set_lease_tags(&mut body, l.leases)?;
+        }
         opts.progress.message(&format!(
             "updating authorized IP ranges of cluster {}",
             self.target.cluster
@@ -436,7 +462,7 @@ impl AksProvider {
             Err(e) => Err(e),
         };
         match finished {
-            Ok(back) => self.confirm(&goal, &back.body, &egress, notes),
+            Ok(back) => self.confirm(&goal, leased, &back.body, &egress, notes),
             Err(e) => {
                 // Polling failed or timed out: the operation may still finish.
                 if matches!(
@@ -455,10 +481,19 @@ impl AksProvider {
     fn confirm(
         &self,
         goal: &Goal<'_>,
+        leased: Option<Leased<'_>>,
         body: &serde_json::Value,
         egress: &[IpAddr],
         mut notes: Vec<String>,
     ) -> Result<Applied, ProviderError> {
+        if let Some(l) = leased
+            && !cluster::lease_tags_are(body, l.leases)
+        {
+            return Err(ProviderError::Conflict(format!(
+                "cluster `{}` was changed by someone else after our update succeeded: its lease tags differ",
+                self.target.cluster
+            )));
+        }
         let back = cluster::restriction_of(body)?;
         if goal.is_met_by(&back) {
             return Ok(Applied::changed().with_notes(notes));
@@ -504,7 +539,8 @@ impl Provider for AksProvider {
     async fn current(&self) -> Result<State, ProviderError> {
         let res = self.get_cluster().await?;
         let restriction = cluster::restriction_of(&res.body)?;
-        let mut state = State::new(restriction);
+        let leases = cluster::leases_of(&res.body)?;
+        let mut state = State::new(restriction).with_leases(leases, res.etag.clone());
         state.details = cluster::details(&res.body);
         match &state.restriction {
             Restriction::Unrestricted => state.warnings.push(
@@ -557,6 +593,38 @@ impl Provider for AksProvider {
         desired: &RangeSet,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
+        self.apply_ranges(desired, None, opts).await
+    }
+
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
+            return Err(ProviderError::Invalid(format!(
+                "lease {} is for {}, which the desired set does not hold",
+                l.id, l.address
+            )));
+        }
+        self.apply_ranges(desired, Some(Leased { leases, version }), opts)
+            .await
+    }
+
+    async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
+        self.converge(Goal::Unrestricted, None, opts).await
+    }
+}
+
+impl AksProvider {
+    async fn apply_ranges(
+        &self,
+        desired: &RangeSet,
+        leased: Option<Leased<'_>>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
         rangekeeper_provider::refuse_empty(
             desired,
             "on AKS an empty list opens the API server to the whole internet",
@@ -578,10 +646,6 @@ impl Provider for AksProvider {
                 desired.len()
             )));
         }
-        self.converge(Goal::Ranges(desired), opts).await
-    }
-
-    async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
-        self.converge(Goal::Unrestricted, opts).await
+        self.converge(Goal::Ranges(desired), leased, opts).await
     }
 }

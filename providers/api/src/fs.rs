@@ -149,6 +149,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], new_mode: u32) -> std::io::Result
     result.map(|()| path)
 }
 
+/// An exclusive lock on a lock file, held until dropped (the kernel releases it when the
+/// process dies, so a killed writer never leaves it held).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Take an exclusive `flock(2)` on `path` (created with mode 0600 if missing), waiting for
+/// any other holder. Writers of one file take the lock beside it, so their read-modify-write
+/// cycles never interleave.
+#[cfg(unix)]
+pub fn lock_exclusive(path: &Path) -> std::io::Result<FileLock> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(FileLock { _file: file })
+}
+
 /// Follow `path` through symlinks to the file they name (which need not exist yet).
 pub fn resolve_symlinks(path: &Path) -> std::io::Result<PathBuf> {
     let mut current = path.to_path_buf();

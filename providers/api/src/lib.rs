@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod fs;
 pub mod hint;
 pub mod import;
+pub mod lease;
 pub mod protocol;
 pub mod secret;
 #[cfg(feature = "serve")]
@@ -26,6 +27,7 @@ mod serve;
 pub use serve::{serve, serve_io};
 
 pub use import::{ImportHook, ImportNote, Imported, ImportedRange, Location, NoteSeverity};
+pub use lease::{Lease, LeaseId, Timestamp};
 pub use secret::Secret;
 mod wire;
 
@@ -90,6 +92,27 @@ pub struct Capabilities {
     /// facts on its own side.
     #[serde(default)]
     pub stores_metadata: bool,
+    /// Whether the target stores [`Lease`]s with its ranges ([`Provider::apply_leased`]), so
+    /// `rangekeeper grant` can open it to one address for a while. A provider that says yes
+    /// must: report the stored leases and a version of what it read in
+    /// [`State::leases`] and [`State::version`] from `current`; write the ranges and exactly
+    /// the lease records it is given in one step that fails with
+    /// [`ProviderError::Conflict`] when the target is no longer at that version (its
+    /// compare-and-swap: an eTag, a resourceVersion, a lock and a re-read); and refuse with
+    /// [`ProviderError::Invalid`], saying why, leases that do not fit its store (a tag
+    /// limit). When false, `grant` refuses on the target.
+    ///
+    /// How the built-in stores do it: `file` keeps a `# rangekeeper-lease:` header line per
+    /// lease and a lock file beside it (version: a digest of the file); `aks` keeps
+    /// `rangekeeper-lease-<id>` cluster tags in the same `If-Match` PUT as the ranges (version:
+    /// the eTag); `eks` keeps the same tags via TagResource/UntagResource (version: a digest of
+    /// the list and the lease tags, compared before writing and read back after). A
+    /// Kubernetes provider would keep them as annotations on the object it writes, in the same
+    /// update as the rules, with the object's `metadata.resourceVersion` as the version (the
+    /// API server refuses a stale one with 409 Conflict). Use [`crate::lease::Lease::tag_key`]
+    /// and [`crate::lease::Lease::tag_value`] (or the JSON form) so every store reads alike.
+    #[serde(default)]
+    pub leases: bool,
 }
 
 fn yes() -> bool {
@@ -115,6 +138,7 @@ impl Capabilities {
             unrestricted: UnrestrictedForm::Removed,
             async_apply: false,
             stores_metadata: false,
+            leases: false,
         }
     }
 
@@ -155,6 +179,12 @@ impl Capabilities {
 
     pub fn with_stores_metadata(mut self, yes: bool) -> Self {
         self.stores_metadata = yes;
+        self
+    }
+
+    /// The target stores leases ([`Capabilities::leases`] says what that takes).
+    pub fn with_leases(mut self, yes: bool) -> Self {
+        self.leases = yes;
         self
     }
 }
@@ -211,6 +241,14 @@ pub struct State {
     /// has no effect").
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The leases stored with the target, expired ones included (a provider that stores
+    /// leases only; see [`Capabilities::leases`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<Lease>,
+    /// What the target was at when read (an eTag, a resourceVersion, a digest of a file), for
+    /// the compare-and-swap of [`Provider::apply_leased`]; opaque to the binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Ways the target departs from its own restriction that the next apply repairs, each
     /// said in words (HAProxy: the ACL file a restart would load holds another list than the
     /// live ACL). A target with drift is never in sync: `plan` shows it, `apply` repairs it.
@@ -224,8 +262,17 @@ impl State {
             restriction,
             details: Vec::new(),
             warnings: Vec::new(),
+            leases: Vec::new(),
+            version: None,
             drift: Vec::new(),
         }
+    }
+
+    /// The leases stored with the target and the version read.
+    pub fn with_leases(mut self, leases: Vec<Lease>, version: Option<String>) -> Self {
+        self.leases = leases;
+        self.version = version;
+        self
     }
 
     /// Add drift that the next apply repairs (the target is then never in sync).
@@ -644,6 +691,30 @@ pub trait Provider: Send + Sync {
 
     /// Lift the restriction (the target's [`UnrestrictedForm`]).
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError>;
+
+    /// Make the target hold `desired` (never empty) and exactly the lease records `leases`,
+    /// in one conditional write: only when the target is still at `version` (the
+    /// [`State::version`] of the read the change was planned from); a target changed since
+    /// is a [`ProviderError::Conflict`], and the binary plans again from a new read. The
+    /// binary calls this instead of [`Provider::apply`] for every change to a provider whose
+    /// [`Capabilities::leases`] is true, so lease records and their addresses never part;
+    /// `desired` already holds every lease's address. Leases the store cannot hold (a tag
+    /// limit) are refused with [`ProviderError::Invalid`] saying why. Must send nothing when
+    /// the target already holds both.
+    ///
+    /// The default refuses: the provider cannot store leases.
+    async fn apply_leased(
+        &self,
+        _desired: &RangeSet,
+        _leases: &[Lease],
+        _version: Option<&str>,
+        _opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        Err(ProviderError::Invalid(format!(
+            "the `{}` provider cannot store leases",
+            self.capabilities().name
+        )))
+    }
 }
 
 /// The one refusal of an empty desired set, for the top of every [`Provider::apply`]: an empty

@@ -98,6 +98,17 @@ pub enum Operation {
     /// plugin's `current` just returned. Reply: [`Checked`]. A plugin that answers
     /// `unsupported` finds nothing (the trait's default).
     Preflight { ranges: Vec<String>, current: State },
+    /// Write the ranges and exactly these lease records in one step, only when the target is
+    /// still at `version` (the `version` of the plugin's last `current` reply); otherwise a
+    /// `conflict` error. Sent only to a plugin whose capabilities say `leases: true`.
+    /// Reply: [`crate::Applied`].
+    ApplyLeased {
+        ranges: Vec<String>,
+        leases: Vec<crate::Lease>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
+        wait: bool,
+    },
     /// An operation a newer host knows and this plugin does not; the plugin answers with an
     /// `unsupported` error.
     #[serde(other)]
@@ -114,6 +125,7 @@ impl Operation {
             Operation::Apply { .. } => "apply",
             Operation::Disable { .. } => "disable",
             Operation::Preflight { .. } => "preflight",
+            Operation::ApplyLeased { .. } => "apply-leased",
             Operation::Unknown => "unknown",
         }
     }
@@ -222,6 +234,16 @@ mod tests {
         }
     }
 
+    fn lease() -> crate::Lease {
+        crate::Lease {
+            id: crate::LeaseId::parse("k3v9q2m7x1ab").unwrap(),
+            address: "203.0.113.7".parse().unwrap(),
+            expires: crate::Timestamp::parse("2026-12-07T02:30:00Z").unwrap(),
+            requested_by: "alice@github:org/repo/actions/runs/123".into(),
+            reason: Some("deploy".into()),
+        }
+    }
+
     fn ranges(items: &[&str]) -> Vec<String> {
         wire_ranges(&crate::parse_wire_ranges(items).unwrap())
     }
@@ -288,7 +310,34 @@ mod tests {
                     Some(target()),
                 ),
             ),
+            (
+                "apply-leased request (a provider that stores leases)",
+                req(
+                    Operation::ApplyLeased {
+                        ranges: ranges(&["192.0.2.0/24", "203.0.113.7/32"]),
+                        leases: vec![lease()],
+                        version: Some("W/\"etag-42\"".into()),
+                        wait: true,
+                    },
+                    Some(target()),
+                ),
+            ),
             ("capabilities reply", ok(val(&caps))),
+            (
+                "capabilities reply, a provider that stores leases",
+                ok(val(&Capabilities::new(
+                    "haproxy",
+                    "HAProxy ACL via the runtime API",
+                )
+                .with_leases(true))),
+            ),
+            (
+                "current reply with leases and a version",
+                ok(val(&State::new(Restriction::Ranges(
+                    crate::parse_wire_ranges(&["192.0.2.0/24", "203.0.113.7/32"]).unwrap(),
+                ))
+                .with_leases(vec![lease()], Some("W/\"etag-42\"".into())))),
+            ),
             (
                 "check reply",
                 ok(val(&Checked {
@@ -500,7 +549,7 @@ sys.exit(1 if bad else 0)
     #[test]
     fn an_unknown_operation_reads_as_unknown() {
         let r: Request = serde_json::from_str(
-            r#"{"v":1,"kind":"lease","ttl":5,"target":{"name":"t","baseDir":"/"}}"#,
+            r#"{"v":1,"kind":"rotate","ttl":5,"target":{"name":"t","baseDir":"/"}}"#,
         )
         .unwrap();
         assert_eq!(r.op, Operation::Unknown);

@@ -172,6 +172,22 @@ impl Provider for Scrubbed {
         clean_all(&mut applied.notes);
         Ok(applied)
     }
+
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[crate::Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let mut applied = self
+            .0
+            .apply_leased(desired, leases, version, opts)
+            .await
+            .map_err(clean)?;
+        clean_all(&mut applied.notes);
+        Ok(applied)
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,18 @@ async fn answer(p: &dyn Provider, op: Operation, out: &Out) -> Reply<serde_json:
             ),
             Err(e) => Err(ProviderError::Invalid(e)),
         },
+        Operation::ApplyLeased {
+            ranges,
+            leases,
+            version,
+            wait,
+        } => match parse_wire_ranges(&ranges) {
+            Ok(set) => to_value(
+                p.apply_leased(&set, &leases, version.as_deref(), &opts(wait))
+                    .await,
+            ),
+            Err(e) => Err(ProviderError::Invalid(e)),
+        },
         Operation::Unknown => Err(ProviderError::Unknown {
             kind: protocol::UNSUPPORTED.into(),
             message: "this plugin does not know the operation".into(),

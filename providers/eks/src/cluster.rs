@@ -34,6 +34,12 @@ pub(crate) struct ClusterView {
     pub set: RangeSet,
     /// Entries the server stored with host bits set (kept at their network boundary).
     pub host_bits: Vec<String>,
+    /// The cluster's ARN (for TagResource), when returned.
+    pub arn: Option<String>,
+    /// The API server's URL (`https://<id>.<region>.eks.amazonaws.com`), when returned.
+    pub endpoint: Option<String>,
+    /// The cluster's tags, sorted by key.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl ClusterView {
@@ -79,7 +85,56 @@ impl ClusterView {
             raw_cidrs,
             set: RangeSet::from_nets(nets),
             host_bits,
+            arn: c.arn().map(str::to_owned),
+            endpoint: c.endpoint().map(str::to_owned),
+            tags: c
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
         })
+    }
+
+    /// The leases stored in the cluster's tags; a lease tag that cannot be read is an error
+    /// naming it.
+    pub fn leases(&self) -> Result<Vec<rangekeeper_provider::Lease>, ProviderError> {
+        let mut out = Vec::new();
+        for (k, v) in &self.tags {
+            if let Some(l) = rangekeeper_provider::Lease::from_tag(k, v) {
+                out.push(l.map_err(|e| {
+                    ProviderError::Other(format!(
+                        "cluster `{}`: {e}; fix or remove the tag",
+                        self.name
+                    ))
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the cluster's list and lease tags are, as a digest: EKS has no eTag, so a lease
+    /// change compares this before writing and reads back after.
+    pub fn version(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for c in self.set.prefixes() {
+            h.update(c.to_string().as_bytes());
+            h.update(b"\n");
+        }
+        for (k, v) in self
+            .tags
+            .iter()
+            .filter(|(k, _)| k.starts_with(rangekeeper_provider::lease::TAG_PREFIX))
+        {
+            h.update(k.as_bytes());
+            h.update(b"=");
+            h.update(v.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The set that lifts the restriction on this cluster: `0.0.0.0/0`, plus `::/0` on IPv6
@@ -102,13 +157,17 @@ impl ClusterView {
     }
 
     /// The state for `show`/`plan`: restriction, details and warnings.
-    pub fn state(&self) -> State {
-        let mut state = State::new(self.restriction());
+    pub fn state(&self) -> Result<State, ProviderError> {
+        let mut state =
+            State::new(self.restriction()).with_leases(self.leases()?, Some(self.version()));
         let d = &mut state.details;
         if let Some(status) = &self.status {
             d.push(("status".into(), status.clone()));
         }
         d.push(("ipFamily".into(), self.ip_family.clone()));
+        if let Some(e) = &self.endpoint {
+            d.push(("endpoint".into(), e.clone()));
+        }
         d.push(("endpointPublicAccess".into(), self.public.to_string()));
         d.push(("endpointPrivateAccess".into(), self.private.to_string()));
         d.push((
@@ -142,7 +201,7 @@ impl ClusterView {
         if self.ipv6 && self.set.contains_net(&all_v4()) && !self.set.contains_net(&all_v6()) {
             w.push("every IPv4 address may connect (0.0.0.0/0 is in the list); only IPv6 is restricted".into());
         }
-        state
+        Ok(state)
     }
 }
 
@@ -182,7 +241,7 @@ pub(crate) mod tests {
             ClusterView::from_cluster("prod", &cluster(true, true, &["0.0.0.0/0"], false)).unwrap();
         assert_eq!(v.restriction(), Restriction::Unrestricted);
         assert_eq!(v.ip_family, "ipv4");
-        let st = v.state();
+        let st = v.state().unwrap();
         assert!(st.warnings.is_empty(), "{:?}", st.warnings);
         assert!(
             st.details
@@ -197,6 +256,7 @@ pub(crate) mod tests {
         assert_eq!(v.restriction(), Restriction::Ranges(set(&["0.0.0.0/0"])));
         assert!(
             v.state()
+                .unwrap()
                 .warnings
                 .iter()
                 .any(|w| w.contains("only IPv6 is restricted"))
@@ -238,11 +298,14 @@ pub(crate) mod tests {
         let v =
             ClusterView::from_cluster("prod", &cluster(false, true, &["198.51.100.0/24"], false))
                 .unwrap();
-        assert_eq!(v.state().warnings, vec![PUBLIC_OFF_WARNING.to_string()]);
+        assert_eq!(
+            v.state().unwrap().warnings,
+            vec![PUBLIC_OFF_WARNING.to_string()]
+        );
         let v =
             ClusterView::from_cluster("prod", &cluster(true, false, &["198.51.100.0/24"], false))
                 .unwrap();
-        let w = v.state().warnings;
+        let w = v.state().unwrap().warnings;
         assert_eq!(w.len(), 1);
         assert!(
             w[0].contains("private endpoint access is off") && w[0].contains("protect"),

@@ -6,6 +6,8 @@ use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
 use aws_sdk_eks::operation::describe_update::DescribeUpdateError;
 use aws_sdk_eks::operation::list_updates::ListUpdatesError;
+use aws_sdk_eks::operation::tag_resource::TagResourceError;
+use aws_sdk_eks::operation::untag_resource::UntagResourceError;
 use aws_sdk_eks::operation::update_cluster_config::UpdateClusterConfigError;
 use rangekeeper_provider::ProviderError;
 
@@ -68,6 +70,26 @@ impl Modeled for ListUpdatesError {
             Self::ResourceNotFoundException(_) => Some(Class::NotFound),
             Self::InvalidParameterException(_) | Self::ClientException(_) => Some(Class::Invalid),
             Self::ServerException(_) => Some(Class::Server),
+            _ => None,
+        }
+    }
+}
+
+impl Modeled for TagResourceError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::NotFoundException(_) => Some(Class::NotFound),
+            Self::BadRequestException(_) => Some(Class::Invalid),
+            _ => None,
+        }
+    }
+}
+
+impl Modeled for UntagResourceError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::NotFoundException(_) => Some(Class::NotFound),
+            Self::BadRequestException(_) => Some(Class::Invalid),
             _ => None,
         }
     }

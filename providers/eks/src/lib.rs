@@ -11,6 +11,7 @@
 mod cluster;
 mod config;
 mod errors;
+mod leases;
 mod retry;
 mod update;
 
@@ -22,8 +23,8 @@ use aws_sdk_eks::config::retry::RetryConfig;
 use aws_sdk_eks::config::timeout::TimeoutConfig;
 use rangekeeper_provider::cidr;
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, State, TargetConfig,
-    UnrestrictedForm, Violation,
+    Applied, ApplyOptions, Capabilities, Lease, Provider, ProviderError, RangeSet, State,
+    TargetConfig, UnrestrictedForm, Violation,
 };
 
 pub use config::EksTarget;
@@ -47,6 +48,7 @@ pub fn capabilities() -> Capabilities {
     .with_ipv6_depends_on_target(true)
     .with_unrestricted(UnrestrictedForm::AllAddresses)
     .with_async_apply(true)
+    .with_leases(true)
 }
 
 /// Build the provider for one `eks` target. No network call happens here: AWS configuration
@@ -294,7 +296,7 @@ impl Provider for EksProvider {
     }
 
     async fn current(&self) -> Result<State, ProviderError> {
-        Ok(self.describe().await.map_err(|e| self.context(e))?.state())
+        self.describe().await.map_err(|e| self.context(e))?.state()
     }
 
     async fn apply(
@@ -313,6 +315,22 @@ impl Provider for EksProvider {
             return Err(ProviderError::Invalid(list.join("; ")));
         }
         self.converge(view, desired, opts)
+            .await
+            .map_err(|e| self.context(e))
+    }
+
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        rangekeeper_provider::refuse_empty(
+            desired,
+            "EKS rejects an empty publicAccessCidrs list (`0.0.0.0/0` is what lifts the restriction)",
+        )?;
+        self.converge_leased(desired, leases, version, opts)
             .await
             .map_err(|e| self.context(e))
     }

@@ -87,7 +87,7 @@ fn update_failed(cluster: &str, u: &Update) -> ProviderError {
 /// How a read-back ended.
 enum ReadBack {
     Converged,
-    Differs(ClusterView),
+    Differs(Box<ClusterView>),
 }
 
 impl EksProvider {
@@ -200,7 +200,7 @@ impl EksProvider {
                     tracing::warn!(cluster = %self.cluster, update = %id,
                         "update {id} succeeded but the cluster holds {}; resending with a new token", now.set);
                     salt += 1;
-                    view = now;
+                    view = *now;
                 }
                 ReadBack::Differs(now) => {
                     return Err(ProviderError::Conflict(format!(
@@ -338,7 +338,7 @@ impl EksProvider {
             last = Some(view);
         }
         match last {
-            Some(view) => Ok(ReadBack::Differs(view)),
+            Some(view) => Ok(ReadBack::Differs(Box::new(view))),
             None => Err(ProviderError::Other("no read-back happened".into())),
         }
     }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use rangekeeper_provider::protocol::{self, Checked, Operation, WireTarget};
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, State, TargetConfig,
-    Violation,
+    Applied, ApplyOptions, Capabilities, Lease, Provider, ProviderError, RangeSet, State,
+    TargetConfig, Violation,
 };
 
 use session::Plugin;
@@ -294,6 +294,37 @@ impl Provider for ExecProvider {
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
         self.call_async(Operation::Disable { wait: opts.wait }, Some(opts))
             .await
+    }
+
+    /// Sent only to a plugin whose capabilities say it stores leases; an older plugin that
+    /// does not know the operation answers `unsupported`, which reads as a refusal.
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        if !self.capabilities().leases {
+            return Err(ProviderError::Invalid(format!(
+                "the `{}` plugin cannot store leases",
+                self.capabilities().name
+            )));
+        }
+        if desired.is_empty() {
+            return Err(ProviderError::Invalid(
+                "an empty allow-list is never applied; use `rangekeeper disable` to lift \
+                 the restriction"
+                    .into(),
+            ));
+        }
+        let op = Operation::ApplyLeased {
+            ranges: protocol::wire_ranges(desired),
+            leases: leases.to_vec(),
+            version: version.map(str::to_owned),
+            wait: opts.wait,
+        };
+        self.call_async(op, Some(opts)).await
     }
 }
 

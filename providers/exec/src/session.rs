@@ -209,7 +209,9 @@ impl Plugin {
             *slot = None;
         }
         let timeout = match op {
-            Operation::Apply { .. } | Operation::Disable { .. } => self.spec.apply_timeout,
+            Operation::Apply { .. } | Operation::ApplyLeased { .. } | Operation::Disable { .. } => {
+                self.spec.apply_timeout
+            }
             _ => self.spec.timeout,
         };
         let deadline = Instant::now() + timeout;

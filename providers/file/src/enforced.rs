@@ -150,7 +150,12 @@ fn json(text: &str) -> Result<Enforced, Unreadable> {
     let unknown: Vec<&str> = obj
         .keys()
         .map(String::as_str)
-        .filter(|k| !matches!(*k, "managedBy" | "target" | "disabled" | "ranges"))
+        .filter(|k| {
+            !matches!(
+                *k,
+                "managedBy" | "target" | "disabled" | "ranges" | "leases"
+            )
+        })
         .collect();
     if !unknown.is_empty() {
         notes.push(format!(

@@ -10,12 +10,33 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
-    TargetConfig, UnrestrictedForm,
+    Applied, ApplyOptions, Capabilities, Lease, Provider, ProviderError, RangeSet, Restriction,
+    State, TargetConfig, UnrestrictedForm,
 };
 
 /// The first line of every file this provider writes.
 pub const MARKER: &str = "managed by rangekeeper";
+
+/// The comment that starts a lease line in the plain, nginx and haproxy formats:
+/// `# rangekeeper-lease: {"id":...}` (the JSON format has a `leases` list instead).
+pub const LEASE_LINE: &str = "rangekeeper-lease: ";
+
+/// The version of a file's content for the compare-and-swap of a lease change: a SHA-256
+/// digest, or `absent`.
+pub fn version_of(text: Option<&str>) -> String {
+    use sha2::Digest as _;
+    match text {
+        None => "absent".to_owned(),
+        Some(t) => {
+            let d = sha2::Sha256::digest(t.as_bytes());
+            d.iter().fold(String::with_capacity(64), |mut s, b| {
+                use std::fmt::Write as _;
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+        }
+    }
+}
 
 /// Default time a reload command may take.
 const DEFAULT_RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,6 +50,7 @@ pub fn capabilities() -> Capabilities {
     .with_ipv6(true)
     .with_private_ranges(true)
     .with_unrestricted(UnrestrictedForm::AllAddresses)
+    .with_leases(true)
 }
 
 /// Build a file provider for one target.
@@ -114,6 +136,11 @@ impl FileProvider {
 
     /// Render the file for a set. `disabled` writes an allow-everything file.
     pub fn render(&self, set: &RangeSet, disabled: bool) -> String {
+        self.render_leased(set, disabled, &[])
+    }
+
+    /// The file for `set` with lease records (a comment line each, or the JSON `leases`).
+    pub fn render_leased(&self, set: &RangeSet, disabled: bool, leases: &[Lease]) -> String {
         let prefixes = set.prefixes();
         let header = |comment: &str| {
             let mut h = format!(
@@ -122,6 +149,10 @@ impl FileProvider {
             );
             if disabled {
                 h.push_str(&format!("{comment} restriction lifted by `rangekeeper disable`: every address is allowed\n"));
+            }
+            for l in leases {
+                let json = serde_json::to_string(l).unwrap_or_default();
+                h.push_str(&format!("{comment} {LEASE_LINE}{json}\n"));
             }
             h
         };
@@ -143,12 +174,20 @@ impl FileProvider {
                 s
             }
             Format::Json => {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "managedBy": "rangekeeper",
                     "target": self.target,
                     "disabled": disabled,
                     "ranges": prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 });
+                if !leases.is_empty()
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.insert(
+                        "leases".into(),
+                        serde_json::to_value(leases).unwrap_or_default(),
+                    );
+                }
                 let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
                 s.push('\n');
                 s
@@ -161,6 +200,91 @@ impl FileProvider {
         enforced::read(self.format, text).map_err(|e| {
             ProviderError::Other(format!("{}:{}: {}", self.path.display(), e.line, e.message))
         })
+    }
+
+    /// The lease records in a file's text: `# rangekeeper-lease:` lines, or the JSON
+    /// `leases` list. A record that cannot be read is an error naming its line.
+    pub fn parse_leases(&self, text: &str) -> Result<Vec<Lease>, ProviderError> {
+        let bad = |line: usize, e: String| {
+            ProviderError::Other(format!(
+                "{}:{line}: a lease record cannot be read: {e}",
+                self.path.display()
+            ))
+        };
+        if self.format == Format::Json {
+            let v: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| bad(e.line(), e.to_string()))?;
+            return match v.get("leases") {
+                None => Ok(Vec::new()),
+                Some(l) => serde_json::from_value(l.clone()).map_err(|e| bad(1, e.to_string())),
+            };
+        }
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if let Some(json) = line
+                .trim_start()
+                .strip_prefix('#')
+                .map(str::trim_start)
+                .and_then(|l| l.strip_prefix(LEASE_LINE))
+            {
+                out.push(serde_json::from_str(json).map_err(|e| bad(i + 1, e.to_string()))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the file carries our mark: the header comment, or `"managedBy": "rangekeeper"`
+    /// in the JSON format (which has no comments).
+    fn written_by_us(&self, text: &str) -> bool {
+        match self.format {
+            Format::Json => serde_json::from_str::<serde_json::Value>(text)
+                .is_ok_and(|v| v.get("managedBy") == Some(&serde_json::json!("rangekeeper"))),
+            _ => text.contains(MARKER),
+        }
+    }
+
+    /// The lock file beside the file (`<file>.lock`): lease changes and applies hold it
+    /// from their read to their write.
+    pub fn lock_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
+
+    fn lock(&self) -> Result<rangekeeper_provider::fs::FileLock, ProviderError> {
+        let lock = self.lock_path();
+        rangekeeper_provider::fs::lock_exclusive(&lock).map_err(|e| {
+            let msg = format!("cannot lock {}: {e}", lock.display());
+            match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ProviderError::Auth(msg),
+                // Said as a write would say it: the file's directory is missing.
+                std::io::ErrorKind::NotFound => ProviderError::NotFound(format!(
+                    "the directory of {} does not exist",
+                    self.path.display()
+                )),
+                _ => ProviderError::Other(msg),
+            }
+        })
+    }
+
+    /// Under the lock: write `content` unless the file changed from `version` (a conflict)
+    /// or already holds it. Returns whether it was written.
+    fn write_if(&self, content: &str, version: Option<&str>) -> Result<bool, ProviderError> {
+        let _lock = self.lock()?;
+        let text = self.read_text()?;
+        if let Some(v) = version
+            && version_of(text.as_deref()) != v
+        {
+            return Err(ProviderError::Conflict(format!(
+                "{} changed since it was read",
+                self.path.display()
+            )));
+        }
+        if text.as_deref() == Some(content) {
+            return Ok(false);
+        }
+        self.write_atomic(content)?;
+        Ok(true)
     }
 
     fn fs_error(&self, e: fsio::FsError) -> ProviderError {
@@ -222,6 +346,18 @@ impl FileProvider {
         }
     }
 
+    /// After a write (or none): reload, and say what happened.
+    async fn finish_write(&self, written: bool) -> Result<Applied, ProviderError> {
+        if !written {
+            return Ok(Applied::unchanged());
+        }
+        let mut applied = Applied::changed();
+        if let Some(note) = self.reload().await {
+            applied.notes.push(note);
+        }
+        Ok(applied)
+    }
+
     async fn write_and_reload(
         &self,
         set: &RangeSet,
@@ -252,7 +388,8 @@ impl Provider for FileProvider {
             .await
             .map_err(|e| ProviderError::Other(format!("reading {}: {e}", self.path.display())))??;
         let Some(text) = text else {
-            let mut s = State::new(Restriction::Unrestricted);
+            let mut s = State::new(Restriction::Unrestricted)
+                .with_leases(Vec::new(), Some(version_of(None)));
             s.details
                 .push(("path".into(), self.path.display().to_string()));
             s.warnings.push(format!(
@@ -262,21 +399,24 @@ impl Provider for FileProvider {
             return Ok(s);
         };
         let enforced = self.parse_content(&text)?;
+        let leases = self.parse_leases(&text)?;
         let admitted = enforced.admitted;
         let restriction = if admitted.is_superset(&everything()) {
             Restriction::Unrestricted
         } else {
             Restriction::Ranges(admitted.clone())
         };
-        let mut s = State::new(restriction);
+        let mut s =
+            State::new(restriction).with_leases(leases.clone(), Some(version_of(Some(&text))));
         s.details
             .push(("path".into(), self.path.display().to_string()));
-        if !text.contains(MARKER) {
+        if !self.written_by_us(&text) {
             s.warnings.push(format!(
                 "{} was not written by rangekeeper; applying replaces it",
                 self.path.display()
             ));
-        } else if text != self.render(&admitted, false) && text != self.render(&everything(), true)
+        } else if text != self.render_leased(&admitted, false, &leases)
+            && text != self.render(&everything(), true)
         {
             s.warnings.push(format!(
                 "{} differs from what rangekeeper writes for the addresses it admits (edited by hand?); the next apply rewrites it",
@@ -295,11 +435,57 @@ impl Provider for FileProvider {
         _opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
         rangekeeper_provider::refuse_empty(desired, "the file would admit no client")?;
-        // A no-op only when the file is exactly what would be written.
-        if self.read_text()?.as_deref() == Some(self.render(desired, false).as_str()) {
-            return Ok(Applied::default());
+        // Lease records stay while their address does (a plain apply knows no leases).
+        let this = self.clone();
+        let desired_owned = desired.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _lock = this.lock()?;
+            let text = this.read_text()?;
+            let leases: Vec<Lease> = match &text {
+                Some(t) => this
+                    .parse_leases(t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|l| desired_owned.contains_net(&l.net()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let content = this.render_leased(&desired_owned, false, &leases);
+            // A no-op only when the file is exactly what would be written.
+            if text.as_deref() == Some(content.as_str()) {
+                return Ok(false);
+            }
+            this.write_atomic(&content).map(|()| true)
+        })
+        .await
+        .map_err(|e| ProviderError::Other(format!("writing {}: {e}", self.path.display())))??;
+        self.finish_write(written).await
+    }
+
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        _opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        rangekeeper_provider::refuse_empty(desired, "the file would admit no client")?;
+        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
+            return Err(ProviderError::Invalid(format!(
+                "lease {} is for {}, which the desired set does not hold",
+                l.id, l.address
+            )));
         }
-        self.write_and_reload(desired, false).await
+        let this = self.clone();
+        let content = self.render_leased(desired, false, leases);
+        let version = version.map(str::to_owned);
+        let written =
+            tokio::task::spawn_blocking(move || this.write_if(&content, version.as_deref()))
+                .await
+                .map_err(|e| {
+                    ProviderError::Other(format!("writing {}: {e}", self.path.display()))
+                })??;
+        self.finish_write(written).await
     }
 
     async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {

@@ -217,3 +217,27 @@ fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// A JSON-format file rangekeeper wrote was reported as "not written by rangekeeper" on
+/// every read (the mark was looked for as a comment, which JSON has none of).
+#[tokio::test]
+async fn a_json_file_we_wrote_is_recognized_as_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(dir.path(), "allow.json", "json");
+    applied(&p, &set(&["192.0.2.0/24"])).await;
+    let st = p.current().await.unwrap();
+    assert!(st.warnings.is_empty(), "{:?}", st.warnings);
+    std::fs::write(
+        dir.path().join("allow.json"),
+        r#"{"ranges":["192.0.2.0/24"]}"#,
+    )
+    .unwrap();
+    let st = p.current().await.unwrap();
+    assert!(
+        st.warnings
+            .iter()
+            .any(|w| w.contains("not written by rangekeeper")),
+        "{:?}",
+        st.warnings
+    );
+}
