@@ -527,13 +527,13 @@ pub fn watch_certs(
                         certs.cert_file.display()
                     );
                 }
-                Some(Err(e)) => {
-                    if last_error.as_ref() != Some(&e) {
-                        hook.cert_reloaded(false);
-                        tracing::error!("{e}; the last good certificate stays in use");
-                        last_error = Some(e);
-                    }
+                // A pair that keeps failing the same way is reported once.
+                Some(Err(e)) if last_error.as_ref() != Some(&e) => {
+                    hook.cert_reloaded(false);
+                    tracing::error!("{e}; the last good certificate stays in use");
+                    last_error = Some(e);
                 }
+                Some(Err(_)) => {}
             }
         }
     })
