@@ -98,7 +98,7 @@ fi
 # and pass its tests (tests that need a provider are gated on its feature), so a newcomer who
 # wants only the `file` provider builds without the cloud SDKs.
 step "features: none, and each provider alone"
-for features in "" aks eks gke hostfw; do
+for features in "" aks eks gke hostfw kubernetes; do
     flags=(-p rangekeeper --locked --no-default-features)
     [ -n "$features" ] && flags+=(--features "$features")
     echo "features: [${features:-none}]" >&2

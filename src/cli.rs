@@ -88,7 +88,8 @@ pub struct OutputFlag {
 /// `--strict`.
 #[derive(Debug, Args, Default)]
 pub struct StrictFlag {
-    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning
+    /// Treat host bits set in a CIDR as an error instead of normalizing with a warning, and
+    /// refuse changes a provider only warns about (such as a port a policy cannot restrict)
     #[arg(long)]
     pub strict: bool,
 }
@@ -208,6 +209,11 @@ impl Command {
                 ..c(&a.file, &a.output, &a.strict)
             },
             Command::Apply(a) => CommandFlags {
+                live: Some(&a.live),
+                deadline: Some(&a.deadline),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::Manifests(a) => CommandFlags {
                 live: Some(&a.live),
                 deadline: Some(&a.deadline),
                 ..c(&a.file, &a.output, &a.strict)
@@ -363,6 +369,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show the ranges each target holds now
     Show(ShowArgs),
+    /// Print the objects `apply` would send to targets that keep Kubernetes objects, as
+    /// multi-document YAML for a GitOps repository (`-o json`: one `List`)
+    Manifests(ManifestsArgs),
     /// Change one target's current ranges by hand (add, remove or set)
     Update(UpdateArgs),
     /// Lift a target's restriction (anyone may connect afterwards)
@@ -619,6 +628,22 @@ pub struct ChangeArgs {
     /// Return once a target accepted the change, without waiting for it to finish
     #[arg(long)]
     pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestsArgs {
+    #[command(flatten)]
+    pub select: TargetSelect,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub live: LiveFlags,
+    #[command(flatten)]
+    pub deadline: DeadlineFlags,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Plan(a) => block_on(commands::plan::run(g, a)),
         Command::Apply(a) => block_on(commands::apply::run(g, a)),
         Command::Show(a) => block_on(commands::show::run(g, a)),
+        Command::Manifests(a) => block_on(commands::manifests::run(g, a)),
         Command::Update(a) => block_on(commands::update::run(g, a)),
         Command::Disable(a) => block_on(commands::disable::run(g, a)),
         Command::Import(a) => block_on(commands::import::run(g, a)),

@@ -359,12 +359,26 @@ pub async fn preflight(
         return Ok(());
     }
     let found = b.provider.preflight(&plan.desired, state).await?;
-    if !found.is_empty() {
-        plan.errors.extend(found.into_iter().map(|v| match v.range {
+    let strict = b.target.policy.strict;
+    for v in found {
+        let text = match &v.range {
             Some(r) => format!("`{r}`: {}", v.message),
-            None => v.message,
-        }));
-        plan.status = Status::Refused;
+            None => v.message.clone(),
+        };
+        // A warning refuses only a strict target (`--strict`, `strict: true`).
+        if v.warning && !strict {
+            if !plan.warnings.contains(&text) {
+                plan.warnings.push(text);
+            }
+        } else if v.warning {
+            plan.warnings.retain(|w| w != &text);
+            plan.errors
+                .push(format!("{text} (refused: the target is strict)"));
+            plan.status = Status::Refused;
+        } else {
+            plan.errors.push(text);
+            plan.status = Status::Refused;
+        }
     }
     Ok(())
 }

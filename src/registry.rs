@@ -59,6 +59,20 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_hostfw::factory,
             import: rangekeeper_provider_hostfw::import,
         },
+        #[cfg(feature = "kubernetes")]
+        Entry {
+            name: rangekeeper_provider_kubernetes::netpol::NAME,
+            capabilities: rangekeeper_provider_kubernetes::netpol_capabilities,
+            factory: rangekeeper_provider_kubernetes::netpol_factory,
+            import: no_import,
+        },
+        #[cfg(feature = "kubernetes")]
+        Entry {
+            name: rangekeeper_provider_kubernetes::calico::NAME,
+            capabilities: rangekeeper_provider_kubernetes::calico_capabilities,
+            factory: rangekeeper_provider_kubernetes::calico_factory,
+            import: no_import,
+        },
     ]
 }
 
@@ -88,17 +102,20 @@ pub fn import(provider: &str, cfg: &TargetConfig) -> Imported {
         .map_or_else(Imported::default, |e| (e.import)(cfg))
 }
 
-/// The built-in providers this binary was compiled without (their Cargo features off).
-pub fn left_out() -> Vec<&'static str> {
-    let all: [(&'static str, bool); 4] = [
-        ("aks", cfg!(feature = "aks")),
-        ("eks", cfg!(feature = "eks")),
-        ("gke", cfg!(feature = "gke")),
-        ("hostfw", cfg!(feature = "hostfw")),
+/// The built-in providers this binary was compiled without (their Cargo features off), each
+/// with the feature that brings it.
+pub fn left_out() -> Vec<(&'static str, &'static str)> {
+    let all: [(&'static str, &'static str, bool); 6] = [
+        ("aks", "aks", cfg!(feature = "aks")),
+        ("eks", "eks", cfg!(feature = "eks")),
+        ("gke", "gke", cfg!(feature = "gke")),
+        ("hostfw", "hostfw", cfg!(feature = "hostfw")),
+        ("netpol", "kubernetes", cfg!(feature = "kubernetes")),
+        ("calico", "kubernetes", cfg!(feature = "kubernetes")),
     ];
     all.into_iter()
-        .filter(|(_, built)| !built)
-        .map(|(name, _)| name)
+        .filter(|(_, _, built)| !built)
+        .map(|(name, feature, _)| (name, feature))
         .collect()
 }
 

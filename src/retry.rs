@@ -275,6 +275,17 @@ impl Provider for Retrying {
             .await
     }
 
+    /// Rendering may read the target (nodes, for per-node objects): a read.
+    async fn manifests(
+        &self,
+        desired: &RangeSet,
+    ) -> Result<Option<Vec<serde_json::Value>>, ProviderError> {
+        let what = format!("rendering the manifests of `{}`", self.target);
+        self.policy
+            .run(Op::Read, &what, None, || self.inner.manifests(desired))
+            .await
+    }
+
     /// A conditional write: throttling and transient faults are retried, but a conflict is
     /// returned at once, since the version it was made against is stale and only a new read
     /// and a new plan can go on ([`crate::lease::change`] and the reconcile loop do that).

@@ -295,7 +295,13 @@ fn validate_human_json_github() {
     insta::assert_json_snapshot!("validate_ok_json", v);
 }
 
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 const BAD: &str = r#"version: 1
 sets:
   office:
@@ -338,7 +344,13 @@ targets:
 "#;
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn validate_reports_every_error_located() {
     let s = Scratch::new(BAD);
@@ -483,7 +495,13 @@ fn normalize_filter() {
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn providers_schema_completions() {
     let s = Scratch::new(QUICKSTART);
@@ -631,6 +649,8 @@ fn left_out_providers() -> Vec<&'static str> {
         ("eks", cfg!(feature = "eks")),
         ("gke", cfg!(feature = "gke")),
         ("hostfw", cfg!(feature = "hostfw")),
+        ("netpol", cfg!(feature = "kubernetes")),
+        ("calico", cfg!(feature = "kubernetes")),
     ]
     .into_iter()
     .filter(|(_, built)| !built)
@@ -698,7 +718,13 @@ fn every_example_validates() {
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn json_outputs_of_providers_schema_disable_apply() {
     let s = Scratch::new(QUICKSTART);

@@ -311,7 +311,13 @@ fn a_plugin_gets_the_environment_and_its_stderr_lines_reach_the_log_with_the_tar
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
 #[test]
 fn validate_locates_a_missing_plugin_and_an_unknown_provider() {
     let s = Scratch::new(

@@ -1144,9 +1144,16 @@ fn the_core_names_no_provider_outside_the_registry_table() {
             files += 1;
             let text = std::fs::read_to_string(&path).unwrap().to_ascii_lowercase();
             for (n, line) in text.lines().enumerate() {
-                if ["hostfw", "kube-restrict", "kube_restrict", "kuberestrict"]
-                    .iter()
-                    .any(|name| line.contains(name))
+                if [
+                    "hostfw",
+                    "kube-restrict",
+                    "kube_restrict",
+                    "kuberestrict",
+                    "netpol",
+                    "calico",
+                ]
+                .iter()
+                .any(|name| line.contains(name))
                 {
                     offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
                 }

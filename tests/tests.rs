@@ -18,6 +18,8 @@ mod import;
 mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod layering;
 mod leases;
 mod markdown;

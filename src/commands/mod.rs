@@ -7,6 +7,7 @@ pub mod external_ips;
 pub mod import;
 pub mod lease;
 pub mod man;
+pub mod manifests;
 pub mod normalize;
 pub mod plan;
 pub mod providers;

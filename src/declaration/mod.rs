@@ -178,7 +178,7 @@ pub struct Catalog {
     pub names: Vec<&'static str>,
     /// Built-in providers this binary was compiled without (their Cargo features off), so a
     /// target naming one is told how to get it rather than that the name is unknown.
-    pub left_out: Vec<&'static str>,
+    pub left_out: Vec<(&'static str, &'static str)>,
     /// `(provider, target config) -> what the target imports from its provider's own files`.
     pub import: fn(&str, &TargetConfig) -> Imported,
 }
@@ -495,7 +495,7 @@ struct Resolver {
     /// The providers' import hook, when the loader asks for imports.
     import: Option<fn(&str, &TargetConfig) -> Imported>,
     /// Built-in providers this binary was compiled without.
-    left_out: Vec<&'static str>,
+    left_out: Vec<(&'static str, &'static str)>,
     /// The text was built by rangekeeper ([`Standalone`]): its positions mean nothing to the
     /// user and are left out.
     generated: bool,
@@ -1046,15 +1046,20 @@ impl Resolver {
             // A provider that is not built in is a plugin: the target's `plugin:` path, or
             // `rangekeeper-provider-<name>` on PATH.
             Some(p)
-                if self.left_out.contains(&p.value.as_str())
+                if self.left_out.iter().any(|(n, _)| *n == p.value)
                     && !t.fields.contains_key("plugin")
                     && rangekeeper_provider::protocol::find_plugin(&p.value).is_none() =>
             {
+                let feature = self
+                    .left_out
+                    .iter()
+                    .find(|(n, _)| *n == p.value)
+                    .map_or(p.value.as_str(), |(_, f)| f);
                 self.error(
                     Some(Pos::of(p)),
                     tn,
                     format!(
-                        "target `{name}`: this rangekeeper was built without the `{0}` provider (its Cargo feature `{0}` is off); build it with `--features {0}` (or the default features), or use a build that has it",
+                        "target `{name}`: this rangekeeper was built without the `{0}` provider (its Cargo feature `{feature}` is off); build it with `--features {feature}` (or the default features), or use a build that has it",
                         p.value
                     ),
                 );
@@ -1245,7 +1250,8 @@ impl Resolver {
                 entries,
                 desired,
                 policy: Policy {
-                    strict,
+                    // `--strict` for the whole run, or `strict: true` on this target.
+                    strict: self.strict || strict,
                     max_ranges,
                     allow_private: t.allow_private.map(|s| s.value),
                     allow_broad: t.allow_broad.is_some_and(|s| s.value),

@@ -98,7 +98,7 @@ pub fn schema() -> Value {
                     "description": {"type": "string"},
                     "allow": {"$ref": "#/$defs/list", "minItems": 1, "description": "Set names and CIDRs allowed to reach the target."},
                     "protect": {"$ref": "#/$defs/list", "description": "Ranges that must always stay allowed: a plan that would drop one is refused."},
-                    "strict": {"type": "boolean", "default": false, "description": "Reject entries with host bits set instead of normalizing them."},
+                    "strict": {"type": "boolean", "default": false, "description": "Reject entries with host bits set instead of normalizing them, and refuse changes a provider only warns about (such as a port a policy cannot restrict)."},
                     "maxRanges": {"type": "integer", "minimum": 1, "description": "At most this many prefixes (default and upper bound: the provider's limit)."},
                     "allowPrivate": {"type": "boolean", "description": "Accept private and other non-global ranges (default: what the provider accepts)."},
                     "allowBroad": {"type": "boolean", "default": false, "description": "Accept ranges wider than /8 (IPv4) or /32 (IPv6), including 0.0.0.0/0."},

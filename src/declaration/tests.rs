@@ -334,7 +334,7 @@ fn test_hook(provider: &str, cfg: &TargetConfig) -> Imported {
 fn catalog() -> Catalog {
     Catalog {
         names: KNOWN.to_vec(),
-        left_out: vec!["gke"],
+        left_out: vec![("gke", "gke")],
         import: test_hook,
     }
 }

@@ -571,7 +571,14 @@ impl ControlPlane {
                         })
                         .unwrap_or(false)
                 });
-            if served {
+            // Discovery can list the resource while its storage is still initialising (the
+            // collection answers 429 "storage is (re)initializing"): wait until it lists.
+            let lists = served
+                && versions.iter().all(|v| {
+                    self.get_json(&format!("/apis/{group}/{v}/{plural}?limit=1"))
+                        .is_ok()
+                });
+            if lists {
                 return;
             }
             if Instant::now() > deadline {

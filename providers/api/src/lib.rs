@@ -396,6 +396,11 @@ pub struct Violation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<String>,
     pub message: String,
+    /// A finding the user should see but that does not refuse the change by itself (a
+    /// Calico failsafe port the policy cannot restrict): the plan shows it as a warning, and
+    /// refuses it only for a strict target (`--strict` or `strict: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 impl Violation {
@@ -404,6 +409,16 @@ impl Violation {
         Violation {
             range: None,
             message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// A finding that warns, and refuses only a strict target (see [`Violation::warning`]).
+    pub fn warn(message: impl Into<String>) -> Self {
+        Violation {
+            range: None,
+            message: message.into(),
+            warning: true,
         }
     }
 
@@ -412,6 +427,7 @@ impl Violation {
         Violation {
             range: Some(range.to_string()),
             message: message.into(),
+            warning: false,
         }
     }
 }
@@ -691,6 +707,17 @@ pub trait Provider: Send + Sync {
 
     /// Lift the restriction (the target's [`UnrestrictedForm`]).
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError>;
+
+    /// The objects [`Provider::apply`] of `desired` makes the target hold, as documents a
+    /// GitOps tool can apply instead (`rangekeeper manifests`): exactly what `apply` sends,
+    /// in the order it sends them. `None` (the default): the provider keeps no such objects.
+    /// It may read the target (e.g. its nodes, for objects made per node), never write it.
+    async fn manifests(
+        &self,
+        _desired: &RangeSet,
+    ) -> Result<Option<Vec<serde_json::Value>>, ProviderError> {
+        Ok(None)
+    }
 
     /// Make the target hold `desired` (never empty) and exactly the lease records `leases`,
     /// in one conditional write: only when the target is still at `version` (the

@@ -142,6 +142,7 @@ impl Provider for Scrubbed {
     async fn current(&self) -> Result<State, ProviderError> {
         let mut state = self.0.current().await.map_err(clean)?;
         clean_all(&mut state.warnings);
+        clean_all(&mut state.drift);
         Ok(state)
     }
 
@@ -171,6 +172,13 @@ impl Provider for Scrubbed {
         let mut applied = self.0.disable(opts).await.map_err(clean)?;
         clean_all(&mut applied.notes);
         Ok(applied)
+    }
+
+    async fn manifests(
+        &self,
+        desired: &RangeSet,
+    ) -> Result<Option<Vec<serde_json::Value>>, ProviderError> {
+        self.0.manifests(desired).await.map_err(clean)
     }
 
     async fn apply_leased(
