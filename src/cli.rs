@@ -281,6 +281,26 @@ impl Command {
                 deadline: Some(&a.deadline),
                 ..CommandFlags::default()
             },
+            Command::ExternalIps(ExternalIpsArgs {
+                command: ExternalIpsCommand::Serve(a),
+            }) => CommandFlags {
+                file: Some(&a.file),
+                strict: Some(&a.strict),
+                state: Some(&a.state),
+                ..CommandFlags::default()
+            },
+            Command::ExternalIps(ExternalIpsArgs {
+                command: ExternalIpsCommand::Policy(a),
+            }) => CommandFlags {
+                state: Some(&a.state),
+                ..c(&a.file, &a.output, &a.strict)
+            },
+            Command::ExternalIps(ExternalIpsArgs {
+                command: ExternalIpsCommand::Audit(a),
+            }) => CommandFlags {
+                state: Some(&a.state),
+                ..c(&a.file, &a.output, &a.strict)
+            },
             Command::Schema | Command::Completions(_) | Command::Man(_) => CommandFlags::default(),
         }
     }
@@ -375,6 +395,10 @@ pub enum Command {
     Sources(SourcesArgs),
     /// List the built-in providers and what they accept
     Providers(ProvidersArgs),
+    /// Service externalIPs (CVE-2020-8554): an admission webhook, a ValidatingAdmissionPolicy,
+    /// and an audit of existing Services, all from one allowed set
+    #[command(name = "external-ips")]
+    ExternalIps(ExternalIpsArgs),
     /// Print the JSON Schema of the declaration file
     Schema,
     /// Print shell completions
@@ -794,4 +818,175 @@ pub struct ManArgs {
     /// directory instead of printing rangekeeper.1 on stdout
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExternalIpsArgs {
+    #[command(subcommand)]
+    pub command: ExternalIpsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExternalIpsCommand {
+    /// A validating admission webhook for Services (externalip-webhook's behaviour and
+    /// messages) over TLS at /validate-service
+    Serve(ExternalIpsServeArgs),
+    /// Print (or --apply) a ValidatingAdmissionPolicy and binding that enforce the set in the
+    /// API server itself (Kubernetes 1.30 and later)
+    Policy(ExternalIpsPolicyArgs),
+    /// List Services whose externalIPs fall outside the set: exit 0 when all comply, 2 when
+    /// some do not, 1 on error
+    Audit(ExternalIpsAuditArgs),
+}
+
+/// Where the allowed external-IP ranges come from.
+#[derive(Debug, Args)]
+pub struct AllowedRanges {
+    /// The declared set of allowed ranges (a set of the -f FILE declaration)
+    #[arg(
+        long = "set",
+        value_name = "NAME",
+        conflicts_with = "allowed_external_ip_cidrs",
+        required_unless_present = "allowed_external_ip_cidrs"
+    )]
+    pub set: Option<String>,
+    /// The allowed ranges instead of a declared set, comma-separated (externalip-webhook's
+    /// flag; repeatable); an empty value denies every external IP
+    #[arg(long, value_name = "CIDRS", num_args = 1)]
+    pub allowed_external_ip_cidrs: Option<Vec<String>>,
+}
+
+/// Who may set externalIPs at all (externalip-webhook's flags).
+#[derive(Debug, Args)]
+pub struct AllowedUsers {
+    /// Only these users may set externalIPs (comma-separated, repeatable; with
+    /// --allowed-groups, members of those too)
+    #[arg(long, value_name = "USERS")]
+    pub allowed_usernames: Vec<String>,
+    /// Only members of these groups may set externalIPs (comma-separated, repeatable)
+    #[arg(long, value_name = "GROUPS")]
+    pub allowed_groups: Vec<String>,
+}
+
+/// Which cluster to talk to.
+#[derive(Debug, Args)]
+pub struct KubeFlags {
+    /// The kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or the in-cluster service
+    /// account]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: its current context]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExternalIpsServeArgs {
+    #[command(flatten)]
+    pub ranges: AllowedRanges,
+    #[command(flatten)]
+    pub users: AllowedUsers,
+    /// The serving certificate (PEM chain); read again when it changes
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: PathBuf,
+    /// The serving certificate's private key (PEM); read again when it changes
+    #[arg(long, value_name = "FILE")]
+    pub tls_private_key_file: PathBuf,
+    /// Where the webhook listens: `:PORT` (every address) or `HOST:PORT`
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = ":9443",
+        conflicts_with = "webhook_port"
+    )]
+    pub listen: String,
+    /// The webhook's port on every address (externalip-webhook's flag; same as --listen :PORT)
+    #[arg(long, value_name = "PORT")]
+    pub webhook_port: Option<u16>,
+    /// Serve /metrics, /healthz and /readyz over plain HTTP here too, e.g. :8080 (they are
+    /// always on the TLS port)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+    /// How often the declaration and the certificate files are checked for changes
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "2s")]
+    pub watch_interval: std::time::Duration,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub state: StateDirFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ExternalIpsPolicyArgs {
+    #[command(flatten)]
+    pub ranges: AllowedRanges,
+    #[command(flatten)]
+    pub users: AllowedUsers,
+    /// The name of the policy and of its binding
+    #[arg(long, value_name = "NAME", default_value = "rangekeeper-external-ips")]
+    pub name: String,
+    /// A namespace the policy does not apply to (repeatable)
+    #[arg(long, value_name = "NAMESPACE")]
+    pub exempt_namespace: Vec<String>,
+    /// Namespaces with this label are exempt (KEY=VALUE, repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub exempt_namespace_label: Vec<(String, String)>,
+    /// Requests by this user are not checked (repeatable)
+    #[arg(long, value_name = "USER")]
+    pub exempt_user: Vec<String>,
+    /// Requests by members of this group are not checked (repeatable)
+    #[arg(long, value_name = "GROUP")]
+    pub exempt_group: Vec<String>,
+    /// Server-side apply both objects to the cluster (field manager rangekeeper), after a
+    /// server-side dry run, instead of printing them
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: take over fields another field manager owns
+    #[arg(long, requires = "apply")]
+    pub force_conflicts: bool,
+    #[command(flatten)]
+    pub kube: KubeFlags,
+    #[command(flatten)]
+    pub file: FileFlag,
+    // Output is YAML for `kubectl apply -f -`; `-o json` a JSON List
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub state: StateDirFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ExternalIpsAuditArgs {
+    #[command(flatten)]
+    pub ranges: AllowedRanges,
+    /// Read `kubectl get services -A -o json` from this file ("-" is stdin) instead of the
+    /// cluster
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Also judge load balancers: status.loadBalancer.ingress IPs and
+    /// spec.loadBalancerSourceRanges
+    #[arg(long)]
+    pub load_balancer: bool,
+    #[command(flatten)]
+    pub kube: KubeFlags,
+    #[command(flatten)]
+    pub file: FileFlag,
+    #[command(flatten)]
+    pub output: OutputFlag,
+    #[command(flatten)]
+    pub strict: StrictFlag,
+    #[command(flatten)]
+    pub state: StateDirFlag,
+}
+
+/// `KEY=VALUE`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }

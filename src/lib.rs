@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 #[doc(hidden)]
 pub mod declaration;
+mod extip;
 mod guard;
 mod import;
 mod lease;

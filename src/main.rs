@@ -74,6 +74,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Revoke(a) => block_on(commands::lease::revoke(g, a)),
         Command::Leases(a) => block_on(commands::lease::leases(g, a)),
         Command::Exec(a) => block_on(commands::lease::exec(g, a)),
+        Command::ExternalIps(cli::ExternalIpsArgs { command }) => match command {
+            cli::ExternalIpsCommand::Serve(a) => block_on(commands::external_ips::serve(g, a)),
+            cli::ExternalIpsCommand::Policy(a) => block_on(commands::external_ips::policy(g, a)),
+            cli::ExternalIpsCommand::Audit(a) => block_on(commands::external_ips::audit(g, a)),
+        },
         Command::Providers(cli::ProvidersArgs {
             command: Some(cli::ProvidersCommand::Test(a)),
             ..

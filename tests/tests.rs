@@ -11,6 +11,7 @@ mod common;
 mod container;
 #[cfg(feature = "eks")]
 mod eks;
+mod external_ips;
 #[cfg(feature = "gke")]
 mod gke;
 mod import;

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod disable;
+pub mod external_ips;
 pub mod import;
 pub mod lease;
 pub mod man;
@@ -49,7 +50,15 @@ pub use crate::output::Reported;
 /// Live sources (`url`, `dns`, `self` sets) are fetched (fresh cached values in
 /// `--state-dir` are used), and the egress IP is determined for the lockout guard.
 pub async fn load(global: &Global) -> anyhow::Result<(Declaration, Option<Lockout>)> {
-    let (catalog, opts) = load_settings(global);
+    load_with(global, load_settings(global).1).await
+}
+
+/// [`load`] with these options (`external-ips` reads a file for its sets alone).
+pub async fn load_with(
+    global: &Global,
+    opts: LoadOptions,
+) -> anyhow::Result<(Declaration, Option<Lockout>)> {
+    let catalog = registry::catalog();
     let loaded = match crate::declaration::DeclText::read(&global.file) {
         Ok(text) => crate::sources::load_live(&text, opts, &catalog, &live_options(global)).await,
         Err(e) => Err(e),
@@ -75,6 +84,7 @@ fn load_settings(global: &Global) -> (crate::declaration::Catalog, LoadOptions) 
         registry::catalog(),
         LoadOptions {
             strict: global.strict,
+            ..LoadOptions::default()
         },
     )
 }

@@ -38,7 +38,7 @@ pub fn state_dir(global: &Global) -> anyhow::Result<PathBuf> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -113,6 +113,7 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         standalone,
         load: LoadOptions {
             strict: global.strict,
+            ..LoadOptions::default()
         },
         live: commands::live_options(global),
         state_dir: state_dir(global)?,

@@ -25,6 +25,7 @@ fn accept(global: &Global, set: &str) -> anyhow::Result<Outcome> {
         .resolve(
             LoadOptions {
                 strict: global.strict,
+                ..LoadOptions::default()
             },
             &catalog,
             &HashMap::new(),

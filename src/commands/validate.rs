@@ -18,6 +18,7 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
         &global.file,
         LoadOptions {
             strict: global.strict,
+            ..LoadOptions::default()
         },
         &registry::catalog(),
     );

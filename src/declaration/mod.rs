@@ -167,6 +167,8 @@ pub struct Declaration {
 pub struct LoadOptions {
     /// Host bits set are errors everywhere (`--strict`).
     pub strict: bool,
+    /// The file is read for its sets alone (`external-ips`): no target is needed.
+    pub sets_only: bool,
 }
 
 /// What the loader needs to know of the providers: their names (for did-you-mean hints) and
@@ -294,6 +296,7 @@ impl DeclText {
             errors: Vec::new(),
             warnings: Vec::new(),
             strict: opts.strict,
+            sets_only: opts.sets_only,
             source_values: source_values.clone(),
             source_specs: IndexMap::new(),
             import: catalog.map(|c| c.import),
@@ -481,6 +484,8 @@ struct Resolved {
 }
 
 struct Resolver {
+    /// No target is needed (`LoadOptions::sets_only`).
+    sets_only: bool,
     file: String,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
@@ -610,7 +615,11 @@ impl Resolver {
                 }
             }
         }
-        if targets.is_empty() && partial_targets.is_empty() && self.errors.is_empty() {
+        if targets.is_empty()
+            && partial_targets.is_empty()
+            && self.errors.is_empty()
+            && !self.sets_only
+        {
             self.error(None, None, "the declaration has no targets".to_owned());
         }
         Declaration {

@@ -99,7 +99,13 @@ fn host_bits_warn_at_the_entry_and_strict_makes_them_errors() {
         set(&["137.117.106.88/29"])
     );
 
-    let (_, diags) = load_with(&text, LoadOptions { strict: true });
+    let (_, diags) = load_with(
+        &text,
+        LoadOptions {
+            strict: true,
+            ..LoadOptions::default()
+        },
+    );
     assert_eq!(errors(&diags).len(), 1, "{diags:#?}");
     // `strict: true` on the target does the same for that target alone.
     let (_, diags) = load(&format!("{text}    strict: true\n"));
@@ -370,7 +376,10 @@ fn imported_ranges_join_the_allow_list_located_in_their_file() {
     );
     // --strict: the host bits are an error at the imported line, and nothing is used.
     let (decl, diags) = text(IMPORTING).load(
-        LoadOptions { strict: true },
+        LoadOptions {
+            strict: true,
+            ..LoadOptions::default()
+        },
         &catalog(),
         &Default::default(),
     );

@@ -192,11 +192,7 @@ impl Metrics {
         self.with(|i| {
             let mut out = String::new();
             let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                for (labels, v) in samples {
-                    let _ = writeln!(out, "{name}{labels} {}", fmt_value(v));
-                }
+                write_family(&mut out, name, kind, help, samples);
             };
             let t = |name: &str| format!("{{target=\"{}\"}}", escape(name));
             let s = |name: &str| format!("{{source=\"{}\"}}", escape(name));
@@ -342,7 +338,23 @@ impl Metrics {
     }
 }
 
-fn fmt_value(v: f64) -> String {
+/// One metric family: its HELP and TYPE lines and one line per `(labels, value)` sample
+/// (`labels` is `{k="v",...}` with values passed through [`escape`], or empty).
+pub fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: Vec<(String, f64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {}", fmt_value(v));
+    }
+}
+
+pub fn fmt_value(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -351,7 +363,7 @@ fn fmt_value(v: f64) -> String {
 }
 
 /// Escape a label value: backslash, double quote and newline.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

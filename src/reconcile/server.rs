@@ -1,5 +1,6 @@
-//! The reconciler's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is
-//! alive) and `/readyz` (the first pass is done and the declaration file is valid).
+//! The HTTP endpoint of rangekeeper's long-running commands: `/metrics` (Prometheus text),
+//! `/healthz` (the process is alive) and `/readyz` (ready to do its work). `reconcile` serves
+//! its [`Metrics`]; `external-ips serve` serves its own through the same [`Health`] contract.
 
 use std::sync::Arc;
 
@@ -11,13 +12,37 @@ use axum::routing::get;
 
 use super::metrics::Metrics;
 
-async fn serve_metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+/// What the endpoint shows: the metrics text and whether the process is ready.
+pub trait Health: Send + Sync + 'static {
+    /// The text exposition format (0.0.4).
+    fn render_metrics(&self) -> String;
+    /// Whether `/readyz` answers 200.
+    fn ready(&self) -> bool;
+    /// What `/readyz` says when not ready.
+    fn not_ready_reason(&self) -> &'static str;
+}
+
+impl Health for Metrics {
+    fn render_metrics(&self) -> String {
+        self.render()
+    }
+    fn ready(&self) -> bool {
+        Metrics::ready(self)
+    }
+    fn not_ready_reason(&self) -> &'static str {
+        "not ready: the first pass is not done, or the declaration file is not valid\n"
+    }
+}
+
+type Shared = Arc<dyn Health>;
+
+async fn serve_metrics(State(m): State<Shared>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        m.render(),
+        m.render_metrics(),
     )
 }
 
@@ -25,31 +50,33 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn readyz(State(m): State<Shared>) -> impl IntoResponse {
     if m.ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the first pass is not done, or the declaration file is not valid\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, m.not_ready_reason())
     }
+}
+
+/// The routes `/metrics`, `/healthz` and `/readyz`, to serve alone or beside others.
+pub fn router(health: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(health)
 }
 
 /// Bind `addr` now (so a busy port fails at start) and serve until the task is dropped.
 pub async fn start(
     addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
+    health: Shared,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
     let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(metrics);
+    let app = router(health);
     tracing::info!("serving metrics on http://{local}/metrics (and /healthz, /readyz)");
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
