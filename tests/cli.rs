@@ -673,15 +673,19 @@ fn every_example_validates() {
             continue;
         }
         let mut cmd = Command::cargo_bin("rangekeeper").unwrap();
-        // The workspace's plugins are found on PATH, as an installed plugin is.
-        if std::fs::read_to_string(&path)
-            .unwrap()
-            .contains("provider: haproxy")
-        {
-            let dir = crate::plugins::haproxy_plugin().parent().unwrap();
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        // The workspace's plugins (plugins/<name>) that the example names are built and found
+        // on PATH, as an installed plugin is.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let plugins_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+        let mut search = std::env::var("PATH").unwrap_or_default();
+        for entry in std::fs::read_dir(&plugins_dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if text.contains(&format!("provider: {name}\n")) {
+                let dir = crate::plugins::workspace_plugin(&name).parent().unwrap();
+                search = format!("{}:{search}", dir.display());
+            }
         }
+        cmd.env("PATH", search);
         let o = cmd
             .env("NO_COLOR", "1")
             .arg("-f")

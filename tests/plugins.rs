@@ -372,27 +372,42 @@ fn grant_and_revoke_go_through_a_plugin_that_stores_leases() {
 
 /// The HAProxy plugin (`plugins/haproxy`), built once per test run.
 pub(crate) fn haproxy_plugin() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let name = "rangekeeper-provider-haproxy";
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .current_dir(repo())
-            .args(["build", "--quiet", "-p", name, "--bin", name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let exe = Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
-            .parent()
-            .unwrap()
-            .join(name);
-        assert!(exe.is_file(), "{}", exe.display());
-        exe
-    })
+    workspace_plugin("haproxy")
+}
+
+/// The workspace's plugin `plugins/<name>` (binary `rangekeeper-provider-<name>`), built once
+/// per test run beside the rangekeeper binary, as an installed plugin would sit on PATH.
+pub(crate) fn workspace_plugin(name: &str) -> &'static Path {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: OnceLock<Mutex<HashMap<String, &'static Path>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(exe) = built.get(name) {
+        return exe;
+    }
+    let bin = format!("rangekeeper-provider-{name}");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(repo())
+        .args(["build", "--quiet", "-p", &bin, "--bin", &bin])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
+        .parent()
+        .unwrap()
+        .join(&bin);
+    assert!(exe.is_file(), "{}", exe.display());
+    let exe: &'static Path = Box::leak(exe.into_boxed_path());
+    built.insert(name.to_owned(), exe);
+    exe
 }
 
 /// Through the binary against a real HAProxy: `providers test` passes on a declared target,
