@@ -116,6 +116,43 @@ pub struct DeadlineFlags {
     pub write_deadline: Option<std::time::Duration>,
 }
 
+/// `reconcile --leader-elect`: several replicas, one writer, decided by a Kubernetes
+/// coordination.k8s.io/v1 Lease (defaults as client-go's leader election).
+#[derive(Debug, Args)]
+pub struct LeaderFlags {
+    /// Run as one of several replicas: only the holder of a Kubernetes Lease reads and writes
+    /// targets, and it stops writing before its lease can expire. Needs the `kubernetes`
+    /// feature; the Lease is in the cluster of the in-cluster service account, else of
+    /// $KUBECONFIG or --lease-kubeconfig
+    #[arg(long, conflicts_with = "once")]
+    pub leader_elect: bool,
+    /// The Lease's name
+    #[arg(long, value_name = "NAME", default_value = "rangekeeper")]
+    pub lease_name: String,
+    /// The Lease's namespace [default: the pod's namespace in a cluster, else the
+    /// kubeconfig context's, else `default`]
+    #[arg(long, value_name = "NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's name in the Lease (e.g. the pod name) [default: the host name and a
+    /// random suffix]
+    #[arg(long, value_name = "ID")]
+    pub identity: Option<String>,
+    /// How long other replicas wait after the leader's last renewal before taking over
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "15s")]
+    pub lease_duration: std::time::Duration,
+    /// The leader writes only until this long after its last successful renewal was sent,
+    /// and steps down if it cannot renew by then (shorter than --lease-duration)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "10s")]
+    pub renew_deadline: std::time::Duration,
+    /// How often the leader renews and a follower tries to acquire
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "2s")]
+    pub retry_period: std::time::Duration,
+    /// The kubeconfig of the cluster that holds the Lease [default: the in-cluster service
+    /// account, else $KUBECONFIG or ~/.kube/config]
+    #[arg(long, value_name = "PATH")]
+    pub lease_kubeconfig: Option<std::path::PathBuf>,
+}
+
 /// What commands that fetch live sources and change targets take.
 #[derive(Debug, Args, Default)]
 pub struct LiveFlags {
@@ -775,6 +812,8 @@ pub struct ReconcileArgs {
     pub watch_interval: std::time::Duration,
     #[command(flatten)]
     pub deadline: DeadlineFlags,
+    #[command(flatten)]
+    pub leader: LeaderFlags,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,8 @@ pub mod declaration;
 mod extip;
 mod guard;
 mod import;
+#[cfg(feature = "kubernetes")]
+mod leader;
 mod lease;
 mod output;
 mod plan;

@@ -23,6 +23,8 @@ mod kube_leases;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod layering;
+#[cfg(feature = "kubernetes")]
+mod leader;
 mod leases;
 mod markdown;
 mod plugins;

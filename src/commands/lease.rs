@@ -134,6 +134,7 @@ fn audit_lease(
         result,
         error,
         lease: Some(lease.clone()),
+        writer: None,
     };
     log.record(&record).map_err(|e| {
         let what = audit::describe(&record);
@@ -243,6 +244,7 @@ async fn revoke_on(
             result: "failed",
             error: Some(format!("revoking lease {id}: {e}")),
             lease: None,
+            writer: None,
         };
         if let Err(err) = log.record(&record) {
             tracing::error!("the audit record of a failed revoke is lost: {err}");

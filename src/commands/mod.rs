@@ -341,6 +341,7 @@ pub fn audit_results(
             result: r.result,
             error: r.error.clone(),
             lease: None,
+            writer: None,
         };
         if let Err(e) = log.record(&record) {
             let what = audit::describe(&record);

@@ -105,6 +105,22 @@ const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60)
 
 pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "reconcile")?;
+    #[cfg(not(feature = "kubernetes"))]
+    if args.leader.leader_elect {
+        return Err(Reported(
+            "--leader-elect needs the `kubernetes` feature (the Lease is a Kubernetes object), and this rangekeeper was built without it; build it with `--features kubernetes` (on by default)".into(),
+        )
+        .into());
+    }
+    #[cfg(feature = "kubernetes")]
+    let leader = if args.leader.leader_elect {
+        Some(
+            crate::leader::Settings::from_flags(&args.leader)
+                .map_err(|e| Reported(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
     let standalone = registry::standalone(&args.standalone).map_err(Reported)?;
     let settings = Settings {
         file: standalone
@@ -127,13 +143,30 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         watch_interval: args.watch_interval,
         retry: global.retry,
         build: crate::registry::build,
+        fence: Arc::new(reconcile::fence::Unfenced),
     };
     let metrics = Arc::new(Metrics::default());
+    // Leader election first: a replica that cannot reach the Lease at all (no kubeconfig,
+    // forbidden) fails at start instead of standing by for ever.
+    #[cfg(feature = "kubernetes")]
+    let (settings, election) = match leader {
+        Some(l) => {
+            let running = crate::leader::start(l, metrics.clone()).await?;
+            let fence: Arc<dyn reconcile::fence::Fence> = running.elector.clone();
+            (Settings { fence, ..settings }, Some(running))
+        }
+        None => (settings, None),
+    };
     let server = match args.metrics_addr {
         Some(addr) => Some(reconcile::server::start(addr, metrics.clone()).await?),
         None => None,
     };
     let outcome = reconcile::run(settings, metrics, shutdown_signal()).await;
+    // The loop has written its last: give the lease up so a follower takes over now.
+    #[cfg(feature = "kubernetes")]
+    if let Some(e) = election {
+        e.stop().await;
+    }
     if let Some(s) = server {
         s.abort();
     }

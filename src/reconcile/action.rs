@@ -24,6 +24,12 @@ pub enum ReconcileError {
     /// The provider rejected or failed the change.
     #[error("apply failed: {0}")]
     Apply(ProviderError),
+    /// Under leader election, the change was ready but this replica's grant had run out
+    /// (it is not, or no longer provably, the leader): nothing was sent.
+    #[error(
+        "not applied: this replica is not the leader (its lease could not be renewed in time); nothing was sent"
+    )]
+    Fenced,
     /// The reconcile task panicked (a bug): counted as a failure of the target.
     #[error("internal error (a bug, please report it): the reconcile panicked: {0}")]
     Panicked(String),
@@ -38,6 +44,7 @@ impl ReconcileError {
             ReconcileError::Read(e) | ReconcileError::Apply(e) => e.kind(),
             ReconcileError::Refused(_) => "refused",
             ReconcileError::Panicked(_) => "panic",
+            ReconcileError::Fenced => "fenced",
         }
     }
 

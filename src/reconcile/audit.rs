@@ -28,6 +28,31 @@ pub struct Record<'a> {
     /// The lease a `grant`, `revoke` or `exec` added or removed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<rangekeeper_provider::Lease>,
+    /// Under `reconcile --leader-elect`: which replica wrote, in which term, and when the
+    /// write was sent and answered, so the audit logs of all replicas together show that no
+    /// two wrote at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<Writer>,
+}
+
+/// The replica that made a change, under leader election.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Writer {
+    /// The `--identity` of the replica (the lease's holder).
+    pub identity: String,
+    /// The leadership term of this replica the write was made in (1, 2, ... per process).
+    pub term: u64,
+    /// When the write was sent and when its answer came, Unix milliseconds.
+    pub sent_unix_ms: u64,
+    pub done_unix_ms: u64,
+}
+
+/// Unix milliseconds of a wall-clock time (0 before 1970).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The append-only audit log.
@@ -137,6 +162,7 @@ mod tests {
                 result,
                 error: None,
                 lease: None,
+                writer: None,
             })
             .unwrap();
         }
@@ -173,6 +199,7 @@ mod full_disk {
                 result: "applied",
                 error: None,
                 lease: None,
+                writer: None,
             })
             .unwrap_err();
         assert!(e.to_string().contains("audit.jsonl"), "{e}");

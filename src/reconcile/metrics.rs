@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Default, Clone)]
 struct TargetMetrics {
@@ -45,6 +45,20 @@ struct Inner {
     declaration_reloads: u64,
     declaration_errors: u64,
     audit_errors: u64,
+    leader: Option<LeaderMetrics>,
+}
+
+/// The replica's role under `--leader-elect`.
+#[derive(Debug, Clone)]
+struct LeaderMetrics {
+    identity: String,
+    lease_duration: Duration,
+    leading: bool,
+    to_leader: u64,
+    to_follower: u64,
+    /// When the lease was last read or written successfully (a follower that cannot reach
+    /// it could not take over).
+    lease_seen: Option<Instant>,
 }
 
 /// The reconciler's metrics and health, shared with the HTTP server.
@@ -181,9 +195,63 @@ impl Metrics {
         self.first_pass_done.store(true, Ordering::SeqCst);
     }
 
-    /// Ready: the first pass over every target is done and the declaration file is valid.
+    /// Leader election is on for this replica (`identity`): its role is shown from now on.
+    pub fn leader_election(&self, identity: &str, lease_duration: Duration) {
+        self.with(|i| {
+            i.leader = Some(LeaderMetrics {
+                identity: identity.to_owned(),
+                lease_duration,
+                leading: false,
+                to_leader: 0,
+                to_follower: 0,
+                lease_seen: None,
+            });
+        });
+    }
+
+    /// The replica became the leader (`true`) or stopped being it (`false`).
+    pub fn set_leading(&self, leading: bool) {
+        self.with(|i| {
+            if let Some(l) = i.leader.as_mut()
+                && l.leading != leading
+            {
+                l.leading = leading;
+                if leading {
+                    l.to_leader += 1;
+                } else {
+                    l.to_follower += 1;
+                }
+            }
+        });
+    }
+
+    /// The lease was read or written successfully just now.
+    pub fn lease_seen(&self) {
+        self.with(|i| {
+            if let Some(l) = i.leader.as_mut() {
+                l.lease_seen = Some(Instant::now());
+            }
+        });
+    }
+
+    /// Ready: the declaration file is valid, and the first pass over every target is done;
+    /// under leader election a follower instead is ready while it reaches the lease (it
+    /// stands by and can take over), since it reconciles nothing.
     pub fn ready(&self) -> bool {
-        self.first_pass_done.load(Ordering::SeqCst) && self.with(|i| i.declaration_valid)
+        let (valid, leader) = self.with(|i| (i.declaration_valid, i.leader.clone()));
+        valid
+            && match leader {
+                Some(l) if !l.leading => {
+                    l.lease_seen.is_some_and(|t| t.elapsed() < l.lease_duration)
+                }
+                _ => self.first_pass_done.load(Ordering::SeqCst),
+            }
+    }
+
+    /// `Some(true)` for the leader, `Some(false)` for a follower, `None` without leader
+    /// election.
+    pub fn leading(&self) -> Option<bool> {
+        self.with(|i| i.leader.as_ref().map(|l| l.leading))
     }
 
     /// The text exposition format.
@@ -333,6 +401,24 @@ impl Metrics {
                 "Audit records that could not be written (the change they record was made; the record is lost).",
                 vec![(String::new(), i.audit_errors as f64)],
             );
+            if let Some(l) = &i.leader {
+                let id = escape(&l.identity);
+                family(
+                    "rangekeeper_leader",
+                    "gauge",
+                    "1 while this replica holds the leader lease and may write (--leader-elect), 0 while it is a follower.",
+                    vec![(format!("{{identity=\"{id}\"}}"), f64::from(u8::from(l.leading)))],
+                );
+                family(
+                    "rangekeeper_leader_transitions_total",
+                    "counter",
+                    "Times this replica became the leader (to=leader) or stopped being it (to=follower).",
+                    vec![
+                        (format!("{{identity=\"{id}\",to=\"leader\"}}"), l.to_leader as f64),
+                        (format!("{{identity=\"{id}\",to=\"follower\"}}"), l.to_follower as f64),
+                    ],
+                );
+            }
             out
         })
     }

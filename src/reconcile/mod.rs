@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod audit;
+pub mod fence;
 pub mod memory;
 pub mod metrics;
 pub mod server;
@@ -35,6 +36,7 @@ use crate::sources::fetch::{FetchError, Fetcher};
 use crate::sources::{self, LiveOptions, Refreshed, Store};
 use action::{Action, ReconcileError};
 use audit::{AuditLog, Record};
+use fence::Fence;
 use metrics::Metrics;
 
 /// Resolved settings of `rangekeeper reconcile`.
@@ -63,6 +65,10 @@ pub struct Settings {
     pub retry: crate::retry::Policy,
     /// Builds a target's provider ([`registry::build`]; tests script their own).
     pub build: Builder,
+    /// Whether this process may write now ([`fence::Unfenced`] without `--leader-elect`):
+    /// no target is read or applied without a grant, and every apply is checked against it
+    /// just before it is sent.
+    pub fence: Arc<dyn Fence>,
 }
 
 /// Builds the provider of a target from its `provider:` name and fields.
@@ -96,6 +102,9 @@ impl Settings {
         }
     }
 }
+
+/// How often a replica without a grant (a follower) checks whether it got one.
+const FOLLOWER_POLL: Duration = Duration::from_millis(100);
 
 /// In `--once` mode, the longest wait between attempts.
 const ONCE_MAX_DELAY: Duration = Duration::from_secs(10);
@@ -157,6 +166,9 @@ pub struct Pass {
     /// A target that stores leases, after a successful pass: the ids of the leases it holds,
     /// and those of the expired leases this pass removed.
     pub leases: Option<(Vec<String>, Vec<String>)>,
+    /// The leadership term the write of this pass was sent in, and when it was sent and
+    /// when its answer came (wall clock), for the audit record under leader election.
+    pub window: Option<(u64, SystemTime, SystemTime)>,
 }
 
 /// Logs provider progress.
@@ -177,11 +189,12 @@ pub async fn reconcile(
     hint: Trigger,
     retry: crate::retry::Policy,
     build: Builder,
+    fence: Arc<dyn Fence>,
 ) -> Pass {
     match build(&target.provider, &target.config) {
         Ok(provider) => {
             let provider = crate::retry::wrap(provider, &target.name, retry.single_attempt());
-            reconcile_with(target, provider, lockout, last_seen, hint).await
+            reconcile_with(target, provider, lockout, last_seen, hint, fence).await
         }
         Err(e) => Pass {
             target: target.name.clone(),
@@ -191,6 +204,7 @@ pub async fn reconcile(
             notes: Vec::new(),
             pending: false,
             leases: None,
+            window: None,
             result: Err(if target.source_errors.is_empty() {
                 ReconcileError::Config(e.to_string())
             } else {
@@ -207,6 +221,7 @@ pub async fn reconcile_with(
     lockout: Option<Lockout>,
     last_seen: Option<RangeSet>,
     hint: Trigger,
+    fence: Arc<dyn Fence>,
 ) -> Pass {
     let mut pass = Pass {
         target: target.name.clone(),
@@ -217,6 +232,7 @@ pub async fn reconcile_with(
         pending: false,
         result: Ok(()),
         leases: None,
+        window: None,
     };
     if !target.source_errors.is_empty() {
         pass.result = Err(ReconcileError::Source(target.source_errors.clone()));
@@ -297,7 +313,16 @@ pub async fn reconcile_with(
                 wait: true,
                 progress: Arc::new(LogProgress(target.name.clone())),
             };
-            match planning::write(&b, &plan, &opts).await {
+            // The fence, just before the write is sent: a leader whose lease may have run
+            // out (another replica may be writing) sends nothing.
+            let Some(grant) = fence.grant().filter(|g| Instant::now() < g.until) else {
+                pass.result = Err(ReconcileError::Fenced);
+                return pass;
+            };
+            let sent = SystemTime::now();
+            let written = planning::write(&b, &plan, &opts).await;
+            pass.window = Some((grant.term, sent, SystemTime::now()));
+            match written {
                 Ok(applied) => {
                     if plan.stores_leases {
                         pass.leases = Some((ids(&plan.leases), ids(&plan.expired_leases)));
@@ -555,6 +580,20 @@ impl Controller {
         self.decl = decl;
     }
 
+    /// This replica got a new grant after losing one: another replica may have written
+    /// every target meanwhile, so each is read afresh now, and what this replica saw before
+    /// is forgotten (a change since is not drift; the first change is labelled `initial`).
+    fn new_term(&mut self) {
+        let now = Instant::now();
+        for slot in self.slots.values_mut() {
+            slot.due = now;
+            slot.failures = 0;
+            slot.last_seen = None;
+            slot.hint = Trigger::Initial;
+            slot.last_refusal = None;
+        }
+    }
+
     /// Re-read the declaration when its content changed; keep the last valid one on error.
     fn watch(&mut self) {
         // What the user edits: the declaration, or a stand-alone mode's config file.
@@ -689,7 +728,10 @@ impl Controller {
         let hint = slot.hint;
         let retry = self.settings.retry;
         let build = self.settings.build;
-        let task = tasks.spawn(reconcile(target, lockout, last_seen, hint, retry, build));
+        let fence = self.settings.fence.clone();
+        let task = tasks.spawn(reconcile(
+            target, lockout, last_seen, hint, retry, build, fence,
+        ));
         running.insert(task.id(), name.to_owned());
     }
 
@@ -710,6 +752,7 @@ impl Controller {
             notes: Vec::new(),
             pending: false,
             leases: None,
+            window: None,
             result: Err(ReconcileError::Panicked(why)),
         });
     }
@@ -755,6 +798,15 @@ impl Controller {
         };
         // The audit record of the change this pass made or tried.
         let time = audit::rfc3339(SystemTime::now());
+        let writer = match (settings.fence.identity(), pass.window) {
+            (Some(identity), Some((term, sent, done))) => Some(audit::Writer {
+                identity,
+                term,
+                sent_unix_ms: audit::unix_ms(sent),
+                done_unix_ms: audit::unix_ms(done),
+            }),
+            _ => None,
+        };
         let record = |c: &Change, result, error| Record {
             time,
             target: &name,
@@ -765,6 +817,7 @@ impl Controller {
             result,
             error,
             lease: None,
+            writer: writer.clone(),
         };
         let mut summary = Summary {
             target: name.clone(),
@@ -849,6 +902,15 @@ impl Controller {
                 slot.last_refusal = None;
                 slot.done = true;
                 slot.due = Instant::now() + action::requeue(settings.interval).requeue_after;
+            }
+            Err(ReconcileError::Fenced) => {
+                // Not a failure of the target: the leader (this replica again, or another)
+                // reconciles it from a fresh read.
+                tracing::warn!(target = %name, "`{name}`: the change was not sent: this replica stopped being the leader");
+                summary.result = "failed";
+                summary.kind = Some(ReconcileError::Fenced.kind());
+                summary.error = Some(ReconcileError::Fenced.to_string());
+                slot.due = Instant::now();
             }
             Err(e) => {
                 let kind = e.kind();
@@ -1038,12 +1100,28 @@ pub async fn run(
     let mut fetching: HashMap<Id, String> = HashMap::new();
     let mut next_watch = Instant::now() + settings.watch_interval;
     let mut stopped = false;
+    // The fence's term the loop last started targets in, and whether it ever had one.
+    let mut term: Option<u64> = None;
+    let mut had_term = false;
     loop {
         if settings.once && ctl.slots.values().all(|s| s.done && !s.in_flight) {
             break;
         }
-        // Start due targets, earliest first, up to the concurrency bound.
+        // Start due targets, earliest first, up to the concurrency bound; only with a grant
+        // of the fence (a follower reads and writes no target).
         let now = Instant::now();
+        let grant = settings.fence.grant().filter(|g| now < g.until);
+        match grant {
+            Some(g) if term != Some(g.term) => {
+                if had_term {
+                    ctl.new_term();
+                }
+                had_term = true;
+                term = Some(g.term);
+            }
+            None => term = None,
+            Some(_) => {}
+        }
         let waiting = if settings.once {
             Vec::new()
         } else {
@@ -1058,7 +1136,7 @@ pub async fn run(
             .collect();
         due.sort();
         for (_, name) in due {
-            if tasks.len() >= settings.concurrency {
+            if grant.is_none() || tasks.len() >= settings.concurrency {
                 break;
             }
             ctl.spawn(&name, &mut tasks, &mut running);
@@ -1090,6 +1168,12 @@ pub async fn run(
                 wake = wake.min(r);
             }
         }
+        // Without a grant, look again soon (leadership may come at any time); with one, wake
+        // when it runs out at the latest.
+        wake = match grant {
+            None => wake.min(now + FOLLOWER_POLL),
+            Some(g) => wake.min(g.until),
+        };
         let wake = wake.max(now + Duration::from_millis(20));
         tokio::select! {
             () = &mut shutdown => {
@@ -1272,6 +1356,7 @@ mod tests {
             None,
             last_seen,
             Trigger::Drift,
+            Arc::new(fence::Unfenced),
         )
         .await
     }
@@ -1286,6 +1371,7 @@ mod tests {
             None,
             None,
             Trigger::Initial,
+            Arc::new(fence::Unfenced),
         )
         .await;
         assert!(pass.result.is_ok());
@@ -1294,6 +1380,69 @@ mod tests {
         assert_eq!(c.added, set(&["192.0.2.0/24"]));
         let again = run(&p, &t, pass.holds).await;
         assert!(again.result.is_ok() && again.change.is_none() && again.drift.is_none());
+        assert_eq!(p.applies.lock().unwrap().len(), 1);
+    }
+
+    /// A fence that never grants, or whose grant already ran out.
+    #[derive(Debug)]
+    struct Closed(Option<fence::Grant>);
+
+    impl Fence for Closed {
+        fn grant(&self) -> Option<fence::Grant> {
+            self.0
+        }
+        fn identity(&self) -> Option<String> {
+            Some("replica-a".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn no_write_is_sent_without_a_grant_or_after_it_ran_out() {
+        let p = Arc::new(Scripted::default());
+        let t = target("[192.0.2.0/24]");
+        for fence in [
+            Closed(None),
+            Closed(Some(fence::Grant {
+                term: 1,
+                until: Instant::now(),
+            })),
+        ] {
+            let pass = reconcile_with(
+                t.clone(),
+                Box::new(Handle(p.clone())),
+                None,
+                None,
+                Trigger::Initial,
+                Arc::new(fence),
+            )
+            .await;
+            assert!(
+                matches!(pass.result, Err(ReconcileError::Fenced)),
+                "{:?}",
+                pass.result
+            );
+            assert!(pass.window.is_none());
+        }
+        assert!(p.applies.lock().unwrap().is_empty(), "nothing was applied");
+        let open = Closed(Some(fence::Grant {
+            term: 7,
+            until: Instant::now() + Duration::from_secs(60),
+        }));
+        let pass = reconcile_with(
+            t,
+            Box::new(Handle(p.clone())),
+            None,
+            None,
+            Trigger::Initial,
+            Arc::new(open),
+        )
+        .await;
+        assert!(pass.result.is_ok());
+        assert_eq!(
+            pass.window.map(|w| w.0),
+            Some(7),
+            "the write carries its term"
+        );
         assert_eq!(p.applies.lock().unwrap().len(), 1);
     }
 
@@ -1365,6 +1514,7 @@ mod tests {
             Some(lockout),
             None,
             Trigger::Drift,
+            Arc::new(fence::Unfenced),
         )
         .await;
         let e = pass.result.unwrap_err();
@@ -1461,6 +1611,7 @@ mod regression {
             watch_interval: Duration::from_secs(1),
             retry: crate::retry::Policy::default(),
             build,
+            fence: Arc::new(fence::Unfenced),
         };
         let run = run(
             settings,

@@ -20,6 +20,10 @@ pub trait Health: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// What `/readyz` says when not ready.
     fn not_ready_reason(&self) -> &'static str;
+    /// What `/readyz` says when ready.
+    fn ready_text(&self) -> &'static str {
+        "ready\n"
+    }
 }
 
 impl Health for Metrics {
@@ -30,7 +34,22 @@ impl Health for Metrics {
         Metrics::ready(self)
     }
     fn not_ready_reason(&self) -> &'static str {
-        "not ready: the first pass is not done, or the declaration file is not valid\n"
+        match self.leading() {
+            None => "not ready: the first pass is not done, or the declaration file is not valid\n",
+            Some(true) => {
+                "not ready: leader: the first pass is not done, or the declaration file is not valid\n"
+            }
+            Some(false) => {
+                "not ready: follower: the leader lease was not reached within the lease duration (this replica could not take over), or the declaration file is not valid\n"
+            }
+        }
+    }
+    fn ready_text(&self) -> &'static str {
+        match self.leading() {
+            None => "ready\n",
+            Some(true) => "ready: leader\n",
+            Some(false) => "ready: follower (standing by; the leader reconciles)\n",
+        }
     }
 }
 
@@ -52,7 +71,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(m): State<Shared>) -> impl IntoResponse {
     if m.ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, m.ready_text())
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, m.not_ready_reason())
     }

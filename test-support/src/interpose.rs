@@ -3,6 +3,8 @@
 //! write (not a dry run) to one path is forwarded, so another writer's edit lands between the
 //! client's read and its write, exactly in the window a compare-and-swap must guard. Every
 //! answer's status is recorded, so a test can tell that the server really refused a write.
+//! The proxy can also be cut ([`Interposer::cut`]): the client is then partitioned from the
+//! API server (its requests hang unanswered, as across a network partition) until restored.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ struct State {
     http: reqwest::Client,
     hook: Arc<Mutex<Option<(String, Hook)>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The proxy; it serves until the test process ends.
@@ -48,6 +51,7 @@ impl Interposer {
             http,
             hook: Arc::new(Mutex::new(None)),
             seen: Arc::new(Mutex::new(Vec::new())),
+            cut: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("binding the proxy: {e}"));
@@ -86,6 +90,14 @@ impl Interposer {
         self.state.hook.lock().is_ok_and(|h| h.is_none())
     }
 
+    /// Cut (`true`) or restore (`false`) the path to the API server: while cut, every
+    /// request, new or waiting, hangs without an answer; on restore waiting ones go on.
+    pub fn cut(&self, cut: bool) {
+        self.state
+            .cut
+            .store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every request forwarded so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.state
@@ -114,6 +126,9 @@ async fn forward(
     axum::extract::State(s): axum::extract::State<State>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
+    while s.cut.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let method = req.method().clone();
     let uri = req.uri().clone();
     let headers = req.headers().clone();

@@ -1,0 +1,492 @@
+//! `reconcile --leader-elect` against a real kube-apiserver (test-support's `ControlPlane`):
+//! three replicas of the binary share one `file` target (a write is a change of that file)
+//! and one Lease; each keeps its own audit log, whose `writer` stamps (identity, term, when
+//! each write was sent and answered) prove who wrote when. A thread keeps drifting the file,
+//! so the leader writes on every pass and a replica that must not write would be seen.
+//!
+//! Short durations throughout: lease 3s, renew deadline 2s, retry period 500ms.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rangekeeper_test_support::interpose::Interposer;
+use rangekeeper_test_support::kube::ControlPlane;
+
+use crate::common::{Scratch, code, rangekeeper_std, seen};
+
+const LEASE: Duration = Duration::from_secs(3);
+const RENEW: Duration = Duration::from_secs(2);
+const RETRY: Duration = Duration::from_millis(500);
+
+const DECL: &str =
+    "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.0/24]\n";
+
+fn unix_ms(t: SystemTime) -> u64 {
+    u64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// One write of the audit logs.
+#[derive(Debug, Clone)]
+struct Write {
+    identity: String,
+    term: u64,
+    sent: u64,
+    done: u64,
+}
+
+struct Replica {
+    id: String,
+    child: Child,
+    state: PathBuf,
+    log: PathBuf,
+    metrics: std::net::SocketAddr,
+}
+
+impl Replica {
+    fn start(s: &Scratch, id: &str, lease: &str, kubeconfig: &Path) -> Replica {
+        let state = s.path().join(format!("state-{id}"));
+        let log = s.path().join(format!("{id}.log"));
+        let metrics = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let child = rangekeeper_std(s.path())
+            .args([
+                "reconcile",
+                "--leader-elect",
+                "--lease-name",
+                lease,
+                "--lease-namespace",
+                "default",
+                "--identity",
+                id,
+                "--lease-duration",
+                "3s",
+                "--renew-deadline",
+                "2s",
+                "--retry-period",
+                "500ms",
+                "--interval",
+                "200ms",
+                "--max-backoff",
+                "200ms",
+                "--metrics-addr",
+                &metrics.to_string(),
+            ])
+            .arg("--lease-kubeconfig")
+            .arg(kubeconfig)
+            .arg("--state-dir")
+            .arg(&state)
+            .env("RANGEKEEPER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Replica {
+            id: id.to_owned(),
+            child,
+            state,
+            log,
+            metrics,
+        }
+    }
+
+    fn writes(&self) -> Vec<Write> {
+        let text = std::fs::read_to_string(self.state.join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| {
+                let w = &v["writer"];
+                assert!(w.is_object(), "a record without its writer: {v}");
+                Write {
+                    identity: w["identity"].as_str().unwrap().to_owned(),
+                    term: w["term"].as_u64().unwrap(),
+                    sent: w["sentUnixMs"].as_u64().unwrap(),
+                    done: w["doneUnixMs"].as_u64().unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the metrics address: (status, body).
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut c = std::net::TcpStream::connect(self.metrics).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Keeps changing the target behind rangekeeper's back until dropped.
+struct Drifter(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
+
+impl Drifter {
+    fn start(path: PathBuf) -> Drifter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let t = std::thread::spawn(move || {
+            let tmp = path.with_extension("drift");
+            while !s.load(Ordering::SeqCst) {
+                std::fs::write(&tmp, "198.51.100.0/24\n").unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Drifter(stop, Some(t))
+    }
+}
+
+impl Drop for Drifter {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lease(cp: &ControlPlane, name: &str) -> serde_json::Value {
+    cp.get_json(&format!(
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases/{name}"
+    ))
+    .unwrap_or(serde_json::Value::Null)
+}
+
+fn holder(cp: &ControlPlane, name: &str) -> Option<String> {
+    lease(cp, name)["spec"]["holderIdentity"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every write of every replica, by the time it was sent.
+fn all_writes(replicas: &[&Replica]) -> Vec<Write> {
+    let mut all: Vec<Write> = replicas.iter().flat_map(|r| r.writes()).collect();
+    all.sort_by_key(|w| w.sent);
+    all
+}
+
+/// No two replicas wrote in overlapping windows: wherever the writer changes, the earlier
+/// write was answered before the later one was sent.
+fn assert_no_overlap(all: &[Write]) {
+    for pair in all.windows(2) {
+        if pair[0].identity != pair[1].identity {
+            assert!(
+                pair[0].done < pair[1].sent,
+                "{} and {} wrote at once: {pair:?}",
+                pair[0].identity,
+                pair[1].identity
+            );
+        }
+    }
+    // And each replica's writes of one term form one window no other replica wrote in.
+    for w in all {
+        let first = all
+            .iter()
+            .filter(|x| x.identity == w.identity && x.term == w.term)
+            .map(|x| x.sent)
+            .min()
+            .unwrap();
+        let last = all
+            .iter()
+            .filter(|x| x.identity == w.identity && x.term == w.term)
+            .map(|x| x.done)
+            .max()
+            .unwrap();
+        assert!(
+            !all.iter()
+                .any(|x| x.identity != w.identity && x.done >= first && x.sent <= last),
+            "another replica wrote inside the term {} window of {}: {all:?}",
+            w.term,
+            w.identity
+        );
+    }
+}
+
+#[test]
+fn three_replicas_one_writer_and_a_killed_leader_is_replaced_within_the_lease() {
+    let cp = ControlPlane::shared();
+    let name = "rk-ha-sigkill";
+    let s = Scratch::new(DECL);
+    let kc = cp.kubeconfig().to_owned();
+    let mut replicas: Vec<Replica> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Replica::start(&s, id, name, &kc))
+        .collect();
+    let drift = Drifter::start(s.path().join("t.txt"));
+    let leader = wait_for("a leader", Duration::from_secs(30), || holder(cp, name));
+    // Several passes of drift and correction.
+    wait_for("the leader's writes", Duration::from_secs(20), || {
+        let r = replicas.iter().find(|r| r.id == leader).unwrap();
+        (r.writes().len() >= 5).then_some(())
+    });
+    let writers: std::collections::BTreeSet<String> =
+        all_writes(&replicas.iter().collect::<Vec<_>>())
+            .into_iter()
+            .map(|w| w.identity)
+            .collect();
+    assert_eq!(
+        writers,
+        [leader.clone()].into(),
+        "exactly one replica writes"
+    );
+    assert_eq!(lease(cp, name)["spec"]["leaseDurationSeconds"], 3);
+    let transitions = lease(cp, name)["spec"]["leaseTransitions"]
+        .as_u64()
+        .unwrap();
+
+    // Role in metrics and /readyz.
+    for r in &replicas {
+        let (status, body) = r.get("/readyz");
+        let (_, metrics) = r.get("/metrics");
+        let leading = r.id == leader;
+        let gauge = format!(
+            "rangekeeper_leader{{identity=\"{}\"}} {}",
+            r.id,
+            u8::from(leading)
+        );
+        assert!(metrics.contains(&gauge), "{}: {metrics}", r.id);
+        assert_eq!(status, 200, "{}: {body}", r.id);
+        let role = if leading {
+            "ready: leader"
+        } else {
+            "ready: follower"
+        };
+        assert!(body.starts_with(role), "{}: {body}", r.id);
+    }
+
+    // SIGKILL the leader: no release, the others must wait for the lease to expire.
+    let killed_at = SystemTime::now();
+    let i = replicas.iter().position(|r| r.id == leader).unwrap();
+    replicas[i].kill();
+    let next = wait_for("a new leader", Duration::from_secs(20), || {
+        holder(cp, name).filter(|h| *h != leader)
+    });
+    let l = lease(cp, name);
+    let acquired: SystemTime = {
+        let t = l["spec"]["acquireTime"].as_str().unwrap();
+        let ts: k8s_openapi::jiff::Timestamp = t.parse().unwrap();
+        UNIX_EPOCH + Duration::from_micros(u64::try_from(ts.as_microsecond()).unwrap())
+    };
+    assert_eq!(
+        l["spec"]["leaseTransitions"].as_u64().unwrap(),
+        transitions + 1,
+        "{l}"
+    );
+    let takeover = acquired.duration_since(killed_at).unwrap_or_default();
+    eprintln!("takeover after SIGKILL: {takeover:?} (lease 3s, retry 500ms)");
+    // Within the lease duration plus one retry period, with room for the scheduling of a
+    // loaded test machine (the replica wakes exactly at the expiry it measured).
+    assert!(
+        takeover <= LEASE + RETRY + Duration::from_millis(300),
+        "takeover took {takeover:?}"
+    );
+    // ... and never sooner than the lease allowed after the dead leader's last renewal.
+    assert!(
+        takeover + RETRY >= LEASE,
+        "takeover after only {takeover:?}"
+    );
+    let first_new = wait_for(
+        "the new leader's first write",
+        Duration::from_secs(10),
+        || {
+            all_writes(&replicas.iter().collect::<Vec<_>>())
+                .into_iter()
+                .find(|w| w.identity == next)
+        },
+    );
+    let to_write = Duration::from_millis(first_new.sent.saturating_sub(unix_ms(killed_at)));
+    eprintln!("first write of the new leader after SIGKILL: {to_write:?}");
+    assert!(
+        to_write <= LEASE + RETRY + Duration::from_secs(1),
+        "{to_write:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    drop(drift);
+    for r in &mut replicas {
+        r.kill();
+    }
+    let all = all_writes(&replicas.iter().collect::<Vec<_>>());
+    assert_no_overlap(&all);
+    assert!(
+        all.iter()
+            .all(|w| w.identity == leader || w.identity == next),
+        "only the two leaders wrote: {all:?}"
+    );
+}
+
+#[test]
+fn a_leader_cut_off_from_the_api_server_stops_writing_before_its_lease_can_expire() {
+    let cp = ControlPlane::shared();
+    let name = "rk-ha-partition";
+    let s = Scratch::new(DECL);
+    let proxy = Interposer::start(cp);
+    let cut_kc = s.path().join("through-proxy.kubeconfig");
+    proxy.write_kubeconfig(cp, &cut_kc);
+    // `a` reaches the API server only through the proxy, and leads first.
+    let mut a = Replica::start(&s, "a", name, &cut_kc);
+    wait_for("`a` leading", Duration::from_secs(30), || {
+        (holder(cp, name).as_deref() == Some("a")).then_some(())
+    });
+    let kc = cp.kubeconfig().to_owned();
+    let mut b = Replica::start(&s, "b", name, &kc);
+    let mut c = Replica::start(&s, "c", name, &kc);
+    let drift = Drifter::start(s.path().join("t.txt"));
+    wait_for("`a` writing", Duration::from_secs(20), || {
+        (a.writes().len() >= 5).then_some(())
+    });
+
+    proxy.cut(true);
+    // After the cut: whatever reached the API server was sent before this instant.
+    let cut_at = SystemTime::now();
+    let next = wait_for("a new leader", Duration::from_secs(20), || {
+        holder(cp, name).filter(|h| h != "a")
+    });
+    let first_new = wait_for(
+        "the new leader's first write",
+        Duration::from_secs(10),
+        || {
+            all_writes(&[&a, &b, &c])
+                .into_iter()
+                .find(|w| w.identity == next)
+        },
+    );
+    let a_last = a.writes().into_iter().max_by_key(|w| w.sent).unwrap();
+    eprintln!(
+        "a's last write sent {}ms after the cut; {next}'s first write {}ms after the cut",
+        a_last.sent.saturating_sub(unix_ms(cut_at)),
+        first_new.sent.saturating_sub(unix_ms(cut_at))
+    );
+    // `a` renewed last before the cut, so its grant ended at most a renew deadline after it.
+    assert!(
+        a_last.sent < unix_ms(cut_at) + u64::try_from(RENEW.as_millis()).unwrap(),
+        "a wrote {}ms after it was cut off",
+        a_last.sent - unix_ms(cut_at)
+    );
+    // The margin between a's last write and the takeover is about lease - renew deadline.
+    assert!(
+        first_new.sent > a_last.done + 500,
+        "a's last write {a_last:?}, the new leader's first {first_new:?}"
+    );
+    assert!(
+        a.stderr().contains("`a` stopped being the leader"),
+        "{}",
+        a.stderr()
+    );
+    let (_, m) = a.get("/metrics");
+    assert!(m.contains("rangekeeper_leader{identity=\"a\"} 0"), "{m}");
+    assert!(
+        m.contains("rangekeeper_leader_transitions_total{identity=\"a\",to=\"follower\"} 1"),
+        "{m}"
+    );
+
+    // Healed: `a` sees the new holder and stays a follower; it writes nothing more.
+    let a_count = a.writes().len();
+    proxy.cut(false);
+    std::thread::sleep(LEASE);
+    assert_eq!(a.writes().len(), a_count, "a wrote after it lost the lease");
+    assert_eq!(holder(cp, name).as_deref(), Some(next.as_str()));
+    let (status, body) = a.get("/readyz");
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            200,
+            "ready: follower (standing by; the leader reconciles)\n"
+        )
+    );
+    drop(drift);
+    a.kill();
+    b.kill();
+    c.kill();
+    assert_no_overlap(&all_writes(&[&a, &b, &c]));
+}
+
+#[test]
+fn bad_leader_election_settings_are_refused_before_anything_runs() {
+    let s = Scratch::new(DECL);
+    let o = s.run(&[
+        "reconcile",
+        "--leader-elect",
+        "--lease-duration",
+        "3s",
+        "--renew-deadline",
+        "3s",
+    ]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("leader_bad_durations", seen(&o));
+    let o = s.run(&["reconcile", "--leader-elect", "--once"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert!(!s.exists("t.txt"), "nothing was written");
+}
+
+/// A replica that cannot use the Lease at all (RBAC forbids it) fails at start with what to
+/// grant, instead of standing by for ever.
+#[test]
+fn a_forbidden_lease_fails_at_start_naming_the_rbac_to_grant() {
+    let cp = ControlPlane::shared();
+    let s = Scratch::new(DECL);
+    let kc = s.path().join("limited.kubeconfig");
+    cp.write_kubeconfig(
+        &kc,
+        rangekeeper_test_support::kube::KubeUser::Token(cp.user_token("limited").to_owned()),
+    );
+    let o = rangekeeper_std(s.path())
+        .args([
+            "reconcile",
+            "--leader-elect",
+            "--lease-namespace",
+            "default",
+        ])
+        .arg("--lease-kubeconfig")
+        .arg(&kc)
+        .arg("--state-dir")
+        .arg(s.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    let err = crate::common::stderr(&o);
+    assert!(err.contains("HTTP 403"), "{err}");
+    assert!(err.contains("leases.coordination.k8s.io"), "{err}");
+    assert!(!s.exists("t.txt"), "nothing was written");
+}
