@@ -612,7 +612,7 @@ mod tests {
             identity: "a".into(),
             grant: Mutex::new(None),
         };
-        assert!(!e.grant().is_some_and(|g| Instant::now() < g.until));
+        assert!(e.grant().is_none_or(|g| Instant::now() >= g.until));
         e.set(Some(Grant {
             term: 1,
             until: Instant::now() + Duration::from_secs(5),
@@ -622,6 +622,6 @@ mod tests {
             term: 1,
             until: Instant::now(),
         }));
-        assert!(!e.grant().is_some_and(|g| Instant::now() < g.until));
+        assert!(e.grant().is_none_or(|g| Instant::now() >= g.until));
     }
 }

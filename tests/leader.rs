@@ -490,3 +490,131 @@ fn a_forbidden_lease_fails_at_start_naming_the_rbac_to_grant() {
     assert!(err.contains("leases.coordination.k8s.io"), "{err}");
     assert!(!s.exists("t.txt"), "nothing was written");
 }
+
+/// examples/kubernetes/reconciler-ha.yaml applies to the API server with strict field
+/// validation, and its Role is all a replica needs: with a token of the example's
+/// ServiceAccount it creates the Lease, leads, and on SIGTERM releases the Lease and exits 0.
+#[test]
+fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
+    let cp = ControlPlane::shared();
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/reconciler-ha.yaml"),
+    )
+    .unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let mut kinds = Vec::new();
+    for doc in docs.iter().filter(|d| !d.is_null()) {
+        let kind = doc["kind"].as_str().unwrap();
+        kinds.push(kind.to_owned());
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let ns = doc["metadata"]["namespace"].as_str();
+        let (base, plural) = match kind {
+            "Namespace" => ("/api/v1", "namespaces"),
+            "ServiceAccount" => ("/api/v1", "serviceaccounts"),
+            "ConfigMap" => ("/api/v1", "configmaps"),
+            "Service" => ("/api/v1", "services"),
+            "Role" => ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+            "RoleBinding" => ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+            "Deployment" => ("/apis/apps/v1", "deployments"),
+            "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets"),
+            other => panic!("the example has a {other} this test does not know"),
+        };
+        let path = match ns {
+            Some(ns) => format!("{base}/namespaces/{ns}/{plural}/{name}"),
+            None => format!("{base}/{plural}/{name}"),
+        };
+        let (status, body) = cp
+            .request(
+                "PATCH",
+                &format!("{path}?fieldManager=rangekeeper-test&force=true&fieldValidation=Strict"),
+                Some(("application/apply-patch+yaml", doc.to_string())),
+                None,
+            )
+            .unwrap();
+        assert!(
+            (200..300).contains(&status),
+            "{kind} {name}: HTTP {status}: {body}"
+        );
+    }
+    assert!(
+        kinds.iter().any(|k| k == "PodDisruptionBudget") && kinds.iter().any(|k| k == "Role"),
+        "{kinds:?}"
+    );
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--leader-elect") && args.contains("--identity=$(POD_NAME)"),
+        "{args}"
+    );
+
+    // A token of the example's ServiceAccount (TokenRequest), and the lease the example names.
+    let (status, body) = cp
+        .request(
+            "POST",
+            "/api/v1/namespaces/rangekeeper/serviceaccounts/rangekeeper/token",
+            Some((
+                "application/json",
+                r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#.into(),
+            )),
+            None,
+        )
+        .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let s = Scratch::new(DECL);
+    let kc = s.path().join("sa.kubeconfig");
+    cp.write_kubeconfig(
+        &kc,
+        rangekeeper_test_support::kube::KubeUser::Token(
+            token["status"]["token"].as_str().unwrap().to_owned(),
+        ),
+    );
+    let log = s.path().join("pod.log");
+    let mut child = rangekeeper_std(s.path())
+        .args([
+            "reconcile",
+            "--leader-elect",
+            "--lease-name",
+            "rangekeeper",
+            "--lease-namespace",
+            "rangekeeper",
+            "--identity",
+            "rangekeeper-pod-0",
+        ])
+        .arg("--lease-kubeconfig")
+        .arg(&kc)
+        .arg("--state-dir")
+        .arg(s.path().join("state"))
+        .env("RANGEKEEPER_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let path = "/apis/coordination.k8s.io/v1/namespaces/rangekeeper/leases/rangekeeper";
+    let held = || {
+        cp.get_json(path)
+            .ok()
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    };
+    wait_for("the example's Lease held", Duration::from_secs(30), || {
+        (held().as_deref() == Some("rangekeeper-pod-0")).then_some(())
+    });
+    wait_for("the target written", Duration::from_secs(20), || {
+        s.read_or_empty("t.txt")
+            .contains("192.0.2.0/24")
+            .then_some(())
+    });
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = wait_for("the replica to stop", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(held(), None, "the Lease is released on SIGTERM: {stderr}");
+    assert!(
+        stderr.contains("released lease rangekeeper/rangekeeper"),
+        "{stderr}"
+    );
+}

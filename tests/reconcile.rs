@@ -1102,7 +1102,11 @@ fn configmap_declaration(example: &str) -> String {
 #[cfg(all(feature = "aks", feature = "eks", feature = "gke", feature = "hostfw"))]
 #[test]
 fn the_kubernetes_examples_carry_valid_declarations() {
-    for example in ["reconciler-cronjob.yaml", "reconciler-deployment.yaml"] {
+    for example in [
+        "reconciler-cronjob.yaml",
+        "reconciler-deployment.yaml",
+        "reconciler-ha.yaml",
+    ] {
         let decl = configmap_declaration(example);
         assert!(decl.starts_with("version: 1\n"), "{example}: {decl}");
         let s = Scratch::new(&decl);
