@@ -112,10 +112,15 @@ pub async fn change(
     policy: Policy,
     opts: &ApplyOptions,
 ) -> Result<Done, ProviderError> {
-    if !b.provider.capabilities().leases {
+    let caps = b.provider.capabilities();
+    if !caps.leases {
         return Err(ProviderError::Invalid(format!(
-            "target `{}`: the `{}` provider cannot store leases, so it cannot grant temporary access",
-            b.target.name, b.target.provider
+            "target `{}`: {}, so it cannot grant temporary access",
+            b.target.name,
+            caps.leases_refused.clone().unwrap_or_else(|| format!(
+                "the `{}` provider cannot store leases",
+                b.target.provider
+            ))
         )));
     }
     let what = format!(
