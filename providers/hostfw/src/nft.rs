@@ -1240,6 +1240,99 @@ mod tests {
         assert!(names.iter().all(|n| !n.contains("_1")));
     }
 
+    /// The kernel side of the compare-and-swap, against a real kernel in a namespace of its
+    /// own (root needed: skipped with a message without it, failed under `CI=true`).
+    mod netns {
+        use super::*;
+
+        struct Ns(String);
+
+        impl Drop for Ns {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .status();
+            }
+        }
+
+        fn namespace(tag: &str) -> Option<Ns> {
+            let name = format!("rkn-{tag}-{}", std::process::id());
+            let made = std::process::Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !made {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "CI must run this test as root with `ip` and `nft`"
+                );
+                eprintln!("skipping: needs root and `ip netns`");
+                return None;
+            }
+            Some(Ns(name))
+        }
+
+        fn content(addr: &str) -> Content {
+            Content {
+                ports: [6443].into_iter().collect(),
+                permanent: nets(&[addr]),
+                leases: Vec::new(),
+            }
+        }
+
+        /// A write planned from a read that two other writes have since overtaken: the idle
+        /// slot is idle again (so deleting its sets succeeds), only the nonce tells, and its
+        /// delete fails the whole transaction.
+        #[tokio::test]
+        async fn a_write_from_a_stale_read_is_a_conflict_even_when_the_slot_is_idle_again() {
+            let Some(ns) = namespace("cas") else { return };
+            let runner = Runner::new(Some(ns.0.clone()));
+            let c = cfg(Action::Reject);
+
+            // Absent when read, created by another writer since: `create` fails.
+            let absent = read(&runner, &c).await.unwrap();
+            assert!(!absent.live.present);
+            write(&runner, &c, &absent, &content("192.0.2.1/32"))
+                .await
+                .unwrap();
+            let e = write(&runner, &c, &absent, &content("192.0.2.66/32"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), "conflict", "{e}");
+
+            let stale = read(&runner, &c).await.unwrap();
+            assert_eq!(stale.swap_to, Some(1));
+            for addr in ["192.0.2.2/32", "192.0.2.3/32"] {
+                let now = read(&runner, &c).await.unwrap();
+                write(&runner, &c, &now, &content(addr)).await.unwrap();
+            }
+            let before = read(&runner, &c).await.unwrap();
+            assert_eq!(before.swap_to, Some(1), "the stale read's idle slot is idle again");
+            let e = write(&runner, &c, &stale, &content("192.0.2.66/32"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), "conflict", "{e}");
+            let after = read(&runner, &c).await.unwrap();
+            assert_eq!(after.live.allow, nets(&["192.0.2.3/32"]));
+            assert_eq!(after.version, before.version, "nothing of the stale write landed");
+
+            // The same from a table that is not ours in structure (recreated, not swapped):
+            // the nonce is taken before the table is replaced.
+            let mut broken = read(&runner, &c).await.unwrap();
+            broken.swap_to = None;
+            let now = read(&runner, &c).await.unwrap();
+            write(&runner, &c, &now, &content("192.0.2.4/32")).await.unwrap();
+            let e = write(&runner, &c, &broken, &content("192.0.2.66/32"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), "conflict", "{e}");
+            assert_eq!(
+                read(&runner, &c).await.unwrap().live.allow,
+                nets(&["192.0.2.4/32"])
+            );
+        }
+    }
+
     #[test]
     fn a_new_nonce_differs_from_the_old() {
         for _ in 0..100 {
