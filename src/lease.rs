@@ -114,14 +114,16 @@ pub async fn change(
 ) -> Result<Done, ProviderError> {
     let caps = b.provider.capabilities();
     if !caps.leases {
-        return Err(ProviderError::Invalid(format!(
-            "target `{}`: {}, so it cannot grant temporary access",
-            b.target.name,
-            caps.leases_refused.clone().unwrap_or_else(|| format!(
-                "the `{}` provider cannot store leases",
-                b.target.provider
-            ))
-        )));
+        return Err(ProviderError::Invalid(match caps.leases_refused {
+            Some(why) => format!(
+                "target `{}` cannot grant temporary access: {why}",
+                b.target.name
+            ),
+            None => format!(
+                "target `{}`: the `{}` provider cannot store leases, so it cannot grant temporary access",
+                b.target.name, b.target.provider
+            ),
+        }));
     }
     let what = format!(
         "{} on `{}`",

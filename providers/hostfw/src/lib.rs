@@ -325,10 +325,9 @@ impl HostFw {
 
 impl HostFw {
     /// The refusal of leases on a target whose rules are written with iptables.
-    fn iptables_refusal(&self, how: &str) -> String {
+    fn iptables_refusal(how: &str) -> String {
         format!(
-            "target `{}` uses the iptables backend of the `hostfw` provider ({how}), which cannot store leases: {IPTABLES_NO_LEASES}",
-            self.cfg.target
+            "it uses the iptables backend of the `hostfw` provider ({how}), which cannot store leases: {IPTABLES_NO_LEASES}"
         )
     }
 
@@ -344,8 +343,16 @@ impl HostFw {
         let now = nft::now_f64();
         let mut elems = Vec::new();
         for l in leases {
-            if let Some(e) = nft::LeaseElem::new(l, now).map_err(ProviderError::Invalid)? {
-                elems.push(e);
+            match nft::LeaseElem::new(l, now).map_err(ProviderError::Invalid)? {
+                Some(e) => elems.push(e),
+                // Stored already and ending now: its element is timing out; let it go.
+                None if before.lease_comments.contains_key(&l.address) => {}
+                None => {
+                    return Err(ProviderError::Invalid(format!(
+                        "target `{}`: lease {} ends at {}, less than a second from now: too soon for the whole-second timeout of an nftables element; grant it for longer",
+                        self.cfg.target, l.id, l.expires
+                    )));
+                }
             }
         }
         let want: std::collections::BTreeMap<_, _> =
@@ -448,7 +455,7 @@ impl Provider for HostFw {
     fn capabilities(&self) -> Capabilities {
         match self.cfg.backend {
             BackendChoice::Iptables => {
-                capabilities().with_leases_refused(self.iptables_refusal("`backend: iptables`"))
+                capabilities().with_leases_refused(Self::iptables_refusal("`backend: iptables`"))
             }
             BackendChoice::Auto | BackendChoice::Nftables => capabilities(),
         }
@@ -580,11 +587,13 @@ impl Provider for HostFw {
         let backend = self.backend().await?;
         if backend == Backend::Iptables {
             if !leases.is_empty() {
-                return Err(ProviderError::Invalid(self.iptables_refusal(
-                    match self.cfg.backend {
+                return Err(ProviderError::Invalid(format!(
+                    "target `{}` cannot store leases: {}",
+                    self.cfg.target,
+                    Self::iptables_refusal(match self.cfg.backend {
                         BackendChoice::Iptables => "`backend: iptables`",
                         _ => "`backend: auto`, and `nft` is not usable here",
-                    },
+                    })
                 )));
             }
             // No leases to keep: a plain write (iptables has no version to compare).
