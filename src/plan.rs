@@ -304,14 +304,10 @@ pub fn plan_with_leases(
         plan.status = Status::Changes;
     }
     if !plan.stores_leases && !plan.leases.is_empty() {
-        plan.errors.push(
-            b.provider
-                .capabilities()
-                .leases_refused
-                .unwrap_or_else(|| {
-                    format!("the `{}` provider cannot store leases", b.target.provider)
-                }),
-        );
+        plan.errors
+            .push(b.provider.capabilities().leases_refused.unwrap_or_else(|| {
+                format!("the `{}` provider cannot store leases", b.target.provider)
+            }));
         plan.status = Status::Refused;
     }
     plan

@@ -624,7 +624,10 @@ mod hostfw {
 
     impl Lab {
         fn new(tag: &str) -> Lab {
-            let (srv, cli) = (Netns::new(&format!("{tag}s")), Netns::new(&format!("{tag}c")));
+            let (srv, cli) = (
+                Netns::new(&format!("{tag}s")),
+                Netns::new(&format!("{tag}c")),
+            );
             for ns in [&srv, &cli] {
                 ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
             }
@@ -632,9 +635,25 @@ mod hostfw {
                 "-n", &srv.0, "link", "add", "vs", "type", "veth", "peer", "name", "vc", "netns",
                 &cli.0,
             ]));
-            ok(Command::new("ip").args(["-n", &srv.0, "addr", "add", &format!("{SRV}/24"), "dev", "vs"]));
+            ok(Command::new("ip").args([
+                "-n",
+                &srv.0,
+                "addr",
+                "add",
+                &format!("{SRV}/24"),
+                "dev",
+                "vs",
+            ]));
             for a in [DECLARED, LEASED, STRAY] {
-                ok(Command::new("ip").args(["-n", &cli.0, "addr", "add", &format!("{a}/24"), "dev", "vc"]));
+                ok(Command::new("ip").args([
+                    "-n",
+                    &cli.0,
+                    "addr",
+                    "add",
+                    &format!("{a}/24"),
+                    "dev",
+                    "vc",
+                ]));
             }
             ok(Command::new("ip").args(["-n", &srv.0, "link", "set", "vs", "up"]));
             ok(Command::new("ip").args(["-n", &cli.0, "link", "set", "vc", "up"]));
@@ -704,13 +723,18 @@ mod hostfw {
         );
         assert_eq!(code(&g), 0, "{}", seen(&g));
         let id = stdout(&g).trim().to_owned();
-        lab.expect("leased", &[(DECLARED, "connected"), (LEASED, "connected"), (STRAY, "refused")]);
+        lab.expect(
+            "leased",
+            &[
+                (DECLARED, "connected"),
+                (LEASED, "connected"),
+                (STRAY, "refused"),
+            ],
+        );
         let table = lab.srv.table(TABLE);
         assert!(
             table.contains(&format!("{LEASED} timeout"))
-                && table.contains(&format!(
-                    "comment \"{id} "
-                ))
+                && table.contains(&format!("comment \"{id} "))
                 && table.contains("alice@github:org/repo/actions/runs/4242 deploy\""),
             "{table}"
         );
@@ -718,7 +742,10 @@ mod hostfw {
         assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
         assert_eq!(v[0]["id"], id.as_str());
         assert_eq!(v[0]["address"], LEASED);
-        assert_eq!(v[0]["requestedBy"], "alice@github:org/repo/actions/runs/4242");
+        assert_eq!(
+            v[0]["requestedBy"],
+            "alice@github:org/repo/actions/runs/4242"
+        );
         assert_eq!(v[0]["reason"], "deploy");
         // The plan keeps the lease apart from the declaration: in sync.
         let plan = s.run(&["plan", "--detailed-exitcode"]);
@@ -746,7 +773,10 @@ mod hostfw {
         assert_eq!(code(&plan), 0, "nothing left to clean: {}", seen(&plan));
         let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
         assert_eq!(code(&o), 0, "{}", seen(&o));
-        lab.expect("after a reconcile", &[(DECLARED, "connected"), (LEASED, "refused")]);
+        lab.expect(
+            "after a reconcile",
+            &[(DECLARED, "connected"), (LEASED, "refused")],
+        );
     }
 
     /// A record past its expiry whose element the kernel still holds (the clock jumped, or
@@ -807,9 +837,12 @@ mod hostfw {
         assert_eq!(s.run(&["leases"]).stdout, b"no leases\n");
         // The pass says what it removed in the audit log.
         let audit = s.read("state/audit.jsonl");
-        let last: serde_json::Value =
-            serde_json::from_str(audit.lines().last().unwrap()).unwrap();
-        assert_eq!(last["removed"], serde_json::json!([format!("{STRAY}/32")]), "{audit}");
+        let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            last["removed"],
+            serde_json::json!([format!("{STRAY}/32")]),
+            "{audit}"
+        );
         assert_eq!(last["result"], "applied", "{audit}");
     }
 }

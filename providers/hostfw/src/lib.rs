@@ -571,7 +571,12 @@ impl Provider for HostFw {
             if let Some(other) = leases[..i].iter().find(|o| o.address == l.address) {
                 return Err(ProviderError::Invalid(format!(
                     "target `{}` already holds lease {} for {} (requested by {}, until {}); the hostfw provider keeps one lease per address (one nftables set element with its own timeout), so lease {} cannot be added: wait for that lease to end or revoke it",
-                    self.cfg.target, other.id, other.address, other.requested_by, other.expires, l.id
+                    self.cfg.target,
+                    other.id,
+                    other.address,
+                    other.requested_by,
+                    other.expires,
+                    l.id
                 )));
             }
         }

@@ -69,10 +69,30 @@ enum Kind {
 /// The sets of one slot: (name prefix, nft type, flags, kind).
 const SLOT_SETS: [(&str, &str, &[&str], Kind); 5] = [
     ("ports", "inet_service", &[], Kind::Ports),
-    ("allow4", "ipv4_addr", &["interval"], Kind::Allow { v6: false }),
-    ("allow6", "ipv6_addr", &["interval"], Kind::Allow { v6: true }),
-    ("lease4", "ipv4_addr", &["timeout"], Kind::Lease { v6: false }),
-    ("lease6", "ipv6_addr", &["timeout"], Kind::Lease { v6: true }),
+    (
+        "allow4",
+        "ipv4_addr",
+        &["interval"],
+        Kind::Allow { v6: false },
+    ),
+    (
+        "allow6",
+        "ipv6_addr",
+        &["interval"],
+        Kind::Allow { v6: true },
+    ),
+    (
+        "lease4",
+        "ipv4_addr",
+        &["timeout"],
+        Kind::Lease { v6: false },
+    ),
+    (
+        "lease6",
+        "ipv6_addr",
+        &["timeout"],
+        Kind::Lease { v6: true },
+    ),
 ];
 
 fn set_name(base: &str, slot: usize) -> String {
@@ -239,11 +259,7 @@ fn expected_rules(action: Action, ipv6: Ipv6Mode, slot: usize) -> Vec<Value> {
     };
     let mut rules = vec![
         lo,
-        restrict(
-            "ip",
-            set_name("allow4", slot),
-            set_name("lease4", slot),
-        ),
+        restrict("ip", set_name("allow4", slot), set_name("lease4", slot)),
     ];
     if ipv6 == Ipv6Mode::Restrict {
         rules.push(restrict(
@@ -294,9 +310,7 @@ fn version_set(cfg: &Config, nonce: u32) -> Value {
 /// The compare-and-swap of the nonce read: delete it (which fails, aborting the transaction,
 /// when another writer replaced it since), add `new`.
 fn nonce_swap(cfg: &Config, old: u32, new: u32) -> Vec<Value> {
-    let set = |elem: u32| {
-        json!({"family": "inet", "table": cfg.table.as_str(), "name": VERSION_SET, "elem": [elem]})
-    };
+    let set = |elem: u32| json!({"family": "inet", "table": cfg.table.as_str(), "name": VERSION_SET, "elem": [elem]});
     vec![
         json!({"delete": {"element": set(old)}}),
         json!({"add": {"element": set(new)}}),
@@ -509,11 +523,13 @@ fn digest(doc: &Value) -> String {
         }
     }
     let d = sha2::Sha256::digest(strip(doc).to_string().as_bytes());
-    d.iter().take(16).fold(String::with_capacity(32), |mut s, b| {
-        use std::fmt::Write as _;
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    d.iter()
+        .take(16)
+        .fold(String::with_capacity(32), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The version of a table that does not exist.
@@ -974,7 +990,10 @@ mod tests {
         );
         let t = inspect(&bare, &c).unwrap();
         assert!(
-            t.live.problems.iter().any(|p| p.contains("no lease record")),
+            t.live
+                .problems
+                .iter()
+                .any(|p| p.contains("no lease record")),
             "{:?}",
             t.live.problems
         );
@@ -995,7 +1014,10 @@ mod tests {
             "k3x9 2026-11-22T13:20:05Z alice@github:org/repo/actions/runs/123 deploy _prod_"
         );
         let back = lease_from_comment(l.address, &c).unwrap();
-        assert_eq!((back.id, back.address, back.expires), (l.id.clone(), l.address, l.expires));
+        assert_eq!(
+            (back.id, back.address, back.expires),
+            (l.id.clone(), l.address, l.expires)
+        );
         assert_eq!(back.requested_by, l.requested_by);
         assert_eq!(back.reason.as_deref(), Some("deploy _prod_"));
 
@@ -1100,7 +1122,11 @@ mod tests {
         assert_eq!((t.swap_to, t.nonce), (None, None));
         // A lease set without its default timeout is not ours.
         let t = inspect(
-            &LISTING.replacen(r#""flags": ["timeout"], "timeout": 1}"#, r#""flags": ["timeout"]}"#, 1),
+            &LISTING.replacen(
+                r#""flags": ["timeout"], "timeout": 1}"#,
+                r#""flags": ["timeout"]}"#,
+                1,
+            ),
             &cfg(Action::Reject),
         )
         .unwrap();
@@ -1195,11 +1221,7 @@ mod tests {
     #[test]
     fn recreating_a_present_table_takes_its_nonce_first() {
         let c = cfg(Action::Reject);
-        let broken = inspect(
-            &without(&|i| i["set"]["name"] == json!("allow6_0")),
-            &c,
-        )
-        .unwrap();
+        let broken = inspect(&without(&|i| i["set"]["name"] == json!("allow6_0")), &c).unwrap();
         assert_eq!(broken.swap_to, None);
         let tx = transaction(&c, &broken, &content(&nets(&["10.0.0.0/8"]), vec![]), 9);
         let cmds = tx["nftables"].as_array().unwrap();
@@ -1307,21 +1329,30 @@ mod tests {
                 write(&runner, &c, &now, &content(addr)).await.unwrap();
             }
             let before = read(&runner, &c).await.unwrap();
-            assert_eq!(before.swap_to, Some(1), "the stale read's idle slot is idle again");
+            assert_eq!(
+                before.swap_to,
+                Some(1),
+                "the stale read's idle slot is idle again"
+            );
             let e = write(&runner, &c, &stale, &content("192.0.2.66/32"))
                 .await
                 .unwrap_err();
             assert_eq!(e.kind(), "conflict", "{e}");
             let after = read(&runner, &c).await.unwrap();
             assert_eq!(after.live.allow, nets(&["192.0.2.3/32"]));
-            assert_eq!(after.version, before.version, "nothing of the stale write landed");
+            assert_eq!(
+                after.version, before.version,
+                "nothing of the stale write landed"
+            );
 
             // The same from a table that is not ours in structure (recreated, not swapped):
             // the nonce is taken before the table is replaced.
             let mut broken = read(&runner, &c).await.unwrap();
             broken.swap_to = None;
             let now = read(&runner, &c).await.unwrap();
-            write(&runner, &c, &now, &content("192.0.2.4/32")).await.unwrap();
+            write(&runner, &c, &now, &content("192.0.2.4/32"))
+                .await
+                .unwrap();
             let e = write(&runner, &c, &broken, &content("192.0.2.66/32"))
                 .await
                 .unwrap_err();

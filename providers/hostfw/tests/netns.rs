@@ -1075,7 +1075,11 @@ async fn nftables_leases_admit_until_the_kernel_times_them_out() {
     );
     lab.expect(
         "declared only",
-        &[(A4, P1, "connected"), (D4, P1, "refused"), (D6, P1, "refused")],
+        &[
+            (A4, P1, "connected"),
+            (D4, P1, "refused"),
+            (D6, P1, "refused"),
+        ],
     );
 
     let st = p.current().await.unwrap();

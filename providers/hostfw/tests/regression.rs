@@ -23,7 +23,11 @@ async fn a_declared_address_that_is_also_leased_stays_admitted_after_the_lease_e
     let declared = set(&[A4, "198.51.100.64/26", A6]);
     p.apply(&declared, &opts).await.unwrap();
     let v = p.current().await.unwrap().version;
-    let leases = [lease("on-a4", A4, 2), lease("on-r4", R4, 2), lease("on-d4", D4, 2)];
+    let leases = [
+        lease("on-a4", A4, 2),
+        lease("on-r4", R4, 2),
+        lease("on-d4", D4, 2),
+    ];
     let granted = std::time::Instant::now();
     let desired = declared.union(&set(&[D4]));
     p.apply_leased_declared(&declared, &desired, &leases, v.as_deref(), &opts)
@@ -33,14 +37,22 @@ async fn a_declared_address_that_is_also_leased_stays_admitted_after_the_lease_e
     assert_eq!(ids(&st), ["on-a4", "on-d4", "on-r4"]);
     lab.expect(
         "leased",
-        &[(A4, P1, "connected"), (R4, P2, "connected"), (D4, P1, "connected")],
+        &[
+            (A4, P1, "connected"),
+            (R4, P2, "connected"),
+            (D4, P1, "connected"),
+        ],
     );
     std::thread::sleep(Duration::from_millis(2600).saturating_sub(granted.elapsed()));
     let st = p.current().await.unwrap();
     assert!(st.leases.is_empty(), "{:?}", st.leases);
     lab.expect(
         "after the leases expired",
-        &[(A4, P1, "connected"), (R4, P2, "connected"), (D4, P1, "refused")],
+        &[
+            (A4, P1, "connected"),
+            (R4, P2, "connected"),
+            (D4, P1, "refused"),
+        ],
     );
     assert_eq!(ranges(&st), Some(declared));
 }
