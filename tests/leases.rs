@@ -757,14 +757,22 @@ mod hostfw {
         lab.expect("revoked", &[(DECLARED, "connected"), (LEASED, "refused")]);
         assert_eq!(s.run(&["leases"]).stdout, b"no leases\n");
 
-        // A short lease, and no rangekeeper run after the grant: the kernel alone ends it.
+        // Short leases, one of them on the declared address, and no rangekeeper run after
+        // the grants: the kernel alone ends them, and the declared address stays admitted.
         let started = Instant::now();
-        let g = run_ci(&s, &["grant", "-t", "node", "--ttl", "3s", "--ip", LEASED]);
-        assert_eq!(code(&g), 0, "{}", seen(&g));
-        lab.expect("short lease", &[(LEASED, "connected")]);
-        std::thread::sleep(Duration::from_millis(3300).saturating_sub(started.elapsed()));
+        for ip in [LEASED, DECLARED] {
+            let g = run_ci(&s, &["grant", "-t", "node", "--ttl", "4s", "--ip", ip]);
+            assert_eq!(code(&g), 0, "{}", seen(&g));
+        }
         lab.expect(
-            "after the kernel timed the lease out",
+            "short leases",
+            &[(LEASED, "connected"), (DECLARED, "connected")],
+        );
+        assert_eq!(leases_json(&s).as_array().unwrap().len(), 2);
+        // The first lease's element times out at most 4 s after its grant started.
+        std::thread::sleep(Duration::from_millis(4300).saturating_sub(started.elapsed()));
+        lab.expect(
+            "after the kernel timed the leases out",
             &[(DECLARED, "connected"), (LEASED, "refused")],
         );
         assert!(!lab.srv.table(TABLE).contains(LEASED));

@@ -1038,11 +1038,13 @@ async fn both_backends_pass_the_conformance_suite() {
 
 // --- leases: set elements with a kernel timeout ---
 
+/// A lease of `addr` ending between `secs` and `secs + 1` seconds from now (records have
+/// whole seconds), so its element's whole-second timeout is at least `secs - 1`.
 pub(crate) fn lease(id: &str, addr: &str, secs: u64) -> Lease {
     Lease {
         id: LeaseId::parse(id).unwrap(),
         address: addr.parse().unwrap(),
-        expires: Timestamp::now().plus(Duration::from_secs(secs)),
+        expires: Timestamp::now().plus(Duration::from_secs(secs + 1)),
         requested_by: "alice@github:org/repo/actions/runs/7".into(),
         reason: None,
     }
@@ -1083,8 +1085,8 @@ async fn nftables_leases_admit_until_the_kernel_times_them_out() {
     );
 
     let st = p.current().await.unwrap();
-    let (short, long) = (lease("short-d4", D4, 3), lease("long-d6", D6, 120));
     let granted = std::time::Instant::now();
+    let (short, long) = (lease("short-d4", D4, 3), lease("long-d6", D6, 120));
     let desired = declared.union(&set(&[D4, D6]));
     let leases = [short.clone(), long.clone()];
     assert!(
@@ -1124,8 +1126,9 @@ async fn nftables_leases_admit_until_the_kernel_times_them_out() {
             .changed
     );
 
-    // No rangekeeper call from here: the kernel alone ends the short lease.
-    std::thread::sleep(Duration::from_millis(3500).saturating_sub(granted.elapsed()));
+    // No rangekeeper call from here: the kernel alone ends the short lease (at most 4 s
+    // after it was made).
+    std::thread::sleep(Duration::from_millis(4300).saturating_sub(granted.elapsed()));
     lab.expect(
         "after the short lease expired",
         &[
