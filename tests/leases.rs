@@ -33,7 +33,7 @@ fn lease_lines(s: &Scratch) -> usize {
 }
 
 /// The output with the lease ids and times that change every run replaced.
-fn stable(text: &str, ids: &[&str]) -> String {
+pub(crate) fn stable(text: &str, ids: &[&str]) -> String {
     let mut out = text.to_owned();
     for (i, id) in ids.iter().enumerate() {
         // As long as an id, so tables stay aligned.
@@ -361,7 +361,7 @@ fn exec_audits_the_grant_and_the_revoke() {
     assert_eq!(audit[1]["lease"]["id"], audit[0]["lease"]["id"]);
 }
 
-fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
+pub(crate) fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
     let log = std::fs::File::create(s.path().join(log)).unwrap();
     crate::common::rangekeeper_std(s.path())
         .args(args)
@@ -372,7 +372,7 @@ fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
         .unwrap()
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let st = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()
@@ -380,7 +380,7 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.success());
 }
 
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if cond() {
@@ -391,7 +391,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Some(st) = child.try_wait().unwrap() {

@@ -106,10 +106,14 @@ pub struct Capabilities {
     /// lease and a lock file beside it (version: a digest of the file); `aks` keeps
     /// `rangekeeper-lease-<id>` cluster tags in the same `If-Match` PUT as the ranges (version:
     /// the eTag); `eks` keeps the same tags via TagResource/UntagResource (version: a digest of
-    /// the list and the lease tags, compared before writing and read back after). A
-    /// Kubernetes provider would keep them as annotations on the object it writes, in the same
-    /// update as the rules, with the object's `metadata.resourceVersion` as the version (the
-    /// API server refuses a stale one with 409 Conflict). Use [`crate::lease::Lease::tag_key`]
+    /// the list and the lease tags, compared before writing and read back after); `netpol` and
+    /// `calico` keep `rangekeeper.dev/lease-<id>` annotations holding the JSON form on the
+    /// object that holds the ranges, in the same server-side apply as the rules, with that
+    /// object's `metadata.resourceVersion` as the version (the API server refuses a stale one
+    /// with 409 Conflict); `hostfw` (nftables) keeps one element per lease, with a kernel
+    /// timeout and the record as its comment, in sets apart from the declared ranges (version:
+    /// a digest of its table, and a nonce that the write's transaction replaces). Use
+    /// [`crate::lease::Lease::tag_key`]
     /// and [`crate::lease::Lease::tag_value`] (or the JSON form) so every store reads alike.
     #[serde(default)]
     pub leases: bool,
