@@ -1285,3 +1285,18 @@ fn the_loop_keeps_an_aks_cluster_converged_through_faults_and_drift() {
     assert_eq!(triggers, ["initial", "drift"], "{audit:?}");
     drop(rt);
 }
+
+/// A binary built without the `kubernetes` feature says why `--leader-elect` cannot work,
+/// before it reads or writes anything.
+#[cfg(not(feature = "kubernetes"))]
+#[test]
+fn leader_elect_without_the_kubernetes_feature_says_so() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  t:\n    provider: file\n    path: t.txt\n    allow: [192.0.2.0/24]\n",
+    );
+    let o = s.run(&["reconcile", "--leader-elect", "--state-dir", "state"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    insta::assert_snapshot!("leader_elect_without_kubernetes", seen(&o));
+    assert!(!s.exists("t.txt"), "nothing was written");
+    assert!(!s.exists("state"), "nothing was started");
+}

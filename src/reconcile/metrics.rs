@@ -196,6 +196,8 @@ impl Metrics {
     }
 
     /// Leader election is on for this replica (`identity`): its role is shown from now on.
+    // Called by leader election, which only a build with `kubernetes` has.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pub fn leader_election(&self, identity: &str, lease_duration: Duration) {
         self.with(|i| {
             i.leader = Some(LeaderMetrics {
@@ -210,6 +212,8 @@ impl Metrics {
     }
 
     /// The replica became the leader (`true`) or stopped being it (`false`).
+    // Called by leader election, which only a build with `kubernetes` has.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pub fn set_leading(&self, leading: bool) {
         self.with(|i| {
             if let Some(l) = i.leader.as_mut()
@@ -226,6 +230,8 @@ impl Metrics {
     }
 
     /// The lease was read or written successfully just now.
+    // Called by leader election, which only a build with `kubernetes` has.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pub fn lease_seen(&self) {
         self.with(|i| {
             if let Some(l) = i.leader.as_mut() {
