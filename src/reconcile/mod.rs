@@ -1153,12 +1153,13 @@ pub async fn run(
                 fetching.insert(task.id(), name);
             }
         }
+        // Targets due wake the loop only when it may start them (a follower's are all due).
         let mut wake = ctl
             .slots
             .iter()
             .filter(|(n, _)| !waiting.contains(*n))
             .map(|(_, s)| s)
-            .filter(|s| !(s.in_flight || settings.once && s.done))
+            .filter(|s| grant.is_some() && !(s.in_flight || settings.once && s.done))
             .map(|s| s.due)
             .min()
             .unwrap_or(now + Duration::from_secs(3600));
