@@ -618,3 +618,50 @@ fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
         "{stderr}"
     );
 }
+
+/// On SIGTERM the leader releases the Lease once its loop stopped writing: a follower takes
+/// over at its next retry, well within the lease duration, and never while the old leader
+/// still wrote.
+#[test]
+fn a_leader_stopped_with_sigterm_hands_over_at_once() {
+    let cp = ControlPlane::shared();
+    let name = "rk-ha-sigterm";
+    let s = Scratch::new(DECL);
+    let kc = cp.kubeconfig().to_owned();
+    let mut a = Replica::start(&s, "a", name, &kc);
+    wait_for("`a` leading", Duration::from_secs(30), || {
+        (holder(cp, name).as_deref() == Some("a")).then_some(())
+    });
+    let mut b = Replica::start(&s, "b", name, &kc);
+    let drift = Drifter::start(s.path().join("t.txt"));
+    wait_for("`a` writing", Duration::from_secs(20), || {
+        (a.writes().len() >= 3).then_some(())
+    });
+    // `b` has seen `a` renew, so only a release lets it in before the lease duration.
+    std::thread::sleep(LEASE);
+    let term_at = SystemTime::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status();
+    wait_for("`b` leading", Duration::from_secs(20), || {
+        (holder(cp, name).as_deref() == Some("b")).then_some(())
+    });
+    let handover = SystemTime::now().duration_since(term_at).unwrap();
+    eprintln!("handover after SIGTERM: {handover:?}");
+    assert!(
+        handover < LEASE - RETRY,
+        "took {handover:?}: the lease was not released\n{}",
+        a.stderr()
+    );
+    let status = wait_for("`a` to exit", Duration::from_secs(20), || {
+        a.child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{}", a.stderr());
+    wait_for("`b` writing", Duration::from_secs(10), || {
+        b.writes().first().cloned()
+    });
+    drop(drift);
+    b.kill();
+    a.kill();
+    assert_no_overlap(&all_writes(&[&a, &b]));
+}
