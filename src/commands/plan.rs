@@ -10,7 +10,8 @@ pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
             "`--output github` is only for `validate`; use human, json or markdown with `plan`"
         );
     }
-    let (decl, lockout) = commands::load(global).await?;
+    let (mut decl, lockout) = commands::load(global).await?;
+    let expanded = commands::discover(global, &mut decl).await;
     let bound = commands::bind(
         global,
         &decl,
@@ -19,17 +20,28 @@ pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
     )?;
     let plans = crate::plan::plan_all(&bound).await;
     match global.output {
-        OutputFormat::Json => commands::print_json(&serde_json::json!({ "plans": plans }))?,
+        OutputFormat::Json => {
+            let mut doc = serde_json::json!({ "plans": plans });
+            if decl.discover.is_some() {
+                doc["discovery"] = serde_json::to_value(&expanded)?;
+            }
+            commands::print_json(&doc)?;
+        }
         OutputFormat::Markdown => commands::print_human(&crate::output::plans_markdown(
             &decl.file,
             &plans,
             crate::output::COMMENT_BUDGET,
         ))?,
-        _ => commands::print_human(&crate::output::plans_human(&plans))?,
+        _ => commands::print_human(&format!(
+            "{}{}",
+            crate::output::discovery_human(&expanded),
+            crate::output::plans_human(&plans)
+        ))?,
     }
     if plans
         .iter()
         .any(|p| matches!(p.status, Status::Refused | Status::Error))
+        || expanded.failures().next().is_some()
     {
         return Ok(Outcome::Failure);
     }
