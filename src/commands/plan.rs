@@ -38,10 +38,26 @@ pub async fn run(global: &Global, args: &PlanArgs) -> anyhow::Result<Outcome> {
             crate::output::plans_human(&plans)
         ))?,
     }
+    let failed_templates: Vec<String> = expanded
+        .failures()
+        .map(|f| format!("`{}`", f.template))
+        .collect();
+    if !failed_templates.is_empty() {
+        return Err(commands::Reported(format!(
+            "discovery failed for template{} {}: the targets {} would list are not planned",
+            if failed_templates.len() == 1 { "" } else { "s" },
+            failed_templates.join(", "),
+            if failed_templates.len() == 1 {
+                "it"
+            } else {
+                "they"
+            },
+        ))
+        .into());
+    }
     if plans
         .iter()
         .any(|p| matches!(p.status, Status::Refused | Status::Error))
-        || expanded.failures().next().is_some()
     {
         return Ok(Outcome::Failure);
     }

@@ -127,6 +127,8 @@ type ClusterChange = Box<dyn FnOnce(&mut Value) + Send>;
 struct FaultRule {
     fault: Fault,
     method: Option<Method>,
+    /// Only requests whose path ends with this (lowercase) text.
+    path_suffix: Option<String>,
     remaining: usize,
 }
 
@@ -285,6 +287,18 @@ impl FakeArm {
         self.lock().faults.push_back(FaultRule {
             fault,
             method,
+            path_suffix: None,
+            remaining: times,
+        });
+    }
+
+    /// Answer the next `times` list requests for managed clusters (by subscription or
+    /// resource group) with `fault`; other requests are served.
+    pub fn inject_list(&self, fault: Fault, times: usize) {
+        self.lock().faults.push_back(FaultRule {
+            fault,
+            method: Some(Method::GET),
+            path_suffix: Some("/providers/microsoft.containerservice/managedclusters".into()),
             remaining: times,
         });
     }
@@ -452,11 +466,15 @@ fn handle(
 
     // Faults first.
     let mut fault = None;
-    if let Some(pos) = g
-        .faults
-        .iter()
-        .position(|r| r.remaining > 0 && r.method.as_ref().is_none_or(|m| *m == method))
-        && let Some(rule) = g.faults.get_mut(pos)
+    if let Some(pos) = g.faults.iter().position(|r| {
+        r.remaining > 0
+            && r.method.as_ref().is_none_or(|m| *m == method)
+            && r.path_suffix.as_deref().is_none_or(|sfx| {
+                path.trim_end_matches('/')
+                    .to_ascii_lowercase()
+                    .ends_with(sfx)
+            })
+    }) && let Some(rule) = g.faults.get_mut(pos)
     {
         rule.remaining -= 1;
         fault = Some(rule.fault.clone());
