@@ -200,6 +200,55 @@ targets:
         }
     }
 
+    /// Every problem of the section is found offline, located at file:line:column.
+    #[test]
+    fn validate_locates_every_problem_of_the_discover_section() {
+        let s = Scratch::new(
+            "version: 1
+sets:
+  office: [52.160.0.0/16]
+discover:
+  interval: 0s
+  templates:
+    prod-aks:
+      provider: aks
+      subscription: not-a-guid
+      tags: {env: prod}
+      allow: [office]
+    files:
+      provider: file
+      path: x.txt
+      allow: [office]
+    eks-fleet:
+      provider: eks
+      regions: [eu-west-1]
+      allow: [ofice]
+    empty:
+      provider: eks
+      regions: [eu-west-1]
+      allow: []
+    bad name:
+      provider: eks
+      regions: [eu-west-1]
+      allow: [office]
+",
+        );
+        let o = s.run(&["validate"]);
+        assert_eq!(o.status.code(), Some(1), "{}", seen(&o));
+        insta::assert_snapshot!("discovery_validate_errors", seen(&o));
+        let o = s.run(&["validate", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        insta::assert_json_snapshot!("discovery_validate_errors_json", v["diagnostics"]);
+        // No section at all with no targets either: still "no targets".
+        let s = Scratch::new("version: 1\ndiscover:\n  templates: {}\n");
+        let o = s.run(&["validate"]);
+        assert!(
+            seen(&o).contains("`discover` has no `templates`"),
+            "{}",
+            seen(&o)
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_list_call_fails_plan_and_apply_changes_nothing() {
         let fake = fleet().await;

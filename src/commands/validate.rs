@@ -162,14 +162,19 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
         .count();
     let valid = errors == 0;
     match global.output {
-        OutputFormat::Json => crate::commands::print_json(&serde_json::json!({
-            "file": global.file.display().to_string(),
-            "valid": valid,
-            "diagnostics": diags,
-            "sets": decl.as_ref().map(|d| d.sets.values().collect::<Vec<_>>()),
-            "targets": targets,
-            "templates": templates,
-        }))?,
+        OutputFormat::Json => {
+            let mut doc = serde_json::json!({
+                "file": global.file.display().to_string(),
+                "valid": valid,
+                "diagnostics": diags,
+                "sets": decl.as_ref().map(|d| d.sets.values().collect::<Vec<_>>()),
+                "targets": targets,
+            });
+            if decl.as_ref().is_some_and(|d| d.discover.is_some()) {
+                doc["templates"] = serde_json::Value::Array(templates);
+            }
+            crate::commands::print_json(&doc)?;
+        }
         OutputFormat::Github => {
             let mut out = std::io::stdout().lock();
             for d in &diags {

@@ -790,8 +790,15 @@ impl Resolver {
             // The target resolver's words, for a template.
             let as_target = format!("target `{name}`");
             let as_template = format!("template `{name}`");
+            // A template holds nothing that `disable` could lift.
+            let disable = format!(
+                ". To lift a restriction on purpose, use `rangekeeper disable --target {name}`"
+            );
             for e in &mut self.errors[errors_before..] {
-                e.message = e.message.replace(&as_target, &as_template);
+                e.message = e
+                    .message
+                    .replace(&as_target, &as_template)
+                    .replace(&disable, "");
             }
             let ok = self.errors.len() == errors_before;
             if let (true, Some((mut target, true))) = (ok, resolved) {

@@ -62,6 +62,7 @@ pub struct RawDeclaration {
 }
 
 /// The keys of the `discover:` section.
+#[cfg(test)]
 pub const DISCOVER_KEYS: &[&str] = &["interval", "templates"];
 
 /// The `discover:` section: how often to list again, and the templates by name. Each

@@ -59,7 +59,7 @@ impl AksTemplate {
         let subscription = raw.subscription.trim().to_ascii_lowercase();
         if !is_guid(&subscription) {
             return Err(err(format!(
-                "subscription `{}` is not a subscription id (a GUID like 00000000-0000-0000-0000-000000000000)",
+                "`subscription`: `{}` is not a subscription id (a GUID like 00000000-0000-0000-0000-000000000000)",
                 raw.subscription
             )));
         }
@@ -68,7 +68,7 @@ impl AksTemplate {
             Some(rg) => {
                 let rg = rg.trim().to_owned();
                 validate_resource_group(&rg)
-                    .map_err(|m| err(format!("resourceGroup `{rg}`: {m}")))?;
+                    .map_err(|m| err(format!("`resourceGroup`: `{rg}`: {m}")))?;
                 Some(rg)
             }
         };
@@ -76,14 +76,14 @@ impl AksTemplate {
         let cloud = raw.cloud.unwrap_or_default();
         let endpoint_text = raw.arm_endpoint.as_deref().unwrap_or(cloud.arm_endpoint());
         let arm_endpoint = parse_arm_endpoint(endpoint_text)
-            .map_err(|m| err(format!("armEndpoint `{endpoint_text}`: {m}")))?;
+            .map_err(|m| err(format!("`armEndpoint`: `{endpoint_text}`: {m}")))?;
         let api_version = raw
             .api_version
             .clone()
             .unwrap_or_else(|| DEFAULT_API_VERSION.to_owned());
         if !is_api_version(&api_version) {
             return Err(err(format!(
-                "apiVersion `{api_version}` is not an ARM api-version (YYYY-MM-DD, optionally with -preview)"
+                "`apiVersion`: `{api_version}` is not an ARM api-version (YYYY-MM-DD, optionally with -preview)"
             )));
         }
         let mut carried = Map::new();

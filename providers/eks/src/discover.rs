@@ -65,7 +65,7 @@ impl EksTemplate {
             None => None,
             Some(p) if p.trim().is_empty() => {
                 return Err(bad(
-                    "profile must not be empty (omit it to use the default chain)".into(),
+                    "`profile` must not be empty (omit it to use the default chain)".into(),
                 ));
             }
             Some(p) => Some(p.trim().to_owned()),
