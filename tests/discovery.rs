@@ -296,6 +296,49 @@ discover:
         assert!(stdout(&plan).contains(&name("rg1", "c1")));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reconcile_once_reconciles_the_discovered_targets_and_fails_on_a_failed_listing() {
+        let fake = fleet().await;
+        let endpoint = fake.endpoint();
+        let s = Scratch::new(&declaration(&endpoint, "5m"));
+        let once = run(s.path(), &["reconcile", "--once", "--state-dir", "state"]).await;
+        assert_eq!(once.status.code(), Some(0), "{}", seen(&once));
+        insta::assert_snapshot!(
+            "discovery_reconcile_once",
+            stable(&stdout(&once), &endpoint)
+        );
+        assert!(ranges(&fake, "rg1", "c1").is_some() && ranges(&fake, "rg1", "c2").is_some());
+        assert_eq!(ranges(&fake, "rg2", "c3"), None, "pending: untouched");
+
+        let json = run(
+            s.path(),
+            &["reconcile", "--once", "--state-dir", "state", "-o", "json"],
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["discovery"][0]["pending"][0]["target"], name("rg2", "c3"));
+        assert!(
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["result"] == "in-sync"),
+            "{v}"
+        );
+
+        fake.inject_list(
+            Fault::Status(403, "AuthorizationFailed".into(), "no".into()),
+            1,
+        );
+        let failed = run(s.path(), &["reconcile", "--once", "--state-dir", "state"]).await;
+        assert_eq!(failed.status.code(), Some(1), "{}", seen(&failed));
+        assert!(
+            seen(&failed).contains("discovery failed for template `prod-aks`"),
+            "{}",
+            seen(&failed)
+        );
+    }
+
     /// The reconcile loop, its stderr in `loop.log`.
     fn spawn(s: &Scratch, metrics: &str) -> Child {
         let log = std::fs::File::create(s.path().join("loop.log")).unwrap();

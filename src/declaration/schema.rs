@@ -135,7 +135,7 @@ pub fn schema() -> Value {
             "template": {
                 "allOf": [{"$ref": "#/$defs/target"}],
                 "properties": {
-                    "provider": {"enum": ["aks", "eks"], "description": "A provider that can discover targets."},
+                    "provider": {"type": "string", "description": "A provider that can discover targets (`validate` names them)."},
                     "tags": {
                         "type": "object",
                         "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},

@@ -1182,6 +1182,7 @@ pub async fn run(
         ..first.clone()
     };
     ctl.sync_templates(&first);
+    ctl.decl.discover.clone_from(&first.discover);
     for (name, r) in listings {
         ctl.discovery_done(&name, r);
     }

@@ -139,6 +139,8 @@ impl std::fmt::Debug for EksDiscoverer {
 
 /// The most clusters one ListClusters page holds.
 pub const MAX_PAGE_SIZE: i32 = 100;
+/// DescribeCluster calls in flight at once per region.
+const DESCRIBE_AT_ONCE: usize = 8;
 /// Far more pages than any account has clusters for.
 const MAX_PAGES: usize = 10_000;
 
@@ -243,32 +245,56 @@ impl EksDiscoverer {
                 _ => break,
             }
         }
-        let mut out = Vec::new();
-        for name in names {
-            let cluster_subject = format!("cluster `{name}` in region `{region}`");
-            let described = bounded(&self.tuning, "DescribeCluster", || async {
-                client
-                    .describe_cluster()
-                    .name(&name)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk_error_on("DescribeCluster", &cluster_subject, e))
-            })
-            .await;
-            let described = match described {
-                Ok(d) => d,
+        // The describes, a few at a time (one attempt each; the first error fails the
+        // listing, and the others are cancelled with the set).
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut described = Vec::with_capacity(names.len());
+        let mut waiting = names.into_iter();
+        loop {
+            while tasks.len() < DESCRIBE_AT_ONCE {
+                let Some(name) = waiting.next() else { break };
+                let client = client.clone();
+                let tuning = self.tuning.clone();
+                let subject = format!("cluster `{name}` in region `{region}`");
+                tasks.spawn(async move {
+                    let r = bounded(&tuning, "DescribeCluster", || async {
+                        client
+                            .describe_cluster()
+                            .name(&name)
+                            .send()
+                            .await
+                            .map_err(|e| map_sdk_error_on("DescribeCluster", &subject, e))
+                    })
+                    .await;
+                    (name, r)
+                });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            let (name, r) = done.map_err(|e| {
+                ProviderError::Other(format!(
+                    "describing a cluster in region `{region}` failed: {e}"
+                ))
+            })?;
+            match r {
+                Ok(out) => {
+                    if let Some(c) = out.cluster() {
+                        described.push((name, c.status().cloned(), c.tags().cloned()));
+                    }
+                }
                 // Deleted between the list and the describe: it has vanished.
-                Err(ProviderError::NotFound(_)) => continue,
+                Err(ProviderError::NotFound(_)) => {}
                 Err(e) => return Err(e),
-            };
-            let Some(c) = described.cluster() else {
-                continue;
-            };
-            if let Some(t) = self.template.target_of(region, &name, c.status(), c.tags()) {
-                out.push(t);
             }
         }
-        Ok(out)
+        Ok(described
+            .into_iter()
+            .filter_map(|(name, status, tags)| {
+                self.template
+                    .target_of(region, &name, status.as_ref(), tags.as_ref())
+            })
+            .collect())
     }
 }
 
