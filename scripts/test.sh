@@ -17,6 +17,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 ROOT_TESTS=(
     "netns::|the hostfw provider's real-kernel tests (network namespaces, nftables and iptables rules)"
     "cli::reconcile_enforces_a_kube_restrict_ip_config_unchanged|runs the binary's hostfw reconcile inside a network namespace"
+    "leases::hostfw::|grant/revoke/leases through the binary on a hostfw target, with real connections between network namespaces"
     "container::as_root_|runs the binary in a chroot of the container's root filesystem, and builds and runs the image with podman"
 )
 

@@ -112,11 +112,18 @@ pub async fn change(
     policy: Policy,
     opts: &ApplyOptions,
 ) -> Result<Done, ProviderError> {
-    if !b.provider.capabilities().leases {
-        return Err(ProviderError::Invalid(format!(
-            "target `{}`: the `{}` provider cannot store leases, so it cannot grant temporary access",
-            b.target.name, b.target.provider
-        )));
+    let caps = b.provider.capabilities();
+    if !caps.leases {
+        return Err(ProviderError::Invalid(match caps.leases_refused {
+            Some(why) => format!(
+                "target `{}` cannot grant temporary access: {why}",
+                b.target.name
+            ),
+            None => format!(
+                "target `{}`: the `{}` provider cannot store leases, so it cannot grant temporary access",
+                b.target.name, b.target.provider
+            ),
+        }));
     }
     let what = format!(
         "{} on `{}`",

@@ -68,6 +68,10 @@ pub struct TargetPlan {
     pub stores_leases: bool,
     #[serde(skip)]
     pub version: Option<String>,
+    /// The part of `desired` the declaration holds (all of it without leases): what the
+    /// target must keep admitting once every lease has expired.
+    #[serde(skip)]
+    pub declared: RangeSet,
 }
 
 impl TargetPlan {
@@ -114,6 +118,7 @@ impl TargetPlan {
             Status::Changes
         };
         TargetPlan {
+            declared: desired.clone(),
             target: target.to_owned(),
             provider: provider.to_owned(),
             discovered_by: None,
@@ -174,6 +179,7 @@ impl TargetPlan {
             revoked_leases: Vec::new(),
             stores_leases: false,
             version: None,
+            declared: RangeSet::new(),
         }
     }
 }
@@ -277,6 +283,7 @@ pub fn plan_with_leases(
     let now = Timestamp::now();
     let full = desired.union(&RangeSet::from_nets(leases.iter().map(Lease::net)));
     let mut plan = plan_ranges(b, &full, state);
+    plan.declared = desired.clone();
     let held = |l: &Lease| leases.iter().any(|k| k.id == l.id);
     let stored = |l: &Lease| state.leases.iter().any(|s| s.id == l.id);
     plan.expired_leases = state
@@ -302,10 +309,10 @@ pub fn plan_with_leases(
         plan.status = Status::Changes;
     }
     if !plan.stores_leases && !plan.leases.is_empty() {
-        plan.errors.push(format!(
-            "the `{}` provider cannot store leases",
-            b.target.provider
-        ));
+        plan.errors
+            .push(b.provider.capabilities().leases_refused.unwrap_or_else(|| {
+                format!("the `{}` provider cannot store leases", b.target.provider)
+            }));
         plan.status = Status::Refused;
     }
     plan
@@ -321,7 +328,13 @@ pub async fn write(
 ) -> Result<Applied, ProviderError> {
     if plan.stores_leases {
         b.provider
-            .apply_leased(&plan.desired, &plan.leases, plan.version.as_deref(), opts)
+            .apply_leased_declared(
+                &plan.declared,
+                &plan.desired,
+                &plan.leases,
+                plan.version.as_deref(),
+                opts,
+            )
             .await
     } else {
         b.provider.apply(&plan.desired, opts).await

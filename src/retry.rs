@@ -310,6 +310,30 @@ impl Provider for Retrying {
             })
             .await?
     }
+
+    /// As [`Provider::apply_leased`]: a conflict is returned at once.
+    async fn apply_leased_declared(
+        &self,
+        declared: &RangeSet,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let what = format!("applying to `{}`", self.target);
+        self.policy
+            .run(Op::Write, &what, Some(opts.progress.as_ref()), || async {
+                match self
+                    .inner
+                    .apply_leased_declared(declared, desired, leases, version, opts)
+                    .await
+                {
+                    Err(ProviderError::Conflict(m)) => Ok(Err(ProviderError::Conflict(m))),
+                    other => other.map(Ok),
+                }
+            })
+            .await?
+    }
 }
 
 #[cfg(test)]

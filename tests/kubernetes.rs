@@ -6,7 +6,7 @@
 use crate::common::{Scratch, code, seen, stderr, stdout};
 use rangekeeper_test_support::kube::ControlPlane;
 
-fn cluster() -> &'static ControlPlane {
+pub(crate) fn cluster() -> &'static ControlPlane {
     static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let cp = ControlPlane::shared();
     READY.get_or_init(|| {

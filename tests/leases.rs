@@ -33,7 +33,7 @@ fn lease_lines(s: &Scratch) -> usize {
 }
 
 /// The output with the lease ids and times that change every run replaced.
-fn stable(text: &str, ids: &[&str]) -> String {
+pub(crate) fn stable(text: &str, ids: &[&str]) -> String {
     let mut out = text.to_owned();
     for (i, id) in ids.iter().enumerate() {
         // As long as an id, so tables stay aligned.
@@ -361,7 +361,7 @@ fn exec_audits_the_grant_and_the_revoke() {
     assert_eq!(audit[1]["lease"]["id"], audit[0]["lease"]["id"]);
 }
 
-fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
+pub(crate) fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
     let log = std::fs::File::create(s.path().join(log)).unwrap();
     crate::common::rangekeeper_std(s.path())
         .args(args)
@@ -372,7 +372,7 @@ fn spawn(s: &Scratch, args: &[&str], log: &str) -> Child {
         .unwrap()
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let st = std::process::Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()
@@ -380,7 +380,7 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.success());
 }
 
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if cond() {
@@ -391,7 +391,7 @@ fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Some(st) = child.try_wait().unwrap() {
@@ -571,4 +571,286 @@ fn parallel_exec_runs_and_a_reconcile_loop_never_lose_an_address() {
         !log.contains("drift:"),
         "lease changes are not drift: {log}"
     );
+}
+
+/// A `hostfw` target written with iptables cannot let the kernel end a lease: `grant` says
+/// so, naming the target and the backend, before any firewall command runs (no root needed).
+#[cfg(feature = "hostfw")]
+#[test]
+fn grant_on_a_hostfw_target_with_the_iptables_backend_is_refused_naming_it() {
+    let s = Scratch::new(
+        "version: 1\ntargets:\n  node:\n    provider: hostfw\n    backend: iptables\n    ports: [6443]\n    allow: [203.0.113.0/24]\n",
+    );
+    let o = s.run(&["grant", "-t", "node", "--ttl", "1h", "--ip", "198.51.100.7"]);
+    assert_eq!(code(&o), 1, "{}", seen(&o));
+    assert_eq!(stdout(&o), "");
+    insta::assert_snapshot!("grant_hostfw_iptables_refused", stderr(&o));
+}
+
+/// Leases on a `hostfw` target through the binary, on a real kernel: two network namespaces
+/// each test creates (a server with a listener, a client with several source addresses,
+/// joined by a veth pair), the provider running nft in the server's (`netns:`), real TCP
+/// connections from the client. Root and nft needed: skipped with a message elsewhere,
+/// failed in CI.
+#[cfg(feature = "hostfw")]
+mod hostfw {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use rangekeeper_test_support::netns_probe::{self, Listener};
+
+    use super::{applied, run_ci};
+    use crate::common::{Scratch, code, seen, stdout};
+    use crate::krip::{Netns, can_run_netns_tests};
+
+    const PORT: u16 = 7011;
+    const SRV: &str = "198.51.100.1";
+    /// Declared; leased only; never declared (for a record written by hand).
+    const DECLARED: &str = "198.51.100.10";
+    const LEASED: &str = "198.51.100.20";
+    const STRAY: &str = "198.51.100.30";
+    const TABLE: &str = "rklease";
+
+    struct Lab {
+        _listener: Listener,
+        srv: Netns,
+        cli: Netns,
+    }
+
+    fn ok(c: &mut Command) {
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{c:?}: {}", seen(&o));
+    }
+
+    impl Lab {
+        fn new(tag: &str) -> Lab {
+            let (srv, cli) = (
+                Netns::new(&format!("{tag}s")),
+                Netns::new(&format!("{tag}c")),
+            );
+            for ns in [&srv, &cli] {
+                ok(Command::new("ip").args(["-n", &ns.0, "link", "set", "lo", "up"]));
+            }
+            ok(Command::new("ip").args([
+                "-n", &srv.0, "link", "add", "vs", "type", "veth", "peer", "name", "vc", "netns",
+                &cli.0,
+            ]));
+            ok(Command::new("ip").args([
+                "-n",
+                &srv.0,
+                "addr",
+                "add",
+                &format!("{SRV}/24"),
+                "dev",
+                "vs",
+            ]));
+            for a in [DECLARED, LEASED, STRAY] {
+                ok(Command::new("ip").args([
+                    "-n",
+                    &cli.0,
+                    "addr",
+                    "add",
+                    &format!("{a}/24"),
+                    "dev",
+                    "vc",
+                ]));
+            }
+            ok(Command::new("ip").args(["-n", &srv.0, "link", "set", "vs", "up"]));
+            ok(Command::new("ip").args(["-n", &cli.0, "link", "set", "vc", "up"]));
+            let listener = Listener::start(&srv.0, &[PORT]).expect("listener did not start");
+            Lab {
+                _listener: listener,
+                srv,
+                cli,
+            }
+        }
+
+        fn decl(&self) -> String {
+            format!(
+                "version: 1\ntargets:\n  node:\n    provider: hostfw\n    backend: nftables\n    ports: [{PORT}]\n    table: {TABLE}\n    netns: {}\n    allow: [{DECLARED}/32]\n",
+                self.srv.0
+            )
+        }
+
+        /// One TCP connection from `src` in the client namespace to the server's port.
+        fn connect(&self, src: &str) -> String {
+            netns_probe::connect(
+                &self.cli.0,
+                src.parse().unwrap(),
+                SRV.parse().unwrap(),
+                PORT,
+                Duration::from_millis(500),
+            )
+            .to_string()
+        }
+
+        fn expect(&self, label: &str, cases: &[(&str, &str)]) {
+            let bad: Vec<String> = cases
+                .iter()
+                .filter_map(|(src, want)| {
+                    let got = self.connect(src);
+                    (got != *want).then(|| format!("{src}: want {want}, got {got}"))
+                })
+                .collect();
+            assert!(bad.is_empty(), "{label}:\n  {}", bad.join("\n  "));
+        }
+    }
+
+    fn leases_json(s: &Scratch) -> serde_json::Value {
+        let o = s.run(&["leases", "-t", "node", "-o", "json"]);
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    }
+
+    #[test]
+    fn grant_leases_revoke_and_the_kernel_ends_a_lease_by_itself() {
+        if !can_run_netns_tests() {
+            return;
+        }
+        let lab = Lab::new("lg");
+        let s = Scratch::new(&lab.decl());
+        applied(&s);
+        lab.expect(
+            "declared only",
+            &[(DECLARED, "connected"), (LEASED, "refused")],
+        );
+
+        let g = run_ci(
+            &s,
+            &[
+                "grant", "--target", "node", "--ttl", "20m", "--ip", LEASED, "--reason", "deploy",
+            ],
+        );
+        assert_eq!(code(&g), 0, "{}", seen(&g));
+        let id = stdout(&g).trim().to_owned();
+        lab.expect(
+            "leased",
+            &[
+                (DECLARED, "connected"),
+                (LEASED, "connected"),
+                (STRAY, "refused"),
+            ],
+        );
+        let table = lab.srv.table(TABLE);
+        assert!(
+            table.contains(&format!("{LEASED} timeout"))
+                && table.contains(&format!("comment \"{id} "))
+                && table.contains("alice@github:org/repo/actions/runs/4242 deploy\""),
+            "{table}"
+        );
+        let v = leases_json(&s);
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v[0]["id"], id.as_str());
+        assert_eq!(v[0]["address"], LEASED);
+        assert_eq!(
+            v[0]["requestedBy"],
+            "alice@github:org/repo/actions/runs/4242"
+        );
+        assert_eq!(v[0]["reason"], "deploy");
+        // The plan keeps the lease apart from the declaration: in sync.
+        let plan = s.run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(code(&plan), 0, "{}", seen(&plan));
+        assert!(stdout(&plan).contains(&id), "{}", seen(&plan));
+
+        let r = s.run(&["revoke", "-t", "node", "--lease", &id]);
+        assert_eq!(code(&r), 0, "{}", seen(&r));
+        lab.expect("revoked", &[(DECLARED, "connected"), (LEASED, "refused")]);
+        assert_eq!(s.run(&["leases"]).stdout, b"no leases\n");
+
+        // Short leases, one of them on the declared address, and no rangekeeper run after
+        // the grants: the kernel alone ends them, and the declared address stays admitted.
+        let started = Instant::now();
+        for ip in [LEASED, DECLARED] {
+            let g = run_ci(&s, &["grant", "-t", "node", "--ttl", "4s", "--ip", ip]);
+            assert_eq!(code(&g), 0, "{}", seen(&g));
+        }
+        lab.expect(
+            "short leases",
+            &[(LEASED, "connected"), (DECLARED, "connected")],
+        );
+        assert_eq!(leases_json(&s).as_array().unwrap().len(), 2);
+        // The first lease's element times out at most 4 s after its grant started.
+        std::thread::sleep(Duration::from_millis(4300).saturating_sub(started.elapsed()));
+        lab.expect(
+            "after the kernel timed the leases out",
+            &[(DECLARED, "connected"), (LEASED, "refused")],
+        );
+        assert!(!lab.srv.table(TABLE).contains(LEASED));
+        assert_eq!(s.run(&["leases"]).stdout, b"no leases\n");
+        let plan = s.run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(code(&plan), 0, "nothing left to clean: {}", seen(&plan));
+        let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+        lab.expect(
+            "after a reconcile",
+            &[(DECLARED, "connected"), (LEASED, "refused")],
+        );
+    }
+
+    /// A record past its expiry whose element the kernel still holds (the clock jumped, or
+    /// someone wrote a long timeout by hand): `leases` shows it expired, the plan shows its
+    /// removal, and the next reconcile pass removes it and its address.
+    #[test]
+    fn a_reconcile_cleans_a_record_past_its_expiry() {
+        if !can_run_netns_tests() {
+            return;
+        }
+        let lab = Lab::new("lr");
+        let s = Scratch::new(&lab.decl());
+        applied(&s);
+        let table = lab.srv.table(TABLE);
+        let set = if table.contains("@lease4_1") {
+            "lease4_1"
+        } else {
+            "lease4_0"
+        };
+        ok(lab.srv.cmd("nft").args([
+            "add",
+            "element",
+            "inet",
+            TABLE,
+            set,
+            &format!("{{ {STRAY} timeout 1h comment \"stale1 2020-01-01T00:00:00Z bob@host\" }}"),
+        ]));
+        lab.expect("held by the kernel", &[(STRAY, "connected")]);
+        let v = leases_json(&s);
+        assert_eq!(v[0]["id"], "stale1", "{v}");
+        assert_eq!(v[0]["expired"], true, "{v}");
+        let plan = s.run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(code(&plan), 2, "{}", seen(&plan));
+        assert!(stdout(&plan).contains("stale1"), "{}", seen(&plan));
+
+        let o = s.run(&["reconcile", "--once", "--state-dir", "state"]);
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+        lab.expect(
+            "after the reconcile",
+            &[(STRAY, "refused"), (DECLARED, "connected")],
+        );
+        // The lease set the rules name no longer holds it (the idle slot keeps what it held
+        // until the next change refills it, and no rule looks at it).
+        let table = lab.srv.table(TABLE);
+        let live = if table.contains("@lease4_1") {
+            "lease4_1"
+        } else {
+            "lease4_0"
+        };
+        assert_ne!(live, set, "the change went to the other slot");
+        let o = lab
+            .srv
+            .cmd("nft")
+            .args(["list", "set", "inet", TABLE, live])
+            .output()
+            .unwrap();
+        assert!(!stdout(&o).contains(STRAY), "{}", seen(&o));
+        assert_eq!(s.run(&["leases"]).stdout, b"no leases\n");
+        // The pass says what it removed in the audit log.
+        let audit = s.read("state/audit.jsonl");
+        let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            last["removed"],
+            serde_json::json!([format!("{STRAY}/32")]),
+            "{audit}"
+        );
+        assert_eq!(last["result"], "applied", "{audit}");
+    }
 }

@@ -20,6 +20,8 @@ mod install;
 #[cfg(feature = "hostfw")]
 mod krip;
 #[cfg(feature = "kubernetes")]
+mod kube_leases;
+#[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod layering;
 mod leases;

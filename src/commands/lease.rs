@@ -371,10 +371,14 @@ pub async fn leases(global: &Global, args: &LeasesArgs) -> anyhow::Result<Outcom
     for (b, r) in bound.iter().zip(reads) {
         match r {
             None if !args.select.targets.is_empty() => {
+                let caps = b.provider.capabilities();
                 tracing::warn!(
-                    "target `{}`: the `{}` provider cannot store leases",
+                    "target `{}`: {}",
                     b.target.name,
-                    b.target.provider
+                    caps.leases_refused.unwrap_or_else(|| format!(
+                        "the `{}` provider cannot store leases",
+                        b.target.provider
+                    ))
                 );
             }
             None => {}

@@ -308,7 +308,7 @@ pub struct ProviderRow {
 /// Human table of provider capabilities.
 pub fn providers_human(listed: &[ProviderRow]) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let rows: Vec<[String; 8]> = listed
+    let rows: Vec<[String; 9]> = listed
         .iter()
         .map(|r| {
             let plugin = r
@@ -325,6 +325,7 @@ pub fn providers_human(listed: &[ProviderRow]) -> String {
                     yes(c.private_ranges).to_owned(),
                     unrestricted_form(c.unrestricted).to_owned(),
                     yes(c.async_apply).to_owned(),
+                    yes(c.leases).to_owned(),
                     format!("{}{plugin}", c.description),
                 ],
                 None => {
@@ -336,10 +337,11 @@ pub fn providers_human(listed: &[ProviderRow]) -> String {
                         "-".to_owned(),
                         "-".to_owned(),
                         "-".to_owned(),
+                        "-".to_owned(),
                         String::new(),
                     ];
                     row[0] = r.provider.clone();
-                    row[7] = format!(
+                    row[8] = format!(
                         "error: {}{plugin}",
                         r.error.as_deref().unwrap_or("no capabilities")
                     );
@@ -356,6 +358,7 @@ pub fn providers_human(listed: &[ProviderRow]) -> String {
         "PRIVATE",
         "UNRESTRICTED AS",
         "ASYNC",
+        "LEASES",
         "DESCRIPTION",
     ];
     let mut widths = header.map(str::len);

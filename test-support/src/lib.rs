@@ -9,5 +9,7 @@ pub mod gke;
 #[cfg(feature = "haproxy")]
 pub mod haproxy;
 #[cfg(feature = "kube")]
+pub mod interpose;
+#[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns_probe;

@@ -108,13 +108,21 @@ pub struct Capabilities {
     /// lease and a lock file beside it (version: a digest of the file); `aks` keeps
     /// `rangekeeper-lease-<id>` cluster tags in the same `If-Match` PUT as the ranges (version:
     /// the eTag); `eks` keeps the same tags via TagResource/UntagResource (version: a digest of
-    /// the list and the lease tags, compared before writing and read back after). A
-    /// Kubernetes provider would keep them as annotations on the object it writes, in the same
-    /// update as the rules, with the object's `metadata.resourceVersion` as the version (the
-    /// API server refuses a stale one with 409 Conflict). Use [`crate::lease::Lease::tag_key`]
+    /// the list and the lease tags, compared before writing and read back after); `netpol` and
+    /// `calico` keep `rangekeeper.dev/lease-<id>` annotations holding the JSON form on the
+    /// object that holds the ranges, in the same server-side apply as the rules, with that
+    /// object's `metadata.resourceVersion` as the version (the API server refuses a stale one
+    /// with 409 Conflict); `hostfw` (nftables) keeps one element per lease, with a kernel
+    /// timeout and the record as its comment, in sets apart from the declared ranges (version:
+    /// a digest of its table, and a nonce that the write's transaction replaces). Use
+    /// [`crate::lease::Lease::tag_key`]
     /// and [`crate::lease::Lease::tag_value`] (or the JSON form) so every store reads alike.
     #[serde(default)]
     pub leases: bool,
+    /// Why this target cannot store leases when `leases` is false for a reason of the target
+    /// rather than of the provider (hostfw with the iptables backend): `grant` says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases_refused: Option<String>,
 }
 
 fn yes() -> bool {
@@ -141,6 +149,7 @@ impl Capabilities {
             async_apply: false,
             stores_metadata: false,
             leases: false,
+            leases_refused: None,
         }
     }
 
@@ -188,6 +197,22 @@ impl Capabilities {
     pub fn with_leases(mut self, yes: bool) -> Self {
         self.leases = yes;
         self
+    }
+
+    /// This target cannot store leases, for `reason` (a sentence naming what of the target's
+    /// configuration is at fault); `leases` becomes false.
+    pub fn with_leases_refused(mut self, reason: impl Into<String>) -> Self {
+        self.leases = false;
+        self.leases_refused = Some(reason.into());
+        self
+    }
+
+    /// Why `grant` cannot store a lease on this target: the target's own reason, else that
+    /// the provider cannot.
+    pub fn leases_refusal(&self) -> String {
+        self.leases_refused
+            .clone()
+            .unwrap_or_else(|| format!("the `{}` provider cannot store leases", self.name))
     }
 }
 
@@ -739,10 +764,24 @@ pub trait Provider: Send + Sync {
         _version: Option<&str>,
         _opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        Err(ProviderError::Invalid(format!(
-            "the `{}` provider cannot store leases",
-            self.capabilities().name
-        )))
+        Err(ProviderError::Invalid(self.capabilities().leases_refusal()))
+    }
+
+    /// [`Provider::apply_leased`] told which part of `desired` the declaration holds:
+    /// `declared` is what the target must keep admitting once every lease has expired
+    /// (`desired` is `declared` plus the leases' addresses, under the binary's guards). The
+    /// binary calls this one; a provider whose store expires leases by itself needs it to
+    /// keep an address that is both declared and leased out of the expiring store (hostfw:
+    /// nftables set elements with a kernel timeout). The default ignores `declared`.
+    async fn apply_leased_declared(
+        &self,
+        _declared: &RangeSet,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        self.apply_leased(desired, leases, version, opts).await
     }
 }
 

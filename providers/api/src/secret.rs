@@ -196,6 +196,23 @@ impl Provider for Scrubbed {
         clean_all(&mut applied.notes);
         Ok(applied)
     }
+
+    async fn apply_leased_declared(
+        &self,
+        declared: &RangeSet,
+        desired: &RangeSet,
+        leases: &[crate::Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let mut applied = self
+            .0
+            .apply_leased_declared(declared, desired, leases, version, opts)
+            .await
+            .map_err(clean)?;
+        clean_all(&mut applied.notes);
+        Ok(applied)
+    }
 }
 
 #[cfg(test)]

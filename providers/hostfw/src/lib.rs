@@ -28,9 +28,10 @@ mod ranges;
 
 use std::path::PathBuf;
 
+use rangekeeper_provider::lease::Timestamp;
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, ImportNote, Imported, ImportedRange, Location, Provider,
-    ProviderError, RangeSet, Restriction, State, TargetConfig, UnrestrictedForm,
+    Applied, ApplyOptions, Capabilities, ImportNote, Imported, ImportedRange, Lease, Location,
+    Provider, ProviderError, RangeSet, Restriction, State, TargetConfig, UnrestrictedForm,
 };
 use tokio::sync::{Mutex, OnceCell};
 
@@ -43,7 +44,8 @@ pub use kube_restrict_ip::{
     parse_kube_restrict_ip,
 };
 
-/// The static capabilities row of `hostfw`.
+/// The static capabilities row of `hostfw`. Leases are stored by the nftables backend (set
+/// elements with a kernel timeout); a target with `backend: iptables` says it cannot.
 pub fn capabilities() -> Capabilities {
     Capabilities::new(
         "hostfw",
@@ -52,7 +54,11 @@ pub fn capabilities() -> Capabilities {
     .with_ipv6(true)
     .with_private_ranges(true)
     .with_unrestricted(UnrestrictedForm::Removed)
+    .with_leases(true)
 }
+
+/// Why the iptables backend stores no leases.
+const IPTABLES_NO_LEASES: &str = "iptables rules have no timeout, so a lease's address would stay admitted after the lease expired if rangekeeper never ran again (a dead CI runner); leases need the nftables backend (`backend: nftables`, or `auto` where `nft` works)";
 
 /// Build the provider for one target.
 pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
@@ -317,15 +323,158 @@ impl HostFw {
     }
 }
 
+impl HostFw {
+    /// The refusal of leases on a target whose rules are written with iptables.
+    fn iptables_refusal(how: &str) -> String {
+        format!(
+            "it uses the iptables backend of the `hostfw` provider ({how}), which cannot store leases: {IPTABLES_NO_LEASES}"
+        )
+    }
+
+    /// Make the nftables table hold `permanent` and the lease elements `leases`, from the
+    /// table as read in `before` (the caller holds the write lock); confirm by reading back.
+    async fn write_nft(
+        &self,
+        before: &nft::Table,
+        permanent: &RangeSet,
+        leases: &[Lease],
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let now = nft::now_f64();
+        let mut elems = Vec::new();
+        for l in leases {
+            match nft::LeaseElem::new(l, now).map_err(ProviderError::Invalid)? {
+                Some(e) => elems.push(e),
+                // Stored already and ending now: its element is timing out; let it go.
+                None if before.lease_comments.contains_key(&l.address) => {}
+                None => {
+                    return Err(ProviderError::Invalid(format!(
+                        "target `{}`: lease {} ends at {}, less than a second from now: too soon for the whole-second timeout of an nftables element; grant it for longer",
+                        self.cfg.target, l.id, l.expires
+                    )));
+                }
+            }
+        }
+        let want: std::collections::BTreeMap<_, _> =
+            elems.iter().map(|e| (e.addr, e.comment.clone())).collect();
+        if before.live.present
+            && before.live.problems.is_empty()
+            && before.live.allow == *permanent
+            && before.lease_comments == want
+        {
+            return Ok(Applied::unchanged());
+        }
+        opts.progress.message(&format!(
+            "writing nftables rules for tcp {}",
+            self.cfg.ports_list()
+        ));
+        let content = nft::Content {
+            ports: self.cfg.ports.clone(),
+            permanent: permanent.clone(),
+            leases: elems.clone(),
+        };
+        nft::write(&self.runner, &self.cfg, before, &content).await?;
+        let mut applied = Applied::changed();
+        if !before.live.problems.is_empty() {
+            applied.notes.push(format!(
+                "rewrote rules that were missing, modified or declared differently: {}",
+                before.live.problems.join("; ")
+            ));
+        }
+        // The write is synchronous; confirm it by reading back. A lease element may time out
+        // between the write and this read only when it had less than a few seconds left.
+        let after = nft::read(&self.runner, &self.cfg).await?;
+        let mut wrong = after.live.problems.clone();
+        if !after.live.present {
+            wrong.push("the table is missing".into());
+        }
+        if after.live.allow != *permanent {
+            wrong.push(format!(
+                "allow-list {} instead of {permanent}",
+                after.live.allow
+            ));
+        }
+        for (addr, comment) in &after.lease_comments {
+            if want.get(addr) != Some(comment) {
+                wrong.push(format!("an unexpected lease element {addr} (`{comment}`)"));
+            }
+        }
+        for e in &elems {
+            if e.timeout > 3 && !after.lease_comments.contains_key(&e.addr) {
+                wrong.push(format!("the lease element {} is missing", e.addr));
+            }
+        }
+        if !wrong.is_empty() {
+            return Err(ProviderError::Other(format!(
+                "after writing, the nftables rules read back differently: {}",
+                wrong.join("; ")
+            )));
+        }
+        Ok(applied)
+    }
+
+    /// The iptables write of `desired` (no leases), confirmed by reading back.
+    async fn write_iptables(
+        &self,
+        desired: &RangeSet,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        let before = iptables::read(&self.runner, &self.cfg).await?.0;
+        if before.present && before.problems.is_empty() && before.allow == *desired {
+            return Ok(Applied::default());
+        }
+        opts.progress.message(&format!(
+            "writing iptables rules for tcp {}",
+            self.cfg.ports_list()
+        ));
+        iptables::write(&self.runner, &self.cfg, desired).await?;
+        let mut applied = Applied::changed();
+        if !before.problems.is_empty() {
+            applied.notes.push(format!(
+                "rewrote rules that were missing, modified or declared differently: {}",
+                before.problems.join("; ")
+            ));
+        }
+        let after = iptables::read(&self.runner, &self.cfg).await?.0;
+        if !(after.present && after.problems.is_empty() && after.allow == *desired) {
+            return Err(ProviderError::Other(format!(
+                "after writing, the iptables rules read back differently: {}",
+                if after.problems.is_empty() {
+                    format!("allow-list {} instead of {}", after.allow, desired)
+                } else {
+                    after.problems.join("; ")
+                }
+            )));
+        }
+        Ok(applied)
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for HostFw {
     fn capabilities(&self) -> Capabilities {
-        capabilities()
+        match self.cfg.backend {
+            BackendChoice::Iptables => {
+                capabilities().with_leases_refused(Self::iptables_refusal("`backend: iptables`"))
+            }
+            BackendChoice::Auto | BackendChoice::Nftables => capabilities(),
+        }
     }
 
     async fn current(&self) -> Result<State, ProviderError> {
         let backend = self.backend().await?;
-        let live = self.live(backend).await?;
+        let (live, admitted, leases, version) = match backend {
+            Backend::Nftables => {
+                let t = nft::read(&self.runner, &self.cfg).await?;
+                let admitted = t.admitted();
+                (t.live, admitted, t.leases, Some(t.version))
+            }
+            Backend::Iptables => {
+                let live = iptables::read(&self.runner, &self.cfg).await?.0;
+                let admitted = live.allow.clone();
+                (live, admitted, Vec::new(), None)
+            }
+        };
         let mut state = if !live.present {
             State::new(Restriction::Unrestricted)
         } else if !live.problems.is_empty() {
@@ -338,8 +487,9 @@ impl Provider for HostFw {
             ));
             s
         } else {
-            State::new(Restriction::Ranges(live.allow))
+            State::new(Restriction::Ranges(admitted))
         };
+        state = state.with_leases(leases, version);
         state.details = self.details(backend);
         if let Some((_, chain)) = &self.cfg.kube_restrict_ip
             && let Some(w) =
@@ -353,6 +503,8 @@ impl Provider for HostFw {
         Ok(state)
     }
 
+    /// Every address of `desired` is admitted for good; unexpired leases whose address it
+    /// holds are kept (as the file provider keeps their records), the others dropped.
     async fn apply(
         &self,
         desired: &RangeSet,
@@ -365,41 +517,120 @@ impl Provider for HostFw {
             "it would shut every client out of the restricted ports",
         )?;
         let _guard = self.write_lock.lock().await;
-        let backend = self.backend().await?;
-        let before = self.live(backend).await?;
-        if before.present && before.problems.is_empty() && before.allow == *desired {
-            return Ok(Applied::default());
+        match self.backend().await? {
+            Backend::Iptables => self.write_iptables(desired, opts).await,
+            Backend::Nftables => {
+                let before = nft::read(&self.runner, &self.cfg).await?;
+                let now = Timestamp::now();
+                let keep: Vec<Lease> = before
+                    .leases
+                    .iter()
+                    .filter(|l| !l.is_expired(now) && desired.contains_net(&l.net()))
+                    .cloned()
+                    .collect();
+                self.write_nft(&before, desired, &keep, opts).await
+            }
         }
-        opts.progress.message(&format!(
-            "writing {} rules for tcp {}",
-            backend.name(),
-            self.cfg.ports_list()
-        ));
-        match backend {
-            Backend::Nftables => nft::write(&self.runner, &self.cfg, desired).await?,
-            Backend::Iptables => iptables::write(&self.runner, &self.cfg, desired).await?,
-        }
-        let mut applied = Applied::changed();
-        if !before.problems.is_empty() {
-            applied.notes.push(format!(
-                "rewrote rules that were missing, modified or declared differently: {}",
-                before.problems.join("; ")
-            ));
-        }
-        // The write is synchronous; confirm it by reading back.
-        let after = self.live(backend).await?;
-        if !(after.present && after.problems.is_empty() && after.allow == *desired) {
-            return Err(ProviderError::Other(format!(
-                "after writing, the {} rules read back differently: {}",
-                backend.name(),
-                if after.problems.is_empty() {
-                    format!("allow-list {} instead of {}", after.allow, desired)
-                } else {
-                    after.problems.join("; ")
-                }
+    }
+
+    /// Without the declared part of `desired`, every address of it is taken as declared:
+    /// nothing is ever kept out of the ranges admitted for good (the binary calls
+    /// [`Provider::apply_leased_declared`]).
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        self.apply_leased_declared(desired, desired, leases, version, opts)
+            .await
+    }
+
+    async fn apply_leased_declared(
+        &self,
+        declared: &RangeSet,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        rangekeeper_provider::refuse_empty(
+            desired,
+            "it would shut every client out of the restricted ports",
+        )?;
+        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
+            return Err(ProviderError::Invalid(format!(
+                "lease {} is for {}, which the desired set does not hold",
+                l.id, l.address
             )));
         }
-        Ok(applied)
+        // One element per address: a second lease of an address already leased would share
+        // its element (one timeout, one record) and lose a record.
+        for (i, l) in leases.iter().enumerate() {
+            if let Some(other) = leases[..i].iter().find(|o| o.address == l.address) {
+                return Err(ProviderError::Invalid(format!(
+                    "target `{}` already holds lease {} for {} (requested by {}, until {}); the hostfw provider keeps one lease per address (one nftables set element with its own timeout), so lease {} cannot be added: wait for that lease to end or revoke it",
+                    self.cfg.target,
+                    other.id,
+                    other.address,
+                    other.requested_by,
+                    other.expires,
+                    l.id
+                )));
+            }
+        }
+        for l in leases {
+            nft::lease_comment(l).map_err(|e| {
+                ProviderError::Invalid(format!("target `{}`: {e}", self.cfg.target))
+            })?;
+        }
+        // Check and write under this process's lock; the transaction's nonce swap makes the
+        // kernel refuse the write if any other process changed the table since the re-read
+        // below (see the `nft` module).
+        let _guard = self.write_lock.lock().await;
+        let backend = self.backend().await?;
+        if backend == Backend::Iptables {
+            if !leases.is_empty() {
+                return Err(ProviderError::Invalid(format!(
+                    "target `{}` cannot store leases: {}",
+                    self.cfg.target,
+                    Self::iptables_refusal(match self.cfg.backend {
+                        BackendChoice::Iptables => "`backend: iptables`",
+                        _ => "`backend: auto`, and `nft` is not usable here",
+                    })
+                )));
+            }
+            // No leases to keep: a plain write (iptables has no version to compare).
+            return self.write_iptables(desired, opts).await;
+        }
+        let before = nft::read(&self.runner, &self.cfg).await?;
+        if let Some(v) = version
+            && v != before.version
+        {
+            return Err(ProviderError::Conflict(format!(
+                "the nftables table inet {} changed since it was read (another writer, or a lease that expired)",
+                self.cfg.table
+            )));
+        }
+        // The declared ranges are admitted for good; an address only a lease brings is kept
+        // out of them, so the kernel stops admitting it when the lease's element times out.
+        let lease_only = RangeSet::from_nets(
+            leases
+                .iter()
+                .filter(|l| !declared.contains_net(&l.net()))
+                .map(Lease::net),
+        );
+        let permanent = desired.difference(&lease_only);
+        if permanent.is_empty() {
+            // Only leases would admit anyone: once they expired, every client would be shut
+            // out. The binary never asks for this (a declaration is never empty).
+            return Err(ProviderError::Invalid(format!(
+                "target `{}`: refusing an allow-list of leases alone; once they expired every client would be shut out of the restricted ports",
+                self.cfg.target
+            )));
+        }
+        self.write_nft(&before, &permanent, leases, opts).await
     }
 
     async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {

@@ -12,26 +12,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rangekeeper_provider::cidr::IpNet;
+use rangekeeper_provider::lease::{Lease, LeaseId, Timestamp};
 use rangekeeper_provider::{ApplyOptions, Provider, RangeSet, Restriction, TargetConfig};
 use rangekeeper_test_support::netns_probe::{self, Listener, Loop};
 
 /// Restricted ports and one that stays open.
-const P1: u16 = 7001;
-const P2: u16 = 7003;
-const OPEN: u16 = 7002;
+pub(crate) const P1: u16 = 7001;
+pub(crate) const P2: u16 = 7003;
+pub(crate) const OPEN: u16 = 7002;
 
-const SRV4: &str = "198.51.100.1";
-const SRV6: &str = "2001:db8:100::1";
+pub(crate) const SRV4: &str = "198.51.100.1";
+pub(crate) const SRV6: &str = "2001:db8:100::1";
 /// Client sources: allowed as a single address, allowed through a wider range, denied.
-const A4: &str = "198.51.100.10";
-const R4: &str = "198.51.100.70";
-const D4: &str = "198.51.100.20";
-const A6: &str = "2001:db8:100::10";
-const R6: &str = "2001:db8:100::1:70";
-const D6: &str = "2001:db8:100::20";
+pub(crate) const A4: &str = "198.51.100.10";
+pub(crate) const R4: &str = "198.51.100.70";
+pub(crate) const D4: &str = "198.51.100.20";
+pub(crate) const A6: &str = "2001:db8:100::10";
+pub(crate) const R6: &str = "2001:db8:100::1:70";
+pub(crate) const D6: &str = "2001:db8:100::20";
 /// Sources no allow-list in these tests ever contains.
-const N4: &str = "198.51.100.30";
-const N6: &str = "2001:db8:100::30";
+pub(crate) const N4: &str = "198.51.100.30";
+pub(crate) const N6: &str = "2001:db8:100::30";
 
 /// Connect timeout for single probes (a denied `drop` source must take exactly this long).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -45,7 +46,7 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// Whether the real-kernel tests can run here; under CI they must.
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     let uid = Command::new("id")
         .arg("-u")
         .output()
@@ -93,7 +94,7 @@ fn run(args: &[&str]) -> String {
 }
 
 /// Two namespaces joined by a veth pair; everything is removed on drop, even after a panic.
-struct Lab {
+pub(crate) struct Lab {
     srv: String,
     cli: String,
     table: String,
@@ -101,7 +102,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    pub(crate) fn new() -> Lab {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let base = format!("rkt-{}-{n}", std::process::id());
         let mut lab = Lab {
@@ -213,7 +214,7 @@ impl Lab {
     }
 
     /// A provider for this lab's server namespace.
-    fn provider(&self, extra: serde_json::Value) -> Box<dyn Provider> {
+    pub(crate) fn provider(&self, extra: serde_json::Value) -> Box<dyn Provider> {
         let mut fields = serde_json::json!({
             "ports": [P1, P2],
             "table": self.table,
@@ -241,7 +242,7 @@ impl Lab {
     }
 
     /// Run a command inside the server namespace.
-    fn in_srv(&self, args: &[&str]) -> String {
+    pub(crate) fn in_srv(&self, args: &[&str]) -> String {
         let mut all = vec!["ip", "netns", "exec", self.srv.as_str()];
         all.extend_from_slice(args);
         run(&all)
@@ -262,7 +263,7 @@ impl Lab {
     }
 
     /// Check every (source, port, outcome); report all mismatches at once.
-    fn expect(&self, label: &str, cases: &[(&str, u16, &str)]) {
+    pub(crate) fn expect(&self, label: &str, cases: &[(&str, u16, &str)]) {
         let mut bad = Vec::new();
         for (src, port, want) in cases {
             let got = self.connect(false, src, *port);
@@ -309,7 +310,7 @@ impl Drop for Lab {
     }
 }
 
-fn set(list: &[&str]) -> RangeSet {
+pub(crate) fn set(list: &[&str]) -> RangeSet {
     RangeSet::from_nets(list.iter().map(|s| {
         if s.contains('/') {
             s.parse::<IpNet>().unwrap()
@@ -340,7 +341,7 @@ fn reject_matrix() -> Vec<(&'static str, u16, &'static str)> {
     ]
 }
 
-fn ranges(state: &rangekeeper_provider::State) -> Option<RangeSet> {
+pub(crate) fn ranges(state: &rangekeeper_provider::State) -> Option<RangeSet> {
     state.restriction.ranges().cloned()
 }
 
@@ -1033,4 +1034,282 @@ async fn both_backends_pass_the_conformance_suite() {
         );
         lab.expect("A applied again is enforced", &reject_matrix());
     }
+}
+
+// --- leases: set elements with a kernel timeout ---
+
+/// A lease of `addr` ending between `secs` and `secs + 1` seconds from now (records have
+/// whole seconds), so its element's whole-second timeout is at least `secs - 1`.
+pub(crate) fn lease(id: &str, addr: &str, secs: u64) -> Lease {
+    Lease {
+        id: LeaseId::parse(id).unwrap(),
+        address: addr.parse().unwrap(),
+        expires: Timestamp::now().plus(Duration::from_secs(secs + 1)),
+        requested_by: "alice@github:org/repo/actions/runs/7".into(),
+        reason: None,
+    }
+}
+
+pub(crate) fn ids(state: &rangekeeper_provider::State) -> Vec<String> {
+    let mut v: Vec<String> = state.leases.iter().map(|l| l.id.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// A lease admits its address until the kernel times its element out, with no rangekeeper
+/// call after the grant (a dead runner); the records read back; a revoke takes it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_leases_admit_until_the_kernel_times_them_out() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({ "backend": "nftables" }));
+    let opts = ApplyOptions::default();
+    let declared = set(&[A4, A6]);
+    let st = p.current().await.unwrap();
+    assert_eq!(st.version.as_deref(), Some("absent"));
+    assert!(
+        p.apply_leased_declared(&declared, &declared, &[], st.version.as_deref(), &opts)
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect(
+        "declared only",
+        &[
+            (A4, P1, "connected"),
+            (D4, P1, "refused"),
+            (D6, P1, "refused"),
+        ],
+    );
+
+    let st = p.current().await.unwrap();
+    let granted = std::time::Instant::now();
+    let (short, long) = (lease("short-d4", D4, 3), lease("long-d6", D6, 120));
+    let desired = declared.union(&set(&[D4, D6]));
+    let leases = [short.clone(), long.clone()];
+    assert!(
+        p.apply_leased_declared(&declared, &desired, &leases, st.version.as_deref(), &opts)
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect(
+        "leased",
+        &[
+            (D4, P1, "connected"),
+            (D6, P2, "connected"),
+            (N4, P1, "refused"),
+            (A4, P1, "connected"),
+        ],
+    );
+    let st = p.current().await.unwrap();
+    assert_eq!(ranges(&st), Some(desired.clone()));
+    assert_eq!(ids(&st), ["long-d6", "short-d4"]);
+    let read = st.leases.iter().find(|l| l.id == long.id).unwrap();
+    assert_eq!(
+        (read.address, read.expires, read.requested_by.as_str()),
+        (long.address, long.expires, long.requested_by.as_str())
+    );
+    // The declared ranges are in the sets without a timeout, the leases apart.
+    let table = lab.in_srv(&["nft", "list", "table", "inet", &lab.table]);
+    assert!(
+        table.contains("comment \"short-d4 ") && table.contains("comment \"long-d6 "),
+        "{table}"
+    );
+    // Nothing sent when the target holds both already.
+    assert!(
+        !p.apply_leased_declared(&declared, &desired, &leases, st.version.as_deref(), &opts)
+            .await
+            .unwrap()
+            .changed
+    );
+
+    // No rangekeeper call from here: the kernel alone ends the short lease (at most 4 s
+    // after it was made).
+    std::thread::sleep(Duration::from_millis(4300).saturating_sub(granted.elapsed()));
+    lab.expect(
+        "after the short lease expired",
+        &[
+            (D4, P1, "refused"),
+            (D6, P1, "connected"),
+            (A4, P1, "connected"),
+        ],
+    );
+    let st = p.current().await.unwrap();
+    assert_eq!(ids(&st), ["long-d6"]);
+    assert_eq!(ranges(&st), Some(declared.union(&set(&[D6]))));
+
+    // Revoked: the record and the address go together.
+    assert!(
+        p.apply_leased_declared(&declared, &declared, &[], st.version.as_deref(), &opts)
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect("revoked", &[(D6, P1, "refused"), (A6, P1, "connected")]);
+    let st = p.current().await.unwrap();
+    assert!(st.leases.is_empty());
+    assert_eq!(ranges(&st), Some(declared));
+}
+
+/// A lease write made from a stale read is a conflict: whether another writer got in before
+/// the re-read (the version differs) or between the re-read and the commit (the nonce the
+/// transaction deletes is gone), so of many writers from one read exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_lease_writes_are_compare_and_swap() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({ "backend": "nftables" }));
+    let opts = ApplyOptions::default();
+    let declared = set(&[A4, A6]);
+    p.apply(&declared, &opts).await.unwrap();
+    let stale = p.current().await.unwrap().version;
+
+    // Another process (another provider, another lock) grants first.
+    let other = lab.provider(serde_json::json!({ "backend": "nftables" }));
+    let first = lease("first", D4, 600);
+    other
+        .apply_leased_declared(
+            &declared,
+            &declared.union(&set(&[D4])),
+            std::slice::from_ref(&first),
+            stale.as_deref(),
+            &opts,
+        )
+        .await
+        .unwrap();
+    let e = p
+        .apply_leased_declared(
+            &declared,
+            &declared.union(&set(&[D6])),
+            &[lease("second", D6, 600)],
+            stale.as_deref(),
+            &opts,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "conflict", "{e}");
+    assert_eq!(ids(&p.current().await.unwrap()), ["first"]);
+    lab.expect("the stale write changed nothing", &[(D6, P1, "refused")]);
+
+    // Many writers from one read at once.
+    let base = p.current().await.unwrap().version;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8u8 {
+        let w = std::sync::Arc::new(lab.provider(serde_json::json!({ "backend": "nftables" })));
+        let (declared, base, first) = (declared.clone(), base.clone(), first.clone());
+        tasks.spawn(async move {
+            let mine = lease(&format!("racer-{i}"), &format!("203.0.113.{}", i + 1), 600);
+            let desired = declared.union(&set(&[D4, &mine.address.to_string()]));
+            let r = w
+                .apply_leased_declared(
+                    &declared,
+                    &desired,
+                    &[first, mine.clone()],
+                    base.as_deref(),
+                    &ApplyOptions::default(),
+                )
+                .await;
+            (mine.id.to_string(), r)
+        });
+    }
+    let mut won = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (id, r) = r.unwrap();
+        match r {
+            Ok(_) => won.push(id),
+            Err(e) => assert_eq!(e.kind(), "conflict", "{id}: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "winners: {won:?}");
+    let mut want = vec!["first".to_owned(), won[0].clone()];
+    want.sort();
+    assert_eq!(ids(&p.current().await.unwrap()), want);
+}
+
+/// The iptables backend cannot let the kernel end a lease: its targets say so, naming the
+/// target and the backend, and still take writes without leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_targets_refuse_leases_and_say_why() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({ "backend": "iptables" }));
+    let caps = p.capabilities();
+    assert!(!caps.leases);
+    let why = caps.leases_refused.unwrap();
+    assert!(why.contains("iptables backend"), "{why}");
+    let opts = ApplyOptions::default();
+    let declared = set(&[A4, A6]);
+    let e = p
+        .apply_leased_declared(
+            &declared,
+            &declared.union(&set(&[D4])),
+            &[lease("nope", D4, 600)],
+            None,
+            &opts,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "invalid", "{e}");
+    assert!(
+        e.to_string().contains("target `lab`") && e.to_string().contains("iptables backend"),
+        "{e}"
+    );
+    assert!(
+        p.apply_leased_declared(&declared, &declared, &[], None, &opts)
+            .await
+            .unwrap()
+            .changed
+    );
+    lab.expect(
+        "iptables, no leases",
+        &[(A4, P1, "connected"), (D4, P1, "refused")],
+    );
+    let st = p.current().await.unwrap();
+    assert!(st.leases.is_empty() && st.version.is_none());
+}
+
+/// What the store cannot hold is refused with the reason, before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nftables_refuses_leases_that_do_not_fit() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let p = lab.provider(serde_json::json!({ "backend": "nftables" }));
+    let opts = ApplyOptions::default();
+    let declared = set(&[A4]);
+    p.apply(&declared, &opts).await.unwrap();
+    let v = p.current().await.unwrap().version;
+    let before = lab.in_srv(&["nft", "list", "table", "inet", &lab.table]);
+    let desired = declared.union(&set(&[D4]));
+    let mut long = lease("long-reason", D4, 600);
+    long.reason = Some("r".repeat(120));
+    let two = [lease("one", D4, 600), lease("two", D4, 900)];
+    for (what, leases) in [("comment", vec![long]), ("address", two.to_vec())] {
+        let e = p
+            .apply_leased_declared(&declared, &desired, &leases, v.as_deref(), &opts)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), "invalid", "{what}: {e}");
+        let text = e.to_string();
+        assert!(
+            if what == "comment" {
+                text.contains("at most 128")
+            } else {
+                text.contains("one lease per address") && text.contains("lease one")
+            },
+            "{what}: {text}"
+        );
+    }
+    assert_eq!(
+        lab.in_srv(&["nft", "list", "table", "inet", &lab.table]),
+        before
+    );
 }

@@ -12,18 +12,26 @@
 //! --server-side`) is a conflict that refuses the change unless the target says `force:
 //! true`; fields changed by hand (`kubectl edit`, an update rather than an apply) are drift
 //! and are taken back. One attempt per call; errors are typed.
+//!
+//! Both providers store leases (temporary grants of one address, [`leases`]) as annotations
+//! on the object that holds the ranges, written in the same server-side apply as the ranges
+//! with that object's `metadata.resourceVersion`: the API server refuses the write with 409
+//! Conflict when the object changed since it was read, and the binary plans again.
 
 pub mod calico;
 pub mod connection;
 pub mod ipblock;
 pub mod kube;
+pub mod leases;
 pub mod netpol;
 pub mod objects;
 pub mod selector;
 
+use std::collections::BTreeMap;
+
 use rangekeeper_provider::{
-    Applied, ApplyOptions, Capabilities, Provider, ProviderError, RangeSet, Restriction, State,
-    TargetConfig, UnrestrictedForm, Violation, refuse_empty,
+    Applied, ApplyOptions, Capabilities, Lease, Provider, ProviderError, RangeSet, Restriction,
+    State, TargetConfig, UnrestrictedForm, Violation, refuse_empty,
 };
 use serde_json::Value;
 
@@ -43,6 +51,7 @@ pub fn netpol_capabilities() -> Capabilities {
     .with_private_ranges(true)
     .with_unrestricted(UnrestrictedForm::Removed)
     .with_stores_metadata(true)
+    .with_leases(true)
 }
 
 /// The capabilities of the `calico` provider.
@@ -56,6 +65,7 @@ pub fn calico_capabilities() -> Capabilities {
     .with_private_ranges(true)
     .with_unrestricted(UnrestrictedForm::Removed)
     .with_stores_metadata(true)
+    .with_leases(true)
 }
 
 /// Build a `netpol` provider for one target (no network call, no file read).
@@ -77,6 +87,19 @@ pub fn calico_factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderE
         cluster,
     )))
 }
+
+/// The [`State::version`] of a target whose object that holds the ranges does not exist.
+///
+/// The version of a target is the `metadata.resourceVersion` of that one object (the
+/// NetworkPolicy of `netpol`, the GlobalNetworkPolicy named by `name:` of `calico`), not a
+/// combination with the other objects a target keeps (a default-deny policy, companion
+/// policies, HostEndpoints): only that object holds ranges and leases, which is what two
+/// writers can disagree on, while the others are made from the declaration and the nodes
+/// alone, so concurrent writers write the same thing there. A version over several objects
+/// could not be checked in one write anyway: the API server compares one object's
+/// resourceVersion per request. Drift in the other objects is found by `current` and
+/// repaired by every apply.
+pub const ABSENT: &str = "absent";
 
 /// What a target keeps in the cluster.
 #[derive(Debug, Clone)]
@@ -249,14 +272,14 @@ impl KubeProvider {
         o: &Obj,
         live: Option<&Value>,
         dry_run: bool,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Value, ProviderError> {
         let force = self.force();
         match self
             .cluster
             .apply(&o.res, o.ns(), &o.name, &o.body, force, dry_run)
             .await?
         {
-            kube::Applied::Object(_) => Ok(()),
+            kube::Applied::Object(v) => Ok(v),
             kube::Applied::Conflicts(c) => {
                 let managers = live.map(kube::managers).unwrap_or_default();
                 let appliers: Vec<String> = c
@@ -274,7 +297,7 @@ impl KubeProvider {
                         .apply(&o.res, o.ns(), &o.name, &o.body, true, dry_run)
                         .await?
                     {
-                        kube::Applied::Object(_) => Ok(()),
+                        kube::Applied::Object(v) => Ok(v),
                         kube::Applied::Conflicts(c) => Err(self.conflict(o, &c)),
                     }
                 } else {
@@ -282,6 +305,168 @@ impl KubeProvider {
                 }
             }
         }
+    }
+
+    /// The leases an object's annotations hold (`what` names it in errors).
+    fn leases_of(&self, what: &str, obj: &Value) -> Result<Vec<Lease>, ProviderError> {
+        leases::leases_of(obj).map_err(|e| {
+            ProviderError::Other(format!(
+                "target `{}`: {what}: {e}; fix or remove the annotation",
+                self.target()
+            ))
+        })
+    }
+
+    /// Make the target hold `desired` and exactly the lease records `leases` (as annotations
+    /// of the object that holds the ranges, in the same server-side apply), only while that
+    /// object is at `version` (`None`: at what this call reads). Nothing is sent for objects
+    /// that already hold it all.
+    async fn write(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+    ) -> Result<Applied, ProviderError> {
+        refuse_empty(
+            desired,
+            "an allow policy without ipBlock peers admits no external source",
+        )?;
+        let t = self.target();
+        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
+            return Err(ProviderError::Invalid(format!(
+                "target `{t}`: lease {} is for {}, which the desired set does not hold",
+                l.id, l.address
+            )));
+        }
+        let wanted = leases::annotations(leases)
+            .map_err(|e| ProviderError::Invalid(format!("target `{t}`: {e}")))?;
+        let mut rendered = self.render(desired).await?;
+        // Every object is checked to be ours before anything is written.
+        let live = self.live_of(&rendered).await?;
+        let (res, ns, name) = self.primary();
+        let Some(pi) = rendered
+            .iter()
+            .position(|o| o.res == res && o.namespace == ns && o.name == name)
+        else {
+            return Err(ProviderError::Other(format!(
+                "target `{t}`: {} is not among the objects rendered",
+                res.describe(ns.as_deref(), &name)
+            )));
+        };
+        let what = rendered[pi].describe();
+        let live_rv = live[pi]
+            .as_ref()
+            .and_then(|l| l["metadata"]["resourceVersion"].as_str());
+        match (version, live_rv) {
+            (Some(ABSENT), Some(now)) => {
+                return Err(ProviderError::Conflict(format!(
+                    "target `{t}`: {what} was created by someone else since it was read (resourceVersion {now})"
+                )));
+            }
+            (Some(v), None) if v != ABSENT => {
+                return Err(ProviderError::Conflict(format!(
+                    "target `{t}`: {what} was deleted since it was read at resourceVersion {v}"
+                )));
+            }
+            (Some(v), Some(now)) if v != now => {
+                return Err(ProviderError::Conflict(format!(
+                    "target `{t}`: {what} changed since it was read (resourceVersion {v} is now {now})"
+                )));
+            }
+            _ => {}
+        }
+        leases::set(&mut rendered[pi].body, &wanted, live[pi].as_ref(), &what)
+            .map_err(|e| ProviderError::Invalid(format!("target `{t}`: {e}")))?;
+        if let Some(rv) = live_rv {
+            // The compare-and-swap: the API server refuses the apply with 409 Conflict when
+            // the object is no longer at this resourceVersion. (An object that does not exist
+            // is created by the apply whatever resourceVersion it carries; a creation that
+            // races another one is the one unguarded case, and it holds no leases yet: grant
+            // refuses an unrestricted target.)
+            rendered[pi].body["metadata"]["resourceVersion"] = Value::String(rv.to_owned());
+        }
+        let owned = self.owned().await?;
+        let stale: Vec<&Live> = owned
+            .iter()
+            .filter(|l| !rendered.iter().any(|o| l.is(o)))
+            .collect();
+        let mut written = Vec::new();
+        for (i, (o, l)) in rendered.iter().zip(&live).enumerate() {
+            let leases_held = i != pi || l.as_ref().is_some_and(|l| leases::held(l) == wanted);
+            if leases_held && l.as_ref().is_some_and(|l| o.differs(l).is_none()) {
+                continue;
+            }
+            let back = self.apply_one(o, l.as_ref(), false).await?;
+            if i == pi {
+                self.no_foreign_leases(o, &back, &wanted)?;
+            }
+            written.push(o.describe());
+        }
+        let mut removed = Vec::new();
+        for l in stale {
+            self.cluster
+                .delete(&l.res, l.namespace.as_deref(), &l.name, l.uid())
+                .await?;
+            removed.push(l.describe());
+        }
+        if written.is_empty() && removed.is_empty() {
+            return Ok(Applied::unchanged());
+        }
+        let mut applied = Applied::changed();
+        if !written.is_empty() {
+            applied = applied.with_note(format!("applied {}", written.join(", ")));
+        }
+        if !removed.is_empty() {
+            applied = applied.with_note(format!("removed {}", removed.join(", ")));
+        }
+        Ok(applied)
+    }
+
+    /// After an apply: a lease annotation rangekeeper left out and the object still carries
+    /// is also owned by another field manager (`kubectl annotate`), so the apply could not
+    /// remove it; say which and how to remove it.
+    fn no_foreign_leases(
+        &self,
+        o: &Obj,
+        back: &Value,
+        wanted: &BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let left: Vec<String> = leases::held(back)
+            .into_keys()
+            .filter(|k| !wanted.contains_key(k))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        let owners: Vec<String> = left
+            .iter()
+            .map(|k| {
+                let by: Vec<String> = annotation_owners(back, k)
+                    .into_iter()
+                    .filter(|m| m != kube::FIELD_MANAGER)
+                    .map(|m| format!("`{m}`"))
+                    .collect();
+                if by.is_empty() {
+                    format!("`{k}`")
+                } else {
+                    format!("`{k}` (also owned by {})", by.join(", "))
+                }
+            })
+            .collect();
+        let ns = o.ns().map(|n| format!(" -n {n}")).unwrap_or_default();
+        let keys: Vec<String> = left.iter().map(|k| format!("{k}-")).collect();
+        Err(ProviderError::Invalid(format!(
+            "target `{}`: {} keeps the lease annotation{} {} that another field manager wrote, so rangekeeper's apply cannot remove {}; remove {} by hand: kubectl annotate{ns} {}/{} {}",
+            self.target(),
+            o.describe(),
+            if left.len() == 1 { "" } else { "s" },
+            owners.join(", "),
+            if left.len() == 1 { "it" } else { "them" },
+            if left.len() == 1 { "it" } else { "them" },
+            o.res.qualified(),
+            o.name,
+            keys.join(" ")
+        )))
     }
 
     fn conflict(&self, o: &Obj, c: &kube::Conflicts) -> ProviderError {
@@ -300,6 +485,18 @@ impl KubeProvider {
             if managers.len() == 1 { "it" } else { "them" },
         ))
     }
+}
+
+/// The field managers whose managed fields include annotation `key` of `obj`.
+fn annotation_owners(obj: &Value, key: &str) -> Vec<String> {
+    let field = format!("f:{key}");
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| !m["fieldsV1"]["f:metadata"]["f:annotations"][&field].is_null())
+        .filter_map(|m| m["manager"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -327,15 +524,21 @@ impl Provider for KubeProvider {
         }
         let owned = self.owned().await?;
         let Some(primary) = primary else {
-            let mut state = State::new(Restriction::Unrestricted);
+            let mut state = State::new(Restriction::Unrestricted)
+                .with_leases(Vec::new(), Some(ABSENT.to_owned()));
             for l in &owned {
                 state = state.with_drift(format!("{} is left without {what}", l.describe()));
             }
             return Ok(state);
         };
         let ranges = self.ranges_of(&primary)?;
+        let leases = self.leases_of(&what, &primary)?;
+        let version = primary["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned);
         let rendered = self.render(&ranges).await?;
         let mut state = State::new(Restriction::Ranges(ranges))
+            .with_leases(leases, version)
             .with_detail("object", what)
             .with_detail("objects", rendered.len().to_string());
         for o in &rendered {
@@ -424,49 +627,33 @@ impl Provider for KubeProvider {
         Ok(found)
     }
 
+    /// Keeps the leases the object holds whose address `desired` still holds (as the `file`
+    /// provider does), conditional on the object not changing from this read to the write.
     async fn apply(
         &self,
         desired: &RangeSet,
         _opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        refuse_empty(
-            desired,
-            "an allow policy without ipBlock peers admits no external source",
-        )?;
-        let rendered = self.render(desired).await?;
-        // Every object is checked to be ours before anything is written.
-        let live = self.live_of(&rendered).await?;
-        let owned = self.owned().await?;
-        let stale: Vec<&Live> = owned
-            .iter()
-            .filter(|l| !rendered.iter().any(|o| l.is(o)))
-            .collect();
-        let mut written = Vec::new();
-        for (o, l) in rendered.iter().zip(&live) {
-            if l.as_ref().is_some_and(|l| o.differs(l).is_none()) {
-                continue;
-            }
-            self.apply_one(o, l.as_ref(), false).await?;
-            written.push(o.describe());
-        }
-        let mut removed = Vec::new();
-        for l in stale {
-            self.cluster
-                .delete(&l.res, l.namespace.as_deref(), &l.name, l.uid())
-                .await?;
-            removed.push(l.describe());
-        }
-        if written.is_empty() && removed.is_empty() {
-            return Ok(Applied::unchanged());
-        }
-        let mut applied = Applied::changed();
-        if !written.is_empty() {
-            applied = applied.with_note(format!("applied {}", written.join(", ")));
-        }
-        if !removed.is_empty() {
-            applied = applied.with_note(format!("removed {}", removed.join(", ")));
-        }
-        Ok(applied)
+        let (res, ns, name) = self.primary();
+        let kept: Vec<Lease> = match self.cluster.get(&res, ns.as_deref(), &name).await? {
+            Some(p) => self
+                .leases_of(&res.describe(ns.as_deref(), &name), &p)?
+                .into_iter()
+                .filter(|l| desired.contains_net(&l.net()))
+                .collect(),
+            None => Vec::new(),
+        };
+        self.write(desired, &kept, None).await
+    }
+
+    async fn apply_leased(
+        &self,
+        desired: &RangeSet,
+        leases: &[Lease],
+        version: Option<&str>,
+        _opts: &ApplyOptions,
+    ) -> Result<Applied, ProviderError> {
+        self.write(desired, leases, version).await
     }
 
     async fn disable(&self, _opts: &ApplyOptions) -> Result<Applied, ProviderError> {
@@ -491,6 +678,12 @@ impl Provider for KubeProvider {
         Ok(Applied::changed().with_note(format!("removed {}", removed.join(", "))))
     }
 
+    /// The objects of the declaration, without leases: manifests are what a GitOps tool
+    /// applies as the declared state, and a lease is temporary runtime state of the live
+    /// object (an hour of one runner's address) that has no place in a repository. A live
+    /// object that Argo CD or Flux applies is theirs: rangekeeper then refuses to write it
+    /// (another applier's fields) unless the target says `force: true`, so `grant` on such
+    /// a target is refused the same way.
     async fn manifests(&self, desired: &RangeSet) -> Result<Option<Vec<Value>>, ProviderError> {
         refuse_empty(
             desired,

@@ -7,5 +7,6 @@ mod common;
 mod calico;
 mod conformance;
 mod faults;
+mod leases;
 mod netpol;
 mod regression;
