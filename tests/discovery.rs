@@ -165,6 +165,12 @@ targets:
         assert!(by(&name("rg2", "c4")).is_none(), "the tags filter dev out");
         insta::assert_json_snapshot!("discovery_aks_plan_json", v["discovery"]);
 
+        let markdown = run(s.path(), &["plan", "-o", "markdown"]).await;
+        insta::assert_snapshot!(
+            "discovery_aks_plan_markdown",
+            stable(&stdout(&markdown), &endpoint)
+        );
+
         let apply = run(s.path(), &["apply", "--yes"]).await;
         assert_eq!(apply.status.code(), Some(0), "{}", seen(&apply));
         assert_eq!(
