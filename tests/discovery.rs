@@ -201,7 +201,16 @@ targets:
 
         let replan = run(s.path(), &["plan", "--detailed-exitcode"]).await;
         assert_eq!(replan.status.code(), Some(0), "in sync: {}", seen(&replan));
-        for o in [&plan, &json, &apply, &show, &replan] {
+
+        // `disable` reaches a discovered target by its name; a pending one is refused.
+        let pending = run(s.path(), &["disable", "-t", &name("rg2", "c3"), "--yes"]).await;
+        assert_eq!(pending.status.code(), Some(1), "{}", seen(&pending));
+        assert!(seen(&pending).contains("is pending"), "{}", seen(&pending));
+        let disable = run(s.path(), &["disable", "-t", &name("rg1", "c1"), "--yes"]).await;
+        assert_eq!(disable.status.code(), Some(0), "{}", seen(&disable));
+        let c1 = ranges(&fake, "rg1", "c1");
+        assert!(c1.is_none() || c1 == Some(json!([])), "{c1:?}");
+        for o in [&plan, &json, &apply, &show, &replan, &disable] {
             assert!(!seen(o).contains(TOKEN));
         }
     }
