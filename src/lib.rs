@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 #[doc(hidden)]
 pub mod declaration;
+mod discovery;
 mod extip;
 mod guard;
 mod import;

@@ -27,6 +27,9 @@ pub enum Status {
 pub struct TargetPlan {
     pub target: String,
     pub provider: String,
+    /// The `discover:` template that listed the target (`None`: declared in `targets:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovered_by: Option<String>,
     pub status: Status,
     /// What the target holds now; `None` when unrestricted or unknown.
     pub current: Option<RangeSet>,
@@ -118,6 +121,7 @@ impl TargetPlan {
             declared: desired.clone(),
             target: target.to_owned(),
             provider: provider.to_owned(),
+            discovered_by: None,
             status,
             current: current_set,
             unrestricted,
@@ -156,6 +160,7 @@ impl TargetPlan {
         TargetPlan {
             target: target.to_owned(),
             provider: provider.to_owned(),
+            discovered_by: None,
             status: Status::Error,
             current: None,
             unrestricted: false,
@@ -419,11 +424,11 @@ pub fn guard_lockout(
 
 /// Plan every bound target against its declared set, concurrently.
 pub async fn plan_all(bound: &[Bound<'_>]) -> Vec<TargetPlan> {
-    futures::future::join_all(
-        bound
-            .iter()
-            .map(|b| async move { plan_one(b, &b.target.desired).await.0 }),
-    )
+    futures::future::join_all(bound.iter().map(|b| async move {
+        let mut plan = plan_one(b, &b.target.desired).await.0;
+        plan.discovered_by.clone_from(&b.target.template);
+        plan
+    }))
     .await
 }
 

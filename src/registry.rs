@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use rangekeeper_provider::{
-    Capabilities, ImportHook, Imported, Provider, ProviderError, ProviderFactory, TargetConfig,
-    import::no_import,
+    Capabilities, Discoverer, DiscoveryFactory, ImportHook, Imported, Provider, ProviderError,
+    ProviderFactory, TargetConfig, import::no_import,
 };
 
 use crate::declaration::{Catalog, Standalone};
@@ -20,6 +20,8 @@ pub struct Entry {
     pub factory: ProviderFactory,
     /// Reads what a target takes from files of the provider's own format.
     pub import: ImportHook,
+    /// Lists the targets of a `discover:` template (providers that can discover).
+    pub discover: Option<DiscoveryFactory>,
 }
 
 /// Every built-in provider, in display order.
@@ -30,6 +32,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_file::capabilities,
             factory: rangekeeper_provider_file::factory,
             import: no_import,
+            discover: None,
         },
         #[cfg(feature = "aks")]
         Entry {
@@ -37,6 +40,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_aks::capabilities,
             factory: rangekeeper_provider_aks::factory,
             import: no_import,
+            discover: Some(rangekeeper_provider_aks::discovery_factory),
         },
         #[cfg(feature = "eks")]
         Entry {
@@ -44,6 +48,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_eks::capabilities,
             factory: rangekeeper_provider_eks::factory,
             import: no_import,
+            discover: Some(rangekeeper_provider_eks::discovery_factory),
         },
         #[cfg(feature = "gke")]
         Entry {
@@ -51,6 +56,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_gke::capabilities,
             factory: rangekeeper_provider_gke::factory,
             import: no_import,
+            discover: None,
         },
         #[cfg(feature = "hostfw")]
         Entry {
@@ -58,6 +64,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_hostfw::capabilities,
             factory: rangekeeper_provider_hostfw::factory,
             import: rangekeeper_provider_hostfw::import,
+            discover: None,
         },
         #[cfg(feature = "kubernetes")]
         Entry {
@@ -65,6 +72,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_kubernetes::netpol_capabilities,
             factory: rangekeeper_provider_kubernetes::netpol_factory,
             import: no_import,
+            discover: None,
         },
         #[cfg(feature = "kubernetes")]
         Entry {
@@ -72,6 +80,7 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_kubernetes::calico_capabilities,
             factory: rangekeeper_provider_kubernetes::calico_factory,
             import: no_import,
+            discover: None,
         },
     ]
 }
@@ -91,6 +100,43 @@ pub fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, Pr
         // on PATH) served over the exec protocol.
         None => rangekeeper_provider_exec::build(provider, cfg)
             .map(rangekeeper_provider::secret::scrubbed),
+    }
+}
+
+/// The static capabilities of a built-in provider.
+pub fn capabilities(provider: &str) -> Option<Capabilities> {
+    entries()
+        .into_iter()
+        .find(|e| e.name == provider)
+        .map(|e| (e.capabilities)())
+}
+
+/// The built-in providers that can discover targets (`discover:` templates).
+pub fn discovering() -> Vec<&'static str> {
+    entries()
+        .iter()
+        .filter(|e| e.discover.is_some())
+        .map(|e| e.name)
+        .collect()
+}
+
+/// Build the discoverer of a `discover:` template (`cfg` holds its provider fields), its
+/// errors scrubbed of bearer tokens. No network call happens here.
+pub fn discoverer(
+    provider: &str,
+    cfg: &TargetConfig,
+) -> Result<Box<dyn Discoverer>, ProviderError> {
+    match entries()
+        .into_iter()
+        .find(|e| e.name == provider)
+        .and_then(|e| e.discover)
+    {
+        Some(factory) => factory(cfg).map(rangekeeper_provider::discovery::scrubbed),
+        None => Err(ProviderError::Config(format!(
+            "template `{}`: the `{provider}` provider cannot discover targets (providers that can: {})",
+            cfg.name,
+            discovering().join(", ")
+        ))),
     }
 }
 
@@ -125,6 +171,7 @@ pub fn catalog() -> Catalog {
         names: names(),
         left_out: left_out(),
         import,
+        discovers: discovering(),
     }
 }
 

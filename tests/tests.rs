@@ -9,6 +9,7 @@ mod aks;
 mod cli;
 mod common;
 mod container;
+mod discovery;
 #[cfg(feature = "eks")]
 mod eks;
 mod external_ips;

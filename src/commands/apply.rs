@@ -75,6 +75,7 @@ pub async fn execute(
     plans: Vec<TargetPlan>,
     change: &ChangeArgs,
     trigger: &str,
+    discovery: Option<&crate::discovery::Expanded>,
 ) -> anyhow::Result<Outcome> {
     let ChangeArgs {
         yes,
@@ -83,7 +84,10 @@ pub async fn execute(
     } = *change;
     let human = global.output != OutputFormat::Json;
     if human {
-        commands::print_human(&crate::output::plans_human(&plans))?;
+        let found = discovery
+            .map(crate::output::discovery_human)
+            .unwrap_or_default();
+        commands::print_human(&format!("{found}{}", crate::output::plans_human(&plans)))?;
     }
     let blocked = plans
         .iter()
@@ -99,7 +103,11 @@ pub async fn execute(
                 commands::print_human(&results_human(&results))?;
             }
         } else {
-            commands::print_json(&serde_json::json!({ "plans": plans, "results": results }))?;
+            let mut doc = serde_json::json!({ "plans": plans, "results": results });
+            if let Some(d) = discovery {
+                doc["discovery"] = serde_json::to_value(d)?;
+            }
+            commands::print_json(&doc)?;
         }
         Ok(())
     };
@@ -108,6 +116,22 @@ pub async fn execute(
         return Err(commands::Reported(format!(
             "nothing was applied: {blocked} target{} refused or failed (see the plan)",
             if blocked == 1 { "" } else { "s" }
+        ))
+        .into());
+    }
+    // A template that could not list its targets: the fleet is not known, so nothing is
+    // applied anywhere (as when one target cannot be read).
+    let failed_templates: Vec<String> = discovery
+        .into_iter()
+        .flat_map(crate::discovery::Expanded::failures)
+        .map(|f| format!("`{}`", f.template))
+        .collect();
+    if !failed_templates.is_empty() {
+        finish(Vec::new())?;
+        return Err(commands::Reported(format!(
+            "nothing was applied: discovery failed for template{} {} (see above)",
+            if failed_templates.len() == 1 { "" } else { "s" },
+            failed_templates.join(", ")
         ))
         .into());
     }
@@ -186,7 +210,8 @@ pub async fn execute(
 
 pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "apply")?;
-    let (decl, lockout) = commands::load(global).await?;
+    let (mut decl, lockout) = commands::load(global).await?;
+    let expanded = commands::discover(global, &mut decl).await;
     let bound = commands::bind(
         global,
         &decl,
@@ -194,5 +219,6 @@ pub async fn run(global: &Global, args: &ApplyArgs) -> anyhow::Result<Outcome> {
         commands::select(&decl, &args.select.targets)?,
     )?;
     let plans = crate::plan::plan_all(&bound).await;
-    execute(global, &bound, plans, &args.change, "apply").await
+    let discovery = decl.discover.is_some().then_some(&expanded);
+    execute(global, &bound, plans, &args.change, "apply", discovery).await
 }

@@ -9,7 +9,33 @@ use crate::commands::{self, Outcome};
 
 pub async fn run(global: &Global, args: &DisableArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "disable")?;
-    let decl = commands::load_offline(global)?;
+    let mut decl = commands::load_offline(global)?;
+    // A target not declared may be a discovered one: only then are the templates listed
+    // (an emergency `disable` of a declared target never waits on a listing).
+    if !decl.targets.contains_key(&args.target) && decl.discover.is_some() {
+        let expanded = commands::discover(global, &mut decl).await;
+        if !decl.targets.contains_key(&args.target) {
+            if let Some(p) = expanded.pending().find(|p| p.target == args.target) {
+                anyhow::bail!(
+                    "`{}` (discovered by template `{}`) is pending: {}; it cannot be disabled until it is ready",
+                    p.target,
+                    p.template,
+                    p.reason
+                );
+            }
+            let failed: Vec<String> = expanded
+                .failures()
+                .map(|f| format!("template `{}`: {}", f.template, f.error))
+                .collect();
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "no target `{}` is declared, and discovery failed, so it may be one a template would list ({})",
+                    args.target,
+                    failed.join("; ")
+                );
+            }
+        }
+    }
     let bound = commands::bind(
         global,
         &decl,

@@ -130,6 +130,33 @@ pub fn live_options(global: &Global) -> crate::sources::LiveOptions {
     }
 }
 
+/// Join the targets the declaration's `discover:` templates list to it (every template
+/// listed once, concurrently, under the command's retry policy), logging the explicit
+/// targets that override discovered ones. A template whose listing failed contributes
+/// nothing and is named in what this returns.
+pub async fn discover(global: &Global, decl: &mut Declaration) -> crate::discovery::Expanded {
+    if decl.discover.is_none() {
+        return crate::discovery::Expanded::default();
+    }
+    let fleet = crate::discovery::discover_all(decl, global.retry).await;
+    let expanded = fleet.expand(decl);
+    for t in &expanded.0 {
+        for n in &t.overridden {
+            tracing::info!(
+                "`{n}`, discovered by template `{}`, is declared in `targets:`; the declared target is used",
+                t.template
+            );
+        }
+        for n in &t.duplicates {
+            tracing::warn!(
+                "`{n}` is listed by template `{}` too; the template written first is used",
+                t.template
+            );
+        }
+    }
+    expanded
+}
+
 /// The targets named with `--target` (all when none), in declaration order.
 pub fn select<'a>(decl: &'a Declaration, names: &[String]) -> anyhow::Result<Vec<&'a Target>> {
     for n in names {

@@ -171,12 +171,21 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         s.abort();
     }
     let outcome = outcome?;
+    let discovers = !outcome.discovery.0.is_empty();
     if args.once {
         match global.output {
             OutputFormat::Json => {
-                commands::print_json(&serde_json::json!({ "results": outcome.summaries }))?;
+                let mut doc = serde_json::json!({ "results": outcome.summaries });
+                if discovers {
+                    doc["discovery"] = serde_json::to_value(&outcome.discovery)?;
+                }
+                commands::print_json(&doc)?;
             }
-            _ => commands::print_human(&summary_human(&outcome.summaries))?,
+            _ => commands::print_human(&format!(
+                "{}{}",
+                crate::output::discovery_human(&outcome.discovery),
+                summary_human(&outcome.summaries)
+            ))?,
         }
     }
     if outcome.aborted {
@@ -199,6 +208,28 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
             "the audit record of the change to {} could not be written (the change{} made; see above)",
             unrecorded.join(", "),
             if unrecorded.len() == 1 { " was" } else { "s were" }
+        ))
+        .into());
+    }
+    let failed_templates: Vec<String> = outcome
+        .discovery
+        .failures()
+        .map(|f| format!("`{}`", f.template))
+        .collect();
+    if args.once && !failed_templates.is_empty() {
+        return Err(Reported(format!(
+            "discovery failed for template{} {}{}",
+            if failed_templates.len() == 1 { "" } else { "s" },
+            failed_templates.join(", "),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} target(s) not converged: {}",
+                    failed.len(),
+                    failed.join(", ")
+                )
+            }
         ))
         .into());
     }

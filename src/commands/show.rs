@@ -6,7 +6,8 @@ use crate::output;
 
 pub async fn run(global: &Global, args: &ShowArgs) -> anyhow::Result<Outcome> {
     commands::reject_github(global, "show")?;
-    let decl = commands::load_offline(global)?;
+    let mut decl = commands::load_offline(global)?;
+    let expanded = commands::discover(global, &mut decl).await;
     let bound = commands::bind(
         global,
         &decl,
@@ -19,24 +20,51 @@ pub async fn run(global: &Global, args: &ShowArgs) -> anyhow::Result<Outcome> {
     let mut failed = 0;
     for (b, state) in bound.iter().zip(states) {
         let (name, provider) = (&b.target.name, &b.target.provider);
-        match state {
+        // A discovered target says by which template.
+        let label = match &b.target.template {
+            Some(t) => format!("{provider}, discovered by {t}"),
+            None => provider.clone(),
+        };
+        let mut item = match state {
             Ok(state) => {
-                json.push(output::state_json(name, provider, &state));
-                human.push_str(&output::state_human(name, provider, &state));
+                human.push_str(&output::state_human(name, &label, &state));
+                output::state_json(name, provider, &state)
             }
             Err(e) => {
                 failed += 1;
-                json.push(serde_json::json!({"target": name, "provider": provider, "error": e.to_string()}));
-                human.push_str(&format!("{name} ({provider})\n  error: {e}\n"));
+                human.push_str(&format!("{name} ({label})\n  error: {e}\n"));
+                serde_json::json!({"target": name, "provider": provider, "error": e.to_string()})
             }
+        };
+        if let Some(t) = &b.target.template {
+            item["discoveredBy"] = serde_json::Value::String(t.clone());
         }
+        json.push(item);
     }
     match global.output {
-        OutputFormat::Json => commands::print_json(&serde_json::json!({ "targets": json }))?,
-        _ => commands::print_human(&human)?,
+        OutputFormat::Json => {
+            let mut doc = serde_json::json!({ "targets": json });
+            if decl.discover.is_some() {
+                doc["discovery"] = serde_json::to_value(&expanded)?;
+            }
+            commands::print_json(&doc)?;
+        }
+        _ => commands::print_human(&format!("{}{human}", output::discovery_human(&expanded)))?,
     }
     if failed > 0 {
         return Err(commands::Reported(format!("{failed} target(s) could not be read")).into());
+    }
+    let failures: Vec<String> = expanded
+        .failures()
+        .map(|f| format!("`{}`", f.template))
+        .collect();
+    if !failures.is_empty() {
+        return Err(commands::Reported(format!(
+            "discovery failed for template{} {}",
+            if failures.len() == 1 { "" } else { "s" },
+            failures.join(", ")
+        ))
+        .into());
     }
     Ok(Outcome::Success)
 }

@@ -124,5 +124,5 @@ pub async fn run(global: &Global, args: &UpdateArgs) -> anyhow::Result<Outcome> 
             decl.file
         );
     }
-    crate::commands::apply::execute(global, &bound, vec![plan], &args.change, "update").await
+    crate::commands::apply::execute(global, &bound, vec![plan], &args.change, "update", None).await
 }

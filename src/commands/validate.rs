@@ -93,6 +93,59 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
+    let mut templates = Vec::new();
+    if let Some(discover) = decl.as_ref().and_then(|d| d.discover.as_ref()) {
+        let file = decl.as_ref().map(|d| d.file.clone()).unwrap_or_default();
+        for t in discover.templates.values() {
+            let target = &t.target;
+            // The provider fields are checked by the provider's discoverer factory, which
+            // makes no call; the lists and policy like a target's, against the provider's
+            // capabilities (what a provider checks per target is checked by `plan`).
+            if let Err(e) = registry::discoverer(&target.provider, &target.config) {
+                let msg = e.to_string().replace(
+                    &format!("target `{}`", t.name),
+                    &format!("template `{}`", t.name),
+                );
+                diags.push(target.config_error(&file, msg));
+                continue;
+            }
+            let Some(caps) = registry::capabilities(&target.provider) else {
+                continue;
+            };
+            let checked =
+                crate::guard::check(&t.name, &target.desired, &target.policy, &caps, &|_| {
+                    Vec::new()
+                });
+            let unfetched_only = !target.sources.is_empty() && target.desired.is_empty();
+            for (e, range) in checked.errors.into_iter().zip(checked.error_ranges) {
+                if unfetched_only {
+                    continue;
+                }
+                let pos = range.and_then(|r| target.entry_at(&r)).unwrap_or(t.pos);
+                diags.push(target.diagnostic_at(
+                    pos,
+                    &file,
+                    Severity::Error,
+                    format!("template `{}`: {e}", t.name),
+                ));
+            }
+            for w in checked.warnings {
+                diags.push(target.diagnostic(
+                    &file,
+                    Severity::Warning,
+                    format!("template `{}`: {w}", t.name),
+                ));
+            }
+            templates.push(serde_json::json!({
+                "template": t.name,
+                "provider": target.provider,
+                "description": target.description,
+                "allow": target.allow_items,
+                "ranges": checked.effective,
+                "discover": target.config.fields,
+            }));
+        }
+    }
     let mut diags = once_each(diags);
     // The declaration's own problems first, then each imported file's, in line order.
     diags.sort_by_key(|d| {
@@ -109,13 +162,19 @@ pub fn run(global: &Global, _args: &ValidateArgs) -> anyhow::Result<Outcome> {
         .count();
     let valid = errors == 0;
     match global.output {
-        OutputFormat::Json => crate::commands::print_json(&serde_json::json!({
-            "file": global.file.display().to_string(),
-            "valid": valid,
-            "diagnostics": diags,
-            "sets": decl.as_ref().map(|d| d.sets.values().collect::<Vec<_>>()),
-            "targets": targets,
-        }))?,
+        OutputFormat::Json => {
+            let mut doc = serde_json::json!({
+                "file": global.file.display().to_string(),
+                "valid": valid,
+                "diagnostics": diags,
+                "sets": decl.as_ref().map(|d| d.sets.values().collect::<Vec<_>>()),
+                "targets": targets,
+            });
+            if decl.as_ref().is_some_and(|d| d.discover.is_some()) {
+                doc["templates"] = serde_json::Value::Array(templates);
+            }
+            crate::commands::print_json(&doc)?;
+        }
         OutputFormat::Github => {
             let mut out = std::io::stdout().lock();
             for d in &diags {
@@ -197,6 +256,14 @@ fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
             if warnings == 1 { "" } else { "s" }
         ));
     }
+    if let Some(d) = &decl.discover {
+        s.push_str(&format!(
+            ", {} discovery template{} (listed every {})",
+            d.templates.len(),
+            if d.templates.len() == 1 { "" } else { "s" },
+            crate::sources::spec::format_duration(d.interval)
+        ));
+    }
     s.push('\n');
     for t in decl.targets.values() {
         s.push_str(&format!(
@@ -212,6 +279,14 @@ fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
                     t.sources.join(", ")
                 )
             }
+        ));
+    }
+    for t in decl.discover.iter().flat_map(|d| d.templates.values()) {
+        s.push_str(&format!(
+            "  template {} ({}, discovers targets; not listed by validate): {}\n",
+            t.name,
+            t.target.provider,
+            output::count(t.target.desired.len(), "range"),
         ));
     }
     s

@@ -130,6 +130,9 @@ pub struct Target {
     pub source_errors: Vec<String>,
     /// What the user should know about its sources (a stale value is used).
     pub source_warnings: Vec<String>,
+    /// The `discover:` template this target was discovered by (`None`: declared in
+    /// `targets:`).
+    pub template: Option<String>,
 }
 
 /// A resolved named set.
@@ -160,6 +163,55 @@ pub struct Declaration {
     pub warnings: Vec<Diagnostic>,
     /// The live sources among the sets, in file order.
     pub sources: IndexMap<String, SourceSpec>,
+    /// The `discover:` section, when the file has one.
+    pub discover: Option<Discover>,
+}
+
+/// How often discovery lists again when the section does not say (`discover.interval`).
+pub const DEFAULT_DISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The validated `discover:` section.
+#[derive(Debug, Clone)]
+pub struct Discover {
+    /// How often `reconcile` lists every template again.
+    pub interval: std::time::Duration,
+    pub templates: IndexMap<String, Template>,
+}
+
+/// A validated template of `discover:`: the target every target its provider lists is
+/// made from (the template's `allow`, `protect` and policy, resolved like a target's), and
+/// the provider fields that say what to list (`config.fields`).
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    pub pos: Pos,
+    /// The template resolved as a target named after it: `provider`, `desired`, `policy`,
+    /// `sources`; `config.fields` holds the template's provider fields.
+    pub target: Target,
+}
+
+impl Template {
+    /// The target of one discovered `name`: the template's lists and policy, the provider
+    /// fields the provider gave for it. Config errors point at the template.
+    pub fn instantiate(
+        &self,
+        name: &str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Target {
+        let mut t = self.target.clone();
+        t.name = name.to_owned();
+        t.config.name = name.to_owned();
+        t.config.fields = fields;
+        t.template = Some(self.name.clone());
+        for m in t
+            .source_errors
+            .iter_mut()
+            .chain(t.source_warnings.iter_mut())
+        {
+            *m = m.replace(&format!("`{}`", self.name), &format!("`{name}`"));
+        }
+        t
+    }
 }
 
 /// Options that change how strictly a file is read.
@@ -181,6 +233,8 @@ pub struct Catalog {
     pub left_out: Vec<(&'static str, &'static str)>,
     /// `(provider, target config) -> what the target imports from its provider's own files`.
     pub import: fn(&str, &TargetConfig) -> Imported,
+    /// The providers that can discover targets (`discover:` templates).
+    pub discovers: Vec<&'static str>,
 }
 
 /// A declaration of one target built from flags rather than read from a file (`reconcile
@@ -301,6 +355,7 @@ impl DeclText {
             source_specs: IndexMap::new(),
             import: catalog.map(|c| c.import),
             left_out: catalog.map(|c| c.left_out.clone()).unwrap_or_default(),
+            discovers: catalog.map(|c| c.discovers.clone()),
             generated: self.generated,
         };
         if is_json {
@@ -496,6 +551,8 @@ struct Resolver {
     import: Option<fn(&str, &TargetConfig) -> Imported>,
     /// Built-in providers this binary was compiled without.
     left_out: Vec<(&'static str, &'static str)>,
+    /// The providers that can discover targets (`None`: not checked).
+    discovers: Option<Vec<&'static str>>,
     /// The text was built by rangekeeper ([`Standalone`]): its positions mean nothing to the
     /// user and are left out.
     generated: bool,
@@ -615,8 +672,12 @@ impl Resolver {
                 }
             }
         }
+        let discover = raw
+            .discover
+            .map(|d| self.resolve_discover(d, &raw.sets, &mut states, &base_dir, known_providers));
         if targets.is_empty()
             && partial_targets.is_empty()
+            && discover.is_none()
             && self.errors.is_empty()
             && !self.sets_only
         {
@@ -629,6 +690,125 @@ impl Resolver {
             partial_targets,
             warnings: Vec::new(),
             sources: std::mem::take(&mut self.source_specs),
+            discover,
+        }
+    }
+
+    /// Resolve the `discover:` section: its interval, and each template as a target named
+    /// after it (its messages say "template"), whose provider must be one that discovers.
+    /// Templates with errors are reported and left out.
+    fn resolve_discover(
+        &mut self,
+        d: Spanned<raw::RawDiscover>,
+        raw_sets: &IndexMap<String, Spanned<RawSet>>,
+        states: &mut HashMap<String, SetState>,
+        base_dir: &Path,
+        known_providers: &[&str],
+    ) -> Discover {
+        let section = Pos::of(&d);
+        let d = d.value;
+        let interval = match &d.interval {
+            None => DEFAULT_DISCOVERY_INTERVAL,
+            Some(v) => match source::parse_duration(&v.value) {
+                Ok(i) if i >= std::time::Duration::from_secs(1) => i,
+                Ok(_) => {
+                    self.error(
+                        Some(Pos::of(v)),
+                        None,
+                        format!(
+                            "`discover.interval` must be at least 1s, not `{}`",
+                            v.value.escape_debug()
+                        ),
+                    );
+                    DEFAULT_DISCOVERY_INTERVAL
+                }
+                Err(msg) => {
+                    self.error(
+                        Some(Pos::of(v)),
+                        None,
+                        format!("`discover.interval`: {msg}"),
+                    );
+                    DEFAULT_DISCOVERY_INTERVAL
+                }
+            },
+        };
+        if d.templates.is_empty() {
+            self.error(
+                Some(section),
+                None,
+                "`discover` has no `templates`: add at least one (a provider, what to list, and the `allow` list of what it finds), or remove the section".to_owned(),
+            );
+        }
+        let mut templates = IndexMap::new();
+        for (name, spanned) in d.templates {
+            let pos = Pos::of(&spanned);
+            if !is_set_name(&name) {
+                self.error(
+                    Some(pos),
+                    Some(&name),
+                    format!(
+                        "template name `{name}` is not valid: use a letter first, then letters, digits, `-` or `_`"
+                    ),
+                );
+                continue;
+            }
+            let errors_before = self.errors.len();
+            let provider_pos = spanned.value.provider.as_ref().map(Pos::of);
+            let mut deps = BTreeSet::new();
+            let mut seen = HashSet::new();
+            for list in [&spanned.value.allow, &spanned.value.protect]
+                .into_iter()
+                .flatten()
+            {
+                for e in &list.value.0 {
+                    source_deps(e.value.value.trim(), raw_sets, &mut seen, &mut deps);
+                }
+            }
+            let resolved = self.resolve_target(
+                &name,
+                pos,
+                spanned.value,
+                raw_sets,
+                states,
+                base_dir,
+                known_providers,
+            );
+            if let Some((t, _)) = &resolved
+                && let Some(discovers) = &self.discovers
+                && !discovers.contains(&t.provider.as_str())
+            {
+                let provider = t.provider.clone();
+                self.error(
+                    provider_pos.or(Some(pos)),
+                    Some(&name),
+                    format!(
+                        "target `{name}`: the `{provider}` provider cannot discover targets (providers that can: {})",
+                        discovers.join(", ")
+                    ),
+                );
+            }
+            // The target resolver's words, for a template.
+            let as_target = format!("target `{name}`");
+            let as_template = format!("template `{name}`");
+            // A template holds nothing that `disable` could lift.
+            let disable = format!(
+                ". To lift a restriction on purpose, use `rangekeeper disable --target {name}`"
+            );
+            for e in &mut self.errors[errors_before..] {
+                e.message = e
+                    .message
+                    .replace(&as_target, &as_template)
+                    .replace(&disable, "");
+            }
+            let ok = self.errors.len() == errors_before;
+            if let (true, Some((mut target, true))) = (ok, resolved) {
+                target.sources = deps.into_iter().collect();
+                templates.insert(name.clone(), Template { name, pos, target });
+            }
+        }
+        Discover {
+            interval,
+            templates,
         }
     }
 
@@ -1267,6 +1447,7 @@ impl Resolver {
                 sources: Vec::new(),
                 source_errors: Vec::new(),
                 source_warnings: Vec::new(),
+                template: None,
             },
             complete,
         ))

@@ -28,7 +28,7 @@ impl Pos {
 
 /// The top-level keys of a declaration file.
 #[cfg(test)]
-pub const TOP_KEYS: &[&str] = &["version", "sets", "targets"];
+pub const TOP_KEYS: &[&str] = &["version", "sets", "targets", "discover"];
 
 /// The target keys handled by rangekeeper itself; every other key is provider-specific.
 pub const TARGET_COMMON_KEYS: &[&str] = &[
@@ -56,6 +56,25 @@ pub struct RawDeclaration {
     pub sets: IndexMap<String, Spanned<RawSet>>,
     #[serde(default)]
     pub targets: IndexMap<String, Spanned<RawTarget>>,
+    /// Templates that providers expand into targets.
+    #[serde(default)]
+    pub discover: Option<Spanned<RawDiscover>>,
+}
+
+/// The keys of the `discover:` section.
+#[cfg(test)]
+pub const DISCOVER_KEYS: &[&str] = &["interval", "templates"];
+
+/// The `discover:` section: how often to list again, and the templates by name. Each
+/// template is written like a target (provider, allow, protect, policy) whose provider
+/// fields say what to list (an AKS subscription, EKS regions, tag filters).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscover {
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub templates: IndexMap<String, Spanned<RawTarget>>,
 }
 
 /// One item of a list: a CIDR, a bare address or a set name, optionally with a note.

@@ -28,7 +28,8 @@ pub fn schema() -> Value {
         "title": "rangekeeper declaration",
         "description": "Named sets of IP ranges, and which targets may be reached from which sets.",
         "type": "object",
-        "required": ["version", "targets"],
+        "required": ["version"],
+        "anyOf": [{"required": ["targets"]}, {"required": ["discover"]}],
         "additionalProperties": false,
         "properties": {
             "version": {"const": 1, "description": "The file format version."},
@@ -42,6 +43,22 @@ pub fn schema() -> Value {
                 "type": "object",
                 "description": "What to keep restricted, and to which sets.",
                 "additionalProperties": {"$ref": "#/$defs/target"}
+            },
+            "discover": {
+                "type": "object",
+                "description": "Templates that providers expand into targets: each lists the clusters it can see (aks: a subscription, optionally one resourceGroup; eks: regions), filtered by `tags`, and every cluster found becomes a target named `aks/<subscription>/<group>/<cluster>` or `eks/<region>/<cluster>` with the template's allow, protect and policy. A target of `targets` with the same name overrides the discovered one; a cluster still being provisioned is pending (listed, not planned).",
+                "required": ["templates"],
+                "additionalProperties": false,
+                "properties": {
+                    "interval": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d))+$", "default": "5m", "description": "How often `reconcile` lists every template again (a cluster being provisioned is looked at again within 30s; a failed listing keeps the last good list and is retried with backoff)."},
+                    "templates": {
+                        "type": "object",
+                        "minProperties": 1,
+                        "description": "Templates by name (a letter, then letters, digits, `-` or `_`).",
+                        "propertyNames": {"pattern": "^[A-Za-z][A-Za-z0-9_-]*$"},
+                        "additionalProperties": {"$ref": "#/$defs/template"}
+                    }
+                }
             }
         },
         "$defs": {
@@ -114,6 +131,21 @@ pub fn schema() -> Value {
                 },
                 "additionalProperties": true,
                 "description": "Other keys are provider-specific (file: path, format, reload; aks: subscription, resourceGroup, cluster, ...)."
+            },
+            "template": {
+                "allOf": [{"$ref": "#/$defs/target"}],
+                "properties": {
+                    "provider": {"type": "string", "description": "A provider that can discover targets (`validate` names them)."},
+                    "tags": {
+                        "type": "object",
+                        "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+                        "description": "Only clusters carrying every tag named, each with this value or one of these values (AKS compares tag keys without regard to case)."
+                    },
+                    "subscription": {"type": "string", "description": "aks: the subscription id whose managed clusters are listed."},
+                    "resourceGroup": {"type": "string", "description": "aks: only the managed clusters of this resource group."},
+                    "regions": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "eks: the regions whose clusters are listed."}
+                },
+                "description": "A target template: its provider, what to list (aks: subscription, resourceGroup, tags, cloud, armEndpoint, apiVersion; eks: regions, tags, profile), and the allow, protect and policy of every target it finds."
             }
         }
     })
@@ -142,6 +174,12 @@ mod tests {
                     .get(*k)
                     .is_some(),
                 "source key {k}"
+            );
+        }
+        for k in crate::declaration::raw::DISCOVER_KEYS {
+            assert!(
+                s["properties"]["discover"]["properties"].get(*k).is_some(),
+                "discover key {k}"
             );
         }
         for k in SET_KEYS {

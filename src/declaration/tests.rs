@@ -336,6 +336,7 @@ fn catalog() -> Catalog {
         names: KNOWN.to_vec(),
         left_out: vec![("gke", "gke")],
         import: test_hook,
+        discovers: vec!["file"],
     }
 }
 

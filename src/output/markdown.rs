@@ -202,7 +202,7 @@ fn render(file: &str, plans: &[TargetPlan], d: Detail, summarised: bool) -> Stri
             s,
             "| {} | {} | {} | {add} | {remove} | {unchanged} |",
             cell(&code(&p.target)),
-            cell(&text(&p.provider)),
+            cell(&text(&provider_label(p))),
             status_text(p),
         );
     }
@@ -226,6 +226,14 @@ fn render(file: &str, plans: &[TargetPlan], d: Detail, summarised: bool) -> Stri
     s
 }
 
+/// The provider, and the `discover:` template that found the target, if one did.
+fn provider_label(p: &TargetPlan) -> String {
+    match &p.discovered_by {
+        Some(t) => format!("{}, discovered by {t}", p.provider),
+        None => p.provider.clone(),
+    }
+}
+
 fn section(s: &mut String, p: &TargetPlan, d: Detail) {
     let has_ranges = matches!(p.status, Status::Changes | Status::Refused)
         && (!p.add.is_empty() || !p.remove.is_empty());
@@ -241,7 +249,7 @@ fn section(s: &mut String, p: &TargetPlan, d: Detail) {
         s,
         "\n#### {} ({}): {}\n",
         code(&p.target),
-        text(&p.provider),
+        text(&provider_label(p)),
         counts(p)
     );
     let label = match p.status {

@@ -58,7 +58,11 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
             Status::Refused => paint(RED, "refused"),
             Status::Error => paint(RED, "error"),
         };
-        let _ = writeln!(s, "{head} ({}): {what}", p.provider);
+        let provider = match &p.discovered_by {
+            Some(t) => format!("{}, discovered by {t}", p.provider),
+            None => p.provider.clone(),
+        };
+        let _ = writeln!(s, "{head} ({provider}): {what}");
         for w in &p.warnings {
             let _ = writeln!(s, "  {} {w}", paint(YELLOW, "warning:"));
         }
@@ -100,6 +104,68 @@ pub fn plans_human(plans: &[TargetPlan]) -> String {
         count(Status::Refused),
         count(Status::Error)
     );
+    s
+}
+
+/// What the `discover:` templates found, for `plan`, `show` and `apply`: per template, the
+/// targets made, those pending (not planned yet), those overridden by a declared target,
+/// and a failed listing. Empty when the declaration has no templates.
+pub fn discovery_human(expanded: &crate::discovery::Expanded) -> String {
+    let mut s = String::new();
+    for t in &expanded.0 {
+        let head = paint(BOLD, &format!("template {}", t.template));
+        match &t.failure {
+            Some(f) => {
+                let kept = match f.kept {
+                    Some(n) => format!(
+                        "; its last good list stays in force ({})",
+                        count(n, "target")
+                    ),
+                    None => String::new(),
+                };
+                let _ = writeln!(
+                    s,
+                    "{head} ({}): {} {}{kept}",
+                    t.provider,
+                    paint(RED, "discovery failed:"),
+                    f.error
+                );
+            }
+            None => {
+                let mut parts = vec![format!("{} discovered", count(t.targets.len(), "target"))];
+                if !t.pending.is_empty() {
+                    parts.push(format!("{} pending", t.pending.len()));
+                }
+                if !t.overridden.is_empty() {
+                    parts.push(format!("{} declared in `targets:`", t.overridden.len()));
+                }
+                let _ = writeln!(s, "{head} ({}): {}", t.provider, parts.join(", "));
+            }
+        }
+        for p in &t.pending {
+            let _ = writeln!(
+                s,
+                "  {} {}: {}",
+                paint(YELLOW, "pending:"),
+                p.target,
+                p.reason
+            );
+        }
+        for n in &t.overridden {
+            let _ = writeln!(
+                s,
+                "  {} {n}: the target declared in `targets:` is used",
+                paint(DIM, "overridden:")
+            );
+        }
+        for n in &t.duplicates {
+            let _ = writeln!(
+                s,
+                "  {} {n}: listed by an earlier template, which is used",
+                paint(DIM, "duplicate:")
+            );
+        }
+    }
     s
 }
 

@@ -37,10 +37,33 @@ struct SourceMetrics {
     errors: BTreeMap<&'static str, u64>,
 }
 
+#[derive(Debug, Default, Clone)]
+struct TemplateMetrics {
+    /// Targets made from the last good listing, and those pending in it.
+    targets: usize,
+    pending: usize,
+    /// Whether the latest listing succeeded.
+    up: bool,
+    last_success: Option<f64>,
+    added: u64,
+    vanished: u64,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+/// What one listing of a template found (see [`Metrics::discovery`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Listing {
+    pub targets: usize,
+    pub pending: usize,
+    pub added: usize,
+    pub vanished: usize,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     targets: BTreeMap<String, TargetMetrics>,
     sources: BTreeMap<String, SourceMetrics>,
+    templates: BTreeMap<String, TemplateMetrics>,
     declaration_valid: bool,
     declaration_reloads: u64,
     declaration_errors: u64,
@@ -159,6 +182,33 @@ impl Metrics {
                 *s.errors.entry(k).or_default() += 1;
             }
         });
+    }
+
+    /// A listing of a discovery template: what it found, or the kind of its failure (the
+    /// last good list stays in force, its counts unchanged).
+    pub fn discovery(&self, template: &str, result: Result<Listing, &'static str>) {
+        self.with(|i| {
+            let t = i.templates.entry(template.to_owned()).or_default();
+            match result {
+                Ok(l) => {
+                    t.up = true;
+                    t.last_success = Some(now_secs());
+                    t.targets = l.targets;
+                    t.pending = l.pending;
+                    t.added += l.added as u64;
+                    t.vanished += l.vanished as u64;
+                }
+                Err(kind) => {
+                    t.up = false;
+                    *t.errors.entry(kind).or_default() += 1;
+                }
+            }
+        });
+    }
+
+    /// Keep only these discovery templates.
+    pub fn retain_templates(&self, names: &[String]) {
+        self.with(|i| i.templates.retain(|k, _| names.contains(k)));
     }
 
     pub fn retain_sources(&self, names: &[String]) {
@@ -401,6 +451,58 @@ impl Metrics {
                 "Changed declaration files rejected as invalid (the last valid one stays).",
                 vec![(String::new(), i.declaration_errors as f64)],
             );
+            if !i.templates.is_empty() {
+                let tp = |name: &str| format!("{{template=\"{}\"}}", escape(name));
+                family(
+                    "rangekeeper_discovery_up",
+                    "gauge",
+                    "1 when the template's latest listing succeeded; 0 when it failed (its last good list stays in force).",
+                    i.templates.iter().map(|(n, m)| (tp(n), f64::from(u8::from(m.up)))).collect(),
+                );
+                family(
+                    "rangekeeper_discovery_last_success_timestamp_seconds",
+                    "gauge",
+                    "When the template last listed its targets (Unix time).",
+                    i.templates.iter().filter_map(|(n, m)| m.last_success.map(|v| (tp(n), v))).collect(),
+                );
+                family(
+                    "rangekeeper_discovery_targets",
+                    "gauge",
+                    "Targets made from the template's last good listing.",
+                    i.templates.iter().map(|(n, m)| (tp(n), m.targets as f64)).collect(),
+                );
+                family(
+                    "rangekeeper_discovery_pending",
+                    "gauge",
+                    "Targets the template listed that are still being provisioned (not planned yet).",
+                    i.templates.iter().map(|(n, m)| (tp(n), m.pending as f64)).collect(),
+                );
+                family(
+                    "rangekeeper_discovery_added_total",
+                    "counter",
+                    "Targets that appeared in the template's listing.",
+                    i.templates.iter().map(|(n, m)| (tp(n), m.added as f64)).collect(),
+                );
+                family(
+                    "rangekeeper_discovery_vanished_total",
+                    "counter",
+                    "Targets that vanished from the template's listing and were dropped.",
+                    i.templates.iter().map(|(n, m)| (tp(n), m.vanished as f64)).collect(),
+                );
+                family(
+                    "rangekeeper_discovery_errors_total",
+                    "counter",
+                    "Failed listings of the template, by kind.",
+                    i.templates
+                        .iter()
+                        .flat_map(|(n, m)| {
+                            m.errors.iter().map(move |(k, v)| {
+                                (format!("{{template=\"{}\",kind=\"{k}\"}}", escape(n)), *v as f64)
+                            })
+                        })
+                        .collect(),
+                );
+            }
             family(
                 "rangekeeper_audit_write_errors_total",
                 "counter",

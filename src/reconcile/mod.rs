@@ -28,6 +28,7 @@ use tokio::task::{Id, JoinSet};
 use crate::declaration::{
     Catalog, DeclText, Declaration, LoadError, LoadOptions, Standalone, Target,
 };
+use crate::discovery::{self, Fleet};
 use crate::guard::Lockout;
 use crate::plan::Status;
 use crate::plan::{self as planning, Bound};
@@ -408,7 +409,13 @@ pub struct RunOutcome {
     pub summaries: Vec<Summary>,
     /// In-flight work did not finish within the grace period.
     pub aborted: bool,
+    /// What the `discover:` templates found last (empty without templates).
+    pub discovery: discovery::Expanded,
 }
+
+/// How soon a template listing a target still being provisioned lists again (at most its
+/// interval).
+const PENDING_RECHECK: Duration = Duration::from_secs(30);
 
 fn hash_text(text: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -461,6 +468,12 @@ struct Controller {
     metrics: Arc<Metrics>,
     audit: AuditLog,
     memory: memory::Memory,
+    /// The last good listing of each discovery template.
+    fleet: Fleet,
+    /// What the templates contributed at the last resolve.
+    expanded: discovery::Expanded,
+    /// When each template lists next, and its consecutive failures.
+    discovery_due: HashMap<String, (Instant, u32)>,
 }
 
 /// Whether the desired list (or its policy or sources) changed, as opposed to settings alone.
@@ -493,10 +506,150 @@ fn config_changes(
 impl Controller {
     /// Resolve the current text with the store's values; source problems and the egress
     /// IP are marked.
-    fn resolve(&self, text: &DeclText) -> Result<Declaration, LoadError> {
+    fn resolve(&mut self, text: &DeclText) -> Result<Declaration, LoadError> {
         let mut d = text.resolve(self.settings.load, &self.known, &self.store.values())?;
         self.store.annotate(&mut d);
+        // The discovered targets join after the marks: they copy their template's.
+        self.expanded = self.fleet.expand(&mut d);
         Ok(d)
+    }
+
+    /// Follow the templates of a newly loaded declaration: a new template, or one whose
+    /// provider or provider fields changed, lists now (a changed one's old list is
+    /// forgotten: it no longer says what the template would list); a removed one is forgotten.
+    fn sync_templates(&mut self, new: &Declaration) {
+        let now = Instant::now();
+        let old = self.decl.discover.as_ref().map(|d| &d.templates);
+        let new_templates = new.discover.as_ref().map(|d| &d.templates);
+        let names: Vec<String> = new_templates
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        for name in self.discovery_due.keys().cloned().collect::<Vec<_>>() {
+            if !names.contains(&name) {
+                self.discovery_due.remove(&name);
+                self.fleet.forget(&name);
+            }
+        }
+        self.metrics.retain_templates(&names);
+        for (name, t) in new_templates.into_iter().flatten() {
+            let same = old.and_then(|o| o.get(name)).is_some_and(|o| {
+                o.target.provider == t.target.provider
+                    && o.target.config.fields == t.target.config.fields
+            });
+            if !same {
+                if self.fleet.has_list(name) {
+                    tracing::info!(
+                        template = %name,
+                        "the provider fields of template `{name}` changed: listing its targets again"
+                    );
+                }
+                self.fleet.forget(name);
+                self.discovery_due.insert(name.clone(), (now, 0));
+            }
+        }
+    }
+
+    /// Templates due to list again.
+    fn templates_due(&self, now: Instant) -> Vec<crate::declaration::Template> {
+        let Some(d) = &self.decl.discover else {
+            return Vec::new();
+        };
+        d.templates
+            .values()
+            .filter(|t| {
+                self.discovery_due
+                    .get(&t.name)
+                    .is_none_or(|(due, _)| *due <= now)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// When the next template lists again.
+    fn next_discovery(&self) -> Option<Instant> {
+        self.discovery_due.values().map(|(due, _)| *due).min()
+    }
+
+    /// Record a template's listing: logs and metrics for what appeared, vanished or became
+    /// ready; a failure keeps the last good list and is retried with backoff. When the list
+    /// changed, the declaration is resolved again and the targets follow.
+    fn discovery_done(
+        &mut self,
+        name: &str,
+        r: Result<Vec<rangekeeper_provider::DiscoveredTarget>, rangekeeper_provider::ProviderError>,
+    ) {
+        let now = Instant::now();
+        let interval = self
+            .decl
+            .discover
+            .as_ref()
+            .map_or(crate::declaration::DEFAULT_DISCOVERY_INTERVAL, |d| {
+                d.interval
+            });
+        let failures = self.discovery_due.get(name).map_or(0, |(_, f)| *f);
+        match &r {
+            Err(e) => {
+                let failures = failures.saturating_add(1);
+                let retry_in = crate::retry::delay_after(
+                    Some(e),
+                    Duration::from_secs(1),
+                    self.settings.max_backoff.min(interval),
+                    failures,
+                );
+                let kept = if self.fleet.has_list(name) {
+                    "its last good list stays in force"
+                } else {
+                    "it has no good list yet, so it contributes no target"
+                };
+                tracing::error!(
+                    template = %name,
+                    kind = e.kind(),
+                    retry_in = %crate::sources::spec::format_duration(Duration::from_secs(retry_in.as_secs().max(1))),
+                    "discovery by template `{name}` failed: {e}; {kept}"
+                );
+                self.metrics.discovery(name, Err(e.kind()));
+                self.discovery_due
+                    .insert(name.to_owned(), (now + retry_in, failures));
+            }
+            Ok(list) => {
+                let pending = list.iter().filter(|d| d.pending.is_some()).count();
+                let next = if pending > 0 {
+                    interval.min(PENDING_RECHECK)
+                } else {
+                    interval
+                };
+                self.discovery_due.insert(name.to_owned(), (now + next, 0));
+            }
+        }
+        let ok = r.is_ok();
+        let recorded = self.fleet.record(name, r);
+        for n in &recorded.added {
+            tracing::info!(template = %name, target = %n, "template `{name}` discovered `{n}`");
+        }
+        for n in &recorded.ready {
+            tracing::info!(template = %name, target = %n, "`{n}` (template `{name}`) is ready: it is reconciled from now on");
+        }
+        for n in &recorded.vanished {
+            tracing::info!(template = %name, target = %n, "`{n}` vanished from template `{name}`'s listing: dropped (nothing is changed on it)");
+        }
+        if recorded.changed {
+            let text = self.text.clone();
+            match self.resolve(&text) {
+                Ok(d) => self.install(d, Trigger::Declaration),
+                Err(e) => tracing::error!("{}", report_load_error(&text.file, &e)),
+            }
+        }
+        if ok && let Some(t) = self.expanded.0.iter().find(|t| t.template == name) {
+            self.metrics.discovery(
+                name,
+                Ok(metrics::Listing {
+                    targets: t.targets.len(),
+                    pending: t.pending.len(),
+                    added: recorded.added.len(),
+                    vanished: recorded.vanished.len(),
+                }),
+            );
+        }
     }
 
     /// Replace the declaration; targets whose desired set or source status changed are due
@@ -643,6 +796,7 @@ impl Controller {
         self.store.sync(&specs);
         self.metrics
             .retain_sources(&specs.keys().cloned().collect::<Vec<_>>());
+        self.sync_templates(&first);
         match self.resolve(&text) {
             Ok(d) => {
                 tracing::info!("the {what} changed: loaded {}", text.file);
@@ -1000,7 +1154,8 @@ pub async fn run(
         settings.interval = i;
     }
     for n in &settings.targets {
-        if !first.targets.contains_key(n) {
+        // A discovered target is known only once its template has listed it.
+        if !first.targets.contains_key(n) && first.discover.is_none() {
             bail!(
                 "no target `{n}` in {}; targets: {}",
                 text.file,
@@ -1035,10 +1190,35 @@ pub async fn run(
             (s.name.clone(), r)
         }
     }));
-    let results = tokio::select! {
-        r = first_fetch => r,
+    // The first listing of every discovery template, beside the first fetches: one attempt
+    // each (a failed one is retried with backoff in the loop).
+    let templates: Vec<crate::declaration::Template> = first
+        .discover
+        .iter()
+        .flat_map(|d| d.templates.values().cloned())
+        .collect();
+    let policy = settings.retry.single_attempt();
+    let first_discovery = futures::future::join_all(templates.iter().map(|t| {
+        let name = t.name.clone();
+        let t = t.clone();
+        let task = tokio::spawn(async move { discovery::list(&t, policy).await });
+        async move {
+            let r = task.await.unwrap_or_else(|e| {
+                Err(rangekeeper_provider::ProviderError::Other(format!(
+                    "the listing panicked: {e}"
+                )))
+            });
+            (name, r)
+        }
+    }));
+    let (results, listings) = tokio::select! {
+        r = futures::future::join(first_fetch, first_discovery) => r,
         () = &mut shutdown => {
-            return Ok(RunOutcome { summaries: Vec::new(), aborted: false });
+            return Ok(RunOutcome {
+                summaries: Vec::new(),
+                aborted: false,
+                discovery: discovery::Expanded::default(),
+            });
         }
     };
     let mut ctl = Controller {
@@ -1053,7 +1233,21 @@ pub async fn run(
         memory: memory::Memory::open(&settings.state_dir),
         known,
         settings: settings.clone(),
+        fleet: Fleet::default(),
+        expanded: discovery::Expanded::default(),
+        discovery_due: HashMap::new(),
     };
+    // Every template is due at once; the first listings are recorded below.
+    ctl.decl = Declaration {
+        targets: Default::default(),
+        discover: None,
+        ..first.clone()
+    };
+    ctl.sync_templates(&first);
+    ctl.decl.discover.clone_from(&first.discover);
+    for (name, r) in listings {
+        ctl.discovery_done(&name, r);
+    }
     for (name, r) in results {
         let kind = r.as_ref().err().map(FetchError::kind);
         let outcome = ctl.store.record(&name, r);
@@ -1078,7 +1272,17 @@ pub async fn run(
     ctl.install(decl, Trigger::Initial);
     metrics.declaration(true, false);
     if ctl.slots.is_empty() {
-        bail!("no targets to reconcile");
+        if ctl.decl.discover.is_none() {
+            bail!("no targets to reconcile");
+        }
+        // A fleet may be empty for now: discovery keeps looking.
+        tracing::info!("no targets yet: discovery lists its templates again on its schedule");
+        metrics.set_first_pass_done();
+    }
+    for n in &settings.targets {
+        if !ctl.decl.targets.contains_key(n) {
+            tracing::warn!("no target `{n}` yet (neither declared nor discovered)");
+        }
     }
     tracing::info!(
         "reconciling {} target{} {}",
@@ -1098,6 +1302,10 @@ pub async fn run(
     let mut running: HashMap<Id, String> = HashMap::new();
     let mut fetches: JoinSet<(String, Result<RangeSet, FetchError>)> = JoinSet::new();
     let mut fetching: HashMap<Id, String> = HashMap::new();
+    type Listed =
+        Result<Vec<rangekeeper_provider::DiscoveredTarget>, rangekeeper_provider::ProviderError>;
+    let mut listings: JoinSet<(String, Listed)> = JoinSet::new();
+    let mut listing: HashMap<Id, String> = HashMap::new();
     let mut next_watch = Instant::now() + settings.watch_interval;
     let mut stopped = false;
     // The fence's term the loop last started targets in, and whether it ever had one.
@@ -1153,6 +1361,26 @@ pub async fn run(
                 fetching.insert(task.id(), name);
             }
         }
+        // List due discovery templates in the background (loop mode), on the leader only
+        // under leader election (a follower calls no cloud API; a new leader lists at once).
+        if !settings.once && grant.is_some() {
+            for t in ctl.templates_due(now) {
+                if listing.values().any(|n| n == &t.name) {
+                    continue;
+                }
+                let name = t.name.clone();
+                // Not due again while this listing runs (its end sets the next time).
+                let failures = ctl.discovery_due.get(&name).map_or(0, |(_, f)| *f);
+                ctl.discovery_due.insert(
+                    name.clone(),
+                    (now + Duration::from_secs(24 * 3600), failures),
+                );
+                let policy = settings.retry.single_attempt();
+                let task = listings
+                    .spawn(async move { (t.name.clone(), discovery::list(&t, policy).await) });
+                listing.insert(task.id(), name);
+            }
+        }
         // Targets due wake the loop only when it may start them (a follower's are all due).
         let mut wake = ctl
             .slots
@@ -1167,6 +1395,11 @@ pub async fn run(
             wake = wake.min(next_watch);
             if let Some(r) = ctl.store.next_refresh() {
                 wake = wake.min(r);
+            }
+            if grant.is_some()
+                && let Some(d) = ctl.next_discovery()
+            {
+                wake = wake.min(d);
             }
         }
         // Without a grant, look again soon (leadership may come at any time); with one, wake
@@ -1209,6 +1442,20 @@ pub async fn run(
                     }
                 }
             }
+            Some(done) = listings.join_next_with_id(), if !listings.is_empty() => {
+                match done {
+                    Ok((id, (name, r))) => {
+                        listing.remove(&id);
+                        ctl.discovery_done(&name, r);
+                    }
+                    // A listing that panicked is a failed listing: the last good list stays.
+                    Err(e) => {
+                        if let Some(name) = listing.remove(&e.id()) {
+                            ctl.discovery_done(&name, Err(rangekeeper_provider::ProviderError::Other(format!("the listing panicked: {e}"))));
+                        }
+                    }
+                }
+            }
             () = tokio::time::sleep_until(wake.into()) => {}
         }
         if !settings.once && Instant::now() >= next_watch {
@@ -1217,6 +1464,7 @@ pub async fn run(
         }
     }
     fetches.abort_all();
+    listings.abort_all();
     let mut aborted = false;
     if stopped {
         let in_flight = tasks.len();
@@ -1264,7 +1512,11 @@ pub async fn run(
             .get_index_of(&s.target)
             .unwrap_or(usize::MAX)
     });
-    Ok(RunOutcome { summaries, aborted })
+    Ok(RunOutcome {
+        summaries,
+        aborted,
+        discovery: ctl.expanded.clone(),
+    })
 }
 
 #[cfg(test)]

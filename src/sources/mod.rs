@@ -253,7 +253,12 @@ impl Store {
 
     /// Mark each target's source problems: no value (the target is not applied) or stale.
     pub fn annotate(&self, decl: &mut Declaration) {
-        for t in decl.targets.values_mut() {
+        // Discovery templates too: the targets made from them inherit their marks.
+        let templates = decl
+            .discover
+            .iter_mut()
+            .flat_map(|d| d.templates.values_mut().map(|t| &mut t.target));
+        for t in decl.targets.values_mut().chain(templates) {
             t.source_errors.clear();
             t.source_warnings.clear();
             for s in &t.sources {

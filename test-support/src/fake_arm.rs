@@ -3,7 +3,9 @@
 //! token, enforces `If-Match` (412), answers 409 while an operation runs, runs every PUT as
 //! a long-running operation (`Azure-AsyncOperation` or `Location`, with `Retry-After`),
 //! rewrites bare IPs to /32, rejects more than 200 ranges and `0.0.0.0/32` mixed with
-//! others with ARM's error body, injects faults on request, and records every request.
+//! others with ARM's error body, lists managed clusters by subscription or resource group in
+//! pages (`value` + `nextLink`, as ARM's list operations do), injects faults on request, and
+//! records every request.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -125,6 +127,8 @@ type ClusterChange = Box<dyn FnOnce(&mut Value) + Send>;
 struct FaultRule {
     fault: Fault,
     method: Option<Method>,
+    /// Only requests whose path ends with this (lowercase) text.
+    path_suffix: Option<String>,
     remaining: usize,
 }
 
@@ -147,6 +151,8 @@ struct Inner {
     triggers: Vec<(String, String, ClusterChange)>,
     next_id: u64,
     base: String,
+    /// Items per page of a list operation.
+    page_size: usize,
 }
 
 /// The running fake. Dropping it stops the server.
@@ -195,6 +201,7 @@ impl FakeArm {
             triggers: Vec::new(),
             next_id: 1,
             base: format!("http://{addr}"),
+            page_size: 100,
         }));
         let state = inner.clone();
         let app = axum::Router::new().fallback(
@@ -249,6 +256,16 @@ impl FakeArm {
         g.clusters.get(&key(path)).map(|c| c.body.clone())
     }
 
+    /// Remove a cluster (deleted by someone else).
+    pub fn remove_cluster(&self, path: &str) {
+        self.lock().clusters.remove(&key(path));
+    }
+
+    /// List operations answer with at most `n` items per page (and a `nextLink`).
+    pub fn set_page_size(&self, n: usize) {
+        self.lock().page_size = n.max(1);
+    }
+
     /// Change a cluster as another client would (the eTag changes).
     pub fn modify_cluster(&self, path: &str, f: impl FnOnce(&mut Value)) {
         let mut g = self.lock();
@@ -270,6 +287,18 @@ impl FakeArm {
         self.lock().faults.push_back(FaultRule {
             fault,
             method,
+            path_suffix: None,
+            remaining: times,
+        });
+    }
+
+    /// Answer the next `times` list requests for managed clusters (by subscription or
+    /// resource group) with `fault`; other requests are served.
+    pub fn inject_list(&self, fault: Fault, times: usize) {
+        self.lock().faults.push_back(FaultRule {
+            fault,
+            method: Some(Method::GET),
+            path_suffix: Some("/providers/microsoft.containerservice/managedclusters".into()),
             remaining: times,
         });
     }
@@ -437,11 +466,15 @@ fn handle(
 
     // Faults first.
     let mut fault = None;
-    if let Some(pos) = g
-        .faults
-        .iter()
-        .position(|r| r.remaining > 0 && r.method.as_ref().is_none_or(|m| *m == method))
-        && let Some(rule) = g.faults.get_mut(pos)
+    if let Some(pos) = g.faults.iter().position(|r| {
+        r.remaining > 0
+            && r.method.as_ref().is_none_or(|m| *m == method)
+            && r.path_suffix.as_deref().is_none_or(|sfx| {
+                path.trim_end_matches('/')
+                    .to_ascii_lowercase()
+                    .ends_with(sfx)
+            })
+    }) && let Some(rule) = g.faults.get_mut(pos)
     {
         rule.remaining -= 1;
         fault = Some(rule.fault.clone());
@@ -456,6 +489,7 @@ fn handle(
                 &mut g,
                 &method,
                 &path,
+                uri.query(),
                 api_version.as_deref(),
                 authorized,
                 if_match.as_deref(),
@@ -469,6 +503,7 @@ fn handle(
             &mut g,
             &method,
             &path,
+            uri.query(),
             api_version.as_deref(),
             authorized,
             if_match.as_deref(),
@@ -550,6 +585,7 @@ fn route(
     g: &mut Inner,
     method: &Method,
     path: &str,
+    query: Option<&str>,
     api_version: Option<&str>,
     authorized: bool,
     if_match: Option<&str>,
@@ -573,6 +609,42 @@ fn route(
     let seg = segments(path);
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     match seg.as_slice() {
+        [
+            "subscriptions",
+            sub,
+            "providers",
+            "microsoft.containerservice",
+            "managedclusters",
+        ]
+        | [
+            "subscriptions",
+            sub,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.containerservice",
+            "managedclusters",
+        ] => {
+            if !CLUSTER_API_VERSIONS.contains(&api_version) {
+                return arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "NoRegisteredProviderFound",
+                    &format!(
+                        "No registered resource provider found for api version '{api_version}'. The supported api-versions are '{}'.",
+                        CLUSTER_API_VERSIONS.join(", ")
+                    ),
+                );
+            }
+            if *method != Method::GET {
+                return arm_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    "The method is not allowed.",
+                );
+            }
+            let group = (seg.len() == 7).then(|| seg[3]);
+            list_clusters(g, path, sub, group, api_version, query)
+        }
         [
             "subscriptions",
             _,
@@ -706,6 +778,63 @@ fn route(
             &format!("The resource type could not be found for path '{path}'."),
         ),
     }
+}
+
+/// A page of the managed clusters of a subscription (or of one of its resource groups), in
+/// path order: `{"value": [...], "nextLink": "<same URL>&$skipToken=<offset>"}` while more
+/// remain, as ARM's list operations answer.
+fn list_clusters(
+    g: &mut Inner,
+    path: &str,
+    subscription: &str,
+    group: Option<&str>,
+    api_version: &str,
+    query: Option<&str>,
+) -> Response {
+    let skip = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| {
+            k.eq_ignore_ascii_case("$skipToken") || k.eq_ignore_ascii_case("%24skipToken")
+        })
+        .map(|(_, v)| v.parse::<usize>());
+    let skip = match skip {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidSkipToken",
+                "The skip token is not valid.",
+            );
+        }
+    };
+    let mut keys: Vec<&String> = g
+        .clusters
+        .keys()
+        .filter(|k| {
+            let s = segments(k);
+            s.get(1).is_some_and(|x| x == subscription)
+                && group.is_none_or(|rg| s.get(3).is_some_and(|x| x == rg))
+        })
+        .collect();
+    keys.sort();
+    let page: Vec<Value> = keys
+        .iter()
+        .skip(skip)
+        .take(g.page_size)
+        .filter_map(|k| g.clusters.get(*k).map(|c| c.body.clone()))
+        .collect();
+    let mut body = json!({ "value": page });
+    let next = skip + g.page_size;
+    if next < keys.len() {
+        body["nextLink"] = Value::String(format!(
+            "{}{path}?api-version={api_version}&$skipToken={next}",
+            g.base
+        ));
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response {

@@ -76,12 +76,18 @@ impl Moto {
     /// One plain HTTP/1.1 request (moto routes by the credential scope and checks no
     /// signature); returns the status code and body.
     pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.request_in("eu-west-1", method, path, body)
+    }
+
+    /// [`Moto::request`] in `region` (moto keeps each region's clusters apart, by the
+    /// region of the request's credential scope).
+    pub fn request_in(&self, region: &str, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/eu-west-1/eks/aws4_request, \
+             Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/eks/aws4_request, \
              SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
             body.len()
@@ -115,6 +121,35 @@ impl Moto {
         });
         let (status, body) = self.request("POST", "/clusters", &body.to_string());
         assert_eq!(status, 200, "{body}");
+    }
+
+    /// A cluster in `region` with these tags, its endpoint open to everyone.
+    pub fn create_tagged_cluster_in(&self, region: &str, name: &str, tags: &serde_json::Value) {
+        let body = serde_json::json!({
+            "name": name,
+            "roleArn": "arn:aws:iam::123456789012:role/eks-cluster",
+            "resourcesVpcConfig": {
+                "subnetIds": ["subnet-0a1b2c3d", "subnet-4e5f6a7b"],
+                "endpointPublicAccess": true,
+                "publicAccessCidrs": ["0.0.0.0/0"]
+            },
+            "tags": tags
+        });
+        let (status, body) = self.request_in(region, "POST", "/clusters", &body.to_string());
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// The public access CIDRs of a cluster in `region`.
+    pub fn stored_cidrs_in(&self, region: &str, name: &str) -> Vec<String> {
+        let (status, body) = self.request_in(region, "GET", &format!("/clusters/{name}"), "");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["cluster"]["resourcesVpcConfig"]["publicAccessCidrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect()
     }
 
     pub fn stored_cidrs(&self, name: &str) -> Vec<String> {

@@ -89,6 +89,73 @@ impl ArmClient {
         })
     }
 
+    /// A client for listings (no cluster of its own): `base` is the ARM endpoint,
+    /// `api_version` the managedClusters api-version, `scope` the token scope.
+    pub fn for_listing(
+        base: Url,
+        api_version: &str,
+        scope: String,
+        tokens: Arc<dyn TokenSource>,
+    ) -> ArmClient {
+        ArmClient {
+            http: std::sync::OnceLock::new(),
+            base,
+            cluster_path: String::new(),
+            api_version: api_version.to_owned(),
+            scope,
+            tokens,
+        }
+    }
+
+    /// Every item of an ARM list operation at `path` (`{"value": [...], "nextLink": url}`),
+    /// following `nextLink` to the last page. One attempt: a page that fails fails the whole
+    /// listing (the caller keeps its last good list). A `nextLink` must stay on the same ARM
+    /// endpoint (the token goes nowhere else), and a link seen before ends the listing with
+    /// an error instead of looping.
+    pub async fn list(&self, path: &str, what: &str) -> Result<Vec<Value>, ProviderError> {
+        /// Far more pages than any subscription has (ARM pages hold up to 1000 items).
+        const MAX_PAGES: usize = 10_000;
+        let mut url = self.url(path, &self.api_version)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut items = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let doing = format!("listing {what} (page {page})");
+            let (body, _) = self.get_json(url.clone(), &doing, "the list page").await?;
+            match body.get("value") {
+                Some(Value::Array(values)) => items.extend(values.iter().cloned()),
+                None | Some(Value::Null) => {}
+                Some(_) => {
+                    return Err(ProviderError::Other(format!(
+                        "{doing}: `value` is not a list"
+                    )));
+                }
+            }
+            let next = match body.get("nextLink") {
+                None | Some(Value::Null) => return Ok(items),
+                Some(Value::String(s)) if s.is_empty() => return Ok(items),
+                Some(Value::String(s)) => s,
+                Some(_) => {
+                    return Err(ProviderError::Other(format!(
+                        "{doing}: `nextLink` is not a URL"
+                    )));
+                }
+            };
+            let next = Url::parse(next).map_err(|e| {
+                ProviderError::Other(format!("{doing}: `nextLink` is not a URL: {e}"))
+            })?;
+            self.check_same_origin(&next)?;
+            if !seen.insert(next.to_string()) {
+                return Err(ProviderError::Other(format!(
+                    "{doing}: ARM returned a `nextLink` it had returned before; the listing would never end"
+                )));
+            }
+            url = next;
+        }
+        Err(ProviderError::Other(format!(
+            "listing {what}: more than {MAX_PAGES} pages"
+        )))
+    }
+
     /// The HTTP client, built on first use.
     fn http(&self) -> Result<&reqwest::Client, ProviderError> {
         if let Some(c) = self.http.get() {
@@ -121,7 +188,7 @@ impl ArmClient {
             Ok(())
         } else {
             Err(ProviderError::Other(format!(
-                "ARM returned a polling URL on another host ({}); refusing to send credentials there",
+                "ARM returned a URL (to poll or of a next page) on another host ({}); refusing to send credentials there",
                 url.origin().ascii_serialization()
             )))
         }

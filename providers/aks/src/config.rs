@@ -176,7 +176,7 @@ fn is_loopback_host(url: &Url) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn is_guid(s: &str) -> bool {
+pub(crate) fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
         && groups
@@ -187,7 +187,7 @@ fn is_guid(s: &str) -> bool {
 
 /// Azure resource group names: 1-90 characters of letters, digits, `-`, `_`, `.`, `(`, `)`,
 /// not ending in `.`.
-fn validate_resource_group(s: &str) -> Result<(), String> {
+pub(crate) fn validate_resource_group(s: &str) -> Result<(), String> {
     if s.is_empty() || s.chars().count() > 90 {
         return Err("must be 1 to 90 characters".into());
     }
@@ -222,7 +222,7 @@ fn validate_cluster_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn is_api_version(s: &str) -> bool {
+pub(crate) fn is_api_version(s: &str) -> bool {
     let (Some(date), Some(suffix)) = (s.get(..10), s.get(10..)) else {
         return false;
     };

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod credential;
+pub mod discover;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ pub use crate::config::AksTarget;
 pub use crate::credential::{
     ACCESS_TOKEN_VAR, BearerToken, CredentialChain, CredentialEnv, StaticToken, TokenSource,
 };
+pub use crate::discover::discovery_factory;
 
 /// The provider's name in `provider:`.
 pub const NAME: &str = "aks";

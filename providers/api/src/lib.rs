@@ -14,6 +14,7 @@ use std::time::Duration;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod discovery;
 pub mod fs;
 pub mod hint;
 pub mod import;
@@ -26,6 +27,7 @@ mod serve;
 #[cfg(feature = "serve")]
 pub use serve::{serve, serve_io};
 
+pub use discovery::{DiscoveredTarget, Discoverer, DiscoveryFactory, TagFilter};
 pub use import::{ImportHook, ImportNote, Imported, ImportedRange, Location, NoteSeverity};
 pub use lease::{Lease, LeaseId, Timestamp};
 pub use secret::Secret;

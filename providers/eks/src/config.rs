@@ -77,7 +77,7 @@ impl EksTarget {
 
 /// `eu-west-1`, `us-gov-west-1`, `cn-north-1`, `ap-southeast-5`: lowercase words joined by
 /// `-`, ending in a number.
-fn valid_region(s: &str) -> bool {
+pub(crate) fn valid_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() >= 3
         && s.len() <= 32

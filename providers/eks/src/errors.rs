@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eks::operation::describe_cluster::DescribeClusterError;
 use aws_sdk_eks::operation::describe_update::DescribeUpdateError;
+use aws_sdk_eks::operation::list_clusters::ListClustersError;
 use aws_sdk_eks::operation::list_updates::ListUpdatesError;
 use aws_sdk_eks::operation::tag_resource::TagResourceError;
 use aws_sdk_eks::operation::untag_resource::UntagResourceError;
@@ -33,6 +34,16 @@ impl Modeled for DescribeClusterError {
             Self::ResourceNotFoundException(_) => Some(Class::NotFound),
             Self::ServerException(_) | Self::ServiceUnavailableException(_) => Some(Class::Server),
             Self::ClientException(_) => Some(Class::Invalid),
+            _ => None,
+        }
+    }
+}
+
+impl Modeled for ListClustersError {
+    fn modeled(&self) -> Option<Class> {
+        match self {
+            Self::ServerException(_) | Self::ServiceUnavailableException(_) => Some(Class::Server),
+            Self::InvalidParameterException(_) | Self::ClientException(_) => Some(Class::Invalid),
             _ => None,
         }
     }
@@ -141,6 +152,16 @@ where
     E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: HttpStatus + std::fmt::Debug + Send + Sync + 'static,
 {
+    map_sdk_error_on(op, &format!("cluster `{cluster}`"), err)
+}
+
+/// Turn an SDK error of operation `op` on `subject` (``cluster `prod` ``, ``region
+/// `eu-west-1` ``) into a [`ProviderError`].
+pub(crate) fn map_sdk_error_on<E, R>(op: &str, subject: &str, err: SdkError<E, R>) -> ProviderError
+where
+    E: Modeled + ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: HttpStatus + std::fmt::Debug + Send + Sync + 'static,
+{
     match &err {
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
@@ -159,7 +180,7 @@ where
                     500..=599 => Some(Class::Server),
                     _ => None,
                 });
-            let text = format!("EKS {op} on cluster `{cluster}`: {text}");
+            let text = format!("EKS {op} on {subject}: {text}");
             match class {
                 Some(Class::NotFound) => ProviderError::NotFound(text),
                 Some(Class::Invalid) => ProviderError::Invalid(text),
@@ -174,10 +195,10 @@ where
             }
         }
         SdkError::TimeoutError(_) => {
-            ProviderError::Transient(format!("EKS {op} on cluster `{cluster}` timed out"))
+            ProviderError::Transient(format!("EKS {op} on {subject} timed out"))
         }
         SdkError::DispatchFailure(d) => {
-            let text = format!("EKS {op} on cluster `{cluster}`: {}", chain(&err));
+            let text = format!("EKS {op} on {subject}: {}", chain(&err));
             if d.is_timeout() || d.is_io() {
                 ProviderError::Transient(text)
             } else if mentions_credentials(&text) {
@@ -189,11 +210,11 @@ where
             }
         }
         SdkError::ResponseError(_) => ProviderError::Transient(format!(
-            "EKS {op} on cluster `{cluster}`: unreadable response: {}",
+            "EKS {op} on {subject}: unreadable response: {}",
             chain(&err)
         )),
         _ => {
-            let text = format!("EKS {op} on cluster `{cluster}`: {}", chain(&err));
+            let text = format!("EKS {op} on {subject}: {}", chain(&err));
             if mentions_credentials(&text) {
                 ProviderError::Auth(format!("{text}. {AWS_AUTH_HINT}"))
             } else {

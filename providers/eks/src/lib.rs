@@ -10,6 +10,7 @@
 
 mod cluster;
 mod config;
+pub mod discover;
 mod errors;
 mod leases;
 mod retry;
@@ -28,6 +29,7 @@ use rangekeeper_provider::{
 };
 
 pub use config::EksTarget;
+pub use discover::discovery_factory;
 pub use retry::Tuning;
 
 /// The provider's name in declarations (`provider: eks`).

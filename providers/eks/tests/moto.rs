@@ -520,3 +520,53 @@ async fn passes_the_conformance_suite_against_moto() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(wire.updates(), 5, "A, B, disable, A, B without waiting");
 }
+
+/// Discovery against moto: ListClusters followed page by page (one cluster a page here),
+/// DescribeCluster for the tags, the tag filter applied, names stable and sorted.
+#[tokio::test]
+async fn discovery_lists_every_page_and_filters_by_tags_against_moto() {
+    use rangekeeper_provider::Discoverer as _;
+    use rangekeeper_provider_eks::discover::{EksDiscoverer, EksTemplate};
+
+    let Some(moto) = start_moto() else { return };
+    let wire = Wire::default();
+    let c = client(&moto, &wire);
+    for (name, env) in [("c-one", "prod"), ("a-two", "dev"), ("b-three", "prod")] {
+        let vpc = VpcConfigRequest::builder()
+            .subnet_ids("subnet-0a1b2c3d")
+            .endpoint_public_access(true)
+            .build();
+        c.create_cluster()
+            .name(name)
+            .role_arn("arn:aws:iam::123456789012:role/eks-cluster")
+            .resources_vpc_config(vpc)
+            .tags("env", env)
+            .send()
+            .await
+            .expect("create cluster in moto");
+    }
+    let template = EksTemplate::from_config(&TargetConfig {
+        name: "fleet".into(),
+        base_dir: ".".into(),
+        fields: serde_json::json!({"regions": ["eu-west-1"], "tags": {"env": "prod"}})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    })
+    .unwrap();
+    let d = EksDiscoverer::with_clients(template, [("eu-west-1".to_owned(), c.clone())].into())
+        .with_page_size(1)
+        .with_tuning(Tuning::fast());
+    let found = d.discover().await.unwrap();
+    let names: Vec<&str> = found.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["eks/eu-west-1/b-three", "eks/eu-west-1/c-one"]);
+    assert!(found.iter().all(|t| t.pending.is_none()), "{found:?}");
+    let lists = wire
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("GET /clusters?") || r == &"GET /clusters")
+        .count();
+    assert_eq!(lists, 3, "three pages of one: {:?}", wire.0.lock().unwrap());
+}
