@@ -605,12 +605,7 @@ impl Provider for AksProvider {
         version: Option<&str>,
         opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
-        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
-            return Err(ProviderError::Invalid(format!(
-                "lease {} is for {}, which the desired set does not hold",
-                l.id, l.address
-            )));
-        }
+        rangekeeper_provider::lease::refuse_unheld(desired, leases)?;
         self.apply_ranges(desired, Some(Leased { leases, version }), opts)
             .await
     }

@@ -320,6 +320,22 @@ pub fn split_expired(leases: &[Lease], now: Timestamp) -> (Vec<Lease>, Vec<Lease
     leases.iter().cloned().partition(|l| !l.is_expired(now))
 }
 
+/// The check at the top of every [`crate::Provider::apply_leased`]: each lease's address is in
+/// `desired` (the binary puts it there), so a lease record is never written without the
+/// address it admits.
+pub fn refuse_unheld(
+    desired: &rangekeeper_cidr::RangeSet,
+    leases: &[Lease],
+) -> Result<(), crate::ProviderError> {
+    match leases.iter().find(|l| !desired.contains_net(&l.net())) {
+        Some(l) => Err(crate::ProviderError::Invalid(format!(
+            "lease {} is for {}, which the desired set does not hold",
+            l.id, l.address
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +432,22 @@ mod tests {
         );
         let back: Lease = serde_json::from_str(&j).unwrap();
         assert_eq!(back, lease());
+    }
+
+    #[test]
+    fn a_lease_whose_address_is_not_desired_is_refused_by_name() {
+        let l = lease();
+        let held = rangekeeper_cidr::RangeSet::from_nets([l.net()]);
+        assert!(refuse_unheld(&held, std::slice::from_ref(&l)).is_ok());
+        let other =
+            rangekeeper_cidr::RangeSet::from_nets([rangekeeper_cidr::parse("192.0.2.0/24")
+                .unwrap()
+                .net]);
+        let err = refuse_unheld(&other, &[l.clone()]).unwrap_err().to_string();
+        assert!(
+            err.contains(&l.id.to_string()) && err.contains("does not hold"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,12 +38,7 @@ impl EksProvider {
             let list: Vec<String> = found.into_iter().map(|v| v.message).collect();
             return Err(ProviderError::Invalid(list.join("; ")));
         }
-        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
-            return Err(ProviderError::Invalid(format!(
-                "lease {} is for {}, which the desired set does not hold",
-                l.id, l.address
-            )));
-        }
+        rangekeeper_provider::lease::refuse_unheld(desired, leases)?;
         let want: BTreeMap<String, String> = leases
             .iter()
             .map(|l| (l.tag_key(), l.tag_value()))

@@ -470,12 +470,7 @@ impl Provider for FileProvider {
         _opts: &ApplyOptions,
     ) -> Result<Applied, ProviderError> {
         rangekeeper_provider::refuse_empty(desired, "the file would admit no client")?;
-        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
-            return Err(ProviderError::Invalid(format!(
-                "lease {} is for {}, which the desired set does not hold",
-                l.id, l.address
-            )));
-        }
+        rangekeeper_provider::lease::refuse_unheld(desired, leases)?;
         let this = self.clone();
         let content = self.render_leased(desired, false, leases);
         let version = version.map(str::to_owned);

@@ -559,12 +559,7 @@ impl Provider for HostFw {
             desired,
             "it would shut every client out of the restricted ports",
         )?;
-        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
-            return Err(ProviderError::Invalid(format!(
-                "lease {} is for {}, which the desired set does not hold",
-                l.id, l.address
-            )));
-        }
+        rangekeeper_provider::lease::refuse_unheld(desired, leases)?;
         // One element per address: a second lease of an address already leased would share
         // its element (one timeout, one record) and lose a record.
         for (i, l) in leases.iter().enumerate() {

@@ -332,12 +332,10 @@ impl KubeProvider {
             "an allow policy without ipBlock peers admits no external source",
         )?;
         let t = self.target();
-        if let Some(l) = leases.iter().find(|l| !desired.contains_net(&l.net())) {
-            return Err(ProviderError::Invalid(format!(
-                "target `{t}`: lease {} is for {}, which the desired set does not hold",
-                l.id, l.address
-            )));
-        }
+        rangekeeper_provider::lease::refuse_unheld(desired, leases).map_err(|e| match e {
+            ProviderError::Invalid(m) => ProviderError::Invalid(format!("target `{t}`: {m}")),
+            other => other,
+        })?;
         let wanted = leases::annotations(leases)
             .map_err(|e| ProviderError::Invalid(format!("target `{t}`: {e}")))?;
         let mut rendered = self.render(desired).await?;
