@@ -443,7 +443,9 @@ mod tests {
             rangekeeper_cidr::RangeSet::from_nets([rangekeeper_cidr::parse("192.0.2.0/24")
                 .unwrap()
                 .net]);
-        let err = refuse_unheld(&other, &[l.clone()]).unwrap_err().to_string();
+        let err = refuse_unheld(&other, std::slice::from_ref(&l))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&l.id.to_string()) && err.contains("does not hold"),
             "{err}"
