@@ -1,7 +1,11 @@
 //! Discovery of AKS clusters for a `discover:` template: the ARM list of
 //! `Microsoft.ContainerService/managedClusters` in a subscription (or one resource group),
-//! every page followed, filtered by tags. A cluster whose `provisioningState` is not
-//! `Succeeded` is listed as pending. One attempt per call; errors are typed.
+//! every page followed, filtered by tags. A cluster being created or deleted (or with no
+//! `provisioningState` at all) is listed as pending; one in the middle of another operation
+//! (`Updating`, `Upgrading`, `Scaling`, often our own apply) or left `Failed` by one is still
+//! a cluster with an API server to guard, so it stays a target: the provider reads it, and a
+//! write that meets an operation in progress comes back as a typed conflict the retry policy
+//! waits out. One attempt per call; errors are typed.
 
 use std::sync::Arc;
 
@@ -172,13 +176,22 @@ impl AksTemplate {
         }
         let state = crate::cluster::provisioning_state(cluster).unwrap_or("unknown");
         t = t.with_detail("provisioningState", state);
-        if state != "Succeeded" {
+        if is_pending_state(state) {
             t = t.with_pending(format!(
-                "provisioningState is `{state}`, not `Succeeded`: looked at again on the next discovery"
+                "provisioningState is `{state}` (being created or deleted): looked at again on the next discovery"
             ));
         }
         Ok(Some(t))
     }
+}
+
+/// Whether a cluster in `provisioningState` is left out for now: being created or deleted, or
+/// of an unknown state. Any other state is a cluster that exists and is kept as a target.
+fn is_pending_state(state: &str) -> bool {
+    matches!(
+        state.to_ascii_lowercase().as_str(),
+        "creating" | "deleting" | "unknown" | ""
+    )
 }
 
 /// `(resourceGroup, cluster)` of `/subscriptions/{s}/resourceGroups/{rg}/providers/
@@ -344,5 +357,33 @@ mod tests {
         assert!(t.target_of(&c).unwrap().is_none());
         c["id"] = "/subscriptions/other/resourceGroups/x".into();
         assert!(t.target_of(&c).is_err());
+    }
+
+    mod regression {
+        use super::*;
+
+        /// Our own apply puts a cluster in `Updating`: it must stay a target (its drift still
+        /// repaired, its metrics kept), not drop out of the reconciler as pending.
+        #[test]
+        fn a_cluster_in_the_middle_of_an_operation_stays_a_target() {
+            let t =
+                AksTemplate::from_config(&cfg(serde_json::json!({"subscription": SUB}))).unwrap();
+            let mut c = serde_json::json!({
+                "id": format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.ContainerService/managedClusters/c1"),
+                "properties": {"provisioningState": "Updating"}
+            });
+            for state in ["Updating", "Upgrading", "Scaling", "Failed", "Succeeded"] {
+                c["properties"]["provisioningState"] = state.into();
+                let d = t.target_of(&c).unwrap().unwrap();
+                assert_eq!(d.pending, None, "{state}");
+            }
+            for state in ["Creating", "Deleting"] {
+                c["properties"]["provisioningState"] = state.into();
+                let d = t.target_of(&c).unwrap().unwrap();
+                assert!(d.pending.unwrap().contains(state), "{state}");
+            }
+            c["properties"] = serde_json::json!({});
+            assert!(t.target_of(&c).unwrap().unwrap().pending.is_some());
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! Discovery of EKS clusters for a `discover:` template: in each region, `ListClusters`
 //! (every page) and a `DescribeCluster` of each cluster for its tags and status, filtered by
-//! tags. A cluster that is not `ACTIVE` (being created or updated) is listed as pending. One
-//! attempt per call; errors are typed.
+//! tags. A cluster being created, deleted or whose creation failed (`CREATING`, `PENDING`,
+//! `DELETING`, `FAILED`, or no status) is listed as pending; an `UPDATING` cluster (often our
+//! own apply) still has an API server to guard and stays a target (an update that meets
+//! another in progress is a typed conflict the retry policy waits out). One attempt per call;
+//! errors are typed.
 
 use std::collections::HashMap;
 
@@ -102,9 +105,12 @@ impl EksTemplate {
         let mut t = DiscoveredTarget::new(format!("eks/{region}/{name}"), fields)
             .with_detail("region", region)
             .with_detail("status", status_text);
-        if status != Some(&ClusterStatus::Active) {
+        if !matches!(
+            status,
+            Some(ClusterStatus::Active | ClusterStatus::Updating)
+        ) {
             t = t.with_pending(format!(
-                "status is `{status_text}`, not `ACTIVE`: looked at again on the next discovery"
+                "status is `{status_text}`, not `ACTIVE` or `UPDATING`: looked at again on the next discovery"
             ));
         }
         Some(t)
@@ -389,5 +395,32 @@ mod tests {
             t.target_of("eu-west-1", "a", Some(&ClusterStatus::Active), None)
                 .is_none()
         );
+    }
+
+    mod regression {
+        use super::*;
+
+        /// Our own apply puts a cluster in `UPDATING`: it must stay a target (its drift still
+        /// repaired, its metrics kept), not drop out of the reconciler as pending.
+        #[test]
+        fn an_updating_cluster_stays_a_target() {
+            let t = EksTemplate::from_config(&cfg(serde_json::json!({"regions": ["eu-west-1"]})))
+                .unwrap();
+            let tags = HashMap::new();
+            let of = |s: ClusterStatus| t.target_of("eu-west-1", "a", Some(&s), Some(&tags));
+            for s in [ClusterStatus::Active, ClusterStatus::Updating] {
+                assert_eq!(of(s.clone()).unwrap().pending, None, "{s:?}");
+            }
+            for s in [
+                ClusterStatus::Creating,
+                ClusterStatus::Pending,
+                ClusterStatus::Deleting,
+                ClusterStatus::Failed,
+            ] {
+                assert!(of(s.clone()).unwrap().pending.is_some(), "{s:?}");
+            }
+            let none = t.target_of("eu-west-1", "a", None, Some(&tags)).unwrap();
+            assert!(none.pending.is_some());
+        }
     }
 }
