@@ -29,8 +29,9 @@ command -v openssl >/dev/null 2>&1 || { echo "bench-webhook: openssl is missing"
 
 echo "== build (release)" >&2
 cargo build --release -q -p rangekeeper --no-default-features --bin rangekeeper --example webhook-reference
-RK=$ROOT/target/release/rangekeeper
-REF=$ROOT/target/release/examples/webhook-reference
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RK=$TARGET/release/rangekeeper
+REF=$TARGET/release/examples/webhook-reference
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
     -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
