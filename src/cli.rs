@@ -151,6 +151,13 @@ pub struct LeaderFlags {
     /// account, else $KUBECONFIG or ~/.kube/config]
     #[arg(long, value_name = "PATH")]
     pub lease_kubeconfig: Option<std::path::PathBuf>,
+    /// Split the targets over N shards (consistent hashing of target names), each with its
+    /// own Lease `<lease-name>-shard-<i>`: the replicas share the shards evenly, so several
+    /// reconcile one fleet, and the shards of a replica that dies move within the lease
+    /// duration. Give every replica the same N: a replica that sees another with a different
+    /// N writes nothing until it is gone
+    #[arg(long, value_name = "N", requires = "leader_elect", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: Option<u32>,
 }
 
 /// What commands that fetch live sources and change targets take.

@@ -323,7 +323,7 @@ fn the_kubernetes_examples_name_the_image_of_this_version() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 5, "one image per example");
+    assert_eq!(seen, 6, "one image per example");
     let containerfile = std::fs::read_to_string(repo().join("Containerfile")).unwrap();
     assert!(containerfile.contains(&format!("-t {image} ")));
     assert!(containerfile.contains(&format!("-t {image}-hostfw ")));

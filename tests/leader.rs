@@ -32,6 +32,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// One write of the audit logs.
 #[derive(Debug, Clone)]
 struct Write {
+    target: String,
     identity: String,
     term: u64,
     sent: u64,
@@ -48,6 +49,16 @@ struct Replica {
 
 impl Replica {
     fn start(s: &Scratch, id: &str, lease: &str, kubeconfig: &Path) -> Replica {
+        Replica::start_with(s, id, lease, kubeconfig, &[])
+    }
+
+    fn start_with(
+        s: &Scratch,
+        id: &str,
+        lease: &str,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Replica {
         let state = s.path().join(format!("state-{id}"));
         let log = s.path().join(format!("{id}.log"));
         let metrics = {
@@ -77,6 +88,7 @@ impl Replica {
                 "--metrics-addr",
                 &metrics.to_string(),
             ])
+            .args(extra)
             .arg("--lease-kubeconfig")
             .arg(kubeconfig)
             .arg("--state-dir")
@@ -103,6 +115,7 @@ impl Replica {
                 let w = &v["writer"];
                 assert!(w.is_object(), "a record without its writer: {v}");
                 Write {
+                    target: v["target"].as_str().unwrap().to_owned(),
                     identity: w["identity"].as_str().unwrap().to_owned(),
                     term: w["term"].as_u64().unwrap(),
                     sent: w["sentUnixMs"].as_u64().unwrap(),
@@ -153,13 +166,19 @@ struct Drifter(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
 
 impl Drifter {
     fn start(path: PathBuf) -> Drifter {
+        Drifter::start_all(vec![path])
+    }
+
+    fn start_all(paths: Vec<PathBuf>) -> Drifter {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let t = std::thread::spawn(move || {
-            let tmp = path.with_extension("drift");
             while !s.load(Ordering::SeqCst) {
-                std::fs::write(&tmp, "198.51.100.0/24\n").unwrap();
-                std::fs::rename(&tmp, &path).unwrap();
+                for path in &paths {
+                    let tmp = path.with_extension("drift");
+                    std::fs::write(&tmp, "198.51.100.0/24\n").unwrap();
+                    std::fs::rename(&tmp, path).unwrap();
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
@@ -496,14 +515,63 @@ fn a_forbidden_lease_fails_at_start_naming_the_rbac_to_grant() {
 /// ServiceAccount it creates the Lease, leads, and on SIGTERM releases the Lease and exits 0.
 #[test]
 fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
+    example_applies_and_its_rbac_suffices("reconciler-ha.yaml", "rangekeeper", &[], "rangekeeper");
+}
+
+/// The same for examples/kubernetes/reconciler-sharded.yaml (in a namespace of its own here,
+/// since its Role differs): with its ServiceAccount's token a replica lists the group's
+/// Leases, creates its member Lease and the shards', holds them all while alone, and on
+/// SIGTERM releases them and deletes its member Lease.
+#[test]
+fn the_sharded_example_applies_and_its_rbac_is_all_the_shards_need() {
+    example_applies_and_its_rbac_suffices(
+        "reconciler-sharded.yaml",
+        "rangekeeper-sharded",
+        &["--shards", "8"],
+        "rangekeeper-shard-0",
+    );
+    let cp = ControlPlane::shared();
+    let leases = cp
+        .get_json("/apis/coordination.k8s.io/v1/namespaces/rangekeeper-sharded/leases?labelSelector=rangekeeper.dev%2Flease-role%3Dmember")
+        .unwrap();
+    assert_eq!(
+        leases["items"].as_array().map(Vec::len),
+        Some(0),
+        "the member Lease is deleted on SIGTERM: {leases}"
+    );
+}
+
+/// Apply `file` of examples/kubernetes/ (its namespace `rangekeeper` renamed to `namespace`),
+/// run one replica with a token of its ServiceAccount and `extra` flags, wait until it holds
+/// `lease` and wrote its target, stop it with SIGTERM and check that it released `lease`.
+fn example_applies_and_its_rbac_suffices(file: &str, namespace: &str, extra: &[&str], lease: &str) {
     let cp = ControlPlane::shared();
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kubernetes/reconciler-ha.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/kubernetes")
+            .join(file),
     )
     .unwrap();
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let mut docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    docs.retain(|d| !d.is_null());
+    for doc in &mut docs {
+        if doc["kind"] == "Namespace" {
+            doc["metadata"]["name"] = namespace.into();
+        }
+        if doc["metadata"]["namespace"].is_string() {
+            doc["metadata"]["namespace"] = namespace.into();
+        }
+        if let Some(subjects) = doc
+            .get_mut("subjects")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for s in subjects {
+                s["namespace"] = namespace.into();
+            }
+        }
+    }
     let mut kinds = Vec::new();
-    for doc in docs.iter().filter(|d| !d.is_null()) {
+    for doc in &docs {
         let kind = doc["kind"].as_str().unwrap();
         kinds.push(kind.to_owned());
         let name = doc["metadata"]["name"].as_str().unwrap();
@@ -547,12 +615,15 @@ fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
         args.contains("--leader-elect") && args.contains("--identity=$(POD_NAME)"),
         "{args}"
     );
+    for flag in extra.chunks(2) {
+        assert!(args.contains(&flag.join("=")), "{args}");
+    }
 
     // A token of the example's ServiceAccount (TokenRequest), and the lease the example names.
     let (status, body) = cp
         .request(
             "POST",
-            "/api/v1/namespaces/rangekeeper/serviceaccounts/rangekeeper/token",
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts/rangekeeper/token"),
             Some((
                 "application/json",
                 r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":3600}}"#.into(),
@@ -578,10 +649,11 @@ fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
             "--lease-name",
             "rangekeeper",
             "--lease-namespace",
-            "rangekeeper",
+            namespace,
             "--identity",
             "rangekeeper-pod-0",
         ])
+        .args(extra)
         .arg("--lease-kubeconfig")
         .arg(&kc)
         .arg("--state-dir")
@@ -590,9 +662,9 @@ fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let path = "/apis/coordination.k8s.io/v1/namespaces/rangekeeper/leases/rangekeeper";
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}");
     let held = || {
-        cp.get_json(path)
+        cp.get_json(&path)
             .ok()
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
     };
@@ -614,7 +686,7 @@ fn the_ha_example_applies_and_its_rbac_is_all_the_election_needs() {
     assert!(status.success(), "{stderr}");
     assert_eq!(held(), None, "the Lease is released on SIGTERM: {stderr}");
     assert!(
-        stderr.contains("released lease rangekeeper/rangekeeper"),
+        stderr.contains(&format!("released lease {namespace}/{lease}")),
         "{stderr}"
     );
 }
@@ -664,4 +736,189 @@ fn a_leader_stopped_with_sigterm_hands_over_at_once() {
     b.kill();
     a.kill();
     assert_no_overlap(&all_writes(&[&a, &b]));
+}
+
+/// No target was written by two replicas in overlapping windows (the check of
+/// [`assert_no_overlap`], target by target).
+fn assert_no_overlap_per_target(all: &[Write]) {
+    let targets: std::collections::BTreeSet<&str> = all.iter().map(|w| w.target.as_str()).collect();
+    for t in targets {
+        let of: Vec<Write> = all.iter().filter(|w| w.target == t).cloned().collect();
+        assert_no_overlap(&of);
+    }
+}
+
+const SHARDS: usize = 4;
+
+fn shard_holders(cp: &ControlPlane, name: &str) -> Vec<Option<String>> {
+    (0..SHARDS)
+        .map(|i| holder(cp, &format!("{name}-shard-{i}")))
+        .collect()
+}
+
+/// `--shards 4` with three replicas over twelve `file` targets: the shards are spread over
+/// all three (shares 2, 1 and 1), each target is written by the holder of its shard only; a
+/// replica killed with SIGKILL has its shards taken within the lease duration, and one that
+/// joins later gets its share; the audit logs show no target written by two replicas at once.
+#[test]
+fn sharded_replicas_split_the_fleet_and_move_shards_on_loss_and_on_return() {
+    let cp = ControlPlane::shared();
+    let name = "rk-shards";
+    let mut decl = String::from("version: 1\ntargets:\n");
+    for i in 0..12 {
+        decl.push_str(&format!(
+            "  t{i}:\n    provider: file\n    path: t{i}.txt\n    allow: [192.0.2.0/24]\n"
+        ));
+    }
+    let s = Scratch::new(&decl);
+    let kc = cp.kubeconfig().to_owned();
+    let shards = ["--shards", "4"];
+    let mut replicas: Vec<Replica> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Replica::start_with(&s, id, name, &kc, &shards))
+        .collect();
+    let drift = Drifter::start_all(
+        (0..12)
+            .map(|i| s.path().join(format!("t{i}.txt")))
+            .collect(),
+    );
+    let ids = |h: &[Option<String>]| -> std::collections::BTreeSet<String> {
+        h.iter().flatten().cloned().collect()
+    };
+    // Converged: every shard held, by all three replicas (those starting together may first
+    // take more than their share and let it lapse).
+    let spread = wait_for(
+        "the shards spread over a, b and c",
+        Duration::from_secs(60),
+        || {
+            let h = shard_holders(cp, name);
+            (h.iter().all(Option::is_some) && ids(&h).len() == 3).then_some(h)
+        },
+    );
+    eprintln!("shards: {spread:?}");
+    // Every target written, by more than one replica in all.
+    wait_for("every target written", Duration::from_secs(30), || {
+        let all = all_writes(&replicas.iter().collect::<Vec<_>>());
+        let written: std::collections::BTreeSet<String> =
+            all.iter().map(|w| w.target.clone()).collect();
+        (written.len() == 12).then_some(())
+    });
+    let member = lease(cp, &format!("{name}-shard-0"));
+    assert_eq!(
+        member["metadata"]["labels"]["rangekeeper.dev/lease-group"], name,
+        "{member}"
+    );
+    for r in &replicas {
+        let (status, body) = r.get("/readyz");
+        assert_eq!(status, 200, "{}: {body}", r.id);
+        assert!(body.starts_with("ready: shard"), "{}: {body}", r.id);
+        let (_, m) = r.get("/metrics");
+        assert!(
+            m.contains(&format!("rangekeeper_shards{{identity=\"{}\"}} 4", r.id)),
+            "{m}"
+        );
+        assert!(m.contains("rangekeeper_shard_held{"), "{m}");
+    }
+    let writers: std::collections::BTreeSet<String> =
+        all_writes(&replicas.iter().collect::<Vec<_>>())
+            .into_iter()
+            .map(|w| w.identity)
+            .collect();
+    assert!(writers.len() >= 2, "the targets are split: {writers:?}");
+
+    // SIGKILL the replica holding the most shards.
+    let h = shard_holders(cp, name);
+    let victim = ["a", "b", "c"]
+        .into_iter()
+        .max_by_key(|id| h.iter().filter(|x| x.as_deref() == Some(*id)).count())
+        .unwrap()
+        .to_owned();
+    let killed_at = Instant::now();
+    let i = replicas.iter().position(|r| r.id == victim).unwrap();
+    replicas[i].kill();
+    wait_for(
+        "the victim's shards taken over",
+        Duration::from_secs(30),
+        || {
+            let h = shard_holders(cp, name);
+            h.iter()
+                .all(|x| x.as_ref().is_some_and(|x| *x != victim))
+                .then_some(())
+        },
+    );
+    let moved = killed_at.elapsed();
+    eprintln!("shards of `{victim}` moved after SIGKILL: {moved:?} (lease 3s, retry 500ms)");
+    assert!(moved <= LEASE + RETRY + Duration::from_secs(1), "{moved:?}");
+
+    // A new replica joins: it gets its share (the others let theirs lapse for it).
+    let joined_at = Instant::now();
+    replicas.push(Replica::start_with(&s, "d", name, &kc, &shards));
+    wait_for("`d` holding a shard", Duration::from_secs(30), || {
+        shard_holders(cp, name)
+            .iter()
+            .any(|x| x.as_deref() == Some("d"))
+            .then_some(())
+    });
+    let rebalanced = joined_at.elapsed();
+    eprintln!("`d` took its first shard after {rebalanced:?}");
+    assert!(
+        rebalanced <= 2 * (LEASE + RETRY) + Duration::from_secs(1),
+        "{rebalanced:?}"
+    );
+    wait_for("`d` writing", Duration::from_secs(10), || {
+        replicas
+            .iter()
+            .find(|r| r.id == "d")
+            .unwrap()
+            .writes()
+            .first()
+            .cloned()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    drop(drift);
+    for r in &mut replicas {
+        r.kill();
+    }
+    let all = all_writes(&replicas.iter().collect::<Vec<_>>());
+    assert_no_overlap_per_target(&all);
+}
+
+/// Replicas given different shard counts never both write: the one that sees the other
+/// declare another count holds nothing, and says why.
+#[test]
+fn replicas_with_different_shard_counts_do_not_both_write() {
+    let cp = ControlPlane::shared();
+    let name = "rk-shards-mismatch";
+    let s = Scratch::new(DECL);
+    let kc = cp.kubeconfig().to_owned();
+    let mut a = Replica::start_with(&s, "a", name, &kc, &["--shards", "2"]);
+    wait_for("`a` writing", Duration::from_secs(30), || {
+        a.writes().first().cloned()
+    });
+    let mut b = Replica::start_with(&s, "b", name, &kc, &["--shards", "3"]);
+    wait_for("both replicas refusing", Duration::from_secs(20), || {
+        (a.stderr().contains("declares another shard count")
+            && b.stderr().contains("declares another shard count"))
+        .then_some(())
+    });
+    // Once each has stepped down (within a renew deadline), neither writes.
+    std::thread::sleep(RENEW + RETRY);
+    let drift = Drifter::start(s.path().join("t.txt"));
+    let counts = (a.writes().len(), b.writes().len());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        (a.writes().len(), b.writes().len()),
+        counts,
+        "{}",
+        b.stderr()
+    );
+    assert!(b.stderr().contains("`a` (2 shards)"), "{}", b.stderr());
+    // When `b` is gone, `a` writes again.
+    b.kill();
+    wait_for("`a` writing again", Duration::from_secs(30), || {
+        (a.writes().len() > counts.0).then_some(())
+    });
+    drop(drift);
+    a.kill();
+    assert_no_overlap_per_target(&all_writes(&[&a, &b]));
 }

@@ -1106,6 +1106,7 @@ fn the_kubernetes_examples_carry_valid_declarations() {
         "reconciler-cronjob.yaml",
         "reconciler-deployment.yaml",
         "reconciler-ha.yaml",
+        "reconciler-sharded.yaml",
     ] {
         let decl = configmap_declaration(example);
         assert!(decl.starts_with("version: 1\n"), "{example}: {decl}");

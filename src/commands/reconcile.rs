@@ -152,7 +152,7 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
     let (settings, election) = match leader {
         Some(l) => {
             let running = crate::leader::start(l, metrics.clone()).await?;
-            let fence: Arc<dyn reconcile::fence::Fence> = running.elector.clone();
+            let fence = running.fence.clone();
             (Settings { fence, ..settings }, Some(running))
         }
         None => (settings, None),

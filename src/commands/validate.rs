@@ -265,28 +265,32 @@ fn summary(decl: &Declaration, diags: &[Diagnostic]) -> String {
         ));
     }
     s.push('\n');
+    let live = |t: &crate::declaration::Target| {
+        if t.sources.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " + live sources {} (not fetched by validate)",
+                t.sources.join(", ")
+            )
+        }
+    };
     for t in decl.targets.values() {
         s.push_str(&format!(
             "  {} ({}): {}{}\n",
             t.name,
             t.provider,
             output::count(t.desired.len(), "range"),
-            if t.sources.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " + live sources {} (not fetched by validate)",
-                    t.sources.join(", ")
-                )
-            }
+            live(t)
         ));
     }
     for t in decl.discover.iter().flat_map(|d| d.templates.values()) {
         s.push_str(&format!(
-            "  template {} ({}, discovers targets; not listed by validate): {}\n",
+            "  template {} ({}, discovers targets; not listed by validate): {}{}\n",
             t.name,
             t.target.provider,
             output::count(t.target.desired.len(), "range"),
+            live(&t.target)
         ));
     }
     s

@@ -27,7 +27,7 @@ pub enum ReconcileError {
     /// Under leader election, the change was ready but this replica's grant had run out
     /// (it is not, or no longer provably, the leader): nothing was sent.
     #[error(
-        "not applied: this replica is not the leader (its lease could not be renewed in time); nothing was sent"
+        "not applied: this replica no longer holds the lease for this target (leader, or its shard's holder); nothing was sent"
     )]
     Fenced,
     /// The reconcile task panicked (a bug): counted as a failure of the target.

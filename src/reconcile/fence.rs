@@ -2,9 +2,10 @@
 //! its leader election (`--leader-elect`) before it starts a pass and again just before every
 //! apply is sent. Without leader election the answer is always yes.
 //!
-//! The loop knows nothing of how the answer is reached (a Kubernetes `Lease`, in
-//! `crate::leader`); it only trusts the deadline: a grant is valid until an instant of the
-//! monotonic clock, and no write is sent at or after it.
+//! The loop knows nothing of how the answer is reached (a Kubernetes `Lease`, or one per
+//! shard, in `crate::leader`); it only trusts the deadline: a grant is valid until an instant
+//! of the monotonic clock, and no write is sent at or after it. Under `--shards`, the question
+//! is asked per target.
 
 use std::time::Instant;
 
@@ -20,9 +21,19 @@ pub struct Grant {
 
 /// "May I write now, and until when?"
 pub trait Fence: Send + Sync + std::fmt::Debug + 'static {
-    /// The current grant, or `None` when this process must not write (a follower, or a
-    /// leader whose lease it could not renew in time).
+    /// Whether this process may write anything now: `None` for a follower, or a leader whose
+    /// lease it could not renew in time. Under sharding, a grant while this replica holds at
+    /// least one shard: its `until` is the earliest of the held shards' (the loop wakes then
+    /// at the latest) and its `term` is new whenever a shard was acquired.
     fn grant(&self) -> Option<Grant>;
+
+    /// The grant for writing to the target named `target`: the same as [`Fence::grant`]
+    /// without sharding; under sharding the grant of the shard the target belongs to, `None`
+    /// when another replica owns that shard.
+    fn grant_for(&self, target: &str) -> Option<Grant> {
+        let _ = target;
+        self.grant()
+    }
 
     /// Who writes, for the audit log (`None` without leader election).
     fn identity(&self) -> Option<String>;

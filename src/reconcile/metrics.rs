@@ -69,6 +69,16 @@ struct Inner {
     declaration_errors: u64,
     audit_errors: u64,
     leader: Option<LeaderMetrics>,
+    shards: Option<ShardMetrics>,
+}
+
+/// The replica's shards under `--leader-elect --shards N`.
+#[derive(Debug, Clone)]
+struct ShardMetrics {
+    held: Vec<bool>,
+    acquired: u64,
+    released: u64,
+    replicas: u32,
 }
 
 /// The replica's role under `--leader-elect`.
@@ -279,6 +289,64 @@ impl Metrics {
         });
     }
 
+    /// Sharding is on (`count` shards): the shards this replica holds are shown from now on.
+    // Called by leader election, which only a build with `kubernetes` has.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pub fn sharding(&self, count: u32) {
+        self.with(|i| {
+            i.shards = Some(ShardMetrics {
+                held: vec![false; usize::try_from(count).unwrap_or(0)],
+                acquired: 0,
+                released: 0,
+                replicas: 1,
+            });
+        });
+    }
+
+    /// This replica took shard `shard` (`true`) or stopped holding it (`false`).
+    // Called by leader election, which only a build with `kubernetes` has.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pub fn set_shard_held(&self, shard: u32, held: bool) {
+        self.with(|i| {
+            if let Some(s) = i.shards.as_mut()
+                && let Some(h) = s.held.get_mut(usize::try_from(shard).unwrap_or(usize::MAX))
+                && *h != held
+            {
+                *h = held;
+                if held {
+                    s.acquired += 1;
+                } else {
+                    s.released += 1;
+                }
+            }
+        });
+    }
+
+    /// The replicas sharing the shards, as this one last counted them (itself included).
+    // Called by leader election, which only a build with `kubernetes` has.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    pub fn shard_replicas(&self, n: u32) {
+        self.with(|i| {
+            if let Some(s) = i.shards.as_mut() {
+                s.replicas = n;
+            }
+        });
+    }
+
+    /// Under sharding: the shards this replica holds and how many there are.
+    pub fn shards_held(&self) -> Option<(Vec<u32>, u32)> {
+        self.with(|i| {
+            i.shards.as_ref().map(|s| {
+                let held = (0_u32..)
+                    .zip(&s.held)
+                    .filter(|(_, h)| **h)
+                    .map(|(n, _)| n)
+                    .collect();
+                (held, u32::try_from(s.held.len()).unwrap_or(u32::MAX))
+            })
+        })
+    }
+
     /// The lease was read or written successfully just now.
     // Called by leader election, which only a build with `kubernetes` has.
     #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
@@ -293,11 +361,16 @@ impl Metrics {
     /// Ready: the declaration file is valid, and the first pass over every target is done;
     /// under leader election a follower instead is ready while it reaches the lease (it
     /// stands by and can take over), since it reconciles nothing.
+    ///
+    /// Under sharding a replica is ready while it reaches the shard leases: which targets it
+    /// reconciles changes as replicas come and go, so "every target passed once" has no
+    /// fixed meaning there.
     pub fn ready(&self) -> bool {
-        let (valid, leader) = self.with(|i| (i.declaration_valid, i.leader.clone()));
+        let (valid, leader, sharded) =
+            self.with(|i| (i.declaration_valid, i.leader.clone(), i.shards.is_some()));
         valid
             && match leader {
-                Some(l) if !l.leading => {
+                Some(l) if !l.leading || sharded => {
                     l.lease_seen.is_some_and(|t| t.elapsed() < l.lease_duration)
                 }
                 _ => self.first_pass_done.load(Ordering::SeqCst),
@@ -509,7 +582,44 @@ impl Metrics {
                 "Audit records that could not be written (the change they record was made; the record is lost).",
                 vec![(String::new(), i.audit_errors as f64)],
             );
-            if let Some(l) = &i.leader {
+            if let (Some(l), Some(sh)) = (&i.leader, &i.shards) {
+                let id = escape(&l.identity);
+                family(
+                    "rangekeeper_shards",
+                    "gauge",
+                    "The shards the targets are split into (--shards); each has its own Lease.",
+                    vec![(format!("{{identity=\"{id}\"}}"), sh.held.len() as f64)],
+                );
+                family(
+                    "rangekeeper_shard_held",
+                    "gauge",
+                    "1 while this replica holds the shard's lease and may write to its targets, 0 otherwise.",
+                    (0_u32..)
+                        .zip(&sh.held)
+                        .map(|(n, h)| {
+                            (
+                                format!("{{identity=\"{id}\",shard=\"{n}\"}}"),
+                                f64::from(u8::from(*h)),
+                            )
+                        })
+                        .collect(),
+                );
+                family(
+                    "rangekeeper_shard_transitions_total",
+                    "counter",
+                    "Times this replica took a shard (to=held) or stopped holding one (to=released).",
+                    vec![
+                        (format!("{{identity=\"{id}\",to=\"held\"}}"), sh.acquired as f64),
+                        (format!("{{identity=\"{id}\",to=\"released\"}}"), sh.released as f64),
+                    ],
+                );
+                family(
+                    "rangekeeper_shard_replicas",
+                    "gauge",
+                    "Replicas sharing the shards as this one last counted them (live member Leases, itself included).",
+                    vec![(format!("{{identity=\"{id}\"}}"), f64::from(sh.replicas))],
+                );
+            } else if let Some(l) = &i.leader {
                 let id = escape(&l.identity);
                 family(
                     "rangekeeper_leader",

@@ -13,6 +13,7 @@ pub mod fence;
 pub mod memory;
 pub mod metrics;
 pub mod server;
+pub mod shard;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -316,7 +317,10 @@ pub async fn reconcile_with(
             };
             // The fence, just before the write is sent: a leader whose lease may have run
             // out (another replica may be writing) sends nothing.
-            let Some(grant) = fence.grant().filter(|g| Instant::now() < g.until) else {
+            let Some(grant) = fence
+                .grant_for(&target.name)
+                .filter(|g| Instant::now() < g.until)
+            else {
                 pass.result = Err(ReconcileError::Fenced);
                 return pass;
             };
@@ -1060,7 +1064,7 @@ impl Controller {
             Err(ReconcileError::Fenced) => {
                 // Not a failure of the target: the leader (this replica again, or another)
                 // reconciles it from a fresh read.
-                tracing::warn!(target = %name, "`{name}`: the change was not sent: this replica stopped being the leader");
+                tracing::warn!(target = %name, "`{name}`: the change was not sent: this replica no longer holds its lease (leader, or its shard's holder)");
                 summary.result = "failed";
                 summary.kind = Some(ReconcileError::Fenced.kind());
                 summary.error = Some(ReconcileError::Fenced.to_string());
@@ -1352,6 +1356,14 @@ pub async fn run(
             if grant.is_none() || tasks.len() >= settings.concurrency {
                 break;
             }
+            // Under sharding, only the targets of the shards this replica holds.
+            if settings
+                .fence
+                .grant_for(&name)
+                .is_none_or(|g| now >= g.until)
+            {
+                continue;
+            }
             ctl.spawn(&name, &mut tasks, &mut running);
         }
         // Refresh due sources in the background (loop mode).
@@ -1391,8 +1403,11 @@ pub async fn run(
             .slots
             .iter()
             .filter(|(n, _)| !waiting.contains(*n))
+            .filter(|(n, _)| {
+                grant.is_some() && settings.fence.grant_for(n).is_some_and(|g| now < g.until)
+            })
             .map(|(_, s)| s)
-            .filter(|s| grant.is_some() && !(s.in_flight || settings.once && s.done))
+            .filter(|s| !(s.in_flight || settings.once && s.done))
             .map(|s| s.due)
             .min()
             .unwrap_or(now + Duration::from_secs(3600));

@@ -21,8 +21,8 @@ pub trait Health: Send + Sync + 'static {
     /// What `/readyz` says when not ready.
     fn not_ready_reason(&self) -> &'static str;
     /// What `/readyz` says when ready.
-    fn ready_text(&self) -> &'static str {
-        "ready\n"
+    fn ready_text(&self) -> String {
+        "ready\n".to_owned()
     }
 }
 
@@ -34,6 +34,9 @@ impl Health for Metrics {
         Metrics::ready(self)
     }
     fn not_ready_reason(&self) -> &'static str {
+        if self.shards_held().is_some() {
+            return "not ready: the shard leases were not reached within the lease duration, or the declaration file is not valid\n";
+        }
         match self.leading() {
             None => "not ready: the first pass is not done, or the declaration file is not valid\n",
             Some(true) => {
@@ -44,12 +47,25 @@ impl Health for Metrics {
             }
         }
     }
-    fn ready_text(&self) -> &'static str {
+    fn ready_text(&self) -> String {
+        if let Some((held, count)) = self.shards_held() {
+            return if held.is_empty() {
+                format!("ready: no shard of {count} held (standing by)\n")
+            } else {
+                let list: Vec<String> = held.iter().map(u32::to_string).collect();
+                format!(
+                    "ready: shard{} {} of {count}\n",
+                    if held.len() == 1 { "" } else { "s" },
+                    list.join(", ")
+                )
+            };
+        }
         match self.leading() {
             None => "ready\n",
             Some(true) => "ready: leader\n",
             Some(false) => "ready: follower (standing by; the leader reconciles)\n",
         }
+        .to_owned()
     }
 }
 
@@ -73,7 +89,10 @@ async fn readyz(State(m): State<Shared>) -> impl IntoResponse {
     if m.ready() {
         (StatusCode::OK, m.ready_text())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, m.not_ready_reason())
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            m.not_ready_reason().to_owned(),
+        )
     }
 }
 
