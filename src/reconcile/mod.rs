@@ -1316,6 +1316,11 @@ pub async fn run(
     let mut term: Option<u64> = None;
     let mut had_term = false;
     loop {
+        if tasks.is_empty() {
+            // Nothing in flight: what the targets' memory holds unwritten is written now
+            // (within a burst it is written at most once a second).
+            ctl.memory.flush();
+        }
         if settings.once && ctl.slots.values().all(|s| s.done && !s.in_flight) {
             break;
         }

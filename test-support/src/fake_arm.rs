@@ -4,7 +4,8 @@
 //! a long-running operation (`Azure-AsyncOperation` or `Location`, with `Retry-After`),
 //! rewrites bare IPs to /32, rejects more than 200 ranges and `0.0.0.0/32` mixed with
 //! others with ARM's error body, lists managed clusters by subscription or resource group in
-//! pages (`value` + `nextLink`, as ARM's list operations do), injects faults on request, and
+//! pages (`value` + `nextLink`, as ARM's list operations do), injects faults on request,
+//! adds latency to every request on request (`set_latency`, for fleet benchmarks), and
 //! records every request.
 
 use std::collections::{HashMap, VecDeque};
@@ -153,6 +154,8 @@ struct Inner {
     base: String,
     /// Items per page of a list operation.
     page_size: usize,
+    /// Added before every request is served (a WAN round trip plus ARM's own time).
+    latency: Duration,
 }
 
 /// The running fake. Dropping it stops the server.
@@ -202,12 +205,22 @@ impl FakeArm {
             next_id: 1,
             base: format!("http://{addr}"),
             page_size: 100,
+            latency: Duration::ZERO,
         }));
         let state = inner.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
-                async move { handle(&state, method, uri, headers, body) }
+                async move {
+                    let latency = state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .latency;
+                    if !latency.is_zero() {
+                        tokio::time::sleep(latency).await;
+                    }
+                    handle(&state, method, uri, headers, body)
+                }
             },
         );
         let task = tokio::spawn(async move {
@@ -264,6 +277,12 @@ impl FakeArm {
     /// List operations answer with at most `n` items per page (and a `nextLink`).
     pub fn set_page_size(&self, n: usize) {
         self.lock().page_size = n.max(1);
+    }
+
+    /// Wait `latency` before serving each request (zero, the default, for none): every
+    /// request then takes at least that long, as over a real network to ARM.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
     }
 
     /// Change a cluster as another client would (the eTag changes).

@@ -4,6 +4,7 @@
 //! probes for the host-firewall tests. Used only as a dev-dependency; never published.
 
 pub mod fake_arm;
+pub mod fake_eks;
 #[cfg(feature = "gke")]
 pub mod gke;
 #[cfg(feature = "haproxy")]

@@ -55,11 +55,17 @@ pub struct Poll {
     pub retry_after: Option<Duration>,
 }
 
+/// The HTTP client of every [`ArmClient`] in the process, built on first use: building one
+/// loads the system's root certificates (a walk of the certificate directory and parsing
+/// every certificate, about 20 ms of CPU), a cost that offline commands (`validate`) must
+/// not pay at all and that a fleet must pay once, not once per target. Sharing it also shares
+/// its connection pool, so the targets of one ARM endpoint reuse connections instead of each
+/// opening its own (a TLS handshake per target). Nothing in it is per target: the token is a
+/// header of each request, the endpoint part of each URL.
+static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+
 /// The ARM client bound to one cluster.
 pub struct ArmClient {
-    /// Built on first use: building it loads the system's root certificates, a cost that
-    /// offline commands (`validate`) must not pay.
-    http: std::sync::OnceLock<reqwest::Client>,
     base: Url,
     cluster_path: String,
     api_version: String,
@@ -80,7 +86,6 @@ impl std::fmt::Debug for ArmClient {
 impl ArmClient {
     pub fn new(target: &AksTarget, tokens: Arc<dyn TokenSource>) -> Result<Self, ProviderError> {
         Ok(ArmClient {
-            http: std::sync::OnceLock::new(),
             base: target.arm_endpoint.clone(),
             cluster_path: target.resource_id(),
             api_version: target.api_version.clone(),
@@ -98,7 +103,6 @@ impl ArmClient {
         tokens: Arc<dyn TokenSource>,
     ) -> ArmClient {
         ArmClient {
-            http: std::sync::OnceLock::new(),
             base,
             cluster_path: String::new(),
             api_version: api_version.to_owned(),
@@ -157,8 +161,8 @@ impl ArmClient {
     }
 
     /// The HTTP client, built on first use.
-    fn http(&self) -> Result<&reqwest::Client, ProviderError> {
-        if let Some(c) = self.http.get() {
+    fn http(&self) -> Result<&'static reqwest::Client, ProviderError> {
+        if let Some(c) = HTTP.get() {
             return Ok(c);
         }
         let built = reqwest::Client::builder()
@@ -167,7 +171,7 @@ impl ArmClient {
             .user_agent(concat!("rangekeeper/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::Other(format!("cannot build the HTTP client: {e}")))?;
-        Ok(self.http.get_or_init(|| built))
+        Ok(HTTP.get_or_init(|| built))
     }
 
     /// `{arm}{path}?api-version=...`
@@ -517,6 +521,31 @@ pub fn status_error(
 mod tests {
     use super::*;
     use crate::credential::StaticToken;
+
+    fn client_for(cluster: &str) -> ArmClient {
+        let target = crate::AksTarget::from_config(&rangekeeper_provider::TargetConfig {
+            name: cluster.into(),
+            base_dir: ".".into(),
+            fields: serde_json::json!({
+                "subscription": "00000000-0000-0000-0000-000000000000",
+                "resourceGroup": "rg",
+                "cluster": cluster,
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        })
+        .unwrap();
+        ArmClient::new(&target, Arc::new(StaticToken::new(BearerToken::new("t")))).unwrap()
+    }
+
+    #[test]
+    fn every_cluster_shares_one_http_client() {
+        // Building a client loads the root certificates: a fleet pays that once, and its
+        // targets share one connection pool.
+        let (a, b) = (client_for("a"), client_for("b"));
+        assert!(std::ptr::eq(a.http().unwrap(), b.http().unwrap()));
+    }
 
     #[test]
     fn polling_urls_must_stay_on_the_arm_endpoint() {

@@ -60,11 +60,32 @@ struct Leased<'a> {
 /// [`CredentialChain::from_env`]). No network call happens here.
 pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     let target = AksTarget::from_config(cfg)?;
-    let tokens = Arc::new(credential::LazyChain::new(
-        CredentialEnv::from_process(),
-        target.cloud,
-    ));
+    let tokens = shared_chain(target.cloud);
     Ok(Box::new(AksProvider::new(target, tokens)?))
+}
+
+/// The credential chain of each cloud, shared by every cluster of the process.
+static CHAINS: Mutex<Vec<(config::Cloud, Arc<credential::LazyChain>)>> = Mutex::new(Vec::new());
+
+/// The process's credential chain for `cloud`, assembled on first use. One per cloud, not one
+/// per target: assembling a chain builds every Azure credential of it (each with its own
+/// HTTP client, loading the root certificates: about 5 ms of CPU per target), and each chain
+/// caches its own token, so a fleet of N clusters asked Entra ID (or the metadata endpoint)
+/// for N tokens per pass instead of one. The credentials come from the process's environment
+/// either way, and a token is cached for its scope only.
+fn shared_chain(cloud: config::Cloud) -> Arc<dyn TokenSource> {
+    let mut chains = CHAINS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, chain)) = chains.iter().find(|(c, _)| *c == cloud) {
+        return chain.clone();
+    }
+    let chain = Arc::new(credential::LazyChain::new(
+        CredentialEnv::from_process(),
+        cloud,
+    ));
+    chains.push((cloud, chain.clone()));
+    chain
 }
 
 /// Bounds of the provider's wait for a long-running operation it started (not a retry:
@@ -644,5 +665,21 @@ impl AksProvider {
             )));
         }
         self.converge(Goal::Ranges(desired), leased, opts).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_of_one_cloud_share_one_credential_chain() {
+        // One chain per cloud: its credentials are built, and its token fetched, once per
+        // process instead of once per target.
+        let a = shared_chain(config::Cloud::Public);
+        let b = shared_chain(config::Cloud::Public);
+        let china = shared_chain(config::Cloud::China);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &china));
     }
 }

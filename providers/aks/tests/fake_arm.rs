@@ -951,3 +951,28 @@ async fn passes_the_conformance_suite() {
     assert_eq!(held(&fake), Restriction::Ranges(b));
     assert_eq!(fake.puts().len(), 5, "A, B, disable, A, B without waiting");
 }
+
+#[tokio::test]
+async fn fake_adds_its_latency_to_every_request_and_an_in_sync_read_is_one_get() {
+    // What scripts/bench-fleet.sh relies on: every request waits the latency, and reading an
+    // in-sync cluster is a single GET.
+    let fake = fake_with(Some(&["52.1.2.0/24", "40.85.154.247", "40.85.154.248"])).await;
+    fake.set_latency(Duration::from_millis(300));
+    let p = provider(&fake);
+    let started = Instant::now();
+    let state = p.current().await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        state.restriction,
+        Restriction::Ranges(with_egress(&["52.1.2.0/24"]))
+    );
+    assert_eq!(fake.requests().len(), 1);
+    fake.set_latency(Duration::ZERO);
+    let started = Instant::now();
+    p.current().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(300));
+}

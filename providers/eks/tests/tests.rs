@@ -4,6 +4,7 @@
 //! integration-test file is a module, `regression` holds one test per fixed bug.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fake_eks;
 mod mock_updates;
 mod moto;
 mod regression;
