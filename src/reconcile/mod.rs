@@ -1339,6 +1339,13 @@ pub async fn run(
             None => term = None,
             Some(_) => {}
         }
+        // Whether this replica may write the target now (its shard's grant under sharding).
+        let may_write = |name: &str| {
+            settings
+                .fence
+                .grant_for(name)
+                .is_some_and(|g| now < g.until)
+        };
         let waiting = if settings.once {
             Vec::new()
         } else {
@@ -1357,11 +1364,7 @@ pub async fn run(
                 break;
             }
             // Under sharding, only the targets of the shards this replica holds.
-            if settings
-                .fence
-                .grant_for(&name)
-                .is_none_or(|g| now >= g.until)
-            {
+            if !may_write(&name) {
                 continue;
             }
             ctl.spawn(&name, &mut tasks, &mut running);
@@ -1403,9 +1406,7 @@ pub async fn run(
             .slots
             .iter()
             .filter(|(n, _)| !waiting.contains(*n))
-            .filter(|(n, _)| {
-                grant.is_some() && settings.fence.grant_for(n).is_some_and(|g| now < g.until)
-            })
+            .filter(|(n, _)| grant.is_some() && may_write(n))
             .map(|(_, s)| s)
             .filter(|s| !(s.in_flight || settings.once && s.done))
             .map(|s| s.due)
