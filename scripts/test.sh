@@ -2,8 +2,15 @@
 # The one test command (README, .ci/run and the GitHub workflow all call this):
 # installs what the suite needs (scripts/setup/*.sh: Debian packages, a Python venv, Rust
 # components; never the benchmark tools, which only scripts/bench.sh installs), then checks
-# formatting, runs clippy with -D warnings, runs every test, runs `rangekeeper providers test`
-# against every plugin (scripts/plugins-conformance.sh) and runs every fuzz target briefly.
+# formatting, builds every target with Clippy's lints and -D warnings, runs every test, runs
+# `rangekeeper providers test` against every plugin (scripts/plugins-conformance.sh), builds
+# and tests the binary with no optional provider and with each alone, and runs every fuzz
+# target briefly. It ends with how long each step took.
+#
+# The workspace's crates are compiled by scripts/clippy-rustc (clippy-driver with -D warnings)
+# as RUSTC_WORKSPACE_WRAPPER: one build lints them and makes the test binaries, where
+# `cargo clippy` then `cargo test` would compile every dependency twice (metadata, then code).
+# Clippy's verdict is the same: clippy-driver is what `cargo clippy` runs.
 #
 # Without root, the tests that need it (network namespaces, kernel firewall rules) are left
 # out, and this says which and why; with CI=true nothing is left out, so a missing
@@ -11,7 +18,29 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step's wall time, printed as a table when the script ends (also when a step fails).
+step_name=""
+step_start=$SECONDS
+step_times=()
+end_step() {
+    [ -n "$step_name" ] && step_times+=("$(printf '%6d s  %s' $((SECONDS - step_start)) "$step_name")")
+    step_name=""
+}
+step() {
+    end_step
+    step_name="$*"
+    step_start=$SECONDS
+    printf '\n==> %s\n' "$*" >&2
+}
+report_times() {
+    local status=$?
+    end_step
+    if [ "${#step_times[@]}" -gt 0 ]; then
+        printf '\n==> time per step (%d s in all)\n' "$SECONDS" >&2
+        printf '%s\n' "${step_times[@]}" >&2
+    fi
+    return "$status"
+}
 
 # Tests that need root, as `cargo test` name filters, each with why.
 ROOT_TESTS=(
@@ -42,6 +71,8 @@ if [ "${1:-}" = --left-out ]; then
     exit 0
 fi
 
+trap report_times EXIT
+
 step "rust components"
 if command -v rustup >/dev/null 2>&1; then
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt >&2
@@ -63,8 +94,12 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every cargo command below (and in the scripts it calls) compiles the workspace's crates
+# through Clippy, so they share one set of artifacts.
+export RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc"
+
+step "build every target, with Clippy's lints (-D warnings)"
+cargo test --workspace --locked --all-targets --no-run
 
 step "cargo test"
 skips=()
@@ -95,15 +130,16 @@ else
     echo "test: target/debug/rangekeeper has no \`grant\` command, so action/test/e2e-real-binary.test.js is not run" >&2
 fi
 
-# The binary with no optional provider and with each one alone: it must build, pass clippy
+# The binary with no optional provider and with each one alone: it must build, pass Clippy
 # and pass its tests (tests that need a provider are gated on its feature), so a newcomer who
-# wants only the `file` provider builds without the cloud SDKs.
-step "features: none, and each provider alone"
+# wants only the `file` provider builds without the cloud SDKs. Only the binary's own crate is
+# compiled again for each: test-support names the features the workspace turns on in its
+# dependencies, so they are the main build's (see its Cargo.toml).
 for features in "" aks eks gke hostfw kubernetes; do
+    step "features: [${features:-none}]"
     flags=(-p rangekeeper --locked --no-default-features)
     [ -n "$features" ] && flags+=(--features "$features")
-    echo "features: [${features:-none}]" >&2
-    cargo clippy "${flags[@]}" --all-targets -- -D warnings
+    cargo test "${flags[@]}" --all-targets --no-run
     # The container image does not depend on the provider features: built and run once, in
     # the main suite above, not again for every build of the matrix.
     cargo test "${flags[@]}" "$@" -- "${skips[@]}" --skip container::
