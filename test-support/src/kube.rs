@@ -605,10 +605,25 @@ impl ControlPlane {
     }
 
     /// GET as admin, the body parsed as JSON.
+    ///
+    /// A 404 that says the *type* is not served (not that the object is missing) is asked
+    /// again for up to 10 s: the API server rebuilds a custom resource's storage when its
+    /// CRD's status changes, and a request in that moment is told the resource does not
+    /// exist, which a test must not read as "the object is gone".
     pub fn get_json(&self, path: &str) -> Result<Value, String> {
-        match self.request("GET", path, None, None)? {
-            (200, body) => serde_json::from_str(&body).map_err(|e| format!("{path}: {e}")),
-            (status, body) => Err(format!("GET {path}: HTTP {status}: {body}")),
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.request("GET", path, None, None)? {
+                (200, body) => {
+                    return serde_json::from_str(&body).map_err(|e| format!("{path}: {e}"));
+                }
+                (404, body)
+                    if type_not_served(&body) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (status, body) => return Err(format!("GET {path}: HTTP {status}: {body}")),
+            }
         }
     }
 
@@ -698,6 +713,13 @@ impl Drop for ControlPlane {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Whether a 404 body is the API server's "no such resource type" (a group or resource it does
+/// not serve right now) rather than a missing object, whose Status names the object.
+fn type_not_served(body: &str) -> bool {
+    body.starts_with("404 page not found")
+        || body.contains("the server could not find the requested resource")
 }
 
 /// `../shared/data/k8s`, beside the repository.
