@@ -1182,12 +1182,14 @@ impl Controller {
             // Throttled: not a failure of the target but of the pace. It is read again after
             // the retry policy's delay (never sooner than the server asked) while its scope
             // runs slower, for as long as a read may take (`--read-deadline`); after that it
-            // fails like any other error.
+            // fails like any other error. With `--once`, a server asking for a longer pause
+            // than the pass waits for leaves the target for the next run, as before.
             Err(e)
-                if throttled.is_some()
-                    && slot
-                        .throttled_since
-                        .is_none_or(|t| t.elapsed() < settings.retry.read_deadline) =>
+                if throttled.is_some_and(|t| {
+                    !(settings.once && t.retry_after().is_some_and(|d| d > ONCE_MAX_DELAY))
+                }) && slot
+                    .throttled_since
+                    .is_none_or(|t| t.elapsed() < settings.retry.read_deadline) =>
             {
                 slot.throttled_since.get_or_insert_with(Instant::now);
                 slot.throttles = slot.throttles.saturating_add(1);
