@@ -7,11 +7,15 @@
 # with the requests the fakes saw per target, against the goals:
 #   1,000 targets: < 5 s wall, < 64 MB peak RSS, 1 API call per in-sync target
 #   10,000 targets: < 30 s wall, < 256 MB peak RSS, 1 API call per in-sync target
-# and the ratio of the wall time to the ideal, targets x latency / concurrency.
+# and the ratio of the wall time to the ideal, targets x latency / effective concurrency
+# (the global bound, or the per-scope bound times the quota scopes when that is less). The AKS
+# clusters are spread over 4 subscriptions and the EKS clusters over 3 regions (7 scopes).
 #
 #   scripts/bench-fleet.sh                      # 1,000 and 10,000 targets, default concurrency
 #   SIZES="1000" scripts/bench-fleet.sh         # other fleet sizes
 #   CONCURRENCY=32 scripts/bench-fleet.sh       # pass --concurrency (else the binary's default)
+#   PER_SCOPE=8 scripts/bench-fleet.sh          # pass --concurrency-per-scope
+#   SUBSCRIPTIONS=1 scripts/bench-fleet.sh      # AKS subscriptions of the fake fleet (4)
 #   LATENCY_MS=50 ...                           # latency added to every request
 #   BENCH_STRICT=1 ...                          # exit 2 when a goal is missed
 #   RK_BIN=target/debug/rangekeeper ...         # measure another binary (no release build)
@@ -22,45 +26,51 @@ OUT=${BENCH_DIR:-$ROOT/target/bench/fleet}
 SIZES=${SIZES:-1000 10000}
 LATENCY_MS=${LATENCY_MS:-50}
 CONCURRENCY=${CONCURRENCY:-}
+PER_SCOPE=${PER_SCOPE:-}
+SUBSCRIPTIONS=${SUBSCRIPTIONS:-4}
 
 echo "== build (release)" >&2
 cargo build --release -q -p rangekeeper-test-support --example bench_fleet_fakes
-FAKES=$ROOT/target/release/examples/bench_fleet_fakes
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+FAKES=$TARGET_DIR/release/examples/bench_fleet_fakes
 if [ -n "${RK_BIN:-}" ]; then
     BIN=$(realpath "$RK_BIN")
 else
     cargo build --release -q -p rangekeeper
-    BIN=$ROOT/target/release/rangekeeper
+    BIN=$TARGET_DIR/release/rangekeeper
 fi
 
-python3 - "$BIN" "$FAKES" "$OUT" "$LATENCY_MS" "$CONCURRENCY" $SIZES <<'PY'
+python3 - "$BIN" "$FAKES" "$OUT" "$LATENCY_MS" "$CONCURRENCY" "$PER_SCOPE" "$SUBSCRIPTIONS" $SIZES <<'PY'
 import json, os, re, shutil, subprocess, sys, time
 
-bin_, fakes, out, latency_ms, concurrency = sys.argv[1:6]
-sizes = [int(n) for n in sys.argv[6:]]
+bin_, fakes, out, latency_ms, concurrency, per_scope, subscriptions = sys.argv[1:8]
+sizes = [int(n) for n in sys.argv[8:]]
 latency = int(latency_ms) / 1000
 GOALS = {1000: (5.0, 64), 10000: (30.0, 256)}  # wall seconds, peak RSS MB
 
-if concurrency:
-    used = int(concurrency)
-else:
-    # The binary's own default, as its help states it.
-    text = subprocess.run([bin_, "reconcile", "--help"], capture_output=True, text=True).stdout
-    m = re.search(r"--concurrency <N>[^\[]*\[default: (\d+)\]", text)
+# The binary's own defaults, as its help states them.
+help_text = subprocess.run([bin_, "reconcile", "--help"], capture_output=True, text=True).stdout
+def default_of(flag):
+    m = re.search(r"--" + flag + r" <N>[^\[]*\[default: (\d+)\]", help_text)
     if not m:
-        sys.exit("bench-fleet: cannot find the default of --concurrency in `reconcile --help`")
-    used = int(m.group(1))
+        sys.exit(f"bench-fleet: cannot find the default of --{flag} in `reconcile --help`")
+    return int(m.group(1))
+used = int(concurrency) if concurrency else default_of("concurrency")
+used_per_scope = int(per_scope) if per_scope else default_of("concurrency-per-scope")
 
 shutil.rmtree(out, ignore_errors=True)
 os.makedirs(out)
 missed = []
 print(f"one in-sync `reconcile --once` pass, {latency_ms} ms added to every request, "
-      f"concurrency {used}{'' if concurrency else ' (the default)'}:")
+      f"concurrency {used}{'' if concurrency else ' (the default)'}, "
+      f"{used_per_scope} per quota scope{'' if per_scope else ' (the default)'}, "
+      f"AKS over {subscriptions} subscription(s), EKS over 3 regions; "
+      f"load average before: {os.getloadavg()[0]:.2f}")
 for n in sizes:
     aks, eks = n // 2, n - n // 2
     decl = os.path.join(out, f"fleet-{n}.yaml")
     peers = subprocess.Popen([fakes, "--aks", str(aks), "--eks", str(eks), "--latency-ms",
-                              latency_ms, "--out", decl],
+                              latency_ms, "--subscriptions", subscriptions, "--out", decl],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         ready = json.loads(peers.stdout.readline())
@@ -81,6 +91,8 @@ for n in sizes:
                 "--state-dir", os.path.join(out, f"state-{n}")]
         if concurrency:
             args += ["--concurrency", concurrency]
+        if per_scope:
+            args += ["--concurrency-per-scope", per_scope]
         with open(os.path.join(out, f"result-{n}.json"), "w") as so, \
              open(os.path.join(out, f"stderr-{n}.log"), "w") as se:
             t0 = time.perf_counter()
@@ -110,7 +122,8 @@ for n in sizes:
     per_target = calls / n
     most = max(seen["aks"]["max"], seen["eks"]["max"])
     fewest = min(seen["aks"]["min"], seen["eks"]["min"])
-    ideal = n * latency / used
+    effective = min(used, used_per_scope * ready["scopes"])
+    ideal = n * latency / effective
     goal_wall, goal_rss = GOALS.get(n, (None, None))
     def mark(ok):
         return "PASS" if ok else "MISS"
@@ -131,8 +144,10 @@ for n in sizes:
     print(f"  API calls       {calls:8d}      = {per_target:.2f} per target "
           f"(min {fewest}, max {most}; aks {seen['aks']['requests']}, eks {seen['eks']['requests']}, "
           f"errors {seen['aks']['not2xx'] + seen['eks']['not2xx']})   (= 1)  {mark(calls_ok)}")
-    print(f"  ideal           {ideal:8.2f} s    ({n} x {latency_ms} ms / {used})   "
-          f"wall / ideal = {wall / ideal:.2f}")
+    print(f"  ideal           {ideal:8.2f} s    ({n} x {latency_ms} ms / {effective}: "
+          f"min({used}, {used_per_scope} x {ready['scopes']} scopes))   wall / ideal = {wall / ideal:.2f}")
+    print(f"  per scope       {seen['mostInFlightPerScope']:8d}      most requests of one scope "
+          f"in flight at once (bound {used_per_scope}); {seen['throttled']} throttled")
     print(f"  CPU             {cpu:8.2f} s    (user + system; {cpu / n * 1000:.2f} ms per target)")
     missed += [f"{n} targets: {what}" for what, ok in checks if not ok]
 if missed:

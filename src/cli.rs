@@ -805,9 +805,13 @@ pub struct ReconcileArgs {
     /// Longest wait before retrying a failed target (failures back off exponentially)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg, default_value = "5m")]
     pub max_backoff: std::time::Duration,
-    /// At most this many targets are read or applied at the same time
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    /// At most this many targets are read or applied at the same time, in all
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// At most this many targets of one API quota (an AKS subscription, an EKS account and
+    /// region) at the same time; halved while that API throttles, regained one per success
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency_per_scope: u16,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464)
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use rangekeeper_provider::{
     Capabilities, Discoverer, DiscoveryFactory, ImportHook, Imported, Provider, ProviderError,
-    ProviderFactory, TargetConfig, import::no_import,
+    ProviderFactory, QuotaScope, TargetConfig, import::no_import, no_quota_scope,
 };
 
 use crate::declaration::{Catalog, Standalone};
@@ -22,6 +22,9 @@ pub struct Entry {
     pub import: ImportHook,
     /// Lists the targets of a `discover:` template (providers that can discover).
     pub discover: Option<DiscoveryFactory>,
+    /// The API quota a target's calls count against (`reconcile` bounds each one's
+    /// concurrency).
+    pub quota_scope: QuotaScope,
 }
 
 /// Every built-in provider, in display order.
@@ -33,6 +36,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_file::factory,
             import: no_import,
             discover: None,
+            quota_scope: no_quota_scope,
         },
         #[cfg(feature = "aks")]
         Entry {
@@ -41,6 +45,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_aks::factory,
             import: no_import,
             discover: Some(rangekeeper_provider_aks::discovery_factory),
+            quota_scope: rangekeeper_provider_aks::quota_scope,
         },
         #[cfg(feature = "eks")]
         Entry {
@@ -49,6 +54,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_eks::factory,
             import: no_import,
             discover: Some(rangekeeper_provider_eks::discovery_factory),
+            quota_scope: rangekeeper_provider_eks::quota_scope,
         },
         #[cfg(feature = "gke")]
         Entry {
@@ -57,6 +63,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_gke::factory,
             import: no_import,
             discover: None,
+            quota_scope: no_quota_scope,
         },
         #[cfg(feature = "hostfw")]
         Entry {
@@ -65,6 +72,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_hostfw::factory,
             import: rangekeeper_provider_hostfw::import,
             discover: None,
+            quota_scope: no_quota_scope,
         },
         #[cfg(feature = "kubernetes")]
         Entry {
@@ -73,6 +81,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_kubernetes::netpol_factory,
             import: no_import,
             discover: None,
+            quota_scope: no_quota_scope,
         },
         #[cfg(feature = "kubernetes")]
         Entry {
@@ -81,6 +90,7 @@ pub fn entries() -> Vec<Entry> {
             factory: rangekeeper_provider_kubernetes::calico_factory,
             import: no_import,
             discover: None,
+            quota_scope: no_quota_scope,
         },
     ]
 }
@@ -101,6 +111,15 @@ pub fn build(provider: &str, cfg: &TargetConfig) -> Result<Box<dyn Provider>, Pr
         None => rangekeeper_provider_exec::build(provider, cfg)
             .map(rangekeeper_provider::secret::scrubbed),
     }
+}
+
+/// The API quota a target's calls count against (see [`QuotaScope`]); a plugin's targets
+/// share none.
+pub fn quota_scope(provider: &str, cfg: &TargetConfig) -> Option<String> {
+    entries()
+        .into_iter()
+        .find(|e| e.name == provider)
+        .and_then(|e| (e.quota_scope)(cfg))
 }
 
 /// The static capabilities of a built-in provider.

@@ -1301,3 +1301,174 @@ fn leader_elect_without_the_kubernetes_feature_says_so() {
     assert!(!s.exists("t.txt"), "nothing was written");
     assert!(!s.exists("state"), "nothing was started");
 }
+
+// ---------------------------------------------------------------------------------------
+// Quota scopes (issue 16): throttling slows a pass down instead of failing it
+
+/// A fleet over two AKS subscriptions and two EKS regions behind a fake ARM and a fake EKS,
+/// every cluster already holding `ALLOW`, and the declaration of it. The fakes add 30 ms to
+/// every request.
+#[cfg(all(feature = "aks", feature = "eks"))]
+struct ScopedFleet {
+    _rt: tokio::runtime::Runtime,
+    arm: rangekeeper_test_support::fake_arm::FakeArm,
+    eks: rangekeeper_test_support::fake_eks::FakeEks,
+    s: Scratch,
+    targets: usize,
+}
+
+#[cfg(all(feature = "aks", feature = "eks"))]
+impl ScopedFleet {
+    const TOKEN: &str = "test-token-not-a-secret";
+    const ALLOW: &[&str] = &["81.2.69.142/32", "140.82.112.0/20"];
+
+    fn new(per_scope: usize, eks_regions: &[&str]) -> ScopedFleet {
+        use rangekeeper_test_support::{fake_arm, fake_eks};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let arm = rt.block_on(fake_arm::FakeArm::start(Self::TOKEN)).unwrap();
+        let eks = rt.block_on(fake_eks::FakeEks::start("testing")).unwrap();
+        let mut body = fake_arm::example_cluster();
+        body["properties"]["apiServerAccessProfile"] =
+            serde_json::json!({ "authorizedIPRanges": Self::ALLOW });
+        let mut decl = format!(
+            "version: 1\nsets:\n  office: [{}]\ntargets:\n",
+            Self::ALLOW.join(", ")
+        );
+        let mut targets = 0;
+        for sub in [
+            "00000000-0000-0000-0000-0000000000a1",
+            "00000000-0000-0000-0000-0000000000a2",
+        ] {
+            for i in 0..per_scope {
+                let name = format!("aks-{}-{i}", &sub[34..]);
+                arm.insert_cluster(
+                    &fake_arm::FakeArm::cluster_path(sub, "rg", &name),
+                    body.clone(),
+                );
+                decl.push_str(&format!(
+                    "  {name}:\n    provider: aks\n    subscription: {sub}\n    resourceGroup: rg\n    cluster: {name}\n    armEndpoint: {}\n    allow: [office]\n",
+                    arm.endpoint()
+                ));
+                targets += 1;
+            }
+        }
+        for region in eks_regions {
+            for i in 0..per_scope {
+                let name = format!("eks-{region}-{i}");
+                eks.insert_cluster(
+                    region,
+                    &name,
+                    fake_eks::example_cluster(region, &name, Self::ALLOW),
+                );
+                decl.push_str(&format!(
+                    "  {name}:\n    provider: eks\n    region: {region}\n    cluster: {name}\n    allow: [office]\n"
+                ));
+                targets += 1;
+            }
+        }
+        arm.set_latency(Duration::from_millis(30));
+        eks.set_latency(Duration::from_millis(30));
+        ScopedFleet {
+            _rt: rt,
+            arm,
+            eks,
+            s: Scratch::new(&decl),
+            targets,
+        }
+    }
+
+    /// `reconcile --once -o json` with `args`: the output and each target's result.
+    fn once(&self, args: &[&str]) -> (Output, Vec<String>) {
+        let mut cmd = self.s.cmd();
+        crate::common::moto::aws_env(&mut cmd, self.s.path(), &self.eks.endpoint());
+        cmd.env("RANGEKEEPER_AZURE_ACCESS_TOKEN", Self::TOKEN);
+        let o = cmd
+            .args(["-o", "json", "reconcile", "--once", "--state-dir", "state"])
+            .args(args)
+            .output()
+            .unwrap();
+        let results = serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v["results"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r["result"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (o, results)
+    }
+
+    /// The most requests of one subscription or region the fakes saw in flight at once.
+    fn most_in_flight(&self) -> usize {
+        self.arm
+            .most_in_flight()
+            .into_iter()
+            .chain(self.eks.most_in_flight())
+            .filter(|(scope, _)| !scope.is_empty())
+            .map(|(_, n)| n)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// ARM answers 429 and EKS ThrottlingException to any request beyond 3 of its subscription
+/// or region in flight: the pass slows those scopes down, retries the throttled reads, and
+/// ends with every target in sync and none failed; no scope ever has more requests in
+/// flight than `--concurrency-per-scope`.
+#[cfg(all(feature = "aks", feature = "eks"))]
+#[test]
+fn throttled_scopes_slow_down_and_the_pass_still_ends_in_sync() {
+    let f = ScopedFleet::new(12, &["eu-west-1", "us-east-1"]);
+    f.arm.set_throttle(Some(3), 0);
+    f.eks.set_throttle(Some(3));
+    let (o, results) = f.once(&["--concurrency-per-scope", "6"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert_eq!(results.len(), f.targets, "{}", seen(&o));
+    assert!(
+        results.iter().all(|r| r == "in-sync"),
+        "{results:?}\n{}",
+        seen(&o)
+    );
+    assert!(
+        f.arm.throttled() > 0 && f.eks.throttled() > 0,
+        "both APIs throttled"
+    );
+    let most = f.most_in_flight();
+    assert!(
+        most <= 6,
+        "{most} requests of one scope in flight, over the bound of 6"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("slowing down `aks/subscription/00000000-0000-0000-0000-0000000000a"),
+        "{err}"
+    );
+    assert!(err.contains("slowing down `eks/"), "{err}");
+    assert!(!err.contains("not converged"), "{err}");
+}
+
+/// ARM says few reads are left of the subscription's quota (the remaining-reads header)
+/// without refusing any: the subscription slows down before it is throttled, and every
+/// target is in sync with one read each.
+#[cfg(all(feature = "aks", feature = "eks"))]
+#[test]
+fn a_low_remaining_reads_header_slows_the_subscription_down() {
+    let f = ScopedFleet::new(10, &[]);
+    f.arm.set_remaining_reads(Some(20));
+    let (o, results) = f.once(&["--concurrency-per-scope", "8"]);
+    assert_eq!(code(&o), 0, "{}", seen(&o));
+    assert_eq!(results.len(), f.targets);
+    assert!(results.iter().all(|r| r == "in-sync"), "{results:?}");
+    assert!(f.most_in_flight() <= 8);
+    assert_eq!(f.arm.requests().len(), f.targets, "one read per target");
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "the API said 20 requests are left of its quota; at most 4 of its targets at a time now"
+        ),
+        "{err}"
+    );
+}

@@ -139,10 +139,12 @@ pub async fn run(global: &Global, args: &ReconcileArgs) -> anyhow::Result<Outcom
         interval_given: args.interval.is_some(),
         max_backoff: args.max_backoff,
         concurrency: usize::from(args.concurrency),
+        concurrency_per_scope: usize::from(args.concurrency_per_scope),
         grace: args.grace,
         watch_interval: args.watch_interval,
         retry: global.retry,
         build: crate::registry::build,
+        scope_of: crate::registry::quota_scope,
         fence: Arc::new(reconcile::fence::Unfenced),
     };
     let metrics = Arc::new(Metrics::default());

@@ -70,6 +70,9 @@ struct Inner {
     audit_errors: u64,
     leader: Option<LeaderMetrics>,
     shards: Option<ShardMetrics>,
+    /// Quota scopes slowed down by throttling: the concurrency limit after the last cut, and
+    /// how many cuts.
+    scopes: BTreeMap<String, (usize, u64)>,
 }
 
 /// The replica's shards under `--leader-elect --shards N`.
@@ -121,7 +124,8 @@ impl Metrics {
     /// Keep only these targets (a target removed from the declaration disappears).
     pub fn retain_targets(&self, names: &[String]) {
         self.with(|i| {
-            i.targets.retain(|k, _| names.contains(k));
+            let kept: std::collections::HashSet<&String> = names.iter().collect();
+            i.targets.retain(|k, _| kept.contains(k));
             for n in names {
                 i.targets.entry(n.clone()).or_default();
             }
@@ -130,6 +134,15 @@ impl Metrics {
 
     pub fn target_ranges(&self, target: &str, ranges: usize) {
         self.with(|i| i.targets.entry(target.to_owned()).or_default().ranges = ranges);
+    }
+
+    /// The quota scope's API throttled, and its concurrency was cut to `limit`.
+    pub fn scope_limit(&self, scope: &str, limit: usize) {
+        self.with(|i| {
+            let e = i.scopes.entry(scope.to_owned()).or_default();
+            e.0 = limit;
+            e.1 += 1;
+        });
     }
 
     pub fn success(&self, target: &str, changed: bool) {
@@ -582,6 +595,21 @@ impl Metrics {
                 "Audit records that could not be written (the change they record was made; the record is lost).",
                 vec![(String::new(), i.audit_errors as f64)],
             );
+            if !i.scopes.is_empty() {
+                let sc = |name: &str| format!("{{scope=\"{}\"}}", escape(name));
+                family(
+                    "rangekeeper_scope_concurrency_limit",
+                    "gauge",
+                    "Targets of the quota scope (subscription, account and region) read or applied at once after its last slow-down.",
+                    i.scopes.iter().map(|(n, (l, _))| (sc(n), *l as f64)).collect(),
+                );
+                family(
+                    "rangekeeper_scope_throttled_total",
+                    "counter",
+                    "Times the quota scope's API throttled (or said its quota was nearly spent) and its concurrency was halved.",
+                    i.scopes.iter().map(|(n, (_, c))| (sc(n), *c as f64)).collect(),
+                );
+            }
             if let (Some(l), Some(sh)) = (&i.leader, &i.shards) {
                 let id = escape(&l.identity);
                 family(

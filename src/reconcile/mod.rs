@@ -12,6 +12,7 @@ pub mod audit;
 pub mod fence;
 pub mod memory;
 pub mod metrics;
+pub mod scope;
 pub mod server;
 pub mod shard;
 
@@ -59,7 +60,11 @@ pub struct Settings {
     /// used, when it has one).
     pub interval_given: bool,
     pub max_backoff: Duration,
+    /// At most this many targets in flight at once, in all.
     pub concurrency: usize,
+    /// At most this many targets of one quota scope ([`rangekeeper_provider::Provider::quota_scope`])
+    /// in flight at once; lowered while the scope is throttled ([`scope`]).
+    pub concurrency_per_scope: usize,
     pub grace: Duration,
     pub watch_interval: Duration,
     /// Deadlines of each read and apply, and (`--once`) how many passes a failing target
@@ -67,11 +72,17 @@ pub struct Settings {
     pub retry: crate::retry::Policy,
     /// Builds a target's provider ([`registry::build`]; tests script their own).
     pub build: Builder,
+    /// The quota scope of a target ([`registry::quota_scope`]).
+    pub scope_of: ScopeOf,
     /// Whether this process may write now ([`fence::Unfenced`] without `--leader-elect`):
     /// no target is read or applied without a grant, and every apply is checked against it
     /// just before it is sent.
     pub fence: Arc<dyn Fence>,
 }
+
+/// The API quota scope of a target from its `provider:` name and fields
+/// ([`rangekeeper_provider::QuotaScope`]).
+pub type ScopeOf = fn(&str, &rangekeeper_provider::TargetConfig) -> Option<String>;
 
 /// Builds the provider of a target from its `provider:` name and fields.
 pub type Builder =
@@ -171,6 +182,9 @@ pub struct Pass {
     /// The leadership term the write of this pass was sent in, and when it was sent and
     /// when its answer came (wall clock), for the audit record under leader election.
     pub window: Option<(u64, SystemTime, SystemTime)>,
+    /// The target's API said its quota is nearly spent ([`rangekeeper_provider::State::quota_low`]):
+    /// its scope slows down as if throttled.
+    pub quota_low: Option<u64>,
 }
 
 /// Logs provider progress.
@@ -186,14 +200,14 @@ impl Progress for LogProgress {
 /// each call, bounded by the policy's deadlines.
 pub async fn reconcile(
     target: Arc<Target>,
+    built: Result<Box<dyn rangekeeper_provider::Provider>, rangekeeper_provider::ProviderError>,
     lockout: Option<Lockout>,
     last_seen: Option<RangeSet>,
     hint: Trigger,
     retry: crate::retry::Policy,
-    build: Builder,
     fence: Arc<dyn Fence>,
 ) -> Pass {
-    match build(&target.provider, &target.config) {
+    match built {
         Ok(provider) => {
             let provider = crate::retry::wrap(provider, &target.name, retry.single_attempt());
             reconcile_with(target, provider, lockout, last_seen, hint, fence).await
@@ -207,6 +221,7 @@ pub async fn reconcile(
             pending: false,
             leases: None,
             window: None,
+            quota_low: None,
             result: Err(if target.source_errors.is_empty() {
                 ReconcileError::Config(e.to_string())
             } else {
@@ -235,6 +250,7 @@ pub async fn reconcile_with(
         result: Ok(()),
         leases: None,
         window: None,
+        quota_low: None,
     };
     if !target.source_errors.is_empty() {
         pass.result = Err(ReconcileError::Source(target.source_errors.clone()));
@@ -252,6 +268,7 @@ pub async fn reconcile_with(
             return pass;
         }
     };
+    pass.quota_low = state.quota_low;
     // Addresses only leases hold are rangekeeper's own doing, not drift: they are left out
     // of what the reconciler remembers and compares.
     let lease_only = |leases: &[rangekeeper_provider::Lease]| {
@@ -347,6 +364,32 @@ pub async fn reconcile_with(
     pass
 }
 
+/// Whether a queued entry (`name` of `scope`, due at `due`) still stands: the target is
+/// still there, of that scope, due then, not in flight, and (`--once`) not done.
+fn queued(
+    slots: &HashMap<String, Slot>,
+    once: bool,
+    scope: &scope::Key,
+    name: &str,
+    due: Instant,
+) -> bool {
+    slots
+        .get(name)
+        .is_some_and(|s| !s.in_flight && s.due == due && &s.scope == scope && !(once && s.done))
+}
+
+/// The throttling error of a pass, if that is why it failed.
+fn throttling(result: &Result<(), ReconcileError>) -> Option<&rangekeeper_provider::ProviderError> {
+    match result {
+        Err(ReconcileError::Read(e) | ReconcileError::Apply(e))
+            if matches!(e, rangekeeper_provider::ProviderError::Throttled { .. }) =>
+        {
+            Some(e)
+        }
+        _ => None,
+    }
+}
+
 fn trigger_of(pass: &Pass, last_seen: Option<&RangeSet>, hint: Trigger) -> Trigger {
     if pass.drift.is_some() {
         Trigger::Drift
@@ -362,6 +405,15 @@ fn trigger_of(pass: &Pass, last_seen: Option<&RangeSet>, hint: Trigger) -> Trigg
 struct Slot {
     due: Instant,
     in_flight: bool,
+    /// The API quota the target's calls count against.
+    scope: scope::Key,
+    /// The scope its reconcile in flight was counted against.
+    flight_scope: scope::Key,
+    /// When its reconcile in flight started.
+    started: Instant,
+    /// Since when its passes have been throttled without a success between, and how many.
+    throttled_since: Option<Instant>,
+    throttles: u32,
     failures: u32,
     /// What the target held after our last apply, or when last seen in sync.
     last_seen: Option<RangeSet>,
@@ -478,6 +530,8 @@ struct Controller {
     expanded: discovery::Expanded,
     /// When each template lists next, and its consecutive failures.
     discovery_due: HashMap<String, (Instant, u32)>,
+    /// The due targets of each quota scope, and each scope's concurrency.
+    scheduler: scope::Scheduler,
 }
 
 /// Whether the desired list (or its policy or sources) changed, as opposed to settings alone.
@@ -664,7 +718,8 @@ impl Controller {
             .iter()
             .map(|t| t.name.clone())
             .collect();
-        self.slots.retain(|n, _| names.contains(n));
+        let kept: std::collections::HashSet<&String> = names.iter().collect();
+        self.slots.retain(|n, _| kept.contains(n));
         for t in selected(&self.settings.targets, &decl) {
             let old = self.decl.targets.get(&t.name);
             let changed = old.is_none_or(|o| {
@@ -700,6 +755,11 @@ impl Controller {
                 Slot {
                     due: now,
                     in_flight: false,
+                    scope: None,
+                    flight_scope: None,
+                    started: now,
+                    throttled_since: None,
+                    throttles: 0,
                     failures: 0,
                     last_seen,
                     hint,
@@ -731,6 +791,13 @@ impl Controller {
                     Trigger::Config
                 };
             }
+            if changed {
+                // A new target, or new settings (perhaps another subscription or region).
+                slot.scope = (self.settings.scope_of)(&t.provider, &t.config);
+                if !slot.in_flight {
+                    self.scheduler.push(&slot.scope, slot.due, t.name.clone());
+                }
+            }
             self.metrics.target_ranges(&t.name, t.desired.len());
         }
         self.metrics.retain_targets(&names);
@@ -742,12 +809,15 @@ impl Controller {
     /// is forgotten (a change since is not drift; the first change is labelled `initial`).
     fn new_term(&mut self) {
         let now = Instant::now();
-        for slot in self.slots.values_mut() {
+        for (name, slot) in &mut self.slots {
             slot.due = now;
             slot.failures = 0;
             slot.last_seen = None;
             slot.hint = Trigger::Initial;
             slot.last_refusal = None;
+            if !slot.in_flight {
+                self.scheduler.push(&slot.scope, now, name.clone());
+            }
         }
     }
 
@@ -848,17 +918,19 @@ impl Controller {
 
     /// Targets using a source whose first fetch is still under way (a source just added to
     /// the declaration): they wait for it rather than fail for want of a value.
-    fn waiting_for_first_fetch(&self) -> Vec<String> {
+    fn waiting_for_first_fetch(&self) -> std::collections::HashSet<String> {
+        let unfetched = |st: &sources::SourceState| st.value.is_none() && st.last_error.is_none();
+        if !self.store.states.values().any(unfetched) {
+            // The usual case, checked without looking at every target.
+            return std::collections::HashSet::new();
+        }
         self.decl
             .targets
             .values()
             .filter(|t| {
-                t.sources.iter().any(|s| {
-                    self.store
-                        .states
-                        .get(s)
-                        .is_some_and(|st| st.value.is_none() && st.last_error.is_none())
-                })
+                t.sources
+                    .iter()
+                    .any(|s| self.store.states.get(s).is_some_and(unfetched))
             })
             .map(|t| t.name.clone())
             .collect()
@@ -874,6 +946,9 @@ impl Controller {
             return;
         };
         slot.in_flight = true;
+        slot.started = Instant::now();
+        slot.flight_scope.clone_from(&slot.scope);
+        self.scheduler.started(&slot.scope);
         let target = Arc::new(t.clone());
         let lockout = self.store.lockout(self.settings.live.allow_lockout);
         // After a settings change the target's rules differ from what was last seen by
@@ -887,9 +962,11 @@ impl Controller {
         let retry = self.settings.retry;
         let build = self.settings.build;
         let fence = self.settings.fence.clone();
-        let task = tasks.spawn(reconcile(
-            target, lockout, last_seen, hint, retry, build, fence,
-        ));
+        let task = tasks.spawn(async move {
+            // Built in the task: a plugin's factory starts its process and waits for it.
+            let built = build(&target.provider, &target.config);
+            reconcile(target, built, lockout, last_seen, hint, retry, fence).await
+        });
         running.insert(task.id(), name.to_owned());
     }
 
@@ -911,6 +988,7 @@ impl Controller {
             pending: false,
             leases: None,
             window: None,
+            quota_low: None,
             result: Err(ReconcileError::Panicked(why)),
         });
     }
@@ -924,6 +1002,35 @@ impl Controller {
         };
         slot.in_flight = false;
         slot.passes += 1;
+        // What the pass tells its quota scope: throttled (refused, or told the quota is
+        // nearly spent) halves the scope's concurrency, a success raises it by one.
+        let throttled = throttling(&pass.result);
+        let outcome = if throttled.is_some() || pass.quota_low.is_some() {
+            scope::Outcome::Throttled
+        } else if pass.result.is_ok() {
+            scope::Outcome::Succeeded
+        } else {
+            scope::Outcome::Other
+        };
+        if let Some(limit) = self
+            .scheduler
+            .finished(&slot.flight_scope, slot.started, outcome)
+        {
+            let scope = slot.flight_scope.as_deref().unwrap_or_default();
+            let why = match (throttled, pass.quota_low) {
+                (Some(e), _) => format!("`{name}` was throttled ({e})"),
+                (None, Some(left)) => {
+                    format!("the API said {left} requests are left of its quota")
+                }
+                (None, None) => String::new(),
+            };
+            tracing::info!(
+                scope,
+                limit,
+                "slowing down `{scope}`: {why}; at most {limit} of its targets at a time now"
+            );
+            self.metrics.scope_limit(scope, limit);
+        }
         if let Some((added, removed)) = &pass.drift {
             tracing::warn!(
                 target = %name,
@@ -1051,6 +1158,8 @@ impl Controller {
                     self.metrics.leases(&name, held, expired);
                 }
                 slot.config_change.clear();
+                slot.throttled_since = None;
+                slot.throttles = 0;
                 if let (Some(holds), Some(t)) = (&pass.holds, self.decl.targets.get(&name)) {
                     self.memory.remember(&name, memory::Seen::new(t, holds));
                 }
@@ -1069,6 +1178,32 @@ impl Controller {
                 summary.kind = Some(ReconcileError::Fenced.kind());
                 summary.error = Some(ReconcileError::Fenced.to_string());
                 slot.due = Instant::now();
+            }
+            // Throttled: not a failure of the target but of the pace. It is read again after
+            // the retry policy's delay (never sooner than the server asked) while its scope
+            // runs slower, for as long as a read may take (`--read-deadline`); after that it
+            // fails like any other error. With `--once`, a server asking for a longer pause
+            // than the pass waits for leaves the target for the next run, as before.
+            Err(e)
+                if throttled.is_some_and(|t| {
+                    !(settings.once && t.retry_after().is_some_and(|d| d > ONCE_MAX_DELAY))
+                }) && slot
+                    .throttled_since
+                    .is_none_or(|t| t.elapsed() < settings.retry.read_deadline) =>
+            {
+                slot.throttled_since.get_or_insert_with(Instant::now);
+                slot.throttles = slot.throttles.saturating_add(1);
+                let Action { requeue_after } =
+                    action::error_policy(e, slot.throttles, settings.max_backoff);
+                tracing::debug!(
+                    target = %name,
+                    "`{name}` throttled ({e}): read again in {:?}",
+                    requeue_after
+                );
+                summary.result = "failed";
+                summary.kind = Some(e.kind());
+                summary.error = Some(e.to_string());
+                slot.due = Instant::now() + requeue_after;
             }
             Err(e) => {
                 let kind = e.kind();
@@ -1126,6 +1261,9 @@ impl Controller {
                     slot.due = Instant::now() + requeue_after;
                 }
             }
+        }
+        if !(settings.once && slot.done) {
+            self.scheduler.push(&slot.scope, slot.due, name.clone());
         }
         slot.last = Some(summary);
         if self.slots.values().all(|s| s.passes > 0) {
@@ -1240,6 +1378,7 @@ pub async fn run(
         fleet: Fleet::default(),
         expanded: discovery::Expanded::default(),
         discovery_due: HashMap::new(),
+        scheduler: scope::Scheduler::new(settings.concurrency_per_scope),
     };
     // Every template is due at once; the first listings are recorded below.
     ctl.decl = Declaration {
@@ -1347,24 +1486,24 @@ pub async fn run(
                 .is_some_and(|g| now < g.until)
         };
         let waiting = if settings.once {
-            Vec::new()
+            std::collections::HashSet::new()
         } else {
             ctl.waiting_for_first_fetch()
         };
-        let mut due: Vec<(Instant, String)> = ctl
-            .slots
-            .iter()
-            .filter(|(n, _)| !waiting.contains(*n))
-            .filter(|(_, s)| !s.in_flight && s.due <= now && !(settings.once && s.done))
-            .map(|(n, s)| (s.due, n.clone()))
-            .collect();
-        due.sort();
-        for (_, name) in due {
-            if grant.is_none() || tasks.len() >= settings.concurrency {
+        // Due targets this replica may not start now (another shard's, or waiting for a
+        // source's first value): queued again below, after the wake-up time is chosen
+        // without them.
+        let mut held = Vec::new();
+        while grant.is_some() && tasks.len() < settings.concurrency {
+            let Some((scope, due, name)) = ctl
+                .scheduler
+                .pop_due(now, |k, n, d| queued(&ctl.slots, settings.once, k, n, d))
+            else {
                 break;
-            }
+            };
             // Under sharding, only the targets of the shards this replica holds.
-            if !may_write(&name) {
+            if waiting.contains(&name) || !may_write(&name) {
+                held.push((scope, due, name));
                 continue;
             }
             ctl.spawn(&name, &mut tasks, &mut running);
@@ -1401,17 +1540,18 @@ pub async fn run(
                 listing.insert(task.id(), name);
             }
         }
-        // Targets due wake the loop only when it may start them (a follower's are all due).
-        let mut wake = ctl
-            .slots
-            .iter()
-            .filter(|(n, _)| !waiting.contains(*n))
-            .filter(|(n, _)| grant.is_some() && may_write(n))
-            .map(|(_, s)| s)
-            .filter(|s| !(s.in_flight || settings.once && s.done))
-            .map(|s| s.due)
-            .min()
-            .unwrap_or(now + Duration::from_secs(3600));
+        // Targets due wake the loop only when it may start them (a follower's are all due;
+        // a full scope's next one starts when one of its own finishes, which wakes it).
+        let next_due = if grant.is_some() {
+            ctl.scheduler
+                .next_due(|k, n, d| queued(&ctl.slots, settings.once, k, n, d))
+        } else {
+            None
+        };
+        for (scope, due, name) in held {
+            ctl.scheduler.push(&scope, due, name);
+        }
+        let mut wake = next_due.unwrap_or(now + Duration::from_secs(3600));
         if !settings.once {
             wake = wake.min(next_watch);
             if let Some(r) = ctl.store.next_refresh() {
@@ -1881,6 +2021,8 @@ mod regression {
             max_backoff: Duration::from_secs(1),
             // One slot: `fine` runs only once the panicked task's slot is freed.
             concurrency: 1,
+            concurrency_per_scope: 1,
+            scope_of: |_, _| None,
             grace: Duration::from_secs(1),
             watch_interval: Duration::from_secs(1),
             retry: crate::retry::Policy::default(),

@@ -4,13 +4,18 @@
 //! is one in-sync pass.
 //!
 //! ```text
-//! bench_fleet_fakes --aks 500 --eks 500 --latency-ms 50 --out DIR/fleet.yaml
+//! bench_fleet_fakes --aks 500 --eks 500 --latency-ms 50 --subscriptions 4 --out DIR/fleet.yaml
 //! ```
 //!
+//! The AKS clusters are spread over `--subscriptions` subscriptions (default 4) and the EKS
+//! clusters over three regions of one account, as a real fleet spans several: each is a
+//! quota scope of its own (`reconcile --concurrency-per-scope`).
+//!
 //! Prints one JSON line once serving (`{"arm": url, "eks": url, "token": ..., "accessKey":
-//! ...}`), then reads commands on stdin: `stats` prints one JSON line with the requests each
-//! fake saw per target (total, min, max, not-2xx, requests for no target) and clears them;
-//! end of input stops it.
+//! ..., "scopes": n}`), then reads commands on stdin: `stats` prints one JSON line with the
+//! requests each fake saw per target (total, min, max, not-2xx, requests for no target) and
+//! the most requests of one scope in flight at once, and clears the requests; end of input
+//! stops it.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -21,7 +26,8 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "bench-token-not-a-secret";
 const ACCESS_KEY: &str = "AKIABENCHFLEETFAKE00";
-const SUBSCRIPTION: &str = "00000000-0000-0000-0000-00000000b0b0";
+/// The subscriptions' ids: this prefix and a number.
+const SUBSCRIPTION_PREFIX: &str = "00000000-0000-0000-0000-00000000b";
 const REGIONS: &[&str] = &["eu-west-1", "us-east-1", "ap-southeast-2"];
 /// The allow-list every target declares and every cluster already holds.
 const ALLOW: &[&str] = &[
@@ -35,6 +41,7 @@ const ALLOW: &[&str] = &[
 struct Args {
     aks: usize,
     eks: usize,
+    subscriptions: usize,
     latency: Duration,
     out: std::path::PathBuf,
 }
@@ -43,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         aks: 500,
         eks: 500,
+        subscriptions: 4,
         latency: Duration::from_millis(50),
         out: "fleet.yaml".into(),
     };
@@ -54,11 +62,20 @@ fn parse_args() -> Result<Args, String> {
             "--aks" => args.aks = usize::try_from(number()?).map_err(|e| e.to_string())?,
             "--eks" => args.eks = usize::try_from(number()?).map_err(|e| e.to_string())?,
             "--latency-ms" => args.latency = Duration::from_millis(number()?),
+            "--subscriptions" => {
+                args.subscriptions = usize::try_from(number()?)
+                    .map_err(|e| e.to_string())?
+                    .clamp(1, 999)
+            }
             "--out" => args.out = value.into(),
             other => return Err(format!("unknown flag {other}")),
         }
     }
     Ok(args)
+}
+
+fn aks_subscription(args: &Args, i: usize) -> String {
+    format!("{SUBSCRIPTION_PREFIX}{:03}", i % args.subscriptions)
 }
 
 fn aks_group(i: usize) -> String {
@@ -84,7 +101,8 @@ fn declaration(args: &Args, arm: &str) -> String {
     out.push_str("]\ntargets:\n");
     for i in 0..args.aks {
         out.push_str(&format!(
-            "  aks-{i:05}:\n    provider: aks\n    subscription: {SUBSCRIPTION}\n    resourceGroup: {}\n    cluster: {}\n    armEndpoint: {arm}\n    allow: [office]\n",
+            "  aks-{i:05}:\n    provider: aks\n    subscription: {}\n    resourceGroup: {}\n    cluster: {}\n    armEndpoint: {arm}\n    allow: [office]\n",
+            aks_subscription(args, i),
             aks_group(i),
             aks_name(i)
         ));
@@ -122,16 +140,17 @@ fn tally(per_target: &HashMap<String, u64>, targets: usize, failed: u64, other: 
 fn stats(arm: &fake_arm::FakeArm, eks: &fake_eks::FakeEks, args: &Args) -> Value {
     let mut per: HashMap<String, u64> = HashMap::new();
     let (mut failed, mut other) = (0, 0);
-    let cluster_prefix =
-        format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/").to_ascii_lowercase();
     for r in arm.requests() {
         if !(200..300).contains(&r.status) {
             failed += 1;
         }
         let p = r.path.to_ascii_lowercase();
-        match p.strip_prefix(&cluster_prefix).and_then(|rest| {
-            rest.split_once("/providers/microsoft.containerservice/managedclusters/")
-        }) {
+        match p
+            .strip_prefix("/subscriptions/")
+            .and_then(|rest| rest.split_once("/resourcegroups/"))
+            .and_then(|(_, rest)| {
+                rest.split_once("/providers/microsoft.containerservice/managedclusters/")
+            }) {
             Some((_, name)) if !name.contains('/') => *per.entry(name.to_owned()).or_default() += 1,
             _ => other += 1,
         }
@@ -153,7 +172,13 @@ fn stats(arm: &fake_arm::FakeArm, eks: &fake_eks::FakeEks, args: &Args) -> Value
     let eks_tally = tally(&per, args.eks, failed, other);
     arm.clear_requests();
     eks.clear_requests();
-    json!({ "aks": aks, "eks": eks_tally })
+    let most = |m: HashMap<String, usize>| m.into_values().max().unwrap_or(0);
+    json!({
+        "aks": aks,
+        "eks": eks_tally,
+        "mostInFlightPerScope": most(arm.most_in_flight()).max(most(eks.most_in_flight())),
+        "throttled": arm.throttled() + eks.throttled(),
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +190,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut body = fake_arm::example_cluster();
     body["properties"]["apiServerAccessProfile"] = json!({ "authorizedIPRanges": ranges });
     for i in 0..args.aks {
-        let path = fake_arm::FakeArm::cluster_path(SUBSCRIPTION, &aks_group(i), &aks_name(i));
+        let path = fake_arm::FakeArm::cluster_path(
+            &aks_subscription(&args, i),
+            &aks_group(i),
+            &aks_name(i),
+        );
         arm.insert_cluster(&path, body.clone());
     }
     for i in 0..args.eks {
@@ -184,6 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "eks": eks.endpoint(),
         "token": TOKEN,
         "accessKey": ACCESS_KEY,
+        "scopes": args.subscriptions.min(args.aks) + REGIONS.len().min(args.eks),
     });
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{ready}")?;

@@ -18,6 +18,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::quota::Quota;
+
 /// The managed-cluster GET example from Azure/azure-rest-api-specs (2026-08-01).
 pub const MANAGED_CLUSTER_EXAMPLE: &str =
     include_str!("../../providers/aks/tests/data/ManagedClustersGet.2026-08-01.json");
@@ -156,18 +158,32 @@ struct Inner {
     page_size: usize,
     /// Added before every request is served (a WAN round trip plus ARM's own time).
     latency: Duration,
+    /// `x-ms-ratelimit-remaining-subscription-reads` on every successful GET.
+    remaining_reads: Option<u64>,
+    /// `Retry-After` of a request throttled by the quota.
+    throttle_retry_after: u64,
 }
 
 /// The running fake. Dropping it stops the server.
 pub struct FakeArm {
     addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    quota: Quota,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for FakeArm {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The subscription of an ARM path (`/subscriptions/{id}/...`), lowercase; empty for others.
+fn subscription_of(path: &str) -> String {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next()) {
+        (Some(s), Some(id)) if s.eq_ignore_ascii_case("subscriptions") => id.to_ascii_lowercase(),
+        _ => String::new(),
     }
 }
 
@@ -206,20 +222,43 @@ impl FakeArm {
             base: format!("http://{addr}"),
             page_size: 100,
             latency: Duration::ZERO,
+            remaining_reads: None,
+            throttle_retry_after: 0,
         }));
         let state = inner.clone();
+        let quota = Quota::default();
+        let q = quota.clone();
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
+                let quota = q.clone();
                 async move {
-                    let latency = state
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .latency;
+                    // ARM counts requests per subscription.
+                    let ticket = quota.enter(&subscription_of(uri.path()));
+                    let (latency, remaining, retry_after) = {
+                        let g = state
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        (g.latency, g.remaining_reads, g.throttle_retry_after)
+                    };
                     if !latency.is_zero() {
                         tokio::time::sleep(latency).await;
                     }
-                    handle(&state, method, uri, headers, body)
+                    if ticket.throttled {
+                        return fault_response(&Fault::Throttled(retry_after));
+                    }
+                    let get = method == Method::GET;
+                    let mut resp = handle(&state, method, uri, headers, body);
+                    if get
+                        && resp.status().is_success()
+                        && let Some(n) = remaining
+                        && let Ok(v) = HeaderValue::from_str(&n.to_string())
+                    {
+                        resp.headers_mut()
+                            .insert("x-ms-ratelimit-remaining-subscription-reads", v);
+                    }
+                    drop(ticket);
+                    resp
                 }
             },
         );
@@ -228,7 +267,12 @@ impl FakeArm {
                 eprintln!("fake ARM server stopped: {e}");
             }
         });
-        Ok(FakeArm { addr, inner, task })
+        Ok(FakeArm {
+            addr,
+            inner,
+            quota,
+            task,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -277,6 +321,30 @@ impl FakeArm {
     /// List operations answer with at most `n` items per page (and a `nextLink`).
     pub fn set_page_size(&self, n: usize) {
         self.lock().page_size = n.max(1);
+    }
+
+    /// Throttle (429 `TooManyRequests`, `Retry-After: retry_after_secs`) a request that
+    /// arrives while `limit` requests of its subscription are in flight (`None`: never).
+    pub fn set_throttle(&self, limit: Option<usize>, retry_after_secs: u64) {
+        self.lock().throttle_retry_after = retry_after_secs;
+        self.quota.set_limit(limit);
+    }
+
+    /// The most requests of each subscription (lowercase id) that were in flight at once,
+    /// throttled ones included.
+    pub fn most_in_flight(&self) -> HashMap<String, usize> {
+        self.quota.most_in_flight()
+    }
+
+    /// How many requests the quota throttled.
+    pub fn throttled(&self) -> usize {
+        self.quota.throttled()
+    }
+
+    /// Send `x-ms-ratelimit-remaining-subscription-reads: n` with every successful GET
+    /// (`None`: no such header, the default).
+    pub fn set_remaining_reads(&self, n: Option<u64>) {
+        self.lock().remaining_reads = n;
     }
 
     /// Wait `latency` before serving each request (zero, the default, for none): every

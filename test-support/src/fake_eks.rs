@@ -19,6 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::quota::Quota;
+
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -43,6 +45,7 @@ struct Inner {
 pub struct FakeEks {
     addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
+    quota: Quota,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -127,15 +130,40 @@ impl FakeEks {
             latency: Duration::ZERO,
         }));
         let state = inner.clone();
+        let quota = Quota::default();
+        let q = quota.clone();
         let app =
             axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
                 let state = state.clone();
+                let quota = q.clone();
                 async move {
+                    // EKS limits request rates per account and region (one account here).
+                    let region = credential_scope(&headers)
+                        .map(|(_, r)| r)
+                        .unwrap_or_default();
+                    let ticket = quota.enter(&region);
                     let latency = lock(&state).latency;
                     if !latency.is_zero() {
                         tokio::time::sleep(latency).await;
                     }
-                    handle(&state, &method, &uri, &headers)
+                    if ticket.throttled {
+                        let resp = eks_error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "ThrottlingException",
+                            "Rate exceeded",
+                            None,
+                        );
+                        lock(&state).requests.push(Recorded {
+                            method: method.to_string(),
+                            path: uri.path().to_owned(),
+                            region,
+                            status: resp.status().as_u16(),
+                        });
+                        return resp;
+                    }
+                    let resp = handle(&state, &method, &uri, &headers);
+                    drop(ticket);
+                    resp
                 }
             });
         let task = tokio::spawn(async move {
@@ -143,7 +171,12 @@ impl FakeEks {
                 eprintln!("fake EKS server stopped: {e}");
             }
         });
-        Ok(FakeEks { addr, inner, task })
+        Ok(FakeEks {
+            addr,
+            inner,
+            quota,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:<port>` (for `AWS_ENDPOINT_URL_EKS`).
@@ -165,6 +198,23 @@ impl FakeEks {
             .clusters
             .get(&(region.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// Throttle (429 `ThrottlingException`) a request that arrives while `limit` requests
+    /// of its region are in flight (`None`: never).
+    pub fn set_throttle(&self, limit: Option<usize>) {
+        self.quota.set_limit(limit);
+    }
+
+    /// The most requests of each region that were in flight at once, throttled ones
+    /// included.
+    pub fn most_in_flight(&self) -> HashMap<String, usize> {
+        self.quota.most_in_flight()
+    }
+
+    /// How many requests the quota throttled.
+    pub fn throttled(&self) -> usize {
+        self.quota.throttled()
     }
 
     /// Wait `latency` before serving each request (zero, the default, for none).

@@ -14,3 +14,4 @@ pub mod interpose;
 #[cfg(feature = "kube")]
 pub mod kube;
 pub mod netns_probe;
+pub mod quota;

@@ -27,6 +27,9 @@ pub const MAX_RETRY_AFTER: Duration = rangekeeper_provider::MAX_RETRY_AFTER;
 pub struct Resource {
     pub body: Value,
     pub etag: Option<String>,
+    /// `x-ms-ratelimit-remaining-subscription-reads`: the reads of the subscription's quota
+    /// ARM says are left (absent when it did not say).
+    pub remaining_reads: Option<u64>,
 }
 
 /// The answer to an accepted PUT.
@@ -261,7 +264,12 @@ impl ArmClient {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .or_else(|| header_str(&headers, "etag"));
-        Ok(Resource { body, etag })
+        let remaining_reads = remaining_reads(&headers);
+        Ok(Resource {
+            body,
+            etag,
+            remaining_reads,
+        })
     }
 
     /// PUT the whole managed cluster, guarded by `If-Match` when an eTag is known.
@@ -448,6 +456,14 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// ARM's `x-ms-ratelimit-remaining-subscription-reads`: how many reads the subscription's
+/// quota has left for the caller (a whole number; anything else is ignored).
+pub fn remaining_reads(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "x-ms-ratelimit-remaining-subscription-reads")?
+        .parse()
+        .ok()
 }
 
 /// `Retry-After` in seconds (the form ARM uses), capped at [`MAX_RETRY_AFTER`].

@@ -37,6 +37,24 @@ pub const NAME: &str = "aks";
 /// Most authorized IP ranges AKS accepts.
 pub const MAX_RANGES: usize = 200;
 
+/// The API quota of a target ([`rangekeeper_provider::QuotaScope`]): ARM counts requests per
+/// subscription (for each caller), so every cluster of a subscription draws on the same
+/// reads and writes.
+pub fn quota_scope(cfg: &TargetConfig) -> Option<String> {
+    let target = AksTarget::from_config(cfg).ok()?;
+    Some(format!(
+        "aks/subscription/{}",
+        target.subscription.to_ascii_lowercase()
+    ))
+}
+
+/// Below this many remaining subscription reads (ARM's
+/// `x-ms-ratelimit-remaining-subscription-reads`), a read reports `State::quota_low` so the
+/// binary slows the subscription down before ARM answers 429. ARM refills a subscription's
+/// read bucket (250 reads) at 25 a second per caller; 100 left is 40% of the bucket, time
+/// enough to halve the concurrency once or twice before it runs dry.
+pub const LOW_REMAINING_READS: u64 = 100;
+
 /// The static capabilities of the AKS provider.
 pub fn capabilities() -> Capabilities {
     Capabilities::new(
@@ -565,6 +583,7 @@ impl Provider for AksProvider {
         let leases = cluster::leases_of(&res.body)?;
         let mut state = State::new(restriction).with_leases(leases, res.etag.clone());
         state.details = cluster::details(&res.body);
+        state.quota_low = res.remaining_reads.filter(|n| *n < LOW_REMAINING_READS);
         match &state.restriction {
             Restriction::Unrestricted => state.warnings.push(
                 "no authorized IP ranges: the API server is open to the whole internet".into(),

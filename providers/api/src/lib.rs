@@ -281,6 +281,12 @@ pub struct State {
     /// live ACL). A target with drift is never in sync: `plan` shows it, `apply` repairs it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<String>,
+    /// The target's API answered, and said its quota is nearly spent: the requests it has
+    /// left (AKS: ARM's `x-ms-ratelimit-remaining-subscription-reads` below the provider's
+    /// threshold). The binary slows the calls of the target's [`QuotaScope`]
+    /// down as it does for [`ProviderError::Throttled`], before the server starts refusing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_low: Option<u64>,
 }
 
 impl State {
@@ -292,6 +298,7 @@ impl State {
             leases: Vec::new(),
             version: None,
             drift: Vec::new(),
+            quota_low: None,
         }
     }
 
@@ -800,6 +807,21 @@ pub fn refuse_empty(desired: &RangeSet, consequence: &str) -> Result<(), Provide
 
 /// Builds a provider bound to one target.
 pub type ProviderFactory = fn(&TargetConfig) -> Result<Box<dyn Provider>, ProviderError>;
+
+/// The API quota a target's calls count against, as an opaque key, read offline from the
+/// target's settings (AKS: the subscription; EKS: the credentials and the region, which
+/// name the account's regional quota). Targets with the same key share one concurrency
+/// bound of the binary (`reconcile --concurrency-per-scope`), which it lowers while calls of
+/// the scope are throttled ([`ProviderError::Throttled`], [`State::quota_low`]) and raises
+/// again as they succeed. `None`: the target shares no quota with others (settings that do
+/// not parse also give `None`: the factory reports them). Keys should start with the
+/// provider's name, so two providers never share one by accident.
+pub type QuotaScope = fn(&TargetConfig) -> Option<String>;
+
+/// The [`QuotaScope`] of a provider whose targets share no API quota.
+pub fn no_quota_scope(_: &TargetConfig) -> Option<String> {
+    None
+}
 
 #[cfg(test)]
 mod tests {

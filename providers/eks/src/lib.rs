@@ -16,7 +16,9 @@ mod leases;
 mod retry;
 mod update;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_eks::Client;
@@ -60,6 +62,18 @@ pub fn factory(cfg: &TargetConfig) -> Result<Box<dyn Provider>, ProviderError> {
     Ok(Box::new(EksProvider::new(target)))
 }
 
+/// The API quota of a target ([`rangekeeper_provider::QuotaScope`]): EKS limits request
+/// rates per account and region, and the account is whatever the target's credentials (its
+/// profile, or the default chain) log in to; so the scope is the profile and the region.
+pub fn quota_scope(cfg: &TargetConfig) -> Option<String> {
+    let target = EksTarget::from_config(cfg).ok()?;
+    Some(format!(
+        "eks/{}/{}",
+        target.profile.as_deref().unwrap_or("(default credentials)"),
+        target.region
+    ))
+}
+
 /// Apply rangekeeper's timeouts to an EKS client configuration and turn the SDK's own retries
 /// off (the binary's one retry policy decides, so retries do not multiply).
 pub fn configure(
@@ -83,6 +97,26 @@ pub fn configure(
 /// `services` section) is resolved here, as in every AWS SDK.
 pub fn client_from_sdk_config(sdk: &SdkConfig, tuning: &Tuning) -> Client {
     Client::from_conf(configure(aws_sdk_eks::config::Builder::from(sdk), tuning).build())
+}
+
+/// The clients of the process, one per region, profile and tuning: building one (the AWS
+/// configuration, its credential chain, an HTTP client with its TLS roots) costs far more
+/// than a read, and a fleet has thousands of clusters in a few regions.
+type SharedClients = HashMap<(String, Option<String>, String), Arc<tokio::sync::OnceCell<Client>>>;
+
+fn shared_client(target: &EksTarget, tuning: &Tuning) -> Arc<tokio::sync::OnceCell<Client>> {
+    static CLIENTS: LazyLock<Mutex<SharedClients>> = LazyLock::new(Mutex::default);
+    let key = (
+        target.region.clone(),
+        target.profile.clone(),
+        format!("{tuning:?}"),
+    );
+    CLIENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_default()
+        .clone()
 }
 
 /// Where the provider's client comes from.
@@ -163,6 +197,10 @@ impl EksProvider {
             ClientSource::Ready(c) => Ok(c),
             ClientSource::Lazy { target, cell } => {
                 cell.get_or_try_init(|| async {
+                    // One configuration and client (HTTP connections, credential cache) per
+                    // region and profile for the whole process, not one per cluster.
+                    let shared = shared_client(target, &self.tuning);
+                    let client = shared.get_or_try_init(|| async {
                     let mut loader = aws_config::defaults(BehaviorVersion::latest())
                         .region(Region::new(target.region.clone()));
                     if let Some(profile) = &target.profile {
@@ -189,6 +227,9 @@ impl EksProvider {
                         self.check_profile(target, &sdk).await?;
                     }
                     Ok(client_from_sdk_config(&sdk, &self.tuning))
+                    })
+                    .await?;
+                    Ok(client.clone())
                 })
                 .await
             }
