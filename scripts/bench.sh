@@ -88,6 +88,27 @@ hf v4 "${RK[*]} -i $OUT/v4-1m.txt" "iprange $OUT/v4-1m.txt" "$EX/ipnet_baseline 
 hf v6 "${RK[*]} -i $OUT/v6-200k.txt" "$EX/ipnet_baseline $OUT/v6-200k.txt" "${LIB[*]} -i $OUT/v6-200k.txt"
 hf cover "${RK[*]} --max-ranges 40 -i $OUT/github-actions.txt" "${LIB[*]} --max-ranges 40 -i $OUT/github-actions.txt"
 
+# Start-up (issue 11): the binary's own cost on the shortest commands, beside /bin/true (the
+# cost of starting any process here). `validate` reads a declaration with one AKS target of
+# 200 ranges (AKS's limit) and does not touch the network.
+BIN="$ROOT/target/release/rangekeeper"
+if [ "${RK[0]}" = "$BIN" ]; then
+    echo "== start-up ($RUNS runs each)" >&2
+    python3 - "$OUT/aks-200.yaml" <<'GEN'
+import sys
+ranges = [f"20.{40 + i // 125}.{(i % 125) * 2}.0/24" for i in range(200)]  # none adjacent
+with open(sys.argv[1], "w") as f:
+    f.write("version: 1\nsets:\n  many:\n")
+    f.writelines(f"    - {r}\n" for r in ranges)
+    f.write("targets:\n  prod:\n    provider: aks\n"
+            "    subscription: 00000000-0000-0000-0000-000000000000\n"
+            "    resourceGroup: rg\n    cluster: aks\n    allow: [many]\n")
+GEN
+    "$BIN" -f "$OUT/aks-200.yaml" validate >/dev/null
+    hyperfine -N --style none --warmup 20 --runs "$((RUNS * 10))" --export-json "$OUT/startup.json" \
+        "/bin/true" "$BIN --version" "$BIN -f $OUT/aks-200.yaml validate" >/dev/null 2>&1
+fi
+
 python3 - "$OUT" "$RK_NAME" "$RSS_RK" "$RSS_IPR" "$RSS_IPNET" "$RSS_LIB" <<'PY'
 import json, os, sys
 out, rk = sys.argv[1], sys.argv[2]
@@ -127,6 +148,16 @@ def report(label, i4, i6, icov, rss):
     ok &= good
     print(f"  cover K=40, whole process  {cover[icov][0] * 1000:6.1f} ms (< 20 ms)  {'PASS' if good else 'MISS'}")
 report(rk, 0, 0, 0, rss_rk)
+startup = os.path.join(out, "startup.json")
+if not same and os.path.exists(startup):
+    true, version, validate = load("startup")
+    print("start-up (median; /bin/true is the cost of any process here):")
+    print(f"  /bin/true                  {ms(true[0])}")
+    for name, r, goal in [("--version", version, 0.001), ("validate, AKS 200 ranges", validate, 0.005)]:
+        good = r[0] < goal
+        ok &= good
+        print(f"  {name:26} {ms(r[0])}  (< {goal * 1000:.0f} ms)  {'PASS' if good else 'MISS'}"
+              f"   [{(r[0] - true[0]) * 1000:.2f} ms above /bin/true]")
 if not same:
     report("library (examples/normalize)", 3, 2, 1, rss_lib)
 print(f"load average: {open('/proc/loadavg').read().split()[:3]} on {os.cpu_count()} CPUs")
