@@ -617,9 +617,7 @@ impl ControlPlane {
                 (200, body) => {
                     return serde_json::from_str(&body).map_err(|e| format!("{path}: {e}"));
                 }
-                (404, body)
-                    if type_not_served(&body) && std::time::Instant::now() < deadline =>
-                {
+                (404, body) if type_not_served(&body) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 (status, body) => return Err(format!("GET {path}: HTTP {status}: {body}")),
