@@ -146,15 +146,21 @@ impl TagFilter {
     /// Check the filter itself: keys and values non-empty, lists not empty. The message
     /// names the tag at fault.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_as("tags", "tag")
+    }
+
+    /// [`TagFilter::validate`] for a filter declared under another field (GKE's `labels`),
+    /// the messages naming `field` and calling each key a `what`.
+    pub fn validate_as(&self, field: &str, what: &str) -> Result<(), String> {
         for (key, want) in &self.0 {
             if key.trim().is_empty() {
-                return Err("`tags`: a tag key must not be empty".into());
+                return Err(format!("`{field}`: a {what} key must not be empty"));
             }
             if let TagValues::AnyOf(vs) = want
                 && vs.is_empty()
             {
                 return Err(format!(
-                    "`tags.{key}`: the list of values is empty, so no target could match; list at least one value"
+                    "`{field}.{key}`: the list of values is empty, so no target could match; list at least one value"
                 ));
             }
         }
@@ -204,5 +210,13 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("tags.team"), "{e}");
         assert!(filter(serde_json::json!({"a": "b"})).validate().is_ok());
+        let e = filter(serde_json::json!({"team": []}))
+            .validate_as("labels", "label")
+            .unwrap_err();
+        assert!(e.contains("`labels.team`"), "{e}");
+        let e = filter(serde_json::json!({" ": "x"}))
+            .validate_as("labels", "label")
+            .unwrap_err();
+        assert_eq!(e, "`labels`: a label key must not be empty");
     }
 }
