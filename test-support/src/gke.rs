@@ -9,9 +9,12 @@
 //! another operation runs is refused with FAILED_PRECONDITION (400); at most 50 CIDR blocks
 //! (100 on clusters without a public endpoint), IPv4 or IPv6, host bits zero; errors come as
 //! `{"error": {"code", "message", "status"}}`; 429 (with `Retry-After`) and 5xx can be
-//! injected. API calls need a bearer token the fake issued (or was told to accept); tokens are
-//! issued by a JWT-bearer grant signed with a generated service-account key, a refresh-token
-//! grant, an STS token exchange (+ service account impersonation), and the metadata server.
+//! injected. `clusters.list` of a project in one location, or in all (`-`), answers in one
+//! response (the v1 API has no pages) and can be told that locations are unreachable: it
+//! leaves their clusters out and names them in `missingZones`, as GKE does in an outage. API
+//! calls need a bearer token the fake issued (or was told to accept); tokens are issued by a
+//! JWT-bearer grant signed with a generated service-account key, a refresh-token grant, an
+//! STS token exchange (+ service account impersonation), and the metadata server.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -93,6 +96,8 @@ pub enum On {
     GetCluster,
     Update,
     GetOperation,
+    /// `clusters.list` (`GET /v1/projects/{p}/locations/{l}/clusters`).
+    ListClusters,
     /// Every token endpoint (OAuth, STS, impersonation, metadata).
     Token,
 }
@@ -172,6 +177,9 @@ struct Inner {
     /// The subject token the STS accepts, and the token the OIDC endpoint wants to hand it out.
     oidc: Option<(String, String)>,
     grants: Vec<&'static str>,
+    /// Locations `clusters.list` answers as unreachable (`missingZones`), leaving out their
+    /// clusters.
+    missing_zones: Vec<String>,
 }
 
 /// The running fake. Dropping it stops the server.
@@ -249,6 +257,7 @@ impl FakeGke {
             refresh: None,
             oidc: None,
             grants: Vec::new(),
+            missing_zones: Vec::new(),
         }));
         let state = inner.clone();
         let app = axum::Router::new().fallback(
@@ -298,6 +307,28 @@ impl FakeGke {
         self.lock()
             .clusters
             .insert(cluster_name(project, location, cluster), entry);
+    }
+
+    /// Delete a cluster (as if deleted by another client).
+    pub fn remove_cluster(&self, project: &str, location: &str, cluster: &str) {
+        self.lock()
+            .clusters
+            .remove(&cluster_name(project, location, cluster));
+    }
+
+    /// From now on `clusters.list` answers that these locations could not be reached
+    /// (`missingZones`) and leaves their clusters out, as GKE does during a zonal outage;
+    /// an empty list ends that.
+    pub fn set_missing_zones(&self, zones: &[&str]) {
+        self.lock().missing_zones = zones.iter().map(|z| (*z).to_owned()).collect();
+    }
+
+    /// The `clusters.list` requests so far.
+    pub fn lists(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/clusters"))
+            .collect()
     }
 
     /// The cluster as stored now (operations that have run their time are finished first).
@@ -601,6 +632,8 @@ fn classify(method: &Method, path: &str) -> On {
         On::Token
     } else if path.contains("/operations/") {
         On::GetOperation
+    } else if *method == Method::GET && path.ends_with("/clusters") {
+        On::ListClusters
     } else if *method == Method::PUT {
         On::Update
     } else {
@@ -762,12 +795,54 @@ fn route(
             ),
         },
         (Method::PUT, On::Update) => update(g, &name, parsed),
+        (Method::GET, On::ListClusters) => list(g, &name),
         _ => google_error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             &format!("no such method: {method} {path}"),
         ),
     }
+}
+
+/// `clusters.list` of `projects/{p}/locations/{l}/clusters`: the project's clusters in that
+/// location (`-`: in every location), by name, without those of unreachable locations, which
+/// `missingZones` names.
+fn list(g: &mut Inner, name: &str) -> Response {
+    let parts: Vec<&str> = name.split('/').collect();
+    let ["projects", project, "locations", location, "clusters"] = parts.as_slice() else {
+        return google_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no such method: GET /v1/{name}"),
+        );
+    };
+    let prefix = format!("projects/{project}/locations/");
+    let mut found: Vec<(&String, &ClusterEntry)> = g
+        .clusters
+        .iter()
+        .filter(|(key, _)| {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                return false;
+            };
+            let at = rest.split('/').next().unwrap_or("");
+            (*location == "-" || at == *location) && !g.missing_zones.iter().any(|z| z == at)
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(b.0));
+    let clusters: Vec<Value> = found.into_iter().map(|(_, c)| c.body.clone()).collect();
+    let mut v = json!({});
+    if !clusters.is_empty() {
+        v["clusters"] = Value::Array(clusters);
+    }
+    let missing: Vec<&String> = g
+        .missing_zones
+        .iter()
+        .filter(|z| *location == "-" || z.as_str() == *location)
+        .collect();
+    if !missing.is_empty() {
+        v["missingZones"] = json!(missing);
+    }
+    json_ok(&v)
 }
 
 fn invalid(message: &str) -> Response {
