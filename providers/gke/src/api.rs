@@ -1,7 +1,7 @@
-//! A small typed client for the three GKE API calls this provider makes: `clusters.get`,
-//! `clusters.update` and `operations.get`. One attempt per call, every request with a timeout;
-//! Google's error bodies (`{"error": {"code", "message", "status"}}`) map to typed
-//! [`ProviderError`]s so the core's retry policy can decide.
+//! A small typed client for the GKE API calls this provider makes: `clusters.get`,
+//! `clusters.update`, `operations.get` and (discovery) `clusters.list`. One attempt per call,
+//! every request with a timeout; Google's error bodies (`{"error": {"code", "message",
+//! "status"}}`) map to typed [`ProviderError`]s so the core's retry policy can decide.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,12 +136,7 @@ impl GkeClient {
 
     /// `{endpoint}/v1/{name}`
     fn url(&self, name: &str) -> Url {
-        let mut url = self.base.clone();
-        url.set_path(&format!(
-            "{}/v1/{name}",
-            self.base.path().trim_end_matches('/')
-        ));
-        url
+        api_url(&self.base, name)
     }
 
     async fn call(
@@ -151,32 +146,7 @@ impl GkeClient {
         body: Option<&Value>,
         doing: &str,
     ) -> Result<Value, ProviderError> {
-        let token = self.tokens.token().await?;
-        let mut req = self
-            .http
-            .get()?
-            .request(method.clone(), url.clone())
-            .header(AUTHORIZATION, token.header_value()?);
-        if let Some(b) = body {
-            let bytes = serde_json::to_vec(b)
-                .map_err(|e| ProviderError::Other(format!("cannot serialize the request: {e}")))?;
-            req = req.header(CONTENT_TYPE, "application/json").body(bytes);
-        }
-        tracing::debug!(%method, url = %url, "GKE request");
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport_error(&method, &url, &e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| {
-            ProviderError::Transient(format!("{doing}: reading the answer failed: {e}"))
-        })?;
-        if !status.is_success() {
-            return Err(google_error(status, &headers, &bytes, doing));
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ProviderError::Transient(format!("{doing}: the answer is not JSON: {e}")))
+        call(&self.http, self.tokens.as_ref(), method, url, body, doing).await
     }
 
     /// `clusters.get`
@@ -237,6 +207,128 @@ impl GkeClient {
             )),
             other => other,
         }
+    }
+}
+
+/// `{endpoint}/v1/{name}`
+pub fn api_url(base: &Url, name: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!("{}/v1/{name}", base.path().trim_end_matches('/')));
+    url
+}
+
+/// One call of the GKE API: the bearer token, the JSON body, Google's error bodies mapped to
+/// typed errors. One attempt.
+async fn call(
+    http: &LazyHttp,
+    tokens: &dyn TokenSource,
+    method: Method,
+    url: Url,
+    body: Option<&Value>,
+    doing: &str,
+) -> Result<Value, ProviderError> {
+    let token = tokens.token().await?;
+    let mut req = http
+        .get()?
+        .request(method.clone(), url.clone())
+        .header(AUTHORIZATION, token.header_value()?);
+    if let Some(b) = body {
+        let bytes = serde_json::to_vec(b)
+            .map_err(|e| ProviderError::Other(format!("cannot serialize the request: {e}")))?;
+        req = req.header(CONTENT_TYPE, "application/json").body(bytes);
+    }
+    tracing::debug!(%method, url = %url, "GKE request");
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| transport_error(&method, &url, &e))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map_err(|e| {
+        ProviderError::Transient(format!("{doing}: reading the answer failed: {e}"))
+    })?;
+    if !status.is_success() {
+        return Err(google_error(status, &headers, &bytes, doing));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ProviderError::Transient(format!("{doing}: the answer is not JSON: {e}")))
+}
+
+/// A listing of the clusters of one project and location (`-`: every location), as
+/// `clusters.list` answers it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterList {
+    pub clusters: Vec<Value>,
+    /// Zones or regions GKE could not reach: the list lacks their clusters.
+    pub missing_zones: Vec<String>,
+}
+
+/// The client of `clusters.list`, bound to no cluster (discovery).
+pub struct GkeLister {
+    http: LazyHttp,
+    base: Url,
+    tokens: Arc<dyn TokenSource>,
+}
+
+impl std::fmt::Debug for GkeLister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GkeLister")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GkeLister {
+    pub fn new(endpoint: Url, tokens: Arc<dyn TokenSource>) -> Self {
+        GkeLister {
+            http: LazyHttp::default(),
+            base: endpoint,
+            tokens,
+        }
+    }
+
+    /// `clusters.list` of `projects/{project}/locations/{location}`: one call (the v1 API
+    /// has no pages), one attempt.
+    pub async fn list(&self, project: &str, location: &str) -> Result<ClusterList, ProviderError> {
+        let parent = format!("projects/{project}/locations/{location}");
+        let doing = format!("listing the clusters of project `{project}`, location `{location}`");
+        let v = call(
+            &self.http,
+            self.tokens.as_ref(),
+            Method::GET,
+            api_url(&self.base, &format!("{parent}/clusters")),
+            None,
+            &doing,
+        )
+        .await?;
+        let Some(obj) = v.as_object() else {
+            return Err(ProviderError::Other(format!(
+                "{doing}: the answer is not a JSON object"
+            )));
+        };
+        let clusters = match obj.get("clusters") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => {
+                return Err(ProviderError::Other(format!(
+                    "{doing}: `clusters` is not a list"
+                )));
+            }
+        };
+        let missing_zones = obj
+            .get("missingZones")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ClusterList {
+            clusters,
+            missing_zones,
+        })
     }
 }
 

@@ -127,7 +127,7 @@ pub fn is_loopback_host(url: &Url) -> bool {
 
 /// Project ids: 6-30 characters of lowercase letters, digits and `-`, starting with a
 /// letter, not ending with `-`; legacy domain-scoped ids (`example.com:my-project`) too.
-fn validate_project(s: &str) -> Result<(), String> {
+pub(crate) fn validate_project(s: &str) -> Result<(), String> {
     let id = match s.rsplit_once(':') {
         Some((domain, id)) => {
             if domain.is_empty()
@@ -148,7 +148,7 @@ fn validate_project(s: &str) -> Result<(), String> {
 }
 
 /// Regions and zones: `europe-west1`, `us-central1-a`.
-fn validate_location(s: &str) -> Result<(), String> {
+pub(crate) fn validate_location(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 63 {
         return Err("must be 1 to 63 characters".into());
     }
@@ -160,7 +160,7 @@ fn validate_location(s: &str) -> Result<(), String> {
 
 /// Cluster names: 1-40 characters of lowercase letters, digits and `-`, starting with a
 /// letter and ending with a letter or digit.
-fn validate_cluster(s: &str) -> Result<(), String> {
+pub(crate) fn validate_cluster(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 40 {
         return Err("must be 1 to 40 characters".into());
     }

@@ -14,6 +14,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod credential;
+pub mod discover;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ pub use crate::config::GkeTarget;
 pub use crate::credential::{
     ACCESS_TOKEN_VAR, AccessToken, CredentialChain, CredentialEnv, StaticToken, TokenSource,
 };
+pub use crate::discover::discovery_factory;
 
 /// The provider's name in `provider:`.
 pub const NAME: &str = "gke";
@@ -36,6 +38,14 @@ pub const NAME: &str = "gke";
 /// private clusters; the cluster does not report which limit applies to it, so the stricter
 /// one holds for every cluster (a set that fits is accepted everywhere).
 pub const MAX_RANGES: usize = 50;
+
+/// The API quota of a target ([`rangekeeper_provider::QuotaScope`]): GKE rations its API
+/// requests per project (per minute, for every caller of the project), so every cluster of a
+/// project draws on the same quota, whatever its location.
+pub fn quota_scope(cfg: &TargetConfig) -> Option<String> {
+    let target = GkeTarget::from_config(cfg).ok()?;
+    Some(format!("gke/{}", target.project))
+}
 
 /// The static capabilities of the GKE provider.
 pub fn capabilities() -> Capabilities {
@@ -267,5 +277,43 @@ impl Provider for GkeProvider {
 
     async fn disable(&self, opts: &ApplyOptions) -> Result<Applied, ProviderError> {
         self.converge(Goal::Unrestricted, opts).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg(v: serde_json::Value) -> TargetConfig {
+        TargetConfig {
+            name: "t".into(),
+            base_dir: ".".into(),
+            fields: v.as_object().cloned().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_quota_scope_is_the_project() {
+        let a = cfg(
+            serde_json::json!({"project": "my-project-123", "location": "europe-west1", "cluster": "a"}),
+        );
+        let b = cfg(
+            serde_json::json!({"project": " my-project-123 ", "location": "us-central1-a", "cluster": "b",
+            "endpoint": "http://127.0.0.1:1"}),
+        );
+        let c = cfg(
+            serde_json::json!({"project": "other-project", "location": "europe-west1", "cluster": "a"}),
+        );
+        assert_eq!(quota_scope(&a).as_deref(), Some("gke/my-project-123"));
+        assert_eq!(
+            quota_scope(&a),
+            quota_scope(&b),
+            "every location of a project"
+        );
+        assert_eq!(quota_scope(&c).as_deref(), Some("gke/other-project"));
+        let bad =
+            cfg(serde_json::json!({"project": "X", "location": "europe-west1", "cluster": "a"}));
+        assert_eq!(quota_scope(&bad), None, "an invalid target shares nothing");
     }
 }
