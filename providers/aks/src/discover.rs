@@ -314,7 +314,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"subscription": SUB, "tags": {"team": []}}),
-                "tags.team",
+                "`tags`: `team`",
             ),
             (
                 serde_json::json!({"subscription": SUB, "armEndpoint": "http://example.com"}),

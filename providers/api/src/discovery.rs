@@ -160,7 +160,7 @@ impl TagFilter {
                 && vs.is_empty()
             {
                 return Err(format!(
-                    "`{field}.{key}`: the list of values is empty, so no target could match; list at least one value"
+                    "`{field}`: `{key}`: the list of values is empty, so no target could match; list at least one value"
                 ));
             }
         }
@@ -208,12 +208,12 @@ mod tests {
         let e = filter(serde_json::json!({"team": []}))
             .validate()
             .unwrap_err();
-        assert!(e.contains("tags.team"), "{e}");
+        assert!(e.contains("`tags`: `team`"), "{e}");
         assert!(filter(serde_json::json!({"a": "b"})).validate().is_ok());
         let e = filter(serde_json::json!({"team": []}))
             .validate_as("labels", "label")
             .unwrap_err();
-        assert!(e.contains("`labels.team`"), "{e}");
+        assert!(e.contains("`labels`: `team`"), "{e}");
         let e = filter(serde_json::json!({" ": "x"}))
             .validate_as("labels", "label")
             .unwrap_err();

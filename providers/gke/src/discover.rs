@@ -299,7 +299,7 @@ mod tests {
             ),
             (
                 json!({"project": PROJECT, "labels": {"team": []}}),
-                "`labels.team`",
+                "`labels`: `team`",
             ),
             (
                 json!({"project": PROJECT, "endpoint": "http://example.com"}),
