@@ -213,13 +213,8 @@ impl Discoverer for GkeDiscoverer {
             })?;
         if !list.missing_zones.is_empty() {
             return Err(ProviderError::Transient(format!(
-                "listing {}: GKE could not reach {} ({}: `missingZones`), so the list lacks their clusters and is not used",
+                "listing {}: GKE could not reach {} (`missingZones`), so the list lacks the clusters there and is not used",
                 t.scope(),
-                if list.missing_zones.len() == 1 {
-                    "one location"
-                } else {
-                    "some locations"
-                },
                 list.missing_zones.join(", ")
             )));
         }
