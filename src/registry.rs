@@ -62,8 +62,8 @@ pub fn entries() -> Vec<Entry> {
             capabilities: rangekeeper_provider_gke::capabilities,
             factory: rangekeeper_provider_gke::factory,
             import: no_import,
-            discover: None,
-            quota_scope: no_quota_scope,
+            discover: Some(rangekeeper_provider_gke::discovery_factory),
+            quota_scope: rangekeeper_provider_gke::quota_scope,
         },
         #[cfg(feature = "hostfw")]
         Entry {

@@ -2,7 +2,9 @@
 //! `nextLink`, filtered by tags, one still being created, one overridden by a declared
 //! target, a list call that fails), EKS clusters listed by moto in two regions, and the
 //! reconcile loop following a fleet that changes (a new cluster, a provisioning one that
-//! becomes ready, a vanished one, a failing list call that keeps the last good list).
+//! becomes ready, a vanished one, a failing list call that keeps the last good list), and GKE
+//! clusters listed by the fake GKE API in every location of a project (labels, pending
+//! statuses, `missingZones` failing the listing, a bad template refused offline).
 
 #[cfg(feature = "aks")]
 mod aks {
@@ -622,5 +624,308 @@ discover:
                 .all(|t| t["discoveredBy"] == "fleet")
         );
         insta::assert_json_snapshot!("discovery_eks_show_json", v["discovery"]);
+    }
+}
+
+#[cfg(feature = "gke")]
+mod gke {
+    use std::process::Output;
+    use std::time::Duration;
+
+    use crate::common::{Scratch, seen, stdout};
+    use rangekeeper_test_support::gke::{FakeGke, Fault, On, example_cluster};
+    use serde_json::{Value, json};
+
+    const TOKEN: &str = "ya29.discovery-binary-token-3e9c";
+    const PROJECT: &str = "test-project";
+
+    fn name(location: &str, cluster: &str) -> String {
+        format!("gke/{PROJECT}/{location}/{cluster}")
+    }
+
+    /// a (prod, RUNNING), b (prod, RECONCILING: an operation running, in a zone), c (prod,
+    /// PROVISIONING), d (dev) and e (prod, declared in `targets:` too).
+    async fn fleet() -> FakeGke {
+        let fake = FakeGke::start().await.unwrap();
+        fake.accept_token(TOKEN);
+        for (loc, c, env, status) in [
+            ("europe-west1", "a", "prod", "RUNNING"),
+            ("europe-west1-b", "b", "prod", "RECONCILING"),
+            ("us-central1", "c", "prod", "PROVISIONING"),
+            ("europe-west1", "d", "dev", "RUNNING"),
+            ("europe-west1", "e", "prod", "RUNNING"),
+        ] {
+            let mut body = example_cluster(PROJECT, loc, c);
+            body["resourceLabels"] = json!({"env": env});
+            body["status"] = Value::String(status.to_owned());
+            fake.insert_cluster(PROJECT, loc, c, body);
+        }
+        fake.set_operation(0, 1, Duration::from_secs(30));
+        fake
+    }
+
+    fn declaration(endpoint: &str) -> String {
+        format!(
+            r#"version: 1
+sets:
+  office: [198.51.100.0/24, 192.0.2.0/24]
+discover:
+  templates:
+    prod-gke:
+      provider: gke
+      project: {PROJECT}
+      labels: {{env: prod}}
+      endpoint: {endpoint}
+      allow: [office]
+targets:
+  gke/{PROJECT}/europe-west1/e:
+    provider: gke
+    project: {PROJECT}
+    location: europe-west1
+    cluster: e
+    endpoint: {endpoint}
+    allow: [office, 203.0.113.0/24]
+"#
+        )
+    }
+
+    /// Run the binary off the async runtime (so the fake keeps serving), with the fake's token
+    /// and no other Google credentials.
+    async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
+        let dir = dir.to_path_buf();
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            crate::common::rangekeeper(&dir)
+                .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+                .env_remove("GCE_METADATA_HOST")
+                .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
+                .env("NO_GCE_CHECK", "true")
+                .env("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN)
+                .args(args)
+                .timeout(Duration::from_secs(120))
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The port of the fake changes per run, and so does the time retries took (`gave up
+    /// after 4 attempts in 2.2s`).
+    fn stable(text: &str, endpoint: &str) -> String {
+        let text = text.replace(endpoint, "http://127.0.0.1:PORT");
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(" attempts in ") {
+            let (head, tail) = rest.split_at(at + " attempts in ".len());
+            out.push_str(head);
+            out.push_str("<time>");
+            rest = tail.trim_start_matches(|c: char| {
+                c.is_ascii_digit() || c == '.' || c == 'm' || c == 's'
+            });
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The CIDR blocks a cluster holds now.
+    fn blocks(fake: &FakeGke, location: &str, cluster: &str) -> Vec<String> {
+        let c = fake.cluster(PROJECT, location, cluster).unwrap();
+        c.pointer(
+            "/controlPlaneEndpointsConfig/ipEndpointsConfig/authorizedNetworksConfig/cidrBlocks",
+        )
+        .and_then(Value::as_array)
+        .map(|b| {
+            b.iter()
+                .filter_map(|b| b["cidrBlock"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gke_templates_list_every_location_filter_by_labels_and_yield_to_declared_targets() {
+        let fake = fleet().await;
+        let endpoint = fake.endpoint();
+        let s = Scratch::new(&declaration(&endpoint));
+
+        let validate = run(s.path(), &["validate"]).await;
+        assert_eq!(validate.status.code(), Some(0), "{}", seen(&validate));
+        assert!(fake.requests().is_empty(), "validate makes no call");
+
+        let plan = run(s.path(), &["plan", "--detailed-exitcode"]).await;
+        assert_eq!(plan.status.code(), Some(2), "{}", seen(&plan));
+        insta::assert_snapshot!("discovery_gke_plan", stable(&seen(&plan), &endpoint));
+        let lists = fake.lists();
+        assert_eq!(lists.len(), 1, "one call for every location: {lists:?}");
+        assert_eq!(
+            lists[0].path,
+            format!("/v1/projects/{PROJECT}/locations/-/clusters")
+        );
+        assert!(fake.updates().is_empty(), "plan changes nothing");
+
+        let json = run(s.path(), &["plan", "-o", "json"]).await;
+        let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+        let plans = v["plans"].as_array().unwrap();
+        let by = |n: &str| plans.iter().find(|p| p["target"] == n).cloned();
+        assert_eq!(
+            by(&name("europe-west1", "a")).unwrap()["discoveredBy"],
+            "prod-gke"
+        );
+        assert_eq!(
+            by(&name("europe-west1-b", "b")).unwrap()["discoveredBy"],
+            "prod-gke",
+            "a RECONCILING cluster is a target"
+        );
+        let declared = by(&name("europe-west1", "e")).unwrap();
+        assert!(declared.get("discoveredBy").is_none(), "{declared}");
+        assert!(
+            by(&name("us-central1", "c")).is_none(),
+            "PROVISIONING: not planned"
+        );
+        assert!(
+            by(&name("europe-west1", "d")).is_none(),
+            "the labels filter dev out"
+        );
+        insta::assert_json_snapshot!("discovery_gke_plan_json", v["discovery"]);
+
+        let apply = run(s.path(), &["apply", "--yes"]).await;
+        assert_eq!(apply.status.code(), Some(0), "{}", seen(&apply));
+        assert_eq!(
+            blocks(&fake, "europe-west1", "a"),
+            ["192.0.2.0/24", "198.51.100.0/24"]
+        );
+        assert_eq!(
+            blocks(&fake, "europe-west1-b", "b"),
+            ["192.0.2.0/24", "198.51.100.0/24"]
+        );
+        assert_eq!(
+            blocks(&fake, "europe-west1", "e"),
+            ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+            "the declared target's list wins"
+        );
+        assert_eq!(
+            blocks(&fake, "us-central1", "c"),
+            ["198.51.100.0/24"],
+            "pending: untouched"
+        );
+        assert_eq!(
+            blocks(&fake, "europe-west1", "d"),
+            ["198.51.100.0/24"],
+            "filtered out: untouched"
+        );
+
+        let show = run(s.path(), &["show"]).await;
+        assert_eq!(show.status.code(), Some(0), "{}", seen(&show));
+        insta::assert_snapshot!("discovery_gke_show", stable(&seen(&show), &endpoint));
+
+        let replan = run(s.path(), &["plan", "--detailed-exitcode"]).await;
+        assert_eq!(replan.status.code(), Some(0), "in sync: {}", seen(&replan));
+        for o in [&plan, &json, &apply, &show, &replan] {
+            assert!(!seen(o).contains(TOKEN));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_zones_or_a_refused_listing_fail_plan_and_apply_changes_nothing() {
+        let fake = fleet().await;
+        let endpoint = fake.endpoint();
+        let s = Scratch::new(&declaration(&endpoint));
+
+        // GKE could not reach a location: the list is incomplete and not acted on, even
+        // after the retries (the error is transient).
+        fake.set_missing_zones(&["us-central1"]);
+        let plan = run(s.path(), &["plan"]).await;
+        assert_eq!(plan.status.code(), Some(1), "{}", seen(&plan));
+        // stdout only: stderr has the retries' random delays.
+        insta::assert_snapshot!(
+            "discovery_gke_missing_zones",
+            stable(&stdout(&plan), &endpoint)
+        );
+        assert!(
+            seen(&plan).contains("error: discovery failed for template `prod-gke`"),
+            "{}",
+            seen(&plan)
+        );
+        assert!(fake.lists().len() > 1, "a transient failure is retried");
+        let apply = run(s.path(), &["apply", "--yes"]).await;
+        assert_eq!(apply.status.code(), Some(1), "{}", seen(&apply));
+        assert!(
+            seen(&apply).contains("nothing was applied: discovery failed for template `prod-gke`"),
+            "{}",
+            seen(&apply)
+        );
+        assert!(fake.updates().is_empty(), "not even the declared target");
+
+        // Refused: not retried, and named.
+        fake.set_missing_zones(&[]);
+        fake.clear_requests();
+        fake.inject(
+            Fault::Status(
+                403,
+                "PERMISSION_DENIED".into(),
+                "Required \"container.clusters.list\" permission(s) for \"projects/test-project\"."
+                    .into(),
+            ),
+            On::ListClusters,
+            1,
+        );
+        let plan = run(s.path(), &["plan"]).await;
+        assert_eq!(plan.status.code(), Some(1), "{}", seen(&plan));
+        assert!(
+            seen(&plan).contains("discovery failed for template `prod-gke`")
+                && seen(&plan).contains("PERMISSION_DENIED"),
+            "{}",
+            seen(&plan)
+        );
+        assert_eq!(fake.lists().len(), 1, "an auth error is not retried");
+
+        // A server error is retried by the one retry owner, and the listing then succeeds.
+        fake.clear_requests();
+        fake.inject(Fault::Unavailable, On::ListClusters, 1);
+        let plan = run(s.path(), &["plan"]).await;
+        assert_eq!(plan.status.code(), Some(0), "{}", seen(&plan));
+        assert_eq!(fake.lists().len(), 2);
+        assert!(stdout(&plan).contains(&name("europe-west1", "a")));
+    }
+
+    /// A bad template is refused offline, each problem located at the field it names.
+    #[test]
+    fn validate_locates_the_problems_of_gke_templates() {
+        let s = Scratch::new(
+            "version: 1
+sets:
+  office: [198.51.100.0/24]
+discover:
+  templates:
+    bad-project:
+      provider: gke
+      project: Not_A_Project
+      allow: [office]
+    bad-location:
+      provider: gke
+      project: test-project
+      location: europe
+      allow: [office]
+    bad-labels:
+      provider: gke
+      project: test-project
+      labels: {env: []}
+      allow: [office]
+    tags-not-labels:
+      provider: gke
+      project: test-project
+      tags: {env: prod}
+      allow: [office]
+    bad-endpoint:
+      provider: gke
+      project: test-project
+      endpoint: http://example.com
+      allow: [office]
+",
+        );
+        let o = s.run(&["validate"]);
+        assert_eq!(o.status.code(), Some(1), "{}", seen(&o));
+        insta::assert_snapshot!("discovery_gke_validate_errors", seen(&o));
     }
 }
