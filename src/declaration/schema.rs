@@ -46,7 +46,7 @@ pub fn schema() -> Value {
             },
             "discover": {
                 "type": "object",
-                "description": "Templates that providers expand into targets: each lists the clusters it can see (aks: a subscription, optionally one resourceGroup; eks: regions), filtered by `tags`, and every cluster found becomes a target named `aks/<subscription>/<group>/<cluster>` or `eks/<region>/<cluster>` with the template's allow, protect and policy. A target of `targets` with the same name overrides the discovered one; a cluster still being provisioned is pending (listed, not planned).",
+                "description": "Templates that providers expand into targets: each lists the clusters it can see (aks: a subscription, optionally one resourceGroup; eks: regions; gke: a project, optionally one location), filtered by `tags` (gke: `labels`), and every cluster found becomes a target named `aks/<subscription>/<group>/<cluster>`, `eks/<region>/<cluster>` or `gke/<project>/<location>/<cluster>` with the template's allow, protect and policy. A target of `targets` with the same name overrides the discovered one; a cluster still being provisioned is pending (listed, not planned).",
                 "required": ["templates"],
                 "additionalProperties": false,
                 "properties": {
@@ -143,9 +143,16 @@ pub fn schema() -> Value {
                     },
                     "subscription": {"type": "string", "description": "aks: the subscription id whose managed clusters are listed."},
                     "resourceGroup": {"type": "string", "description": "aks: only the managed clusters of this resource group."},
-                    "regions": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "eks: the regions whose clusters are listed."}
+                    "regions": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "eks: the regions whose clusters are listed."},
+                    "labels": {
+                        "type": "object",
+                        "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+                        "description": "gke: only clusters whose resourceLabels carry every label named, each with this value or one of these values (keys and values exact)."
+                    },
+                    "project": {"type": "string", "description": "gke: the project whose clusters are listed."},
+                    "location": {"type": "string", "default": "-", "description": "gke: only the clusters of this region or zone (`-`, the default: every location of the project)."}
                 },
-                "description": "A target template: its provider, what to list (aks: subscription, resourceGroup, tags, cloud, armEndpoint, apiVersion; eks: regions, tags, profile), and the allow, protect and policy of every target it finds."
+                "description": "A target template: its provider, what to list (aks: subscription, resourceGroup, tags, cloud, armEndpoint, apiVersion; eks: regions, tags, profile; gke: project, location, labels, endpoint), and the allow, protect and policy of every target it finds."
             }
         }
     })
