@@ -889,6 +889,30 @@ targets:
         assert!(stdout(&plan).contains(&name("europe-west1", "a")));
     }
 
+    /// Our own update puts a cluster in RECONCILING until its Operation is DONE: the next
+    /// listing must keep it a target, not drop it from the fleet as pending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_reconciling_after_our_own_update_stays_a_target() {
+        let fake = fleet().await;
+        let endpoint = fake.endpoint();
+        let s = Scratch::new(&declaration(&endpoint));
+        let apply = run(s.path(), &["apply", "--yes", "--no-wait"]).await;
+        assert_eq!(apply.status.code(), Some(0), "{}", seen(&apply));
+        let a = fake.cluster(PROJECT, "europe-west1", "a").unwrap();
+        assert_eq!(a["status"], "RECONCILING", "the update is still running");
+
+        let json = run(s.path(), &["plan", "-o", "json"]).await;
+        let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+        let d = &v["discovery"][0];
+        assert_eq!(
+            d["targets"],
+            json!([name("europe-west1-b", "b"), name("europe-west1", "a")]),
+            "{v}"
+        );
+        assert_eq!(d["pending"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(d["pending"][0]["target"], name("us-central1", "c"));
+    }
+
     /// A bad template is refused offline, each problem located at the field it names.
     #[test]
     fn validate_locates_the_problems_of_gke_templates() {
