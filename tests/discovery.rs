@@ -219,8 +219,9 @@ targets:
 
     /// Every problem of the section is found offline, located at file:line:column. Its
     /// templates use `eks` too, whose absence is another error (tested in that build by
-    /// `cli`'s feature tests).
-    #[cfg(feature = "eks")]
+    /// `cli`'s feature tests), and its message lists every provider that can discover, so
+    /// it needs `gke` as well.
+    #[cfg(all(feature = "eks", feature = "gke"))]
     #[test]
     fn validate_locates_every_problem_of_the_discover_section() {
         let s = Scratch::new(

@@ -1471,4 +1471,9 @@ fn a_low_remaining_reads_header_slows_the_subscription_down() {
         ),
         "{err}"
     );
+    let first = err
+        .lines()
+        .find(|l| l.contains("slowing down"))
+        .unwrap_or_default();
+    insta::assert_snapshot!("scope_slowed_down_log", first);
 }

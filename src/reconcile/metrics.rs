@@ -739,4 +739,21 @@ mod tests {
         m.set_first_pass_done();
         assert!(m.ready());
     }
+
+    /// The two families of a throttled quota scope appear once a scope has been slowed down,
+    /// with its last limit and the number of cuts.
+    #[test]
+    fn renders_the_slowed_quota_scopes() {
+        let m = Metrics::default();
+        assert!(!m.render().contains("rangekeeper_scope_"));
+        m.scope_limit("aks/subscription/0000-a", 8);
+        m.scope_limit("aks/subscription/0000-a", 4);
+        m.scope_limit("eks/default/eu-west-1", 8);
+        let text = m.render();
+        let scopes: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("rangekeeper_scope_"))
+            .collect();
+        insta::assert_snapshot!("scope_metrics", scopes.join("\n"));
+    }
 }
