@@ -22,9 +22,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Built as `cargo test` builds them (every plugin crate has integration tests, so its binary is
+# built, and so are the examples): the same feature unification as scripts/test.sh's build, so
+# after it this compiles nothing. `cargo build --bins` leaves the dev-dependencies out, which
+# unifies the dependencies' features differently and compiled much of the tree again.
 step "build rangekeeper, the plugin crates and the example plugins"
-cargo build --locked --workspace --bins >&2
-cargo build --locked -p rangekeeper --examples >&2
+cargo test --locked --workspace --no-run >&2
 
 bin="${CARGO_TARGET_DIR:-target}/debug"
 bin="$(cd "$bin" && pwd)"
