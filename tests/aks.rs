@@ -45,18 +45,9 @@ targets:
 
 /// Run the binary off the async runtime, so the fake server keeps serving meanwhile.
 async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
-    let dir = dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        crate::common::rangekeeper(&dir)
-            .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
-            .args(args)
-            .timeout(Duration::from_secs(120))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let mut c = crate::common::rangekeeper(dir);
+    c.env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN).args(args);
+    crate::common::output_off_runtime(c).await
 }
 
 fn ranges(fake: &FakeArm) -> Option<Value> {

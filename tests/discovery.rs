@@ -92,18 +92,9 @@ targets:
 
     /// Run the binary off the async runtime, so the fake keeps serving meanwhile.
     async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
-        let dir = dir.to_path_buf();
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        tokio::task::spawn_blocking(move || {
-            crate::common::rangekeeper(&dir)
-                .env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN)
-                .args(args)
-                .timeout(Duration::from_secs(120))
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+        let mut c = crate::common::rangekeeper(dir);
+        c.env("RANGEKEEPER_AZURE_ACCESS_TOKEN", TOKEN).args(args);
+        crate::common::output_off_runtime(c).await
     }
 
     fn ranges(fake: &FakeArm, rg: &str, c: &str) -> Option<Value> {
@@ -693,22 +684,14 @@ targets:
     /// Run the binary off the async runtime (so the fake keeps serving), with the fake's token
     /// and no other Google credentials.
     async fn run(dir: &std::path::Path, args: &[&str]) -> Output {
-        let dir = dir.to_path_buf();
-        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-        tokio::task::spawn_blocking(move || {
-            crate::common::rangekeeper(&dir)
-                .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-                .env_remove("GCE_METADATA_HOST")
-                .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
-                .env("NO_GCE_CHECK", "true")
-                .env("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN)
-                .args(args)
-                .timeout(Duration::from_secs(120))
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+        let mut c = crate::common::rangekeeper(dir);
+        c.env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("GCE_METADATA_HOST")
+            .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
+            .env("NO_GCE_CHECK", "true")
+            .env("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN)
+            .args(args);
+        crate::common::output_off_runtime(c).await
     }
 
     /// The port of the fake changes per run, and so does the time retries took (`gave up

@@ -54,25 +54,17 @@ targets:
 /// Run the binary off the async runtime (so the fake keeps serving), with no ambient Google
 /// credentials: only what `env` gives it.
 async fn run_env(dir: &std::path::Path, args: &[&str], env: Vec<(&'static str, String)>) -> Output {
-    let dir = dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let mut c = common::rangekeeper(&dir);
-        c.env_remove("GOOGLE_OAUTH_ACCESS_TOKEN")
-            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-            .env_remove("GCE_METADATA_HOST")
-            .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
-            .env("NO_GCE_CHECK", "true");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.args(args)
-            .timeout(Duration::from_secs(120))
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let mut c = common::rangekeeper(dir);
+    c.env_remove("GOOGLE_OAUTH_ACCESS_TOKEN")
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("GCE_METADATA_HOST")
+        .env("CLOUDSDK_CONFIG", dir.join("no-gcloud"))
+        .env("NO_GCE_CHECK", "true");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.args(args);
+    common::output_off_runtime(c).await
 }
 
 async fn run(dir: &std::path::Path, args: &[&str]) -> Output {

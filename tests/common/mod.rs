@@ -26,6 +26,19 @@ pub fn rangekeeper(dir: &Path) -> Command {
     Command::from_std(rangekeeper_std(dir))
 }
 
+/// Run a command to its end off the async runtime (so a fake server on that runtime keeps
+/// serving meanwhile), giving up after 120 s.
+#[allow(dead_code)] // used by the provider modules, each gated on its feature
+pub async fn output_off_runtime(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || {
+        cmd.timeout(std::time::Duration::from_secs(120))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// A scratch directory with a declaration file in it; commands run inside it so every path
 /// in the output is relative and snapshots are stable.
 pub struct Scratch {
