@@ -103,3 +103,44 @@ fn completions_for_bash_zsh_and_fish() {
         assert!(o.status.success(), "{shell} -n: {}", seen(&o));
     }
 }
+
+/// Every command's `--help`, the top level's and each subcommand's at every depth, in one
+/// snapshot: the arguments of a subcommand are built only when it runs (`cli::Lazy`), and
+/// this proves each still shows its own description and all of its flags. (The providers'
+/// flags of `update` and `disable` depend on the features built.)
+#[cfg(all(
+    feature = "aks",
+    feature = "eks",
+    feature = "gke",
+    feature = "hostfw",
+    feature = "kubernetes"
+))]
+#[test]
+fn every_command_prints_its_help() {
+    fn paths(cmd: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        out.push(prefix.to_vec());
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            let mut p = prefix.to_vec();
+            p.push(sub.get_name().to_owned());
+            paths(sub, &p, out);
+        }
+    }
+    let mut cmd = rangekeeper::cli::Cli::command();
+    cmd.build();
+    let mut all = Vec::new();
+    paths(&cmd, &[], &mut all);
+    let s = Scratch::new("version: 1\n");
+    let mut text = String::new();
+    for path in all {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = s.run(&args);
+        assert_eq!(code(&o), 0, "{}", seen(&o));
+        text.push_str(&format!(
+            "=== rangekeeper {}\n{}\n",
+            args.join(" "),
+            stdout(&o)
+        ));
+    }
+    insta::assert_snapshot!("help_every_command", text);
+}
