@@ -681,7 +681,8 @@ fn every_example_validates() {
         for entry in std::fs::read_dir(&plugins_dir).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
             if text.contains(&format!("provider: {name}\n")) {
-                let dir = crate::plugins::workspace_plugin(&name).parent().unwrap();
+                let exe = crate::plugins::workspace_plugin(&name);
+                let dir = exe.parent().unwrap();
                 search = format!("{}:{search}", dir.display());
             }
         }

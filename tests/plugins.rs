@@ -21,16 +21,20 @@ fn path_with_examples() -> String {
     )
 }
 
-/// The Rust example plugin (`examples/plugins/file_plugin.rs`), built once per test run:
-/// cargo builds examples with `cargo test` but not with `cargo test --test integration`.
-fn rust_example() -> &'static Path {
+/// The workspace's binaries and examples, built once per test run, with
+/// `cargo build --workspace --bins --examples`: cargo builds this package's own binary for
+/// its tests, but not the example plugin (with `--test integration`) nor another package's
+/// binaries. Built with every package's dev-dependencies in view, as `cargo test
+/// --workspace` builds, so after the test command's build it compiles nothing; a narrower
+/// `cargo build -p PLUGIN` would resolve features differently and compile much of the
+/// dependency tree (the AWS SDK among it) a second time.
+fn workspace_build() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let name = "rangekeeper-provider-file-plugin";
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
             .current_dir(repo())
-            .args(["build", "--quiet", "--example", name])
+            .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
             .output()
             .unwrap();
         assert!(
@@ -38,14 +42,20 @@ fn rust_example() -> &'static Path {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let exe = Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
+        Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
             .parent()
             .unwrap()
-            .join("examples")
-            .join(name);
-        assert!(exe.is_file(), "{}", exe.display());
-        exe
+            .to_path_buf()
     })
+}
+
+/// The Rust example plugin (`examples/plugins/file_plugin.rs`).
+fn rust_example() -> PathBuf {
+    let exe = workspace_build()
+        .join("examples")
+        .join("rangekeeper-provider-file-plugin");
+    assert!(exe.is_file(), "{}", exe.display());
+    exe
 }
 
 fn executable(s: &Scratch, name: &str, body: &str) -> PathBuf {
@@ -370,43 +380,16 @@ fn grant_and_revoke_go_through_a_plugin_that_stores_leases() {
     assert!(!s.read("py.txt").contains("198.51.100.7"));
 }
 
-/// The HAProxy plugin (`plugins/haproxy`), built once per test run.
-pub(crate) fn haproxy_plugin() -> &'static Path {
+/// The HAProxy plugin (`plugins/haproxy`).
+pub(crate) fn haproxy_plugin() -> PathBuf {
     workspace_plugin("haproxy")
 }
 
-/// The workspace's plugin `plugins/<name>` (binary `rangekeeper-provider-<name>`), built once
-/// per test run beside the rangekeeper binary, as an installed plugin would sit on PATH.
-pub(crate) fn workspace_plugin(name: &str) -> &'static Path {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    static BUILT: OnceLock<Mutex<HashMap<String, &'static Path>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(exe) = built.get(name) {
-        return exe;
-    }
-    let bin = format!("rangekeeper-provider-{name}");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(repo())
-        .args(["build", "--quiet", "-p", &bin, "--bin", &bin])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exe = Path::new(env!("CARGO_BIN_EXE_rangekeeper"))
-        .parent()
-        .unwrap()
-        .join(&bin);
+/// The workspace's plugin `plugins/<name>` (binary `rangekeeper-provider-<name>`), beside the
+/// rangekeeper binary, as an installed plugin would sit on PATH.
+pub(crate) fn workspace_plugin(name: &str) -> PathBuf {
+    let exe = workspace_build().join(format!("rangekeeper-provider-{name}"));
     assert!(exe.is_file(), "{}", exe.display());
-    let exe: &'static Path = Box::leak(exe.into_boxed_path());
-    built.insert(name.to_owned(), exe);
     exe
 }
 

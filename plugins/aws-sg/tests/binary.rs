@@ -13,21 +13,17 @@ fn workspace() -> PathBuf {
 }
 
 /// The `rangekeeper` binary, built once per test run (cargo builds this crate's binary for
-/// its tests, not another package's).
+/// its tests, not another package's). Built as the workspace's tests build it (every
+/// package's dev-dependencies in view), so after the test command's build it compiles
+/// nothing; `cargo build -p rangekeeper` would resolve features differently and compile much
+/// of the dependency tree again.
 fn rangekeeper() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
             .current_dir(workspace())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "rangekeeper",
-                "--bin",
-                "rangekeeper",
-            ])
+            .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
             .output()
             .unwrap();
         assert!(
