@@ -17,6 +17,67 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// One subcommand's arguments, whose clap definitions are built only when that subcommand
+/// is parsed, its help is printed, or the whole tree is built (completions, man pages):
+/// clap's `Command::defer`. Every run then builds the top level and the one subcommand it
+/// runs, not the flags of twenty others; building and dropping those was a measurable share
+/// of a short command's start-up (issue 11). It reads as `T` through `Deref`.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Lazy<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Lazy)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|c| keep_about(c, T::augment_args))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|c| keep_about(c, T::augment_args_for_update))
+    }
+}
+
+/// Run a deferred `augment`, keeping the subcommand's own description. Built eagerly, the
+/// subcommand's doc comment is applied after its arguments' (a flattened struct's doc
+/// comment also sets `about`); deferred, the arguments come last, so it is put back.
+fn keep_about(cmd: clap::Command, augment: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let cmd = augment(cmd)
+        .about(None::<&'static str>)
+        .long_about(None::<&'static str>);
+    let cmd = match about {
+        Some(a) => cmd.about(a),
+        None => cmd,
+    };
+    match long_about {
+        Some(a) => cmd.long_about(a),
+        None => cmd,
+    }
+}
+
 /// Flags given before the subcommand (`rangekeeper -f FILE plan`), as older versions and
 /// scripts write them. Each subcommand also takes the ones that apply to it, and its
 /// `--help` shows only those; a flag after the subcommand wins.
@@ -404,37 +465,37 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the declaration file and every target's desired ranges, without any network call
-    Validate(ValidateArgs),
+    Validate(Lazy<ValidateArgs>),
     /// Read CIDRs (arguments, files or stdin) and print the canonical aggregate
-    Normalize(NormalizeArgs),
+    Normalize(Lazy<NormalizeArgs>),
     /// Show what `apply` would change on each target
-    Plan(PlanArgs),
+    Plan(Lazy<PlanArgs>),
     /// Make each target hold exactly its declared ranges
-    Apply(ApplyArgs),
+    Apply(Lazy<ApplyArgs>),
     /// Show the ranges each target holds now
-    Show(ShowArgs),
+    Show(Lazy<ShowArgs>),
     /// Print the objects `apply` would send to targets that keep Kubernetes objects, as
     /// multi-document YAML for a GitOps repository (`-o json`: one `List`)
-    Manifests(ManifestsArgs),
+    Manifests(Lazy<ManifestsArgs>),
     /// Change one target's current ranges by hand (add, remove or set)
-    Update(UpdateArgs),
+    Update(Lazy<UpdateArgs>),
     /// Lift a target's restriction (anyone may connect afterwards)
-    Disable(DisableArgs),
+    Disable(Lazy<DisableArgs>),
     /// Read what each target of a skeleton declaration holds now and print the complete
     /// declaration, with shared ranges factored into named sets
-    Import(ImportArgs),
+    Import(Lazy<ImportArgs>),
     /// Keep every target converged: one pass (`--once`, for cron) or a loop that corrects drift
-    Reconcile(ReconcileArgs),
+    Reconcile(Lazy<ReconcileArgs>),
     /// Open a target to one address for a while (this machine's egress IP by default):
     /// store a lease with the target and print its id
-    Grant(GrantArgs),
+    Grant(Lazy<GrantArgs>),
     /// Remove a lease (a lease already gone is not an error)
-    Revoke(RevokeArgs),
+    Revoke(Lazy<RevokeArgs>),
     /// List the leases stored with each target
-    Leases(LeasesArgs),
+    Leases(Lazy<LeasesArgs>),
     /// Grant a lease, run a command, and revoke the lease when it ends (also when it fails
     /// or the job is cancelled); exits with the command's exit code
-    Exec(ExecArgs),
+    Exec(Lazy<ExecArgs>),
     /// Manage live range sources (`url`, `dns`, `self` sets)
     Sources(SourcesArgs),
     /// List the built-in providers and what they accept
@@ -446,9 +507,9 @@ pub enum Command {
     /// Print the JSON Schema of the declaration file
     Schema,
     /// Print shell completions
-    Completions(CompletionsArgs),
+    Completions(Lazy<CompletionsArgs>),
     /// Print the manual page (roff), or write one page per command to a directory
-    Man(ManArgs),
+    Man(Lazy<ManArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -474,7 +535,7 @@ pub enum ProvidersCommand {
     /// Run the conformance suite against a provider, built-in or plugin, and print a
     /// pass/fail table (exit 0 only if every check passes). It changes and disables the
     /// target: give it a throw-away one.
-    Test(ProvidersTestArgs),
+    Test(Lazy<ProvidersTestArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -837,7 +898,7 @@ pub struct SourcesArgs {
 pub enum SourcesCommand {
     /// Accept the value held back for a source (it grew or shrank more than tenfold) as its
     /// new last good value, in the state directory
-    Accept(AcceptArgs),
+    Accept(Lazy<AcceptArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -880,13 +941,13 @@ pub struct ExternalIpsArgs {
 pub enum ExternalIpsCommand {
     /// A validating admission webhook for Services (externalip-webhook's behaviour and
     /// messages) over TLS at /validate-service
-    Serve(ExternalIpsServeArgs),
+    Serve(Lazy<ExternalIpsServeArgs>),
     /// Print (or --apply) a ValidatingAdmissionPolicy and binding that enforce the set in the
     /// API server itself (Kubernetes 1.30 and later)
-    Policy(ExternalIpsPolicyArgs),
+    Policy(Lazy<ExternalIpsPolicyArgs>),
     /// List Services whose externalIPs fall outside the set: exit 0 when all comply, 2 when
     /// some do not, 1 on error
-    Audit(ExternalIpsAuditArgs),
+    Audit(Lazy<ExternalIpsAuditArgs>),
 }
 
 /// Where the allowed external-IP ranges come from.
