@@ -295,13 +295,7 @@ fn validate_human_json_github() {
     insta::assert_json_snapshot!("validate_ok_json", v);
 }
 
-#[cfg(all(
-    feature = "aks",
-    feature = "eks",
-    feature = "gke",
-    feature = "hostfw",
-    feature = "kubernetes"
-))]
+#[cfg(feature = "every-provider")]
 const BAD: &str = r#"version: 1
 sets:
   office:
@@ -344,13 +338,7 @@ targets:
 "#;
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(
-    feature = "aks",
-    feature = "eks",
-    feature = "gke",
-    feature = "hostfw",
-    feature = "kubernetes"
-))]
+#[cfg(feature = "every-provider")]
 #[test]
 fn validate_reports_every_error_located() {
     let s = Scratch::new(BAD);
@@ -495,13 +483,7 @@ fn normalize_filter() {
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(
-    feature = "aks",
-    feature = "eks",
-    feature = "gke",
-    feature = "hostfw",
-    feature = "kubernetes"
-))]
+#[cfg(feature = "every-provider")]
 #[test]
 fn providers_schema_completions() {
     let s = Scratch::new(QUICKSTART);
@@ -723,13 +705,7 @@ fn every_example_validates() {
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(
-    feature = "aks",
-    feature = "eks",
-    feature = "gke",
-    feature = "hostfw",
-    feature = "kubernetes"
-))]
+#[cfg(feature = "every-provider")]
 #[test]
 fn json_outputs_of_providers_schema_disable_apply() {
     let s = Scratch::new(QUICKSTART);

@@ -108,13 +108,7 @@ fn completions_for_bash_zsh_and_fish() {
 /// snapshot: the arguments of a subcommand are built only when it runs (`cli::Lazy`), and
 /// this proves each still shows its own description and all of its flags. (The providers'
 /// flags of `update` and `disable` depend on the features built.)
-#[cfg(all(
-    feature = "aks",
-    feature = "eks",
-    feature = "gke",
-    feature = "hostfw",
-    feature = "kubernetes"
-))]
+#[cfg(feature = "every-provider")]
 #[test]
 fn every_command_prints_its_help() {
     fn paths(cmd: &clap::Command, prefix: &[String], out: &mut Vec<Vec<String>>) {

@@ -321,13 +321,7 @@ fn a_plugin_gets_the_environment_and_its_stderr_lines_reach_the_log_with_the_tar
 }
 
 /// Its snapshot lists every built-in provider.
-#[cfg(all(
-    feature = "aks",
-    feature = "eks",
-    feature = "gke",
-    feature = "hostfw",
-    feature = "kubernetes"
-))]
+#[cfg(feature = "every-provider")]
 #[test]
 fn validate_locates_a_missing_plugin_and_an_unknown_provider() {
     let s = Scratch::new(
