@@ -42,9 +42,6 @@ export RUSTFLAGS
 # is added to it (minimally) instead of failing the run until someone updates it by hand.
 # A target dir of its own: these flags would otherwise rebuild the main workspace's artifacts.
 export CARGO_TARGET_DIR="$PWD/target"
-# The coverage instrumentation is kept for the crates the targets exercise and dropped for the
-# rest of the dependency tree (scripts/fuzz-rustc says which and why).
-export RUSTC_WRAPPER="$PWD/../scripts/fuzz-rustc"
 # An explicit --target keeps RUSTFLAGS off build scripts and proc macros (which run in the
 # build and are not linked with libFuzzer), as cargo-fuzz does.
 host="$(rustc -vV | sed -n 's/^host: //p')"
