@@ -4,7 +4,7 @@
 //! Usage: `normalize [--strict] [--max-ranges K] [[-i] FILE...]`
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::process::ExitCode;
 
 use rangekeeper_cidr::{RangeSet, aggregate_lines, cover};
@@ -42,10 +42,9 @@ fn run(
     max_ranges: Option<usize>,
     files: &[String],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    const CAP: usize = 1 << 20;
     let mut set = RangeSet::new();
     let mut aggregate = |r: Box<dyn Read>| -> Result<(), Box<dyn std::error::Error>> {
-        let a = aggregate_lines(BufReader::with_capacity(CAP, r), strict)?;
+        let a = aggregate_lines(r, strict)?;
         for w in &a.host_bits {
             eprintln!(
                 "warning: line {}: {} has host bits set; using {}",

@@ -1,6 +1,6 @@
 //! Line-oriented aggregation: the streaming `normalize` path over one-CIDR-per-line text.
 
-use std::io::BufRead;
+use std::io::Read;
 
 use ipnet::IpNet;
 
@@ -888,16 +888,17 @@ fn parse_block(
 /// `#` to the end of a line, skipped) and aggregate into a canonical set. Streaming and fast:
 /// this is `rangekeeper normalize`. With `strict`, a host-bits entry is an error.
 ///
-/// Reads in 1 MiB blocks (the reader's own buffer size does not matter), parses each block
-/// on two threads without per-line allocation, and sorts with a radix sort. Memory is about
-/// 16 bytes per IPv4 entry and 32 per IPv6 entry at the peak of the sort.
-pub fn aggregate_lines<R: BufRead>(reader: R, strict: bool) -> Result<Aggregated, LineError> {
+/// Reads in 1 MiB blocks of its own, parses each block on two threads without per-line
+/// allocation, and sorts with a radix sort. Memory is about 16 bytes per IPv4 entry and 32 per
+/// IPv6 entry at the peak of the sort. Give it the file (or stdin) itself: a `BufReader` in
+/// between would only copy every byte once more, through a buffer of its own.
+pub fn aggregate_lines<R: Read>(reader: R, strict: bool) -> Result<Aggregated, LineError> {
     aggregate_lines_tuned(reader, strict, LinesTuning::default())
 }
 
 /// [`aggregate_lines`] with explicit block size and thresholds (the same result for any
 /// tuning; for tests and fuzzing, which set them small to reach the boundaries).
-pub fn aggregate_lines_tuned<R: BufRead>(
+pub fn aggregate_lines_tuned<R: Read>(
     mut reader: R,
     strict: bool,
     tuning: LinesTuning,

@@ -1,6 +1,6 @@
 //! `rangekeeper normalize`: CIDRs from arguments, files or stdin -> the canonical aggregate.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 
 use anyhow::Context as _;
 use rangekeeper_cidr::{Aggregated, LineError, RangeSet, aggregate_lines};
@@ -8,8 +8,9 @@ use rangekeeper_cidr::{Aggregated, LineError, RangeSet, aggregate_lines};
 use crate::cli::{Global, ListFormat, NormalizeArgs};
 use crate::commands::Outcome;
 
-/// Buffer size for reading large lists.
-const READ_BUF: usize = 1 << 20;
+/// Buffer size for writing a large list as JSON. (Input is read without a buffer of ours:
+/// `aggregate_lines` reads in blocks of its own.)
+const WRITE_BUF: usize = 1 << 20;
 
 pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
     crate::commands::reject_github(global, "normalize")?;
@@ -54,14 +55,12 @@ pub fn run(global: &Global, args: &NormalizeArgs) -> anyhow::Result<Outcome> {
     for input in &inputs {
         if input.as_os_str() == "-" {
             let stdin = std::io::stdin().lock();
-            let agg = aggregate_lines(BufReader::with_capacity(READ_BUF, stdin), global.strict)
-                .map_err(|e| locate("stdin", e))?;
+            let agg = aggregate_lines(stdin, global.strict).map_err(|e| locate("stdin", e))?;
             absorb(agg, "stdin");
         } else {
             let name = input.display().to_string();
             let f = std::fs::File::open(input).with_context(|| format!("cannot open {name}"))?;
-            let agg = aggregate_lines(BufReader::with_capacity(READ_BUF, f), global.strict)
-                .map_err(|e| locate(&name, e))?;
+            let agg = aggregate_lines(f, global.strict).map_err(|e| locate(&name, e))?;
             absorb(agg, &name);
         }
     }
@@ -97,7 +96,7 @@ pub fn write_list(set: &RangeSet, format: ListFormat) -> anyhow::Result<()> {
     match format {
         ListFormat::Plain => set.write_lines(stdout.lock()),
         ListFormat::Json => {
-            let mut out = std::io::BufWriter::with_capacity(READ_BUF, stdout.lock());
+            let mut out = std::io::BufWriter::with_capacity(WRITE_BUF, stdout.lock());
             serde_json::to_writer(&mut out, set)
                 .map_err(std::io::Error::from)
                 .and_then(|()| writeln!(out))
