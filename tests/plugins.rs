@@ -21,20 +21,33 @@ fn path_with_examples() -> String {
     )
 }
 
-/// The workspace's binaries and examples, built once per test run, with
-/// `cargo build --workspace --bins --examples`: cargo builds this package's own binary for
-/// its tests, but not the example plugin (with `--test integration`) nor another package's
-/// binaries. Built with every package's dev-dependencies in view, as `cargo test
-/// --workspace` builds, so after the test command's build it compiles nothing; a narrower
-/// `cargo build -p PLUGIN` would resolve features differently and compile much of the
-/// dependency tree (the AWS SDK among it) a second time.
+/// The plugins: the Rust example plugin and every `plugins/NAME` crate's executable, built once
+/// per test run (cargo builds this package's own binary for its tests, but not the example
+/// with `--test integration`, nor another package's binaries).
+///
+/// `--workspace` with an example selected resolves features as `cargo test --workspace`
+/// does (every package, dev-dependencies included), so after the test command's build this
+/// compiles nothing; `cargo build -p PLUGIN` resolved them differently and compiled much of
+/// the tree (the AWS SDK among it) a second time. Only the plugins are named: `--bins` would
+/// also put a default-features `rangekeeper` where the features matrix's tests run theirs.
 fn workspace_build() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let mut args: Vec<String> = ["build", "--quiet", "--workspace", "--example"]
+            .map(String::from)
+            .into();
+        args.push("rangekeeper-provider-file-plugin".into());
+        for entry in std::fs::read_dir(repo().join("plugins")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().join("Cargo.toml").is_file() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                args.extend(["--bin".into(), format!("rangekeeper-provider-{name}")]);
+            }
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
             .current_dir(repo())
-            .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
+            .args(&args)
             .output()
             .unwrap();
         assert!(
